@@ -1,0 +1,182 @@
+/**
+ * Staleness detection: moves tasks stuck too long in a state to `error` and opens a DLQ
+ * investigation for each, in batches.
+ *
+ * Reads: the current transition of in-flight tasks (idx_task_transitions_in_flight), their template's
+ * lifecycle config, pending DLQ entries (idx_dlq_unique_pending_task); for the tasks acted on, their
+ * steps, step transitions and edges (to pick the reason).
+ * Writes: an `error` transition and/or a pending tasker_tasks_dlq row per stale task, both in one
+ * statement per batch; tasker_lifecycle_settings when the configuration changed; NOTIFY events.
+ *
+ * Options (from [staleness_detection] and [dlq]): thresholds in minutes (lifetime in hours),
+ * batch_size (tasks per transaction), max_batches (per run), dry_run, the action switches, the
+ * enabled reasons and the event channel.
+ *
+ * One run: write the settings row, then call detect_stale_tasks_batch until a batch comes back
+ * short, max_batches is reached, or the run is aborted (checked between batches). All batches judge
+ * staleness against ctx.now. A dry run makes one call for up to batch_size x max_batches tasks and
+ * changes nothing.
+ *
+ * Safe with N workers: each batch locks the rows it takes (FOR UPDATE SKIP LOCKED), re-checks that
+ * each task is still in the state it was found in, and writes the transition (compare-and-swap on
+ * the locked current row) and the entry (unique pending index) in one statement. Concurrent runs
+ * take disjoint tasks; each stale task gets exactly one error transition and one pending entry.
+ */
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import type { Config } from '../src/config/schema.ts';
+import {
+  detectStaleTasksBatch,
+  type LifecycleSettings,
+  writeLifecycleSettings,
+} from '../src/db/queries/staleness.ts';
+import { DLQ_REASONS, type DlqReason } from '../src/domain/dlq.ts';
+import { isFailure, type StalenessActionTaken, type StaleTaskResult } from '../src/domain/staleness.ts';
+import { defineJob } from '../src/worker/job.ts';
+
+export const DetectStaleTasksOptions = z.strictObject({
+  dry_run: z.boolean(),
+  batch_size: z.int().min(1).max(10000),
+  max_batches: z.int().min(1).max(1000),
+  waiting_for_dependencies_minutes: z.int().min(1).max(1440),
+  waiting_for_retry_minutes: z.int().min(1).max(1440),
+  steps_in_process_minutes: z.int().min(1).max(1440),
+  task_max_lifetime_hours: z.int().min(1).max(168),
+  auto_transition_to_error: z.boolean(),
+  /** Whether detection may open investigations at all (actions, dlq.enabled, auto_dlq_on_staleness). */
+  auto_move_to_dlq: z.boolean(),
+  enabled_reasons: z.array(z.enum(DLQ_REASONS)),
+  /** NOTIFY channel, or null for no events. */
+  event_channel: z.string().min(1).max(63).nullable(),
+  max_pending_age_hours: z.int().min(1).max(8760),
+});
+export type DetectStaleTasksOptions = z.infer<typeof DetectStaleTasksOptions>;
+
+export interface InvalidTemplate {
+  named_task_uuid: string;
+  namespace_name: string;
+  task_name: string;
+  problems: string[];
+}
+
+export interface DetectStaleTasksResult {
+  dry_run: boolean;
+  batches: number;
+  /** Stale tasks found (and acted on, unless dry run). */
+  tasks_detected: number;
+  transitioned_to_error: number;
+  dlq_entries_created: number;
+  /** Tasks whose outcome was not what was planned (see isFailure). */
+  failures: number;
+  by_action: Partial<Record<StalenessActionTaken, number>>;
+  by_reason: Partial<Record<DlqReason, number>>;
+  by_state: Record<string, number>;
+  /** Templates of the tasks seen whose lifecycle config has malformed values (defaults were used). */
+  invalid_templates: InvalidTemplate[];
+  /** Whether tasker_lifecycle_settings had to be rewritten from the configuration. */
+  settings_changed: boolean;
+  /** Stopped because the run was aborted between batches. */
+  aborted: boolean;
+  tasks: StaleTaskResult[];
+}
+
+export function detectionOptionsFromConfig(config: Readonly<Config>): DetectStaleTasksOptions {
+  const sd = config.staleness_detection;
+  return {
+    dry_run: sd.dry_run,
+    batch_size: sd.batch_size,
+    max_batches: sd.max_batches_per_run,
+    ...sd.thresholds,
+    auto_transition_to_error: sd.actions.auto_transition_to_error,
+    auto_move_to_dlq: sd.actions.auto_move_to_dlq && config.dlq.enabled && config.dlq.auto_dlq_on_staleness,
+    enabled_reasons: DLQ_REASONS.filter((r) => r !== 'manual_dlq' && config.dlq.reasons[r]),
+    event_channel: sd.actions.emit_events ? sd.actions.event_channel : null,
+    max_pending_age_hours: config.dlq.max_pending_age_hours,
+  };
+}
+
+export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
+  name: 'tasker.detect-stale-tasks',
+  description: 'Move tasks stuck too long in a state to error and open a DLQ investigation for each.',
+  optionsSchema: DetectStaleTasksOptions,
+  optionsFromConfig: detectionOptionsFromConfig,
+
+  async run(ctx, options) {
+    const settings: LifecycleSettings = {
+      waiting_for_dependencies_minutes: options.waiting_for_dependencies_minutes,
+      waiting_for_retry_minutes: options.waiting_for_retry_minutes,
+      steps_in_process_minutes: options.steps_in_process_minutes,
+      task_max_lifetime_hours: options.task_max_lifetime_hours,
+      auto_transition_to_error: options.auto_transition_to_error,
+      auto_move_to_dlq: options.auto_move_to_dlq,
+      enabled_reasons: options.enabled_reasons,
+      event_channel: options.event_channel,
+      max_pending_age_hours: options.max_pending_age_hours,
+    };
+    const settingsChanged = await writeLifecycleSettings(ctx.pool, settings, `${hostname()}:${process.pid}`);
+    if (settingsChanged) ctx.logger.info('staleness settings updated from configuration', { ...settings });
+
+    const tasks: StaleTaskResult[] = [];
+    let batches = 0;
+    let aborted = false;
+    for (;;) {
+      if (ctx.signal.aborted) {
+        aborted = true;
+        break;
+      }
+      const limit = options.dry_run ? options.batch_size * options.max_batches : options.batch_size;
+      const rows = await detectStaleTasksBatch(ctx.pool, {
+        now: ctx.now,
+        dryRun: options.dry_run,
+        batchSize: limit,
+        settings,
+      });
+      batches += 1;
+      tasks.push(...rows);
+      if (options.dry_run || rows.length < limit || batches >= options.max_batches) break;
+    }
+    return summarize(tasks, {
+      dry_run: options.dry_run,
+      batches,
+      settings_changed: settingsChanged,
+      aborted,
+    });
+  },
+});
+
+function summarize(
+  tasks: StaleTaskResult[],
+  run: Pick<DetectStaleTasksResult, 'dry_run' | 'batches' | 'settings_changed' | 'aborted'>,
+): DetectStaleTasksResult {
+  const by_action: DetectStaleTasksResult['by_action'] = {};
+  const by_reason: DetectStaleTasksResult['by_reason'] = {};
+  const by_state: Record<string, number> = {};
+  const invalid = new Map<string, InvalidTemplate>();
+  let failures = 0;
+  for (const t of tasks) {
+    by_action[t.action_taken] = (by_action[t.action_taken] ?? 0) + 1;
+    if (t.dlq_reason) by_reason[t.dlq_reason] = (by_reason[t.dlq_reason] ?? 0) + 1;
+    by_state[t.current_state] = (by_state[t.current_state] ?? 0) + 1;
+    if (!run.dry_run && isFailure(t.action_taken, t.planned_action)) failures += 1;
+    if (t.template_problems.length > 0 && !invalid.has(t.named_task_uuid)) {
+      invalid.set(t.named_task_uuid, {
+        named_task_uuid: t.named_task_uuid,
+        namespace_name: t.namespace_name,
+        task_name: t.task_name,
+        problems: t.template_problems,
+      });
+    }
+  }
+  return {
+    ...run,
+    tasks_detected: tasks.length,
+    transitioned_to_error: tasks.filter((t) => t.transition_success).length,
+    dlq_entries_created: tasks.filter((t) => t.moved_to_dlq).length,
+    failures,
+    by_action,
+    by_reason,
+    by_state,
+    invalid_templates: [...invalid.values()],
+    tasks,
+  };
+}

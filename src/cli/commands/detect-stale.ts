@@ -1,0 +1,71 @@
+import detectStaleTasks, { type DetectStaleTasksResult } from '../../../jobs/detect-stale-tasks.ts';
+import { databaseNow } from '../../db/queries/server.ts';
+import { wholeNumber } from '../args.ts';
+import type { Command } from '../command.ts';
+import { type Out, printFields, printJson, printTable } from '../output.ts';
+
+export const detectStaleCommand: Command = {
+  name: 'detect-stale',
+  summary: 'Run one staleness detection pass now, in this process.',
+  args: {
+    flags: {
+      'dry-run': { type: 'boolean', description: 'report what would happen; change nothing' },
+      'batch-size': {
+        type: 'string',
+        placeholder: 'N',
+        schema: wholeNumber(1, 10000),
+        description: 'tasks per transaction (default: staleness_detection.batch_size)',
+      },
+      'max-batches': {
+        type: 'string',
+        placeholder: 'N',
+        schema: wholeNumber(1, 1000),
+        description: 'batches in this pass (default: staleness_detection.max_batches_per_run)',
+      },
+    },
+  },
+  async run({ flags }, { io, runtime, signal }) {
+    const rt = runtime.get();
+    const configured = detectStaleTasks.optionsFromConfig(rt.config);
+    const options = detectStaleTasks.optionsSchema.parse({
+      ...configured,
+      dry_run: flags['dry-run'] === true || configured.dry_run,
+      batch_size: (flags['batch-size'] as number | undefined) ?? configured.batch_size,
+      max_batches: (flags['max-batches'] as number | undefined) ?? configured.max_batches,
+    });
+    const now = await databaseNow(rt.pool);
+    const result = await detectStaleTasks.run({ pool: rt.pool, now, logger: rt.logger, signal }, options);
+    if (flags.json) return printJson(io.stdout, result);
+    printDetection(io.stdout, result);
+  },
+};
+
+function printDetection(out: Out, r: DetectStaleTasksResult): void {
+  if (r.tasks.length > 0) {
+    printTable(out, r.tasks, [
+      { header: 'task_uuid', value: (t) => t.task_uuid },
+      { header: 'template', value: (t) => `${t.namespace_name}/${t.task_name}` },
+      { header: 'state', value: (t) => t.current_state },
+      { header: 'in_state_min', value: (t) => t.time_in_state_minutes },
+      { header: 'threshold_min', value: (t) => t.staleness_threshold_minutes },
+      { header: 'stale_by', value: (t) => t.stale_by },
+      { header: 'reason', value: (t) => t.dlq_reason },
+      { header: 'action', value: (t) => t.action_taken },
+    ]);
+    out.write('\n');
+  }
+  printFields(out, {
+    mode: r.dry_run ? 'dry run (nothing changed)' : 'live',
+    batches: r.batches,
+    tasks_detected: r.tasks_detected,
+    transitioned_to_error: r.transitioned_to_error,
+    dlq_entries_created: r.dlq_entries_created,
+    failures: r.failures,
+    ...(r.aborted ? { aborted: 'stopped between batches' } : {}),
+  });
+  for (const t of r.invalid_templates) {
+    out.write(
+      `warning: template ${t.namespace_name}/${t.task_name} has malformed lifecycle settings (defaults used): ${t.problems.join('; ')}\n`,
+    );
+  }
+}

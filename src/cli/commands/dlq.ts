@@ -1,0 +1,239 @@
+import { userInfo } from 'node:os';
+import {
+  findEntry,
+  investigationQueue,
+  listEntries,
+  openManualEntry,
+  resolveEntry,
+  statsByReason,
+} from '../../db/queries/dlq.ts';
+import { databaseNow } from '../../db/queries/server.ts';
+import { DLQ_REASONS, DLQ_RESOLUTION_STATUSES, TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
+import { NotFoundError, UsageError } from '../../errors.ts';
+import { oneOf, text, uuid, wholeNumber } from '../args.ts';
+import type { Command } from '../command.ts';
+import { formatMinutes, printFields, printJson, printTable } from '../output.ts';
+
+/** The investigation commands: dlq list | show | resolve | add | stats | queue. */
+
+const limitFlag = (def: number) =>
+  ({
+    type: 'string',
+    placeholder: 'N',
+    schema: wholeNumber(1, 1000),
+    description: `rows to show (default ${def})`,
+  }) as const;
+
+export const dlqListCommand: Command = {
+  name: 'dlq list',
+  summary: 'List investigations, newest first.',
+  args: {
+    flags: {
+      status: {
+        type: 'string',
+        placeholder: 'S',
+        schema: oneOf(DLQ_RESOLUTION_STATUSES),
+        description: 'only this status',
+      },
+      reason: {
+        type: 'string',
+        placeholder: 'R',
+        schema: oneOf(DLQ_REASONS),
+        description: 'only this reason',
+      },
+      overdue: { type: 'boolean', description: 'only pending entries older than dlq.max_pending_age_hours' },
+      limit: limitFlag(50),
+      offset: {
+        type: 'string',
+        placeholder: 'N',
+        schema: wholeNumber(0, 1_000_000),
+        description: 'rows to skip (default 0)',
+      },
+    },
+  },
+  async run({ flags }, { io, runtime }) {
+    const { pool } = runtime.get();
+    const rows = await listEntries(pool, {
+      status: flags.status as never,
+      reason: flags.reason as never,
+      overdueOnly: flags.overdue === true,
+      limit: (flags.limit as number | undefined) ?? 50,
+      offset: (flags.offset as number | undefined) ?? 0,
+      now: await databaseNow(pool),
+    });
+    if (flags.json) return printJson(io.stdout, rows);
+    if (rows.length === 0) return void io.stdout.write('no DLQ entries match\n');
+    printTable(io.stdout, rows, [
+      { header: 'dlq_entry_uuid', value: (r) => r.dlq_entry_uuid },
+      { header: 'task_uuid', value: (r) => r.task_uuid },
+      { header: 'reason', value: (r) => r.dlq_reason },
+      {
+        header: 'status',
+        value: (r) => (r.overdue ? `${r.resolution_status} (overdue)` : r.resolution_status),
+      },
+      { header: 'original_state', value: (r) => r.original_state },
+      { header: 'in_dlq', value: (r) => formatMinutes(r.minutes_in_dlq) },
+      {
+        header: 'template',
+        value: (r) => `${r.task_snapshot.namespace ?? '?'}/${r.task_snapshot.task_name ?? '?'}`,
+      },
+    ]);
+  },
+};
+
+export const dlqShowCommand: Command = {
+  name: 'dlq show',
+  summary: 'Show one investigation, by entry uuid or by task uuid (its most recent entry).',
+  args: { flags: {}, positionals: [{ name: 'entry_or_task_uuid', schema: uuid }] },
+  async run({ flags, positionals }, { io, runtime }) {
+    const { pool } = runtime.get();
+    const id = positionals[0] as string;
+    const entry = await findEntry(pool, id);
+    if (!entry) throw new NotFoundError(`no DLQ entry and no task with entries has uuid ${id}`);
+    if (flags.json) return printJson(io.stdout, entry);
+    const { task_snapshot, metadata, ...fields } = entry;
+    printFields(io.stdout, fields);
+    io.stdout.write(`metadata:\n${indent(JSON.stringify(metadata, null, 2))}\n`);
+    io.stdout.write(`task_snapshot:\n${indent(JSON.stringify(task_snapshot, null, 2))}\n`);
+  },
+};
+
+export const dlqResolveCommand: Command = {
+  name: 'dlq resolve',
+  summary: 'End a pending investigation with a final status, notes and who resolved it.',
+  args: {
+    flags: {
+      status: {
+        type: 'string',
+        placeholder: 'S',
+        required: true,
+        schema: oneOf(TERMINAL_RESOLUTION_STATUSES),
+        description: `final status: ${TERMINAL_RESOLUTION_STATUSES.join(', ')}`,
+      },
+      notes: {
+        type: 'string',
+        placeholder: 'TEXT',
+        required: true,
+        schema: text('notes'),
+        description: 'what was found and done',
+      },
+      by: {
+        type: 'string',
+        placeholder: 'NAME',
+        required: true,
+        schema: text('a name', 255),
+        description: 'who resolved it',
+      },
+    },
+    positionals: [{ name: 'entry_uuid', schema: uuid }],
+  },
+  async run({ flags, positionals }, { io, runtime }) {
+    const { pool } = runtime.get();
+    const entry = await resolveEntry(pool, {
+      entryUuid: positionals[0] as string,
+      status: flags.status as never,
+      notes: flags.notes as string,
+      resolvedBy: flags.by as string,
+      now: await databaseNow(pool),
+    });
+    if (flags.json) return printJson(io.stdout, entry);
+    io.stdout.write(
+      `resolved ${entry.dlq_entry_uuid} as ${entry.resolution_status} after ${formatMinutes(entry.minutes_in_dlq)} in the DLQ\n`,
+    );
+  },
+};
+
+export const dlqAddCommand: Command = {
+  name: 'dlq add',
+  summary: 'Open a manual_dlq investigation for a task (the task itself is not changed).',
+  args: {
+    flags: {
+      notes: {
+        type: 'string',
+        placeholder: 'TEXT',
+        required: true,
+        schema: text('notes'),
+        description: 'why it needs looking at',
+      },
+      by: {
+        type: 'string',
+        placeholder: 'NAME',
+        schema: text('a name', 255),
+        description: 'who opened it (default: $USER)',
+      },
+    },
+    positionals: [{ name: 'task_uuid', schema: uuid }],
+  },
+  async run({ flags, positionals }, { io, runtime }) {
+    const { pool, config } = runtime.get();
+    if (!config.dlq.enabled)
+      throw new UsageError('the DLQ is disabled (dlq.enabled = false): no investigations can be opened');
+    if (!config.dlq.reasons.manual_dlq) {
+      throw new UsageError('manual investigations are disabled (dlq.reasons.manual_dlq = false)');
+    }
+    const entry = await openManualEntry(pool, {
+      taskUuid: positionals[0] as string,
+      notes: flags.notes as string,
+      openedBy: (flags.by as string | undefined) ?? io.env.USER ?? userInfo().username,
+      now: await databaseNow(pool),
+    });
+    if (flags.json) return printJson(io.stdout, entry);
+    io.stdout.write(
+      `opened ${entry.dlq_entry_uuid} (manual_dlq) for task ${entry.task_uuid} in ${entry.original_state}\n`,
+    );
+  },
+};
+
+export const dlqStatsCommand: Command = {
+  name: 'dlq stats',
+  summary: 'Investigations by reason: totals, per status, age (v_dlq_dashboard).',
+  args: { flags: {} },
+  async run({ flags }, { io, runtime }) {
+    const rows = await statsByReason(runtime.get().pool);
+    if (flags.json) return printJson(io.stdout, rows);
+    if (rows.length === 0) return void io.stdout.write('no DLQ entries yet\n');
+    printTable(io.stdout, rows, [
+      { header: 'reason', value: (r) => r.dlq_reason },
+      { header: 'total', value: (r) => r.total_entries },
+      { header: 'pending', value: (r) => r.pending },
+      { header: 'resolved', value: (r) => r.manually_resolved },
+      { header: 'failed', value: (r) => r.permanent_failures },
+      { header: 'cancelled', value: (r) => r.cancelled },
+      {
+        header: 'avg_time_in_dlq',
+        value: (r) => formatMinutes(Math.round(r.avg_resolution_time_minutes ?? 0)),
+      },
+      { header: 'newest', value: (r) => r.newest_entry },
+    ]);
+  },
+};
+
+export const dlqQueueCommand: Command = {
+  name: 'dlq queue',
+  summary: 'Pending investigations, most urgent first (v_dlq_investigation_queue).',
+  args: { flags: { limit: limitFlag(100) } },
+  async run({ flags }, { io, runtime }) {
+    const rows = await investigationQueue(runtime.get().pool, (flags.limit as number | undefined) ?? 100);
+    if (flags.json) return printJson(io.stdout, rows);
+    if (rows.length === 0) return void io.stdout.write('no pending investigations\n');
+    printTable(io.stdout, rows, [
+      { header: 'score', value: (r) => r.priority_score },
+      { header: 'dlq_entry_uuid', value: (r) => r.dlq_entry_uuid },
+      { header: 'reason', value: (r) => r.dlq_reason },
+      { header: 'template', value: (r) => `${r.namespace_name ?? '?'}/${r.task_name ?? '?'}` },
+      { header: 'original_state', value: (r) => r.original_state },
+      {
+        header: 'in_dlq',
+        value: (r) => `${formatMinutes(r.minutes_in_dlq)}${r.overdue ? ' (overdue)' : ''}`,
+      },
+      { header: 'task_uuid', value: (r) => r.task_uuid },
+    ]);
+  },
+};
+
+function indent(s: string): string {
+  return s
+    .split('\n')
+    .map((l) => `  ${l}`)
+    .join('\n');
+}

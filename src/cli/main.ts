@@ -1,0 +1,151 @@
+#!/usr/bin/env node
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { asError, UsageError } from '../errors.ts';
+import { type FlagSpec, parseArgs } from './args.ts';
+import type { Command } from './command.ts';
+import { detectStaleCommand } from './commands/detect-stale.ts';
+import {
+  dlqAddCommand,
+  dlqListCommand,
+  dlqQueueCommand,
+  dlqResolveCommand,
+  dlqShowCommand,
+  dlqStatsCommand,
+} from './commands/dlq.ts';
+import { migrateCommand } from './commands/migrate.ts';
+import { printJson } from './output.ts';
+import { type CliIo, RuntimeHolder } from './runtime.ts';
+
+/**
+ * tasker-lifecycle <command> [options]. Exit codes: 0 success, 2 bad input (the message names the
+ * bad value), 1 any other failure. Every command takes --json.
+ */
+
+export const COMMANDS: readonly Command[] = [
+  migrateCommand,
+  detectStaleCommand,
+  dlqListCommand,
+  dlqShowCommand,
+  dlqResolveCommand,
+  dlqAddCommand,
+  dlqStatsCommand,
+  dlqQueueCommand,
+];
+
+const JSON_FLAG: FlagSpec = { type: 'boolean', description: 'machine-readable output' };
+
+export async function runCli(
+  argv: readonly string[],
+  io: CliIo,
+  signal = new AbortController().signal,
+): Promise<number> {
+  const wantsJson = argv.includes('--json');
+  const runtime = new RuntimeHolder(io);
+  try {
+    if (argv.length === 0 || argv[0] === 'help' || argv[0] === '--help' || argv[0] === '-h') {
+      io.stdout.write(usage());
+      return argv.length === 0 ? 2 : 0;
+    }
+    const { command, rest } = findCommand(argv);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      io.stdout.write(commandUsage(command));
+      return 0;
+    }
+    const args = parseArgs(rest, { ...command.args, flags: { ...command.args.flags, json: JSON_FLAG } });
+    await command.run(args, { io, runtime, signal });
+    return 0;
+  } catch (thrown) {
+    const err = asError(thrown);
+    const usage = err instanceof UsageError;
+    const message = usage ? err.message : describeFailure(err, runtime);
+    if (wantsJson) printJson(io.stderr, { error: { code: usage ? err.name : 'FAILURE', message } });
+    else io.stderr.write(`error: ${message}\n`);
+    return usage ? 2 : 1;
+  } finally {
+    await runtime.close();
+  }
+}
+
+function findCommand(argv: readonly string[]): { command: Command; rest: string[] } {
+  const two = COMMANDS.find((c) => c.name === `${argv[0]} ${argv[1]}`);
+  if (two) return { command: two, rest: argv.slice(2) };
+  const one = COMMANDS.find((c) => c.name === argv[0]);
+  if (one) return { command: one, rest: argv.slice(1) };
+  const group = COMMANDS.filter((c) => c.name.startsWith(`${argv[0]} `));
+  if (group.length > 0) {
+    const sub = argv[1] === undefined ? 'nothing' : JSON.stringify(argv[1]);
+    throw new UsageError(
+      `${argv[0]}: expected a subcommand (${group.map((c) => c.name.split(' ')[1]).join(', ')}), got ${sub}`,
+    );
+  }
+  const names = [...new Set(COMMANDS.map((c) => c.name.split(' ')[0]))];
+  throw new UsageError(`unknown command ${JSON.stringify(argv[0])}: expected one of ${names.join(', ')}`);
+}
+
+function describeFailure(err: Error, runtime: RuntimeHolder): string {
+  const code = (err as { code?: string }).code;
+  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === '3D000' || code === '28P01') {
+    let target = 'the database';
+    try {
+      target = runtime.get().target;
+    } catch {
+      // configuration itself failed; the original message is the useful one
+    }
+    const hint = target.includes('(embedded)')
+      ? ' Start the embedded database with `npm start`, or set DATABASE_URL.'
+      : ' Check DATABASE_URL (or database.url).';
+    return `cannot reach ${target}: ${err.message}.${hint}`;
+  }
+  if (code === '42P01' || code === '42883') {
+    return `${err.message}: the schema looks out of date; run \`tasker-lifecycle migrate\``;
+  }
+  return err.message;
+}
+
+function usage(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    'usage: tasker-lifecycle <command> [options]   (every command takes --json; <command> --help for its options)',
+    '',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Exit codes: 0 success, 2 bad input, 1 other failure.',
+    '',
+  ].join('\n');
+}
+
+function commandUsage(c: Command): string {
+  const positionals = (c.args.positionals ?? []).map((p) => ` <${p.name}>`).join('');
+  const flags = Object.entries({ ...c.args.flags, json: JSON_FLAG }).map(([name, f]) => {
+    const arg = f.type === 'string' ? ` ${f.placeholder}` : '';
+    const required = f.type === 'string' && f.required ? ' (required)' : '';
+    return `  --${name}${arg}`.padEnd(26) + `${f.description}${required}`;
+  });
+  return [`usage: tasker-lifecycle ${c.name}${positionals} [options]`, '', c.summary, '', ...flags, ''].join(
+    '\n',
+  );
+}
+
+export async function main(): Promise<void> {
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const code = await runCli(
+    process.argv.slice(2),
+    {
+      stdout: process.stdout,
+      stderr: process.stderr,
+      env: process.env,
+      isTTY: process.stdout.isTTY === true,
+    },
+    controller.signal,
+  );
+  process.exitCode = code;
+}
+
+// Run when executed (node src/cli/main.ts, the bin link, dist/src/cli/main.js), not when imported.
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+  await main();
+}

@@ -1,0 +1,238 @@
+import { z } from 'zod';
+
+/**
+ * The whole configuration, as one strict zod schema. Section and key names follow the seed
+ * (upstream-facts.md §4.1); ranges follow upstream's validators (§4.2) where it had them. The
+ * defaults here are the only defaults; config/base.toml repeats them so the file documents every
+ * key, and a test keeps the two equal. Every key has an effect; each description says which.
+ *
+ * Parse with loadConfig (src/config/load.ts), which merges the TOML layers and environment
+ * variables, reports every problem by dotted key, and freezes the result.
+ */
+
+const DLQ_REASONS = [
+  'staleness_timeout',
+  'max_retries_exceeded',
+  'dependency_cycle_detected',
+  'worker_unavailable',
+  'manual_dlq',
+] as const;
+
+/** Intervals pg-boss's cron (minute resolution) can keep evenly: whole minutes dividing an hour. */
+export const DETECTION_INTERVALS_SECONDS = [
+  60, 120, 180, 240, 300, 360, 600, 720, 900, 1200, 1800, 3600,
+] as const;
+/** Archival intervals cron can keep evenly: hours dividing a day, or a week. */
+export const ARCHIVE_INTERVALS_HOURS = [1, 2, 3, 4, 6, 8, 12, 24, 168] as const;
+
+const minutes = (what: string, def: number) =>
+  z
+    .int()
+    .min(1)
+    .max(1440)
+    .default(def)
+    .describe(
+      `Default minutes a task may stay ${what} before it is stale (a template's lifecycle overrides it).`,
+    );
+
+export const StalenessThresholdsSchema = z.strictObject({
+  waiting_for_dependencies_minutes: minutes('in waiting_for_dependencies', 60),
+  waiting_for_retry_minutes: minutes('in waiting_for_retry', 30),
+  steps_in_process_minutes: minutes('in steps_in_process', 30),
+  task_max_lifetime_hours: z
+    .int()
+    .min(1)
+    .max(168)
+    .default(24)
+    .describe(
+      "Default hours a task may live (from creation) in any non-terminal state before it is stale; a template's lifecycle.max_duration_minutes overrides it.",
+    ),
+});
+
+export const StalenessActionsSchema = z.strictObject({
+  auto_transition_to_error: z
+    .boolean()
+    .default(true)
+    .describe(
+      'Move stale tasks to the error state. Templates can opt out (auto_fail_on_timeout = false), not in.',
+    ),
+  auto_move_to_dlq: z
+    .boolean()
+    .default(true)
+    .describe(
+      'Open a DLQ investigation for stale tasks. Templates can opt out (auto_dlq_on_timeout = false, staleness_action = "error").',
+    ),
+  emit_events: z
+    .boolean()
+    .default(true)
+    .describe('Announce each task acted on with PostgreSQL NOTIFY on event_channel (delivered at commit).'),
+  event_channel: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, {
+      error:
+        'expected a NOTIFY channel name: lowercase letters, digits and _, 1 to 63 characters, not starting with a digit',
+    })
+    .default('task_staleness_detected')
+    .describe(
+      'NOTIFY channel for detection events (payload: JSON with task_uuid, action_taken, dlq_reason, ...).',
+    ),
+});
+
+export const StalenessDetectionSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('Run the scheduled detection job.'),
+    detection_interval_seconds: z
+      .int()
+      .default(300)
+      .refine((v) => (DETECTION_INTERVALS_SECONDS as readonly number[]).includes(v), {
+        error: `expected one of ${DETECTION_INTERVALS_SECONDS.join(', ')}: pg-boss schedules with cron, which has minute resolution, and only whole minutes dividing an hour repeat evenly`,
+      })
+      .describe('Seconds between scheduled detection runs; cron-backed, so whole minutes dividing an hour.'),
+    batch_size: z
+      .int()
+      .min(1)
+      .max(10000)
+      .default(100)
+      .describe('Stale tasks handled per transaction (one call of the detection function).'),
+    max_batches_per_run: z
+      .int()
+      .min(1)
+      .max(1000)
+      .default(10)
+      .describe('Batches one run may take before it stops; a run also stops at the first short batch.'),
+    dry_run: z.boolean().default(false).describe('Report what detection would do without changing anything.'),
+    thresholds: StalenessThresholdsSchema.prefault({}),
+    actions: StalenessActionsSchema.prefault({}),
+  })
+  .refine((s) => s.actions.auto_transition_to_error || s.actions.auto_move_to_dlq, {
+    error:
+      'actions.auto_transition_to_error and actions.auto_move_to_dlq are both false, so detection would never act: set dry_run = true to watch without acting, or enabled = false to turn it off',
+    path: ['actions'],
+  });
+
+export const DlqReasonsSchema = z.strictObject(
+  Object.fromEntries(
+    DLQ_REASONS.map((r) => [
+      r,
+      z
+        .boolean()
+        .default(true)
+        .describe(
+          r === 'manual_dlq'
+            ? 'Allow operators to open investigations by hand (dlq add).'
+            : r === 'staleness_timeout'
+              ? 'Detection may open entries with the generic staleness reason (when no more specific enabled reason fits).'
+              : `Detection may label entries ${r}; when off, the next fitting enabled reason is used.`,
+        ),
+    ]),
+  ) as { [K in (typeof DLQ_REASONS)[number]]: z.ZodDefault<z.ZodBoolean> },
+);
+
+export const DlqSchema = z.strictObject({
+  enabled: z
+    .boolean()
+    .default(true)
+    .describe('The DLQ as a whole: when false, detection opens no investigations and dlq add is refused.'),
+  auto_dlq_on_staleness: z
+    .boolean()
+    .default(true)
+    .describe('Detection opens investigations for stale tasks (with actions.auto_move_to_dlq).'),
+  include_full_task_snapshot: z
+    .boolean()
+    .default(true)
+    .describe(
+      'Enrichment stores steps, transitions, edges and template config in the snapshot; when false, only counts and the diagnosis.',
+    ),
+  max_pending_age_hours: z
+    .int()
+    .min(1)
+    .max(8760)
+    .default(168)
+    .describe(
+      'A pending investigation older than this is overdue (dlq list/queue mark it, status counts it).',
+    ),
+  reasons: DlqReasonsSchema.prefault({}),
+});
+
+export const ArchivePoliciesSchema = z.strictObject({
+  archive_completed: z.boolean().default(true).describe('Archive tasks that ended complete.'),
+  archive_failed: z.boolean().default(true).describe('Archive tasks that ended in error.'),
+  archive_cancelled: z.boolean().default(false).describe('Archive tasks that ended cancelled.'),
+  archive_dlq_resolved: z
+    .boolean()
+    .default(true)
+    .describe(
+      'Resolved DLQ entries move with their task; when false, a task with any DLQ history stays live.',
+    ),
+});
+
+export const ArchiveSchema = z.strictObject({
+  enabled: z.boolean().default(true).describe('Run the scheduled archival job.'),
+  retention_days: z
+    .int()
+    .min(1)
+    .max(3650)
+    .default(30)
+    .describe('Days a task must have been in its final state before it is archived.'),
+  archive_batch_size: z
+    .int()
+    .min(1)
+    .max(10000)
+    .default(1000)
+    .describe('Task graphs moved per archival transaction (the starting size; it shrinks after timeouts).'),
+  archive_interval_hours: z
+    .int()
+    .default(24)
+    .refine((v) => (ARCHIVE_INTERVALS_HOURS as readonly number[]).includes(v), {
+      error: `expected one of ${ARCHIVE_INTERVALS_HOURS.join(', ')}: cron repeats evenly only for hours dividing a day, or a week`,
+    })
+    .describe('Hours between scheduled archival runs; cron-backed, so hours dividing a day, or 168.'),
+  policies: ArchivePoliciesSchema.prefault({}),
+});
+
+export const DatabaseSchema = z.strictObject({
+  url: z
+    .string()
+    .default('')
+    .refine((v) => v === '' || /^postgres(ql)?:\/\//.test(v), {
+      error: 'expected a postgres:// or postgresql:// URL, or empty for the embedded database',
+    })
+    .describe(
+      'PostgreSQL connection URL (DATABASE_URL sets it). Empty: the embedded PostgreSQL that npm start runs.',
+    ),
+  pool_max: z.int().min(1).max(100).default(10).describe("Connections per process in this system's pool."),
+  embedded_port: z
+    .int()
+    .min(1024)
+    .max(65535)
+    .default(54329)
+    .describe('Port of the embedded PostgreSQL (used when url is empty).'),
+  embedded_data_dir: z
+    .string()
+    .min(1)
+    .default('.tasker/pg')
+    .describe(
+      'Data directory of the embedded PostgreSQL, relative to the project root (used when url is empty).',
+    ),
+});
+
+export const LoggingSchema = z.strictObject({
+  level: z.enum(['error', 'warn', 'info', 'debug']).default('info').describe('Lowest level written.'),
+  format: z
+    .enum(['json', 'pretty'])
+    .default('pretty')
+    .describe('json: one JSON object per line; pretty: for people at a terminal.'),
+});
+
+export const ConfigSchema = z.strictObject({
+  staleness_detection: StalenessDetectionSchema.prefault({}),
+  dlq: DlqSchema.prefault({}),
+  archive: ArchiveSchema.prefault({}),
+  database: DatabaseSchema.prefault({}),
+  logging: LoggingSchema.prefault({}),
+});
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type StalenessDetectionConfig = Config['staleness_detection'];
+export type DlqConfig = Config['dlq'];
+export type ArchiveConfig = Config['archive'];

@@ -1,0 +1,73 @@
+import { isAbsolute, join } from 'node:path';
+import pg from 'pg';
+import type { Config } from '../config/schema.ts';
+import { projectRoot } from '../paths.ts';
+
+// bigint (count(*), sums) and numeric (averages, percentages) come back as strings by default. The
+// values this system reads are far below 2^53, so numbers are the useful type.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number.parseInt(v, 10));
+pg.types.setTypeParser(pg.types.builtins.NUMERIC, (v) => Number.parseFloat(v));
+
+export type Db = pg.Pool | pg.PoolClient | pg.Client;
+
+/** What a pool needs to report trouble; the winston logger fits. */
+export interface PoolLogger {
+  warn(message: string, meta?: Record<string, unknown>): unknown;
+}
+
+/** The URL to connect to: database.url, or the embedded PostgreSQL's when that is empty. */
+export function databaseUrl(config: Pick<Config, 'database'>): string {
+  if (config.database.url !== '') return config.database.url;
+  return `postgres://postgres:postgres@127.0.0.1:${config.database.embedded_port}/tasker`;
+}
+
+export function isEmbedded(config: Pick<Config, 'database'>): boolean {
+  return config.database.url === '';
+}
+
+export function embeddedDataDir(config: Pick<Config, 'database'>): string {
+  const dir = config.database.embedded_data_dir;
+  return isAbsolute(dir) ? dir : join(projectRoot, dir);
+}
+
+export interface CreatePoolOptions {
+  max?: number;
+  applicationName?: string;
+  logger?: PoolLogger;
+}
+
+/**
+ * A pool whose idle-client errors (a restarted server, a dropped connection) are logged instead of
+ * crashing the process; the next query takes a fresh connection.
+ */
+export function createPool(url: string, options: CreatePoolOptions = {}): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.max ?? 10,
+    application_name: options.applicationName ?? 'tasker-lifecycle',
+    connectionTimeoutMillis: 10_000,
+  });
+  pool.on('error', (err) => {
+    options.logger?.warn('database connection lost while idle; it will be replaced', { error: err.message });
+  });
+  return pool;
+}
+
+/** Runs fn inside one transaction on one client from the pool. */
+export async function withTransaction<T>(
+  pool: pg.Pool,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined); // the original error is the one worth reporting
+    throw err;
+  } finally {
+    client.release();
+  }
+}

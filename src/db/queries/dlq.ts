@@ -1,0 +1,215 @@
+import type { DlqEntry, DlqReason, DlqResolutionStatus, TerminalResolutionStatus } from '../../domain/dlq.ts';
+import { NotFoundError, UsageError } from '../../errors.ts';
+import type { Db } from '../pool.ts';
+
+/** Queries on tasker_tasks_dlq and its views (migrations/0002_dlq.sql, 0004_dlq_views.sql). */
+
+const ENTRY_COLUMNS = `d.dlq_entry_uuid, d.task_uuid, d.original_state, d.dlq_reason::text AS dlq_reason, d.dlq_timestamp,
+  d.resolution_status::text AS resolution_status, d.resolution_timestamp, d.resolution_notes, d.resolved_by,
+  d.task_snapshot, d.metadata, d.created_at, d.updated_at`;
+
+export interface ListedEntry extends DlqEntry {
+  minutes_in_dlq: number;
+  overdue: boolean;
+}
+
+export interface ListEntriesParams {
+  status?: DlqResolutionStatus | undefined;
+  reason?: DlqReason | undefined;
+  overdueOnly?: boolean | undefined;
+  limit: number;
+  offset: number;
+  now: Date;
+}
+
+/**
+ * Entries, newest first. With a status: idx_dlq_resolution_status; without: idx_dlq_timestamp.
+ * Always bounded by limit.
+ */
+export async function listEntries(db: Db, p: ListEntriesParams): Promise<ListedEntry[]> {
+  const { rows } = await db.query<ListedEntry>(
+    `SELECT ${ENTRY_COLUMNS},
+            floor(extract(epoch FROM coalesce(d.resolution_timestamp, $6) - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq,
+            (d.resolution_status = 'pending'
+             AND d.dlq_timestamp < $6 - make_interval(hours => s.max_pending_age_hours)) AS overdue
+       FROM tasker_tasks_dlq d
+      CROSS JOIN tasker_lifecycle_settings s
+      WHERE ($1::dlq_resolution_status IS NULL OR d.resolution_status = $1)
+        AND ($2::dlq_reason IS NULL OR d.dlq_reason = $2)
+        AND (NOT $3 OR (d.resolution_status = 'pending'
+                        AND d.dlq_timestamp < $6 - make_interval(hours => s.max_pending_age_hours)))
+      ORDER BY d.dlq_timestamp DESC, d.dlq_entry_uuid DESC
+      LIMIT $4 OFFSET $5`,
+    [p.status ?? null, p.reason ?? null, p.overdueOnly ?? false, p.limit, p.offset, p.now],
+  );
+  return rows;
+}
+
+/**
+ * One entry by its uuid, or else the most recent entry of the task with that uuid (upstream's
+ * GET /v1/dlq/task/{task_uuid}). Primary key, then idx_dlq_task_lookup.
+ */
+export async function findEntry(db: Db, uuid: string): Promise<DlqEntry | undefined> {
+  const { rows } = await db.query<DlqEntry>(
+    `(SELECT ${ENTRY_COLUMNS}, 0 AS pick FROM tasker_tasks_dlq d WHERE d.dlq_entry_uuid = $1)
+     UNION ALL
+     (SELECT ${ENTRY_COLUMNS}, 1 AS pick FROM tasker_tasks_dlq d WHERE d.task_uuid = $1
+       ORDER BY d.created_at DESC, d.dlq_entry_uuid DESC LIMIT 1)
+     ORDER BY pick LIMIT 1`,
+    [uuid],
+  );
+  if (rows.length === 0) return undefined;
+  const { pick: _pick, ...entry } = rows[0] as DlqEntry & { pick: number };
+  return entry;
+}
+
+export interface ResolveParams {
+  entryUuid: string;
+  status: TerminalResolutionStatus;
+  notes: string;
+  resolvedBy: string;
+  now: Date;
+}
+
+export interface ResolvedEntry extends DlqEntry {
+  minutes_in_dlq: number;
+}
+
+/**
+ * Ends a pending investigation. Only a pending entry can be resolved: resolving one that is already
+ * resolved (or does not exist) is refused with the reason, and nothing changes.
+ */
+export async function resolveEntry(db: Db, p: ResolveParams): Promise<ResolvedEntry> {
+  const { rows } = await db.query<ResolvedEntry>(
+    `UPDATE tasker_tasks_dlq d
+        SET resolution_status = $2::dlq_resolution_status, resolution_notes = $3, resolved_by = $4,
+            resolution_timestamp = $5
+      WHERE d.dlq_entry_uuid = $1 AND d.resolution_status = 'pending'
+      RETURNING ${ENTRY_COLUMNS},
+                floor(extract(epoch FROM d.resolution_timestamp - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq`,
+    [p.entryUuid, p.status, p.notes, p.resolvedBy, p.now],
+  );
+  if (rows[0]) return rows[0];
+  const { rows: existing } = await db.query<DlqEntry>(
+    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d WHERE d.dlq_entry_uuid = $1`,
+    [p.entryUuid],
+  );
+  const entry = existing[0];
+  if (!entry) throw new NotFoundError(`no DLQ entry ${p.entryUuid}`);
+  throw new UsageError(
+    `DLQ entry ${p.entryUuid} is not pending: it was ${entry.resolution_status} by ${entry.resolved_by ?? 'unknown'} at ${entry.resolution_timestamp?.toISOString() ?? '?'}; only pending entries can be resolved`,
+  );
+}
+
+export interface ManualEntryParams {
+  taskUuid: string;
+  notes: string;
+  openedBy: string;
+  now: Date;
+}
+
+/**
+ * Opens a manual_dlq investigation for a task (any state; the task is not changed). Refused when
+ * the task does not exist or already has a pending entry.
+ */
+export async function openManualEntry(db: Db, p: ManualEntryParams): Promise<DlqEntry> {
+  const { rows } = await db.query<DlqEntry>(
+    `WITH task AS (
+       SELECT t.task_uuid, ns.name AS namespace_name, nt.name AS task_name, tr.to_state,
+              tr.created_at AS state_entered_at
+         FROM tasker_tasks t
+         JOIN tasker_named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
+         JOIN tasker_task_namespaces ns ON ns.task_namespace_uuid = nt.task_namespace_uuid
+         LEFT JOIN tasker_task_transitions tr ON tr.task_uuid = t.task_uuid AND tr.most_recent
+        WHERE t.task_uuid = $1
+     )
+     INSERT INTO tasker_tasks_dlq AS d (task_uuid, original_state, dlq_reason, dlq_timestamp, task_snapshot, metadata,
+                                        created_at, updated_at)
+     SELECT task.task_uuid, coalesce(task.to_state, 'pending'), 'manual_dlq', $4,
+            dlq_detection_snapshot(task.task_uuid, task.namespace_name, task.task_name, coalesce(task.to_state, 'pending'),
+                                   floor(extract(epoch FROM $4 - task.state_entered_at) / 60)::integer, NULL, $4),
+            jsonb_build_object('detection_method', 'manual', 'opened_by', $3::text, 'notes', $2::text,
+                               'time_in_state_minutes', floor(extract(epoch FROM $4 - task.state_entered_at) / 60)::integer),
+            $4, $4
+       FROM task
+     ON CONFLICT (task_uuid) WHERE resolution_status = 'pending' DO NOTHING
+     RETURNING ${ENTRY_COLUMNS}`,
+    [p.taskUuid, p.notes, p.openedBy, p.now],
+  );
+  if (rows[0]) return rows[0];
+  const { rows: task } = await db.query('SELECT 1 FROM tasker_tasks WHERE task_uuid = $1', [p.taskUuid]);
+  if (task.length === 0) throw new NotFoundError(`no task ${p.taskUuid}`);
+  const { rows: pending } = await db.query<{ dlq_entry_uuid: string }>(
+    `SELECT dlq_entry_uuid FROM tasker_tasks_dlq WHERE task_uuid = $1 AND resolution_status = 'pending'`,
+    [p.taskUuid],
+  );
+  throw new UsageError(
+    `task ${p.taskUuid} already has a pending investigation (${pending[0]?.dlq_entry_uuid ?? '?'}); add to that one or resolve it first`,
+  );
+}
+
+export interface ReasonStats {
+  dlq_reason: DlqReason;
+  total_entries: number;
+  pending: number;
+  manually_resolved: number;
+  permanent_failures: number;
+  cancelled: number;
+  oldest_entry: Date;
+  newest_entry: Date;
+  avg_resolution_time_minutes: number | null;
+}
+
+/** v_dlq_dashboard: entries by reason (at most five rows). */
+export async function statsByReason(db: Db): Promise<ReasonStats[]> {
+  const { rows } = await db.query<ReasonStats>(
+    'SELECT dlq_reason::text AS dlq_reason, total_entries, pending, manually_resolved, permanent_failures, cancelled, oldest_entry, newest_entry, avg_resolution_time_minutes FROM v_dlq_dashboard ORDER BY total_entries DESC, dlq_reason',
+  );
+  return rows;
+}
+
+export interface QueueItem {
+  dlq_entry_uuid: string;
+  task_uuid: string;
+  original_state: string;
+  dlq_reason: DlqReason;
+  dlq_timestamp: Date;
+  minutes_in_dlq: number;
+  namespace_name: string | null;
+  task_name: string | null;
+  current_state: string | null;
+  time_in_state_minutes: number | null;
+  priority_score: number;
+  overdue: boolean;
+}
+
+/** v_dlq_investigation_queue: pending entries, most urgent first. */
+export async function investigationQueue(db: Db, limit: number): Promise<QueueItem[]> {
+  const { rows } = await db.query<QueueItem>(
+    `SELECT dlq_entry_uuid, task_uuid, original_state, dlq_reason::text AS dlq_reason, dlq_timestamp, minutes_in_dlq,
+            namespace_name, task_name, current_state, time_in_state_minutes, priority_score, overdue
+       FROM v_dlq_investigation_queue LIMIT $1`,
+    [limit],
+  );
+  return rows;
+}
+
+export interface PendingSummary {
+  pending: number;
+  overdue: number;
+  oldest_pending_at: Date | null;
+}
+
+/** Pending investigations: how many, how many overdue, and the oldest (idx_dlq_resolution_status). */
+export async function pendingSummary(db: Db, now: Date): Promise<PendingSummary> {
+  const { rows } = await db.query<PendingSummary>(
+    `SELECT count(*) AS pending,
+            count(*) FILTER (WHERE d.dlq_timestamp < $1 - make_interval(hours => s.max_pending_age_hours)) AS overdue,
+            min(d.dlq_timestamp) AS oldest_pending_at
+       FROM tasker_tasks_dlq d
+      CROSS JOIN tasker_lifecycle_settings s
+      WHERE d.resolution_status = 'pending'`,
+    [now],
+  );
+  return rows[0]!;
+}

@@ -1,0 +1,125 @@
+import type { DlqReason } from '../../domain/dlq.ts';
+import { parseActionTaken, type StaleTaskResult } from '../../domain/staleness.ts';
+import type { Db } from '../pool.ts';
+
+/**
+ * Queries for staleness detection: tasker_lifecycle_settings and the detection functions of
+ * migrations/0003_staleness_detection.sql.
+ */
+
+export interface StalenessThresholds {
+  waiting_for_dependencies_minutes: number;
+  waiting_for_retry_minutes: number;
+  steps_in_process_minutes: number;
+  task_max_lifetime_hours: number;
+}
+
+/** The row of tasker_lifecycle_settings: what views and the 6-argument function read. */
+export interface LifecycleSettings extends StalenessThresholds {
+  auto_transition_to_error: boolean;
+  /** Whether detection may open investigations at all. */
+  auto_move_to_dlq: boolean;
+  enabled_reasons: DlqReason[];
+  /** NOTIFY channel for detection events; null when events are off. */
+  event_channel: string | null;
+  max_pending_age_hours: number;
+}
+
+export interface DetectBatchParams {
+  now: Date;
+  dryRun: boolean;
+  batchSize: number;
+  settings: Omit<LifecycleSettings, 'max_pending_age_hours'>;
+}
+
+/**
+ * One detection batch: finds at most batchSize stale tasks (locking them), and acts on them in one
+ * statement. Reads idx_task_transitions_in_flight; see get_stale_tasks_for_dlq.
+ */
+export async function detectStaleTasksBatch(db: Db, p: DetectBatchParams): Promise<StaleTaskResult[]> {
+  const s = p.settings;
+  const { rows } = await db.query<StaleTaskResult & { action_taken: string }>(
+    `SELECT * FROM detect_stale_tasks_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::dlq_reason[], $11)`,
+    [
+      p.now,
+      p.dryRun,
+      p.batchSize,
+      s.waiting_for_dependencies_minutes,
+      s.waiting_for_retry_minutes,
+      s.steps_in_process_minutes,
+      s.task_max_lifetime_hours,
+      s.auto_transition_to_error,
+      s.auto_move_to_dlq,
+      s.enabled_reasons,
+      s.event_channel,
+    ],
+  );
+  return rows.map((r) => ({ ...r, action_taken: parseActionTaken(r.action_taken) }));
+}
+
+/**
+ * Makes tasker_lifecycle_settings equal to the configuration. Writes only when something differs,
+ * so a detection run every few minutes does not churn the row; returns whether it wrote.
+ */
+export async function writeLifecycleSettings(
+  db: Db,
+  s: LifecycleSettings,
+  updatedBy: string,
+): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE tasker_lifecycle_settings
+        SET waiting_for_dependencies_minutes = $1, waiting_for_retry_minutes = $2, steps_in_process_minutes = $3,
+            task_max_lifetime_hours = $4, auto_transition_to_error = $5, auto_move_to_dlq = $6,
+            enabled_reasons = $7::dlq_reason[], event_channel = $8, max_pending_age_hours = $9,
+            updated_at = now(), updated_by = $10
+      WHERE singleton
+        AND (waiting_for_dependencies_minutes, waiting_for_retry_minutes, steps_in_process_minutes,
+             task_max_lifetime_hours, auto_transition_to_error, auto_move_to_dlq, enabled_reasons,
+             event_channel, max_pending_age_hours)
+            IS DISTINCT FROM ($1, $2, $3, $4, $5, $6, $7::dlq_reason[], $8, $9)`,
+    [
+      s.waiting_for_dependencies_minutes,
+      s.waiting_for_retry_minutes,
+      s.steps_in_process_minutes,
+      s.task_max_lifetime_hours,
+      s.auto_transition_to_error,
+      s.auto_move_to_dlq,
+      [...s.enabled_reasons].sort(),
+      s.event_channel,
+      s.max_pending_age_hours,
+      updatedBy,
+    ],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+export async function readLifecycleSettings(
+  db: Db,
+): Promise<LifecycleSettings & { updated_at: Date; updated_by: string | null }> {
+  const { rows } = await db.query(
+    `SELECT waiting_for_dependencies_minutes, waiting_for_retry_minutes, steps_in_process_minutes,
+            task_max_lifetime_hours, auto_transition_to_error, auto_move_to_dlq,
+            enabled_reasons::text[] AS enabled_reasons, event_channel, max_pending_age_hours, updated_at, updated_by
+       FROM tasker_lifecycle_settings WHERE singleton`,
+  );
+  return rows[0];
+}
+
+export interface StalenessHealth {
+  healthy: number;
+  warning: number;
+  stale: number;
+  oldest_stale_minutes: number | null;
+}
+
+/** Counts of in-flight tasks by health, from v_task_staleness_monitoring (the in-flight index). */
+export async function stalenessHealth(db: Db): Promise<StalenessHealth> {
+  const { rows } = await db.query<StalenessHealth>(
+    `SELECT count(*) FILTER (WHERE health_status = 'healthy') AS healthy,
+            count(*) FILTER (WHERE health_status = 'warning') AS warning,
+            count(*) FILTER (WHERE health_status = 'stale') AS stale,
+            max(time_in_state_minutes) FILTER (WHERE health_status = 'stale') AS oldest_stale_minutes
+       FROM v_task_staleness_monitoring`,
+  );
+  return rows[0]!;
+}

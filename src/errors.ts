@@ -1,0 +1,29 @@
+/**
+ * Errors the CLI and the worker turn into exit codes. A UsageError is bad input from the person or
+ * the file in front of us (exit 2); anything else is a failure (exit 1).
+ */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** A uuid or name given on the command line names nothing (bad input: exit 2). */
+export class NotFoundError extends UsageError {
+  override name = 'NotFoundError';
+}
+
+/** One or more configuration problems, each naming the dotted key, the value and what is allowed. */
+export class ConfigError extends UsageError {
+  override name = 'ConfigError';
+  readonly problems: readonly string[];
+
+  constructor(problems: readonly string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.problems = problems;
+  }
+}
+
+/** Wraps anything thrown into an Error, keeping the original as cause. */
+export function asError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  return new Error(String(thrown), { cause: thrown });
+}

@@ -1,0 +1,35 @@
+import type pg from 'pg';
+import type { z } from 'zod';
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../telemetry/logger.ts';
+
+/**
+ * A maintenance job: one file under jobs/, one pass per run(). The job says what it does; when and
+ * how often it runs, retries, timing and logging live in src/worker and the CLI, once.
+ */
+export interface JobContext {
+  readonly pool: pg.Pool;
+  /** The reference time of this run, read once at its start (the database's clock in production). */
+  readonly now: Date;
+  readonly logger: Logger;
+  /** Aborted when the process is asked to stop; a job checks it between batches. */
+  readonly signal: AbortSignal;
+}
+
+export interface JobDefinition<Options, Result> {
+  /** Also the pg-boss queue name. */
+  readonly name: string;
+  readonly description: string;
+  /** The job's options, validated before every run (config-derived or sent with an ad-hoc run). */
+  readonly optionsSchema: z.ZodType<Options>;
+  /** The options a scheduled run uses, from the configuration. */
+  optionsFromConfig(config: Readonly<Config>): Options;
+  /** One pass; returns counts. */
+  run(ctx: JobContext, options: Options): Promise<Result>;
+}
+
+export function defineJob<Options, Result>(
+  definition: JobDefinition<Options, Result>,
+): JobDefinition<Options, Result> {
+  return Object.freeze(definition);
+}

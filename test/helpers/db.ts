@@ -1,0 +1,63 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { createPool } from '../../src/db/pool.ts';
+
+/**
+ * A fresh database for one test file, copied from the migrated template that global-setup built.
+ * Dropped by drop(); KEEP_FAILED_DB=1 keeps it (the name is printed) to look at afterwards.
+ */
+export interface TestDatabase {
+  name: string;
+  url: string;
+  pool: pg.Pool;
+  /** A new client on this database (for tests that need several separate connections). */
+  connect(): Promise<pg.Client>;
+  drop(): Promise<void>;
+}
+
+export async function createTestDatabase(options: { template?: boolean } = {}): Promise<TestDatabase> {
+  const adminUrl = requireEnv('TEST_ADMIN_URL');
+  const template = options.template === false ? 'template0' : requireEnv('TEST_TEMPLATE_DB');
+  const name = `tasker_t${process.env.JEST_WORKER_ID ?? '0'}_${randomBytes(4).toString('hex')}`;
+  await withAdmin(adminUrl, (c) => c.query(`CREATE DATABASE ${name} TEMPLATE ${template}`));
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const pool = createPool(url.toString(), { max: 20 });
+  const clients: pg.Client[] = [];
+  return {
+    name,
+    url: url.toString(),
+    pool,
+    async connect() {
+      const client = new pg.Client({ connectionString: url.toString() });
+      await client.connect();
+      clients.push(client);
+      return client;
+    },
+    async drop() {
+      await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+      await pool.end();
+      if (process.env.KEEP_FAILED_DB === '1') {
+        console.log(`kept test database ${name}`);
+        return;
+      }
+      await withAdmin(adminUrl, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+    },
+  };
+}
+
+async function withAdmin<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+function requireEnv(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run the tests with npm test (jest globalSetup sets it)`);
+  return value;
+}
