@@ -190,15 +190,28 @@ function describeIssues(
     }
     const dotted = path.join('.');
     const value = valueAt(merged, path);
-    const allowed = issue.code === 'custom' ? issue.message : describeAllowed(schemaAt(path));
+    // Refinements and patterns carry their own explanation; for the rest, describe the schema.
+    const allowed =
+      issue.code === 'custom' || issue.code === 'invalid_format'
+        ? issue.message
+        : describeAllowed(schemaAt(path));
     const shown = isTree(value) ? '' : ` = ${formatValue(value)}`;
     out.push(`${dotted}${shown}${from(dotted, sources)}: ${allowed}`);
   }
   return out;
 }
 
+/** Where a key was set; for a table, where its first key was set. */
 function from(path: string, sources: ReadonlyMap<string, string>): string {
-  const source = sources.get(path);
+  let source = sources.get(path);
+  if (!source) {
+    for (const [key, origin] of sources) {
+      if (key.startsWith(`${path}.`)) {
+        source = origin;
+        break;
+      }
+    }
+  }
   return source ? ` (from ${source})` : '';
 }
 

@@ -1,0 +1,402 @@
+/**
+ * The investigation CLI end to end on a real database: list, show, resolve, add, stats, queue,
+ * detect-stale, with --json, and the exit codes for bad input (2) and failures (1).
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { databaseNow } from '../../src/db/queries/server.ts';
+import { cli } from '../helpers/cli.ts';
+import { runCli as runCliProcess } from '../helpers/cli-process.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import {
+  hoursBefore,
+  insertDlqEntry,
+  insertTask,
+  insertTemplate,
+  minutesBefore,
+  type Template,
+} from '../helpers/factories.ts';
+
+let db: TestDatabase;
+let env: Record<string, string>;
+let t: Template;
+let now: Date;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  env = { DATABASE_URL: db.url };
+});
+afterAll(async () => {
+  await db.drop();
+});
+beforeEach(async () => {
+  await db.pool.query(
+    'TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_tasks, tasker_named_tasks, tasker_task_namespaces CASCADE',
+  );
+  t = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });
+  now = await databaseNow(db.pool);
+});
+
+const task = (state = 'error', minutes = 10) =>
+  insertTask(db.pool, { template: t, state, enteredAt: minutesBefore(now, minutes) });
+
+describe('dlq list', () => {
+  it('lists entries newest first with upstream fields, filtered by status and reason', async () => {
+    const old = await insertDlqEntry(db.pool, {
+      task: await task(),
+      reason: 'staleness_timeout',
+      at: minutesBefore(now, 90),
+    });
+    const recent = await insertDlqEntry(db.pool, {
+      task: await task(),
+      reason: 'max_retries_exceeded',
+      at: minutesBefore(now, 5),
+    });
+    const done = await insertDlqEntry(db.pool, {
+      task: await task(),
+      reason: 'staleness_timeout',
+      status: 'cancelled',
+      at: minutesBefore(now, 50),
+    });
+    const all = await cli(['dlq', 'list', '--json'], env);
+    expect(all.code).toBe(0);
+    expect(all.json().map((e: { dlq_entry_uuid: string }) => e.dlq_entry_uuid)).toEqual([recent, done, old]);
+    for (const field of [
+      'dlq_entry_uuid',
+      'task_uuid',
+      'original_state',
+      'dlq_reason',
+      'dlq_timestamp',
+      'resolution_status',
+      'resolution_timestamp',
+      'resolution_notes',
+      'resolved_by',
+      'task_snapshot',
+      'metadata',
+      'created_at',
+      'updated_at',
+      'minutes_in_dlq',
+      'overdue',
+    ]) {
+      expect(all.json()[0]).toHaveProperty(field);
+    }
+    const pending = await cli(['dlq', 'list', '--status', 'pending', '--json'], env);
+    expect(pending.json().map((e: { dlq_entry_uuid: string }) => e.dlq_entry_uuid)).toEqual([recent, old]);
+    const byReason = await cli(
+      ['dlq', 'list', '--reason', 'staleness_timeout', '--limit', '1', '--offset', '1', '--json'],
+      env,
+    );
+    expect(byReason.json().map((e: { dlq_entry_uuid: string }) => e.dlq_entry_uuid)).toEqual([old]);
+    const text = await cli(['dlq', 'list'], env);
+    expect(text.stdout).toContain('default/task'); // the fixture's snapshot names
+  });
+
+  it('marks and filters entries pending longer than dlq.max_pending_age_hours', async () => {
+    const overdue = await insertDlqEntry(db.pool, {
+      task: await task(),
+      reason: 'staleness_timeout',
+      at: hoursBefore(now, 169),
+    });
+    await insertDlqEntry(db.pool, {
+      task: await task(),
+      reason: 'staleness_timeout',
+      at: hoursBefore(now, 167),
+    });
+    const run = await cli(['dlq', 'list', '--overdue', '--json'], env);
+    expect(run.json().map((e: { dlq_entry_uuid: string }) => e.dlq_entry_uuid)).toEqual([overdue]);
+    expect(run.json()[0].overdue).toBe(true);
+  });
+
+  it.each([
+    [
+      ['dlq', 'list', '--status', 'done'],
+      '--status "done": expected one of pending, manually_resolved, permanently_failed, cancelled',
+    ],
+    [['dlq', 'list', '--limit', '0'], '--limit "0": expected a whole number from 1 to 1000'],
+    [['dlq', 'list', '--reason', 'boredom'], '--reason "boredom": expected one of staleness_timeout'],
+    [['dlq', 'list', '--colour'], "Unknown option '--colour'"],
+    [['dlq', 'list', 'extra'], 'unexpected argument "extra"'],
+  ])('%j is bad input (exit 2)', async (args, message) => {
+    const run = await cli(args, env);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain(message);
+  });
+});
+
+describe('dlq show', () => {
+  it('finds an entry by its uuid, or the most recent entry of a task', async () => {
+    const id = await task();
+    const first = await insertDlqEntry(db.pool, {
+      task: id,
+      reason: 'staleness_timeout',
+      status: 'manually_resolved',
+      at: minutesBefore(now, 100),
+    });
+    const second = await insertDlqEntry(db.pool, {
+      task: id,
+      reason: 'manual_dlq',
+      at: minutesBefore(now, 10),
+    });
+    expect((await cli(['dlq', 'show', first, '--json'], env)).json().dlq_entry_uuid).toBe(first);
+    expect((await cli(['dlq', 'show', id, '--json'], env)).json().dlq_entry_uuid).toBe(second);
+    expect((await cli(['dlq', 'show', id], env)).stdout).toContain('task_snapshot:');
+  });
+
+  it('an unknown uuid is bad input; a malformed one too', async () => {
+    const missing = await cli(['dlq', 'show', '01900000-0000-7000-8000-000000000000'], env);
+    expect(missing).toMatchObject({ code: 2 });
+    expect(missing.stderr).toContain(
+      'no DLQ entry and no task with entries has uuid 01900000-0000-7000-8000-000000000000',
+    );
+    const bad = await cli(['dlq', 'show', 'nope', '--json'], env);
+    expect(bad.code).toBe(2);
+    expect(JSON.parse(bad.stderr)).toEqual({
+      error: {
+        code: 'UsageError',
+        message: expect.stringContaining('<entry_or_task_uuid> "nope": expected a UUID'),
+      },
+    });
+  });
+});
+
+describe('dlq resolve', () => {
+  it('ends a pending investigation and reports its time in the queue; then refuses a second resolution', async () => {
+    const entry = await insertDlqEntry(db.pool, {
+      task: await task(),
+      reason: 'staleness_timeout',
+      at: minutesBefore(now, 45),
+    });
+    const run = await cli(
+      [
+        'dlq',
+        'resolve',
+        entry,
+        '--status',
+        'manually_resolved',
+        '--notes',
+        'restarted the worker',
+        '--by',
+        'alice',
+        '--json',
+      ],
+      env,
+    );
+    expect(run.code).toBe(0);
+    expect(run.json()).toMatchObject({
+      resolution_status: 'manually_resolved',
+      resolution_notes: 'restarted the worker',
+      resolved_by: 'alice',
+      minutes_in_dlq: 45,
+    });
+    const again = await cli(
+      ['dlq', 'resolve', entry, '--status', 'cancelled', '--notes', 'x', '--by', 'bob'],
+      env,
+    );
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(
+      /is not pending: it was manually_resolved by alice at .*only pending entries can be resolved/,
+    );
+    const { rows } = await db.pool.query(
+      'SELECT resolution_status::text, resolved_by FROM tasker_tasks_dlq WHERE dlq_entry_uuid = $1',
+      [entry],
+    );
+    expect(rows[0]).toEqual({ resolution_status: 'manually_resolved', resolved_by: 'alice' });
+  });
+
+  it.each([
+    [
+      ['--status', 'pending', '--notes', 'n', '--by', 'a'],
+      '--status "pending": expected one of manually_resolved, permanently_failed, cancelled',
+    ],
+    [['--notes', 'n', '--by', 'a'], '--status S is required'],
+    [['--status', 'cancelled', '--by', 'a'], '--notes TEXT is required'],
+    [['--status', 'cancelled', '--notes', '   ', '--by', 'a'], '--notes "   ": expected notes, not empty'],
+    [['--status', 'cancelled', '--notes', 'n'], '--by NAME is required'],
+  ])('refuses %j', async (flags, message) => {
+    const entry = await insertDlqEntry(db.pool, {
+      task: await task(),
+      reason: 'staleness_timeout',
+      at: minutesBefore(now, 5),
+    });
+    const run = await cli(['dlq', 'resolve', entry, ...flags], env);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain(message);
+  });
+
+  it('an entry that does not exist', async () => {
+    const run = await cli(
+      [
+        'dlq',
+        'resolve',
+        '01900000-0000-7000-8000-000000000001',
+        '--status',
+        'cancelled',
+        '--notes',
+        'n',
+        '--by',
+        'a',
+      ],
+      env,
+    );
+    expect(run).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('no DLQ entry 01900000-0000-7000-8000-000000000001'),
+    });
+  });
+});
+
+describe('dlq add', () => {
+  it('opens a manual_dlq investigation without touching the task, once', async () => {
+    const id = await task('steps_in_process', 20);
+    const run = await cli(
+      ['dlq', 'add', id, '--notes', 'customer reported it', '--by', 'carol', '--json'],
+      env,
+    );
+    expect(run.code).toBe(0);
+    expect(run.json()).toMatchObject({
+      task_uuid: id,
+      dlq_reason: 'manual_dlq',
+      original_state: 'steps_in_process',
+      resolution_status: 'pending',
+    });
+    expect(run.json().metadata).toMatchObject({
+      opened_by: 'carol',
+      notes: 'customer reported it',
+      time_in_state_minutes: 20,
+    });
+    const twice = await cli(['dlq', 'add', id, '--notes', 'again'], env);
+    expect(twice).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('already has a pending investigation'),
+    });
+    const { rows } = await db.pool.query(
+      'SELECT to_state FROM tasker_task_transitions WHERE task_uuid = $1 AND most_recent',
+      [id],
+    );
+    expect(rows[0].to_state).toBe('steps_in_process');
+  });
+
+  it('is refused when manual investigations or the DLQ are switched off, and for unknown tasks', async () => {
+    const id = await task();
+    expect(
+      (await cli(['dlq', 'add', id, '--notes', 'n'], { ...env, TASKER__dlq__reasons__manual_dlq: 'false' }))
+        .stderr,
+    ).toContain('dlq.reasons.manual_dlq = false');
+    expect(
+      (await cli(['dlq', 'add', id, '--notes', 'n'], { ...env, TASKER__dlq__enabled: 'false' })).stderr,
+    ).toContain('dlq.enabled = false');
+    const unknown = await cli(['dlq', 'add', '01900000-0000-7000-8000-000000000002', '--notes', 'n'], env);
+    expect(unknown).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('no task 01900000-0000-7000-8000-000000000002'),
+    });
+  });
+});
+
+describe('dlq stats and queue', () => {
+  it('pending count drops when one is resolved (upstream metrics smoke test), queue follows', async () => {
+    const entries = [];
+    for (const minutes of [30, 20, 10]) {
+      entries.push(
+        await insertDlqEntry(db.pool, {
+          task: await task(),
+          reason: 'staleness_timeout',
+          at: minutesBefore(now, minutes),
+        }),
+      );
+    }
+    expect((await cli(['dlq', 'stats', '--json'], env)).json()).toEqual([
+      expect.objectContaining({ dlq_reason: 'staleness_timeout', total_entries: 3, pending: 3 }),
+    ]);
+    await cli(
+      ['dlq', 'resolve', entries[0]!, '--status', 'permanently_failed', '--notes', 'gone', '--by', 'dan'],
+      env,
+    );
+    expect((await cli(['dlq', 'stats', '--json'], env)).json()[0]).toMatchObject({
+      pending: 2,
+      permanent_failures: 1,
+    });
+    const queue = await cli(['dlq', 'queue', '--json', '--limit', '5'], env);
+    expect(queue.json().map((q: { dlq_entry_uuid: string }) => q.dlq_entry_uuid)).toEqual([
+      entries[1],
+      entries[2],
+    ]);
+    expect((await cli(['dlq', 'queue'], env)).stdout).toContain('default/task');
+  });
+
+  it('empty tables print a friendly line', async () => {
+    expect((await cli(['dlq', 'stats'], env)).stdout).toBe('no DLQ entries yet\n');
+    expect((await cli(['dlq', 'queue'], env)).stdout).toBe('no pending investigations\n');
+  });
+});
+
+describe('detect-stale and the investigation workflow (upstream lifecycle test)', () => {
+  it('detect -> queue -> resolve -> gone from the queue -> counted as resolved', async () => {
+    const lifecycle = await insertTemplate(db.pool, {
+      name: 'dlq_staleness_test',
+      lifecycle: { max_waiting_for_dependencies_minutes: 2, max_duration_minutes: 30 },
+    });
+    const id = await insertTask(db.pool, {
+      template: lifecycle,
+      state: 'waiting_for_dependencies',
+      enteredAt: minutesBefore(now, 3),
+      createdAt: minutesBefore(now, 4),
+    });
+    const dry = await cli(['detect-stale', '--dry-run', '--json'], env);
+    expect(dry.json()).toMatchObject({ dry_run: true, tasks_detected: 1, transitioned_to_error: 0 });
+    const run = await cli(['detect-stale', '--json'], env);
+    expect(run.json()).toMatchObject({ tasks_detected: 1, transitioned_to_error: 1, dlq_entries_created: 1 });
+    const [item] = (await cli(['dlq', 'queue', '--json'], env)).json();
+    expect(item).toMatchObject({
+      task_uuid: id,
+      dlq_reason: 'staleness_timeout',
+      original_state: 'waiting_for_dependencies',
+    });
+    expect(item.priority_score).toBeGreaterThan(0);
+    await cli(
+      [
+        'dlq',
+        'resolve',
+        item.dlq_entry_uuid,
+        '--status',
+        'manually_resolved',
+        '--notes',
+        'fixed',
+        '--by',
+        'erin',
+      ],
+      env,
+    );
+    expect((await cli(['dlq', 'queue', '--json'], env)).json()).toEqual([]);
+    expect((await cli(['dlq', 'stats', '--json'], env)).json()[0].manually_resolved).toBeGreaterThanOrEqual(
+      1,
+    );
+    const text = await cli(['detect-stale'], env);
+    expect(text.stdout).toContain('tasks_detected:        0');
+  });
+});
+
+describe('exit codes and errors of the real binary', () => {
+  it('0 on success, 2 on bad input, 1 when the database cannot be reached', async () => {
+    expect((await runCliProcess(['dlq', 'stats'], env)).code).toBe(0);
+    const bad = await runCliProcess(['dlq', 'list', '--limit', 'x'], env);
+    expect(bad).toMatchObject({
+      code: 2,
+      stderr: 'error: --limit "x": expected a whole number from 1 to 1000\n',
+    });
+    const down = await runCliProcess(['dlq', 'stats'], {
+      DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none',
+    });
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/^error: cannot reach 127\.0\.0\.1:1\/none: .*Check DATABASE_URL/);
+    const config = await runCliProcess(['dlq', 'stats'], { ...env, TASKER__dlq__max_pending_age_hours: '0' });
+    expect(config.code).toBe(2);
+    expect(config.stderr).toContain(
+      'dlq.max_pending_age_hours = 0 (from TASKER__dlq__max_pending_age_hours): expected a whole number from 1 to 8760',
+    );
+    const unknown = await runCliProcess(['frobnicate'], env);
+    expect(unknown).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('unknown command "frobnicate"'),
+    });
+  });
+});

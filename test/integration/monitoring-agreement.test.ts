@@ -1,0 +1,77 @@
+/**
+ * v_task_staleness_monitoring and the detector must agree on which tasks are stale, with the
+ * configured defaults (not upstream's 60/30/30 constants) and with template overrides, malformed
+ * values and the lifetime rule. The view reads tasker_lifecycle_settings, which the detection job
+ * writes from its configuration.
+ */
+import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import { databaseNow } from '../../src/db/queries/server.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { defaultOptions, detect } from '../helpers/detection.ts';
+import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
+
+let db: TestDatabase;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db.drop();
+});
+
+it('the view marks stale exactly what a dry run would act on', async () => {
+  const now = await databaseNow(db.pool);
+  const templates = [
+    await insertTemplate(db.pool, { name: 'defaults' }),
+    await insertTemplate(db.pool, {
+      name: 'overrides',
+      lifecycle: { max_waiting_for_retry_minutes: 7, max_duration_minutes: 300 },
+    }),
+    await insertTemplate(db.pool, {
+      name: 'malformed',
+      lifecycle: { max_waiting_for_dependencies_minutes: 'x', max_steps_in_process_minutes: -1 },
+    }),
+  ];
+  const states = [
+    'waiting_for_dependencies',
+    'waiting_for_retry',
+    'steps_in_process',
+    'initializing',
+    'evaluating_results',
+  ];
+  // Configured defaults unlike upstream's: 45 / 20 / 25 minutes and 6 h.
+  const options = defaultOptions({
+    dry_run: true,
+    batch_size: 10_000,
+    max_batches: 1,
+    waiting_for_dependencies_minutes: 45,
+    waiting_for_retry_minutes: 20,
+    steps_in_process_minutes: 25,
+    task_max_lifetime_hours: 6,
+  });
+  for (const template of templates) {
+    for (const state of states) {
+      for (const minutes of [6, 7, 19, 20, 24, 25, 44, 45, 299, 300, 359, 360, 1500]) {
+        for (const extraAge of [0, 100]) {
+          await insertTask(db.pool, {
+            template,
+            state,
+            enteredAt: minutesBefore(now, minutes),
+            createdAt: minutesBefore(now, minutes + extraAge),
+          });
+        }
+      }
+    }
+  }
+  const result = await detect(db, options, now); // also writes the settings row the view reads
+  const detected = result.tasks.map((r) => r.task_uuid).sort();
+  const { rows } = await db.pool.query(
+    `SELECT task_uuid FROM v_task_staleness_monitoring WHERE health_status = 'stale' ORDER BY task_uuid`,
+  );
+  expect(rows.map((r) => r.task_uuid)).toEqual(detected);
+  expect(detected.length).toBeGreaterThan(100);
+  const healthy = await db.pool.query(
+    `SELECT count(*) AS n FROM v_task_staleness_monitoring WHERE health_status <> 'stale'`,
+  );
+  expect(healthy.rows[0].n).toBeGreaterThan(100);
+});
