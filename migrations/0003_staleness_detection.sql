@@ -123,20 +123,25 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Whether the edges between a task's steps form a cycle. UNION (not UNION ALL) makes the walk
--- terminate on cyclic graphs; the work is bounded by steps x reachable steps of this one task.
+-- terminate on cyclic graphs; the work is bounded by steps x reachable steps of this one task
+-- (idx_workflow_steps_task_uuid, idx_step_edges_from_step_uuid). plpgsql rather than SQL so the
+-- plan is cached per connection: detection calls this once per stale task.
 CREATE FUNCTION task_has_dependency_cycle(p_task_uuid uuid) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-  WITH RECURSIVE reach(origin, step) AS (
-    SELECT e.from_step_uuid, e.to_step_uuid
-      FROM tasker_workflow_steps s
-      JOIN tasker_workflow_step_edges e ON e.from_step_uuid = s.workflow_step_uuid
-     WHERE s.task_uuid = p_task_uuid
-    UNION
-    SELECT r.origin, e.to_step_uuid
-      FROM reach r
-      JOIN tasker_workflow_step_edges e ON e.from_step_uuid = r.step
-  )
-  SELECT EXISTS (SELECT 1 FROM reach WHERE origin = step)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN EXISTS (
+    WITH RECURSIVE reach(origin, step) AS (
+      SELECT e.from_step_uuid, e.to_step_uuid
+        FROM tasker_workflow_steps s
+        JOIN tasker_workflow_step_edges e ON e.from_step_uuid = s.workflow_step_uuid
+       WHERE s.task_uuid = p_task_uuid
+      UNION
+      SELECT r.origin, e.to_step_uuid
+        FROM reach r
+        JOIN tasker_workflow_step_edges e ON e.from_step_uuid = r.step
+    )
+    SELECT 1 FROM reach WHERE origin = step);
+END
 $$;
 
 -- The most specific reason that fits a stale task, among the enabled ones:
@@ -146,36 +151,42 @@ $$;
 --   worker_unavailable         in steps_in_process, steps were handed out (enqueued) but no worker
 --                              has started any of them;
 --   staleness_timeout          otherwise.
--- NULL when none of the fitting reasons is enabled.
+-- NULL when none of the fitting reasons is enabled. Reads the task's steps and their current
+-- transitions (idx_workflow_steps_task_uuid, idx_step_transitions_uuid_most_recent).
 CREATE FUNCTION task_dlq_reason(p_task_uuid uuid, p_task_state varchar, p_enabled_reasons dlq_reason[])
 RETURNS dlq_reason
-LANGUAGE sql STABLE AS $$
-  WITH step_state AS (
-    SELECT s.workflow_step_uuid, s.attempts, s.max_attempts, s.retryable,
-           coalesce(st.to_state, 'pending') AS state
-      FROM tasker_workflow_steps s
-      LEFT JOIN tasker_workflow_step_transitions st
-        ON st.workflow_step_uuid = s.workflow_step_uuid AND st.most_recent = true
-     WHERE s.task_uuid = p_task_uuid
-  )
-  SELECT CASE
-    WHEN 'dependency_cycle_detected' = ANY (p_enabled_reasons) AND task_has_dependency_cycle(p_task_uuid)
-      THEN 'dependency_cycle_detected'::dlq_reason
-    WHEN 'max_retries_exceeded' = ANY (p_enabled_reasons) AND EXISTS (
-        SELECT 1 FROM step_state
-         WHERE state NOT IN ('complete', 'resolved_manually', 'cancelled')
-           AND ((max_attempts > 0 AND coalesce(attempts, 0) >= max_attempts)
-                OR (state = 'error' AND NOT retryable)))
-      THEN 'max_retries_exceeded'::dlq_reason
-    WHEN 'worker_unavailable' = ANY (p_enabled_reasons) AND p_task_state = 'steps_in_process'
-         AND EXISTS (SELECT 1 FROM step_state WHERE state = 'enqueued')
-         AND NOT EXISTS (SELECT 1 FROM step_state
-                          WHERE state IN ('in_progress', 'enqueued_for_orchestration',
-                                          'enqueued_as_error_for_orchestration'))
-      THEN 'worker_unavailable'::dlq_reason
-    WHEN 'staleness_timeout' = ANY (p_enabled_reasons)
-      THEN 'staleness_timeout'::dlq_reason
-  END
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  IF 'dependency_cycle_detected' = ANY (p_enabled_reasons) AND task_has_dependency_cycle(p_task_uuid) THEN
+    RETURN 'dependency_cycle_detected';
+  END IF;
+  IF 'max_retries_exceeded' = ANY (p_enabled_reasons) AND EXISTS (
+      SELECT 1
+        FROM tasker_workflow_steps s
+        LEFT JOIN tasker_workflow_step_transitions st
+          ON st.workflow_step_uuid = s.workflow_step_uuid AND st.most_recent = true
+       WHERE s.task_uuid = p_task_uuid
+         AND coalesce(st.to_state, 'pending') NOT IN ('complete', 'resolved_manually', 'cancelled')
+         AND ((s.max_attempts > 0 AND coalesce(s.attempts, 0) >= s.max_attempts)
+              OR (st.to_state = 'error' AND NOT s.retryable))) THEN
+    RETURN 'max_retries_exceeded';
+  END IF;
+  IF 'worker_unavailable' = ANY (p_enabled_reasons) AND p_task_state = 'steps_in_process' AND EXISTS (
+      SELECT 1
+        FROM tasker_workflow_steps s
+        JOIN tasker_workflow_step_transitions st
+          ON st.workflow_step_uuid = s.workflow_step_uuid AND st.most_recent = true
+       WHERE s.task_uuid = p_task_uuid
+      HAVING bool_or(st.to_state = 'enqueued')
+         AND NOT bool_or(st.to_state IN ('in_progress', 'enqueued_for_orchestration',
+                                         'enqueued_as_error_for_orchestration'))) THEN
+    RETURN 'worker_unavailable';
+  END IF;
+  IF 'staleness_timeout' = ANY (p_enabled_reasons) THEN
+    RETURN 'staleness_timeout';
+  END IF;
+  RETURN NULL;
+END
 $$;
 
 -- The snapshot written at detection: small and fast. The enrichment job adds steps, history, the
@@ -473,7 +484,7 @@ BEGIN
     dlq_entry_uuid := r.entry_uuid;
     dlq_reason := r.reason;
     named_task_uuid := r.named_task_uuid;
-    template_problems := lifecycle_config_problems(r.lifecycle);
+    template_problems := CASE WHEN r.lifecycle IS NULL THEN ARRAY[]::text[] ELSE lifecycle_config_problems(r.lifecycle) END;
 
     IF NOT p_dry_run AND p_event_channel IS NOT NULL AND (r.transitioned OR r.entry_uuid IS NOT NULL) THEN
       PERFORM pg_notify(p_event_channel, jsonb_build_object(
