@@ -190,9 +190,10 @@ function describeIssues(
     }
     const dotted = path.join('.');
     const value = valueAt(merged, path);
-    // Refinements and patterns carry their own explanation; for the rest, describe the schema.
+    // The schema's own messages start with "expected" and say why (the cron rule, the pattern);
+    // zod's generic ones are replaced by a description of the allowed values.
     const allowed =
-      issue.code === 'custom' || issue.code === 'invalid_format'
+      issue.message.startsWith('expected') || issue.code === 'custom'
         ? issue.message
         : describeAllowed(schemaAt(path));
     const shown = isTree(value) ? '' : ` = ${formatValue(value)}`;

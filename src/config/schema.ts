@@ -82,11 +82,10 @@ export const StalenessDetectionSchema = z
   .strictObject({
     enabled: z.boolean().default(true).describe('Run the scheduled detection job.'),
     detection_interval_seconds: z
-      .int()
-      .default(300)
-      .refine((v) => (DETECTION_INTERVALS_SECONDS as readonly number[]).includes(v), {
+      .literal(DETECTION_INTERVALS_SECONDS, {
         error: `expected one of ${DETECTION_INTERVALS_SECONDS.join(', ')}: pg-boss schedules with cron, which has minute resolution, and only whole minutes dividing an hour repeat evenly`,
       })
+      .default(300)
       .describe('Seconds between scheduled detection runs; cron-backed, so whole minutes dividing an hour.'),
     batch_size: z
       .int()
@@ -181,12 +180,13 @@ export const ArchiveSchema = z.strictObject({
     .default(1000)
     .describe('Task graphs moved per archival transaction (the starting size; it shrinks after timeouts).'),
   archive_interval_hours: z
-    .int()
-    .default(24)
-    .refine((v) => (ARCHIVE_INTERVALS_HOURS as readonly number[]).includes(v), {
+    .literal(ARCHIVE_INTERVALS_HOURS, {
       error: `expected one of ${ARCHIVE_INTERVALS_HOURS.join(', ')}: cron repeats evenly only for hours dividing a day, or a week`,
     })
-    .describe('Hours between scheduled archival runs; cron-backed, so hours dividing a day, or 168.'),
+    .default(24)
+    .describe(
+      'Hours between scheduled archival runs; cron-backed, so hours dividing a day, or 168 (weekly).',
+    ),
   policies: ArchivePoliciesSchema.prefault({}),
 });
 
