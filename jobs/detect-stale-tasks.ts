@@ -32,6 +32,7 @@ import {
 } from '../src/db/queries/staleness.ts';
 import { DLQ_REASONS, type DlqReason } from '../src/domain/dlq.ts';
 import { isFailure, type StalenessActionTaken, type StaleTaskResult } from '../src/domain/staleness.ts';
+import { cronEverySeconds } from '../src/worker/cron.ts';
 import { defineJob } from '../src/worker/job.ts';
 
 export const DetectStaleTasksOptions = z.strictObject({
@@ -100,6 +101,10 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
   description: 'Move tasks stuck too long in a state to error and open a DLQ investigation for each.',
   optionsSchema: DetectStaleTasksOptions,
   optionsFromConfig: detectionOptionsFromConfig,
+  schedule: (config) =>
+    config.staleness_detection.enabled
+      ? cronEverySeconds(config.staleness_detection.detection_interval_seconds)
+      : null,
 
   async run(ctx, options) {
     const settings: LifecycleSettings = {

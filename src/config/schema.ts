@@ -216,6 +216,84 @@ export const DatabaseSchema = z.strictObject({
     ),
 });
 
+export const WorkerSchema = z.strictObject({
+  shutdown_timeout_seconds: z
+    .int()
+    .min(1)
+    .max(3600)
+    .default(30)
+    .describe(
+      'On SIGTERM/SIGINT: seconds to let running jobs finish their current batch before pg-boss fails them (they are retried).',
+    ),
+  polling_interval_seconds: z
+    .number()
+    .min(0.5)
+    .max(60)
+    .default(2)
+    .describe('Seconds between fetches of a queue when it is empty.'),
+  retry_limit: z
+    .int()
+    .min(0)
+    .max(100)
+    .default(3)
+    .describe("Retries of a failed run before it goes to the job's dead-letter queue (<job>.failed)."),
+  retry_delay_seconds: z
+    .int()
+    .min(1)
+    .max(3600)
+    .default(30)
+    .describe('First retry delay; it doubles per attempt (with jitter), up to 10 minutes.'),
+  job_expire_seconds: z
+    .int()
+    .min(60)
+    .max(86400)
+    .default(900)
+    .describe('Longest a run may stay active before pg-boss fails it (then it is retried).'),
+  heartbeat_seconds: z
+    .int()
+    .min(10)
+    .max(3600)
+    .default(30)
+    .describe(
+      'Running jobs heartbeat this often; a job whose worker died (SIGKILL) is failed and retried once it misses this by a monitor pass.',
+    ),
+  monitor_interval_seconds: z
+    .int()
+    .min(1)
+    .max(600)
+    .default(60)
+    .describe(
+      'How often pg-boss checks for expired jobs and missed heartbeats (one worker does it per interval).',
+    ),
+  cron_monitor_interval_seconds: z
+    .int()
+    .min(1)
+    .max(45)
+    .default(30)
+    .describe(
+      'How often pg-boss evaluates schedules (one worker per interval); the first scheduled run can come this much after start.',
+    ),
+  run_history_days: z
+    .int()
+    .min(1)
+    .max(365)
+    .default(14)
+    .describe('Days of run history (tasker_job_runs) kept for status.'),
+});
+
+export const MetricsSchema = z.strictObject({
+  enabled: z.boolean().default(true).describe('Serve /healthz, /readyz and /metrics from each worker.'),
+  host: z.string().min(1).default('0.0.0.0').describe("Address the worker's HTTP endpoints listen on."),
+  port: z
+    .int()
+    .min(0)
+    .max(65535)
+    .default(9464)
+    .describe(
+      'Port of /healthz, /readyz and /metrics; 0 picks a free port (logged at start), for several workers on one host.',
+    ),
+});
+
 export const LoggingSchema = z.strictObject({
   level: z.enum(['error', 'warn', 'info', 'debug']).default('info').describe('Lowest level written.'),
   format: z
@@ -228,6 +306,8 @@ export const ConfigSchema = z.strictObject({
   staleness_detection: StalenessDetectionSchema.prefault({}),
   dlq: DlqSchema.prefault({}),
   archive: ArchiveSchema.prefault({}),
+  worker: WorkerSchema.prefault({}),
+  metrics: MetricsSchema.prefault({}),
   database: DatabaseSchema.prefault({}),
   logging: LoggingSchema.prefault({}),
 });

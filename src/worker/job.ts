@@ -24,8 +24,28 @@ export interface JobDefinition<Options, Result> {
   readonly optionsSchema: z.ZodType<Options>;
   /** The options a scheduled run uses, from the configuration. */
   optionsFromConfig(config: Readonly<Config>): Options;
+  /** When pg-boss runs it (cron, UTC), from the configuration; null: not scheduled. */
+  schedule(config: Readonly<Config>): string | null;
   /** One pass; returns counts. */
   run(ctx: JobContext, options: Options): Promise<Result>;
+  /**
+   * Runs of other jobs this run's result calls for (e.g. one enrichment per new DLQ entry). The
+   * worker sends them after the run; each carries a key, so sending one twice queues it once.
+   */
+  followUps?(result: Result): FollowUp[];
+  /**
+   * Requests that may be served together by one run: up to `size` queued requests are taken at
+   * once and their options merged. Without it, one request is one run and runs of the job never
+   * overlap.
+   */
+  batch?: { size: number; merge(requests: Options[]): Options };
+}
+
+export interface FollowUp {
+  job: string;
+  options: unknown;
+  /** Requests with the same key while one is queued are dropped (pg-boss "short" policy). */
+  key: string;
 }
 
 export function defineJob<Options, Result>(

@@ -1,40 +1,59 @@
-import detectStaleTasks, { type DetectStaleTasksResult } from '../../../jobs/detect-stale-tasks.ts';
+import detectStaleTasks, {
+  type DetectStaleTasksOptions,
+  type DetectStaleTasksResult,
+} from '../../../jobs/detect-stale-tasks.ts';
+import type { Config } from '../../config/schema.ts';
 import { databaseNow } from '../../db/queries/server.ts';
-import { wholeNumber } from '../args.ts';
+import { logRuns, observeRun, RunObserver, recordRuns } from '../../worker/observe.ts';
+import { type ArgsSpec, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
 import { type Out, printFields, printJson, printTable } from '../output.ts';
+
+/** Flags shared by `detect-stale` (inline) and `enqueue detect-stale` (through the workers). */
+export const detectFlags = {
+  'dry-run': { type: 'boolean', description: 'report what would happen; change nothing' },
+  'batch-size': {
+    type: 'string',
+    placeholder: 'N',
+    schema: wholeNumber(1, 10000),
+    description: 'tasks per transaction (default: staleness_detection.batch_size)',
+  },
+  'max-batches': {
+    type: 'string',
+    placeholder: 'N',
+    schema: wholeNumber(1, 1000),
+    description: 'batches in this pass (default: staleness_detection.max_batches_per_run)',
+  },
+} satisfies ArgsSpec['flags'];
+
+export function detectOptionsFromFlags(
+  config: Readonly<Config>,
+  flags: Record<string, unknown>,
+): DetectStaleTasksOptions {
+  const configured = detectStaleTasks.optionsFromConfig(config);
+  return detectStaleTasks.optionsSchema.parse({
+    ...configured,
+    dry_run: flags['dry-run'] === true || configured.dry_run,
+    batch_size: (flags['batch-size'] as number | undefined) ?? configured.batch_size,
+    max_batches: (flags['max-batches'] as number | undefined) ?? configured.max_batches,
+  });
+}
 
 export const detectStaleCommand: Command = {
   name: 'detect-stale',
   summary: 'Run one staleness detection pass now, in this process.',
-  args: {
-    flags: {
-      'dry-run': { type: 'boolean', description: 'report what would happen; change nothing' },
-      'batch-size': {
-        type: 'string',
-        placeholder: 'N',
-        schema: wholeNumber(1, 10000),
-        description: 'tasks per transaction (default: staleness_detection.batch_size)',
-      },
-      'max-batches': {
-        type: 'string',
-        placeholder: 'N',
-        schema: wholeNumber(1, 1000),
-        description: 'batches in this pass (default: staleness_detection.max_batches_per_run)',
-      },
-    },
-  },
+  args: { flags: detectFlags },
   async run({ flags }, { io, runtime, signal }) {
     const rt = runtime.get();
-    const configured = detectStaleTasks.optionsFromConfig(rt.config);
-    const options = detectStaleTasks.optionsSchema.parse({
-      ...configured,
-      dry_run: flags['dry-run'] === true || configured.dry_run,
-      batch_size: (flags['batch-size'] as number | undefined) ?? configured.batch_size,
-      max_batches: (flags['max-batches'] as number | undefined) ?? configured.max_batches,
-    });
+    const options = detectOptionsFromFlags(rt.config, flags);
     const now = await databaseNow(rt.pool);
-    const result = await detectStaleTasks.run({ pool: rt.pool, now, logger: rt.logger, signal }, options);
+    const observer = new RunObserver();
+    logRuns(observer, rt.logger);
+    const history = recordRuns(observer, rt.pool, rt.config.worker.run_history_days, rt.logger);
+    const result = await observeRun(observer, { job: detectStaleTasks.name, trigger: 'cli', options }, () =>
+      detectStaleTasks.run({ pool: rt.pool, now, logger: rt.logger, signal }, options),
+    );
+    await history.flush();
     if (flags.json) return printJson(io.stdout, result);
     printDetection(io.stdout, result);
   },

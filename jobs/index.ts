@@ -1,0 +1,9 @@
+/** Every job the worker runs, in the order their queues are created. */
+import type { AnyJob } from '../src/worker/worker.ts';
+import detectStaleTasks from './detect-stale-tasks.ts';
+
+export const JOBS: readonly AnyJob[] = [detectStaleTasks];
+
+export function findJob(name: string): AnyJob | undefined {
+  return JOBS.find((j) => j.name === name);
+}

@@ -1,0 +1,52 @@
+import { PgBoss } from 'pg-boss';
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../telemetry/logger.ts';
+
+/**
+ * pg-boss instances, in three roles: the worker (runs jobs, evaluates schedules, supervises), a
+ * client (enqueue, status: sends and reads only) and the migrator (installs or upgrades pg-boss's
+ * schema). pg-boss's `error` and `warning` events are always logged: an unhandled `error` event
+ * would end the process.
+ */
+
+export type BossRole = 'worker' | 'client' | 'migrate';
+
+export const BOSS_SCHEMA = 'pgboss';
+
+export function createBoss(config: Readonly<Config>, url: string, role: BossRole, logger: Logger): PgBoss {
+  const w = config.worker;
+  const boss = new PgBoss({
+    connectionString: url,
+    schema: BOSS_SCHEMA,
+    application_name: `tasker-lifecycle-${role}`,
+    max: role === 'worker' ? Math.max(4, config.database.pool_max) : 2,
+    migrate: role === 'migrate',
+    supervise: role === 'worker',
+    schedule: role === 'worker',
+    registerInstance: role === 'worker',
+    monitorIntervalSeconds: w.monitor_interval_seconds,
+    cronMonitorIntervalSeconds: w.cron_monitor_interval_seconds,
+  });
+  boss.on('error', (err) =>
+    logger.error(`pg-boss: ${err.message}`, { component: 'pg-boss', error: err.message }),
+  );
+  boss.on('warning', (warning) =>
+    logger.warn(`pg-boss warning: ${warning.message}`, { component: 'pg-boss', data: warning.data }),
+  );
+  return boss;
+}
+
+/** Installs or upgrades pg-boss's schema (under its own advisory lock, safe in parallel). */
+export async function migrateBoss(
+  config: Readonly<Config>,
+  url: string,
+  logger: Logger,
+): Promise<number | null> {
+  const boss = createBoss(config, url, 'migrate', logger);
+  await boss.start();
+  try {
+    return await boss.schemaVersion();
+  } finally {
+    await boss.stop({ graceful: false });
+  }
+}

@@ -1,0 +1,115 @@
+import type pg from 'pg';
+import type { Config } from '../config/schema.ts';
+import { migrationStatus } from '../db/migrate.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { createBoss } from './boss.ts';
+import { type HealthServer, startHealthServer } from './health.ts';
+import { logRuns, RunObserver, recordRuns } from './observe.ts';
+import { type AnyJob, applySchedules, ensureQueues, workQueues } from './worker.ts';
+
+/**
+ * A worker process's life: check the schema, start pg-boss, create queues and schedules, work the
+ * queues, serve /healthz and /readyz; and on stop, stop taking work, let running jobs finish their
+ * current batch (they see the abort between batches), and close everything.
+ */
+
+export interface StartWorkerOptions {
+  config: Readonly<Config>;
+  url: string;
+  pool: pg.Pool;
+  logger: Logger;
+  jobs: readonly AnyJob[];
+  /** Extra subscribers (metrics) get the observer before the first run. */
+  observer?: RunObserver;
+  metrics?: () => Promise<string>;
+}
+
+export interface RunningWorker {
+  /** The port /healthz and /readyz listen on (null when metrics.enabled is false). */
+  port: number | null;
+  observer: RunObserver;
+  stop(): Promise<void>;
+}
+
+export class NotMigratedError extends Error {
+  override name = 'NotMigratedError';
+}
+
+export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker> {
+  const status = await migrationStatus(o.pool);
+  if (status.pending.length > 0) {
+    throw new NotMigratedError(
+      `the database is missing migration(s) ${status.pending.map((m) => m.file).join(', ')}: run \`tasker-lifecycle migrate\` first`,
+    );
+  }
+  const boss = createBoss(o.config, o.url, 'worker', o.logger);
+  try {
+    await boss.start();
+  } catch (err) {
+    throw new NotMigratedError(
+      `pg-boss could not start (${(err as Error).message}): run \`tasker-lifecycle migrate\` first`,
+    );
+  }
+  const observer = o.observer ?? new RunObserver();
+  logRuns(observer, o.logger);
+  const history = recordRuns(observer, o.pool, o.config.worker.run_history_days, o.logger);
+  const shutdown = new AbortController();
+  const state = {
+    stopping: false,
+    started: false,
+    checkDatabase: async () => {
+      await o.pool.query('SELECT 1');
+    },
+    ...(o.metrics ? { metrics: o.metrics } : {}),
+  };
+  let health: HealthServer | undefined;
+  try {
+    if (o.config.metrics.enabled)
+      health = await startHealthServer(o.config.metrics.host, o.config.metrics.port, state);
+    await ensureQueues(boss, o.config, o.jobs);
+    await applySchedules(boss, o.config, o.jobs, o.logger);
+    await workQueues({
+      config: o.config,
+      pool: o.pool,
+      boss,
+      logger: o.logger,
+      observer,
+      jobs: o.jobs,
+      shutdown: shutdown.signal,
+    });
+  } catch (err) {
+    await health?.close();
+    await boss.stop({ graceful: false });
+    throw err;
+  }
+  state.started = true;
+  o.logger.info('worker started', {
+    jobs: o.jobs.map((j) => j.name),
+    schedules: Object.fromEntries(o.jobs.map((j) => [j.name, j.schedule(o.config) ?? 'off'])),
+    http_port: health?.port ?? null,
+  });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    port: health?.port ?? null,
+    observer,
+    stop: () => {
+      stopping ??= (async () => {
+        state.stopping = true;
+        o.logger.info('worker stopping: finishing the current batch of running jobs', {
+          timeout_seconds: o.config.worker.shutdown_timeout_seconds,
+        });
+        shutdown.abort();
+        await boss.stop({
+          graceful: true,
+          close: true,
+          timeout: o.config.worker.shutdown_timeout_seconds * 1000,
+        });
+        await history.flush();
+        await health?.close();
+        o.logger.info('worker stopped');
+      })();
+      return stopping;
+    },
+  };
+}
