@@ -11,7 +11,7 @@
 --   dlq_capped_json                one JSON value, or a {"truncated": true, ...} marker if too big
 --   dlq_bounded_list               {"total", "items", "truncated", "omitted"} for a capped list
 --   dlq_step_error                 a step's error, from its results
---   dlq_error_text / dlq_minutes_text   short texts for the human summary
+--   dlq_error_text, dlq_and_more, dlq_minutes_text   short texts for the human summary
 --   dlq_enrichment_diagnosis       counts and diagnosis (blocking steps, exhausted retries, cycle,
 --                                  oldest waiting step, summary)
 --   dlq_enrichment_details         steps, edges, step and task transitions, template config
@@ -84,6 +84,12 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
       WHEN 'object' THEN coalesce(p_error ->> 'message', p_error::text)
       ELSE p_error::text
     END, '\s+', ' ', 'g'), p_max_chars)
+$$;
+
+-- " and 7 more" when a list of p_total names shows only p_shown, else "".
+CREATE FUNCTION dlq_and_more(p_total bigint, p_shown integer) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN p_total > p_shown THEN format(' and %s more', p_total - p_shown) ELSE '' END
 $$;
 
 -- 95 -> "1h35m", 3000 -> "2d2h" (as the CLI prints durations).
@@ -207,14 +213,6 @@ LANGUAGE sql STABLE AS $$
   oldest AS (
     SELECT f.id, f.name, f.state, f.since, floor(extract(epoch FROM p_at - f.since) / 60)::integer AS minutes
       FROM flagged f WHERE f.waiting ORDER BY f.since, f.id LIMIT 1
-  ),
-  more AS (
-    SELECT n AS shown, CASE WHEN total > n THEN format(' and %s more', total - n) ELSE '' END AS suffix,
-           kind
-      FROM counts c
-      CROSS JOIN LATERAL (VALUES ('cycle', least(c.on_cycle, 5), c.on_cycle),
-                                 ('stuck', least(c.stuck_at, 3), c.stuck_at),
-                                 ('exhausted', least(c.exhausted, 3), c.exhausted)) v(kind, n, total)
   )
   SELECT jsonb_build_object(
     'counts', jsonb_build_object(
@@ -241,7 +239,7 @@ LANGUAGE sql STABLE AS $$
         CASE WHEN c.on_cycle > 0 THEN
           'dependency cycle among ' || (SELECT string_agg(name, ', ' ORDER BY name, id) FROM (
               SELECT name, id FROM flagged WHERE on_cycle ORDER BY name, id LIMIT 5) x)
-          || (SELECT suffix FROM more WHERE kind = 'cycle') END,
+          || dlq_and_more(c.on_cycle, 5) END,
         CASE WHEN c.stuck_at > 0 THEN
           'stuck at ' || (SELECT string_agg(format('%s (%s%s%s)', x.name, x.state,
                                    CASE WHEN x.max_attempts IS NOT NULL
@@ -251,12 +249,12 @@ LANGUAGE sql STABLE AS $$
                             FROM (SELECT b.*, dlq_step_error(ws.results) AS err
                                     FROM (SELECT * FROM blocking WHERE NOT on_cycle ORDER BY since, id LIMIT 3) b
                                     JOIN tasker_workflow_steps ws ON ws.workflow_step_uuid = b.id) x)
-          || (SELECT suffix FROM more WHERE kind = 'stuck') END,
+          || dlq_and_more(c.stuck_at, 3) END,
         CASE WHEN c.exhausted > 0 THEN
           format('%s out of retries: ', CASE WHEN c.exhausted = 1 THEN '1 step' ELSE c.exhausted || ' steps' END)
           || (SELECT string_agg(name, ', ' ORDER BY since, id) FROM (
                 SELECT name, since, id FROM flagged WHERE exhausted_why IS NOT NULL ORDER BY since, id LIMIT 3) x)
-          || (SELECT suffix FROM more WHERE kind = 'exhausted') END,
+          || dlq_and_more(c.exhausted, 3) END,
         (SELECT format('oldest waiting step %s (%s for %s)', o.name, o.state, dlq_minutes_text(o.minutes))
            FROM oldest o),
         CASE WHEN c.steps > 0 AND c.unfinished = 0 THEN 'all steps finished, yet the task did not move on' END)),
@@ -468,7 +466,7 @@ BEGIN
              '{diagnosis,cycle,steps}', dlq_bounded_list('[]'::jsonb, (v_compact #>> '{diagnosis,cycle,steps,total}')::bigint))
     END;
     v_cut := CASE v_level WHEN 'full' THEN v_cut_compact + v_cut_details WHEN 'compact' THEN v_cut_compact ELSE 0 END;
-    SELECT coalesce(jsonb_agg(p ORDER BY p), '[]'::jsonb) INTO v_lists
+    SELECT coalesce(jsonb_agg(p ORDER BY p COLLATE "C"), '[]'::jsonb) INTO v_lists
       FROM unnest(c_list_paths) p
      WHERE (v_body #>> (string_to_array(p, '.') || 'truncated'::text))::boolean;
     v_result := jsonb_build_object(
