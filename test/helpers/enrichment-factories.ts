@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { ConfigSchema } from '../../src/config/schema.ts';
 import type { Db } from '../../src/db/pool.ts';
 import type { EnrichmentLimits } from '../../src/db/queries/dlq-enrichment.ts';
-import { minutesBefore, NOW } from './factories.ts';
+import { detectStaleTasksBatch } from '../../src/db/queries/staleness.ts';
+import { insertEdge, insertTask, insertTemplate, minutesBefore, NOW } from './factories.ts';
 
 /**
  * Fixtures for snapshot enrichment: steps with a transition history and attempt times, extra task
@@ -154,4 +156,147 @@ export function defaultLimits(overrides: Partial<EnrichmentLimits> = {}): Enrich
 /** A payload of about `bytes` bytes of JSON text. */
 export function bigPayload(bytes: number): { blob: string; id: string } {
   return { blob: 'x'.repeat(bytes), id: randomUUID() };
+}
+
+export const TEMPLATE_CONFIG = {
+  lifecycle: { max_steps_in_process_minutes: 45 },
+  steps: [{ name: 'fetch' }, { name: 'charge', retry: { limit: 3 } }],
+};
+export const CARD_DECLINED = {
+  success: false,
+  error: { message: 'card declined', error_type: 'PaymentError' },
+};
+
+/**
+ * A task stuck in steps_in_process for 2 hours with this graph (done: fetch, validate):
+ *   fetch -> validate -> charge (error, 3/3 attempts) -> ship -> notify
+ *   fetch -> reserve (enqueued for 3 hours: the oldest waiting step)
+ *   validate -> audit_a <-> audit_b (a cycle)
+ *   refund (error, not retryable, standalone)
+ */
+export async function insertStuckOrder(db: Db) {
+  const template = await insertTemplate(db, {
+    namespace: 'shop',
+    name: 'order',
+    configuration: TEMPLATE_CONFIG,
+  });
+  const task = await insertTask(db, {
+    template,
+    state: 'initializing',
+    enteredAt: minutesBefore(NOW, 230),
+    createdAt: minutesBefore(NOW, 240),
+  });
+  await appendTaskTransitions(db, task, [{ state: 'steps_in_process', at: minutesBefore(NOW, 120) }]);
+  const at = (m: number) => minutesBefore(NOW, m);
+  const s = {
+    fetch: await insertHistoryStep(db, {
+      task,
+      name: 'fetch',
+      attempts: 1,
+      results: { rows: 3 },
+      lastAttemptedAt: at(200),
+      history: [
+        { state: 'pending', at: at(230) },
+        { state: 'in_progress', at: at(200) },
+        { state: 'complete', at: at(199) },
+      ],
+    }),
+    validate: await insertHistoryStep(db, {
+      task,
+      name: 'validate',
+      attempts: 1,
+      history: [
+        { state: 'pending', at: at(230) },
+        { state: 'complete', at: at(190) },
+      ],
+    }),
+    charge: await insertHistoryStep(db, {
+      task,
+      name: 'charge',
+      attempts: 3,
+      maxAttempts: 3,
+      results: CARD_DECLINED,
+      lastAttemptedAt: at(100),
+      history: [
+        { state: 'pending', at: at(230) },
+        { state: 'in_progress', at: at(150) },
+        { state: 'waiting_for_retry', at: at(140), metadata: { attempt: 1 } },
+        { state: 'in_progress', at: at(120) },
+        { state: 'error', at: at(100), metadata: { attempt: 3 } },
+      ],
+    }),
+    ship: await insertHistoryStep(db, {
+      task,
+      name: 'ship',
+      history: [{ state: 'pending', at: at(60) }],
+    }),
+    notify: await insertHistoryStep(db, {
+      task,
+      name: 'notify',
+      history: [{ state: 'pending', at: at(50) }],
+    }),
+    reserve: await insertHistoryStep(db, {
+      task,
+      name: 'reserve',
+      attempts: 0,
+      history: [
+        { state: 'pending', at: at(230) },
+        { state: 'enqueued', at: at(180) },
+      ],
+    }),
+    audit_a: await insertHistoryStep(db, {
+      task,
+      name: 'audit_a',
+      history: [{ state: 'pending', at: at(40) }],
+    }),
+    audit_b: await insertHistoryStep(db, {
+      task,
+      name: 'audit_b',
+      history: [{ state: 'pending', at: at(39) }],
+    }),
+    refund: await insertHistoryStep(db, {
+      task,
+      name: 'refund',
+      attempts: 1,
+      retryable: false,
+      results: { error: 'refund endpoint returned 410' },
+      history: [{ state: 'error', at: at(90) }],
+    }),
+  };
+  for (const [from, to] of [
+    ['fetch', 'validate'],
+    ['validate', 'charge'],
+    ['charge', 'ship'],
+    ['ship', 'notify'],
+    ['fetch', 'reserve'],
+    ['validate', 'audit_a'],
+    ['audit_a', 'audit_b'],
+    ['audit_b', 'audit_a'],
+  ] as const) {
+    await insertEdge(db, s[from], s[to]);
+  }
+  return { template, task, steps: s };
+}
+
+/** The real detection function at NOW with the default configuration; returns the new entries. */
+export async function detectAtNow(db: Db): Promise<string[]> {
+  const d = ConfigSchema.parse({}).staleness_detection;
+  const rows = await detectStaleTasksBatch(db, {
+    now: NOW,
+    dryRun: false,
+    batchSize: 100,
+    settings: {
+      ...d.thresholds,
+      auto_transition_to_error: true,
+      auto_move_to_dlq: true,
+      enabled_reasons: [
+        'staleness_timeout',
+        'max_retries_exceeded',
+        'dependency_cycle_detected',
+        'worker_unavailable',
+      ],
+      event_channel: null,
+    },
+  });
+  return rows.map((r) => r.dlq_entry_uuid).filter((id): id is string => id !== null);
 }

@@ -1,30 +1,29 @@
 /**
  * The enrichment job on a realistic task graph: what the enriched snapshot holds, that a second run
  * writes nothing, include_full_task_snapshot, the task left untouched, entries opened by the real
- * detection function, option validation, the per-entry sends, and `dlq show`.
+ * detection function, and `dlq show`.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import enrichJob, {
   EnrichDlqSnapshotsOptions,
   enrichmentOptionsFromConfig,
-  enrichmentRequestsFor,
 } from '../../jobs/enrich-dlq-snapshots.ts';
 import { runCli } from '../../src/cli/main.ts';
-import { loadConfig } from '../../src/config/load.ts';
 import { ConfigSchema } from '../../src/config/schema.ts';
-import { detectStaleTasksBatch } from '../../src/db/queries/staleness.ts';
 import type { FullEnrichedSnapshot } from '../../src/domain/dlq-enrichment.ts';
-import { ConfigError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import type { JobContext } from '../../src/worker/job.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import {
-  appendTaskTransitions,
+  CARD_DECLINED,
+  detectAtNow,
   insertHistoryStep,
+  insertStuckOrder,
   readEntry,
+  TEMPLATE_CONFIG,
   taskGraphFingerprint,
 } from '../helpers/enrichment-factories.ts';
-import { insertEdge, insertTask, insertTemplate, minutesBefore, NOW } from '../helpers/factories.ts';
+import { insertTask, insertTemplate, minutesBefore, NOW } from '../helpers/factories.ts';
 
 let db: TestDatabase;
 const defaults = enrichmentOptionsFromConfig(ConfigSchema.parse({}));
@@ -49,153 +48,13 @@ function options(overrides: Partial<EnrichDlqSnapshotsOptions> = {}): EnrichDlqS
   return EnrichDlqSnapshotsOptions.parse({ ...defaults, ...overrides });
 }
 
-const TEMPLATE_CONFIG = {
-  lifecycle: { max_steps_in_process_minutes: 45 },
-  steps: [{ name: 'fetch' }, { name: 'charge', retry: { limit: 3 } }],
-};
-const CARD_DECLINED = { success: false, error: { message: 'card declined', error_type: 'PaymentError' } };
-
-/**
- * A task stuck in steps_in_process for 2 hours with this graph (done: fetch, validate):
- *   fetch -> validate -> charge (error, 3/3 attempts) -> ship -> notify
- *   fetch -> reserve (enqueued for 3 hours: the oldest waiting step)
- *   validate -> audit_a <-> audit_b (a cycle)
- *   refund (error, not retryable, standalone)
- */
-async function stuckOrder() {
-  const template = await insertTemplate(db.pool, {
-    namespace: 'shop',
-    name: 'order',
-    configuration: TEMPLATE_CONFIG,
-  });
-  const task = await insertTask(db.pool, {
-    template,
-    state: 'initializing',
-    enteredAt: minutesBefore(NOW, 230),
-    createdAt: minutesBefore(NOW, 240),
-  });
-  await appendTaskTransitions(db.pool, task, [{ state: 'steps_in_process', at: minutesBefore(NOW, 120) }]);
-  const at = (m: number) => minutesBefore(NOW, m);
-  const s = {
-    fetch: await insertHistoryStep(db.pool, {
-      task,
-      name: 'fetch',
-      attempts: 1,
-      results: { rows: 3 },
-      lastAttemptedAt: at(200),
-      history: [
-        { state: 'pending', at: at(230) },
-        { state: 'in_progress', at: at(200) },
-        { state: 'complete', at: at(199) },
-      ],
-    }),
-    validate: await insertHistoryStep(db.pool, {
-      task,
-      name: 'validate',
-      attempts: 1,
-      history: [
-        { state: 'pending', at: at(230) },
-        { state: 'complete', at: at(190) },
-      ],
-    }),
-    charge: await insertHistoryStep(db.pool, {
-      task,
-      name: 'charge',
-      attempts: 3,
-      maxAttempts: 3,
-      results: CARD_DECLINED,
-      lastAttemptedAt: at(100),
-      history: [
-        { state: 'pending', at: at(230) },
-        { state: 'in_progress', at: at(150) },
-        { state: 'waiting_for_retry', at: at(140), metadata: { attempt: 1 } },
-        { state: 'in_progress', at: at(120) },
-        { state: 'error', at: at(100), metadata: { attempt: 3 } },
-      ],
-    }),
-    ship: await insertHistoryStep(db.pool, {
-      task,
-      name: 'ship',
-      history: [{ state: 'pending', at: at(60) }],
-    }),
-    notify: await insertHistoryStep(db.pool, {
-      task,
-      name: 'notify',
-      history: [{ state: 'pending', at: at(50) }],
-    }),
-    reserve: await insertHistoryStep(db.pool, {
-      task,
-      name: 'reserve',
-      attempts: 0,
-      history: [
-        { state: 'pending', at: at(230) },
-        { state: 'enqueued', at: at(180) },
-      ],
-    }),
-    audit_a: await insertHistoryStep(db.pool, {
-      task,
-      name: 'audit_a',
-      history: [{ state: 'pending', at: at(40) }],
-    }),
-    audit_b: await insertHistoryStep(db.pool, {
-      task,
-      name: 'audit_b',
-      history: [{ state: 'pending', at: at(39) }],
-    }),
-    refund: await insertHistoryStep(db.pool, {
-      task,
-      name: 'refund',
-      attempts: 1,
-      retryable: false,
-      results: { error: 'refund endpoint returned 410' },
-      history: [{ state: 'error', at: at(90) }],
-    }),
-  };
-  for (const [from, to] of [
-    ['fetch', 'validate'],
-    ['validate', 'charge'],
-    ['charge', 'ship'],
-    ['ship', 'notify'],
-    ['fetch', 'reserve'],
-    ['validate', 'audit_a'],
-    ['audit_a', 'audit_b'],
-    ['audit_b', 'audit_a'],
-  ] as const) {
-    await insertEdge(db.pool, s[from], s[to]);
-  }
-  return { template, task, steps: s };
-}
-
-/** The real detection function at NOW with the default configuration; returns the new entries. */
-async function detect(): Promise<string[]> {
-  const d = ConfigSchema.parse({}).staleness_detection;
-  const rows = await detectStaleTasksBatch(db.pool, {
-    now: NOW,
-    dryRun: false,
-    batchSize: 100,
-    settings: {
-      ...d.thresholds,
-      auto_transition_to_error: true,
-      auto_move_to_dlq: true,
-      enabled_reasons: [
-        'staleness_timeout',
-        'max_retries_exceeded',
-        'dependency_cycle_detected',
-        'worker_unavailable',
-      ],
-      event_channel: null,
-    },
-  });
-  return rows.map((r) => r.dlq_entry_uuid).filter((id): id is string => id !== null);
-}
-
 type Snapshot = FullEnrichedSnapshot;
 const names = (items: Array<{ name: string }>) => items.map((i) => i.name);
 
 describe('enriching an entry opened by detection', () => {
   it('adds steps, edges, histories, template config and a diagnosis, keeping the detection keys', async () => {
-    const { task, template } = await stuckOrder();
-    const [entry] = await detect();
+    const { task, template } = await insertStuckOrder(db.pool);
+    const [entry] = await detectAtNow(db.pool);
     expect(entry).toBeDefined();
     const before = await readEntry(db.pool, entry!);
     expect(before.task_snapshot).toMatchObject({ task_uuid: task, current_state: 'steps_in_process' });
@@ -302,8 +161,8 @@ describe('enriching an entry opened by detection', () => {
   });
 
   it('writes nothing the second time: same JSON, same xmin, same updated_at', async () => {
-    await stuckOrder();
-    const [entry] = await detect();
+    await insertStuckOrder(db.pool);
+    const [entry] = await detectAtNow(db.pool);
     await enrichJob.run(ctx(), options({ entry_uuids: [entry!] }));
     const first = await readEntry(db.pool, entry!);
 
@@ -319,8 +178,8 @@ describe('enriching an entry opened by detection', () => {
   });
 
   it('with include_full_task_snapshot off stores only counts and the diagnosis', async () => {
-    const { task } = await stuckOrder();
-    const [entry] = await detect();
+    const { task } = await insertStuckOrder(db.pool);
+    const [entry] = await detectAtNow(db.pool);
     const config = ConfigSchema.parse({ dlq: { include_full_task_snapshot: false } });
     const opts = { ...enrichmentOptionsFromConfig(config), entry_uuids: [entry!] };
     expect(opts.include_full_task_snapshot).toBe(false);
@@ -358,7 +217,7 @@ describe('enriching an entry opened by detection', () => {
       });
       tasks.push(task);
     }
-    const entries = await detect();
+    const entries = await detectAtNow(db.pool);
     expect(entries).toHaveLength(3);
     const result = await enrichJob.run(ctx(), options());
     expect(result).toMatchObject({ mode: 'sweep', enriched: 3, batches: 1 });
@@ -377,78 +236,10 @@ describe('enriching an entry opened by detection', () => {
   });
 });
 
-describe('options', () => {
-  it('come from the configuration, whose defaults base.toml repeats', () => {
-    const loaded = loadConfig({ env: { TASKER_ENV: 'test' } });
-    expect(loaded.config.dlq.enrichment).toEqual(ConfigSchema.parse({}).dlq.enrichment);
-    expect(enrichmentOptionsFromConfig(loaded.config)).toEqual({
-      entry_uuids: [],
-      batch_size: 50,
-      max_batches: 20,
-      include_full_task_snapshot: true,
-      max_list_items: 500,
-      max_history_rows: 200,
-      max_payload_bytes: 16384,
-      max_snapshot_bytes: 1048576,
-    });
-    expect(EnrichDlqSnapshotsOptions.safeParse(defaults).success).toBe(true);
-  });
-
-  it.each([
-    ['batch_size 0', { batch_size: 0 }, 'batch_size'],
-    ['a malformed uuid', { entry_uuids: ['not-a-uuid'] }, 'entry_uuids.0'],
-    [
-      '1001 entries',
-      { entry_uuids: Array.from({ length: 1001 }, () => '0190a3b4-0000-7000-8000-000000000000') },
-      'entry_uuids',
-    ],
-    ['a payload cap under 256 bytes', { max_payload_bytes: 100 }, 'max_payload_bytes'],
-    [
-      'a payload cap over the snapshot cap',
-      { max_payload_bytes: 65536, max_snapshot_bytes: 32768 },
-      'max_payload_bytes',
-    ],
-    ['a string for a boolean', { include_full_task_snapshot: 'yes' }, 'include_full_task_snapshot'],
-    ['an unknown key', { max_histroy_rows: 5 }, ''],
-  ])('refuse %s', (_label, bad, path) => {
-    const parsed = EnrichDlqSnapshotsOptions.safeParse({ ...defaults, ...bad });
-    expect(parsed.success).toBe(false);
-    const issue = parsed.error!.issues[0]!;
-    expect(issue.path.join('.')).toBe(path);
-    if (path === '') expect(issue.message).toContain('max_histroy_rows');
-  });
-
-  it('a sweep interval cron cannot keep is refused at load, naming the key', () => {
-    expect(() =>
-      loadConfig({ env: { TASKER_ENV: 'test', TASKER__dlq__enrichment__sweep_interval_seconds: '90' } }),
-    ).toThrow(ConfigError);
-    try {
-      loadConfig({ env: { TASKER_ENV: 'test', TASKER__dlq__enrichment__sweep_interval_seconds: '90' } });
-    } catch (err) {
-      expect((err as ConfigError).message).toMatch(/dlq\.enrichment\.sweep_interval_seconds.*cron/s);
-    }
-  });
-});
-
-describe('enrichmentRequestsFor', () => {
-  it('gives one send per distinct entry, keyed by the entry', () => {
-    const a = '0190a3b4-0000-7000-8000-00000000000A';
-    const b = '0190a3b4-0000-7000-8000-00000000000b';
-    const requests = enrichmentRequestsFor([a, b, a.toLowerCase(), null, undefined]);
-    expect(requests).toEqual([
-      { data: { entry_uuids: [a.toLowerCase()] }, singletonKey: `dlq-entry:${a.toLowerCase()}` },
-      { data: { entry_uuids: [b] }, singletonKey: `dlq-entry:${b}` },
-    ]);
-    for (const r of requests) {
-      expect(EnrichDlqSnapshotsOptions.safeParse({ ...defaults, ...r.data }).success).toBe(true);
-    }
-  });
-});
-
 describe('dlq show', () => {
   it('prints the diagnosis of an enriched entry after its snapshot; --json keeps the whole entry', async () => {
-    await stuckOrder();
-    const [entry] = await detect();
+    await insertStuckOrder(db.pool);
+    const [entry] = await detectAtNow(db.pool);
     await enrichJob.run(ctx(), options({ entry_uuids: [entry!] }));
     const run = async (argv: string[]) => {
       let out = '';
