@@ -8,6 +8,7 @@
 /** full: everything; compact: counts and diagnosis; minimal: compact with the diagnosis lists emptied. */
 export type EnrichmentDetail = 'full' | 'compact' | 'minimal' | 'none';
 
+/** The "version" dlq_enriched_snapshot writes (migrations/0010); a new shape gets a new number. */
 export const ENRICHMENT_VERSION = 1;
 
 export interface BoundedList<T> {

@@ -10,7 +10,7 @@ import enrichJob, {
 } from '../../jobs/enrich-dlq-snapshots.ts';
 import { runCli } from '../../src/cli/main.ts';
 import { ConfigSchema } from '../../src/config/schema.ts';
-import type { FullEnrichedSnapshot } from '../../src/domain/dlq-enrichment.ts';
+import { ENRICHMENT_VERSION, type FullEnrichedSnapshot } from '../../src/domain/dlq-enrichment.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import type { JobContext } from '../../src/worker/job.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
@@ -71,7 +71,7 @@ describe('enriching an entry opened by detection', () => {
 
     expect(new Date(snap.enrichment.enriched_at)).toEqual(NOW);
     expect(snap.enrichment).toMatchObject({
-      version: 1,
+      version: ENRICHMENT_VERSION,
       task_found: true,
       requested_detail: 'full',
       detail_level: 'full',
