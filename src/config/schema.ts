@@ -127,6 +127,68 @@ export const DlqReasonsSchema = z.strictObject(
   ) as { [K in (typeof DLQ_REASONS)[number]]: z.ZodDefault<z.ZodBoolean> },
 );
 
+/** [dlq.enrichment]: the snapshot enrichment job (jobs/enrich-dlq-snapshots.ts). */
+export const DlqEnrichmentSchema = z
+  .strictObject({
+    sweep_interval_seconds: z
+      .int()
+      .default(60)
+      .refine((v) => (DETECTION_INTERVALS_SECONDS as readonly number[]).includes(v), {
+        error: `expected one of ${DETECTION_INTERVALS_SECONDS.join(', ')}: pg-boss schedules with cron, which has minute resolution, and only whole minutes dividing an hour repeat evenly`,
+      })
+      .describe(
+        'Seconds between sweeps for pending entries not enriched yet (new entries are also sent one by one by detection); cron-backed, so whole minutes dividing an hour.',
+      ),
+    batch_size: z
+      .int()
+      .min(1)
+      .max(1000)
+      .default(50)
+      .describe('Entries enriched per transaction (one statement).'),
+    max_batches_per_run: z
+      .int()
+      .min(1)
+      .max(1000)
+      .default(20)
+      .describe('Batches one sweep may take before it stops; a sweep also stops at the first short batch.'),
+    max_list_items: z
+      .int()
+      .min(1)
+      .max(10000)
+      .default(500)
+      .describe(
+        'Most steps and most edges stored per snapshot; the rest are counted as omitted (list marked truncated).',
+      ),
+    max_history_rows: z
+      .int()
+      .min(1)
+      .max(10000)
+      .default(200)
+      .describe(
+        'Most step transitions and most task transitions stored per snapshot, newest first; older ones are counted as omitted.',
+      ),
+    max_payload_bytes: z
+      .int()
+      .min(256)
+      .max(1048576)
+      .default(16384)
+      .describe(
+        'Largest JSON value stored as is (a step result or error, transition metadata, the template config), in bytes of JSON text; bigger ones become {"truncated": true, "original_bytes", "preview"}.',
+      ),
+    max_snapshot_bytes: z
+      .int()
+      .min(16384)
+      .max(67108864)
+      .default(1048576)
+      .describe(
+        'Largest enriched snapshot, in bytes of JSON text; a bigger one keeps only counts and the diagnosis (detail "compact", then "minimal").',
+      ),
+  })
+  .refine((e) => e.max_payload_bytes <= e.max_snapshot_bytes, {
+    error: 'max_payload_bytes must not exceed max_snapshot_bytes',
+    path: ['max_payload_bytes'],
+  });
+
 export const DlqSchema = z.strictObject({
   enabled: z
     .boolean()
@@ -151,6 +213,7 @@ export const DlqSchema = z.strictObject({
       'A pending investigation older than this is overdue (dlq list/queue mark it, status counts it).',
     ),
   reasons: DlqReasonsSchema.prefault({}),
+  enrichment: DlqEnrichmentSchema.prefault({}),
 });
 
 export const ArchivePoliciesSchema = z.strictObject({
@@ -315,4 +378,5 @@ export const ConfigSchema = z.strictObject({
 export type Config = z.infer<typeof ConfigSchema>;
 export type StalenessDetectionConfig = Config['staleness_detection'];
 export type DlqConfig = Config['dlq'];
+export type DlqEnrichmentConfig = Config['dlq']['enrichment'];
 export type ArchiveConfig = Config['archive'];

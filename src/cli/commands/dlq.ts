@@ -12,6 +12,7 @@ import { DLQ_REASONS, DLQ_RESOLUTION_STATUSES, TERMINAL_RESOLUTION_STATUSES } fr
 import { NotFoundError, UsageError } from '../../errors.ts';
 import { oneOf, text, uuid, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
+import { diagnosisLines } from '../diagnosis.ts';
 import { formatMinutes, printFields, printJson, printTable } from '../output.ts';
 
 /** The investigation commands: dlq list | show | resolve | add | stats | queue. */
@@ -83,7 +84,8 @@ export const dlqListCommand: Command = {
 
 export const dlqShowCommand: Command = {
   name: 'dlq show',
-  summary: 'Show one investigation, by entry uuid or by task uuid (its most recent entry).',
+  summary:
+    'Show one investigation, by entry uuid or by task uuid (its most recent entry), with the diagnosis once enriched.',
   args: { flags: {}, positionals: [{ name: 'entry_or_task_uuid', schema: uuid }] },
   async run({ flags, positionals }, { io, runtime }) {
     const { pool } = runtime.get();
@@ -95,6 +97,9 @@ export const dlqShowCommand: Command = {
     printFields(io.stdout, fields);
     io.stdout.write(`metadata:\n${indent(JSON.stringify(metadata, null, 2))}\n`);
     io.stdout.write(`task_snapshot:\n${indent(JSON.stringify(task_snapshot, null, 2))}\n`);
+    // Last, so that it is what stays on screen below a long snapshot.
+    const diagnosis = diagnosisLines(task_snapshot);
+    if (diagnosis.length > 0) io.stdout.write(`diagnosis:\n${indent(diagnosis.join('\n'))}\n`);
   },
 };
 
