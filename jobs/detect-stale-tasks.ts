@@ -34,6 +34,7 @@ import { DLQ_REASONS, type DlqReason } from '../src/domain/dlq.ts';
 import { isFailure, type StalenessActionTaken, type StaleTaskResult } from '../src/domain/staleness.ts';
 import { cronEverySeconds } from '../src/worker/cron.ts';
 import { defineJob } from '../src/worker/job.ts';
+import enrichDlqSnapshots, { enrichmentRequestsFor } from './enrich-dlq-snapshots.ts';
 
 export const DetectStaleTasksOptions = z.strictObject({
   dry_run: z.boolean(),
@@ -105,6 +106,14 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
     config.staleness_detection.enabled
       ? cronEverySeconds(config.staleness_detection.detection_interval_seconds)
       : null,
+  workDone: (result) => (result.dry_run ? 0 : result.tasks_detected),
+  // Each new investigation is enriched right away (the enrichment sweep catches any lost request).
+  followUps: (result) =>
+    enrichmentRequestsFor(result.tasks.map((t) => t.dlq_entry_uuid)).map((r) => ({
+      job: enrichDlqSnapshots.name,
+      options: r.data,
+      key: r.singletonKey,
+    })),
 
   async run(ctx, options) {
     const settings: LifecycleSettings = {

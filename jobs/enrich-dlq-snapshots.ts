@@ -40,6 +40,7 @@ import {
   type RequestedEntry,
 } from '../src/db/queries/dlq-enrichment.ts';
 import type { EnrichmentDetail } from '../src/domain/dlq-enrichment.ts';
+import { cronEverySeconds } from '../src/worker/cron.ts';
 import { defineJob } from '../src/worker/job.ts';
 
 /** Most entries one run may name; detection sends one per run. */
@@ -126,6 +127,20 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
     'Fill DLQ entry snapshots with steps, graph, history, template config and a diagnosis (per entry, and a sweep for missed ones).',
   optionsSchema: EnrichDlqSnapshotsOptions,
   optionsFromConfig: enrichmentOptionsFromConfig,
+  workDone: (result) => result.enriched,
+  // The sweep; per-entry runs are sent by detection (followUps in detect-stale-tasks.ts).
+  schedule: (config) =>
+    config.dlq.enabled ? cronEverySeconds(config.dlq.enrichment.sweep_interval_seconds) : null,
+  // Per-entry requests queued together are served by one run; a sweep among them makes it a sweep
+  // (which takes pending unenriched entries oldest first, these among them).
+  batch: {
+    size: 50,
+    merge: (requests) => {
+      const first = requests[0]!;
+      if (requests.some((r) => !r.entry_uuids?.length)) return { ...first, entry_uuids: [] };
+      return { ...first, entry_uuids: [...new Set(requests.flatMap((r) => r.entry_uuids ?? []))] };
+    },
+  },
 
   async run(ctx, options) {
     const limits: EnrichmentLimits = {

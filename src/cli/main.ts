@@ -13,7 +13,10 @@ import {
   dlqShowCommand,
   dlqStatsCommand,
 } from './commands/dlq.ts';
+import { enqueueDetectStaleCommand } from './commands/enqueue.ts';
 import { migrateCommand } from './commands/migrate.ts';
+import { statusCommand } from './commands/status.ts';
+import { workerCommand } from './commands/worker.ts';
 import { printJson } from './output.ts';
 import { type CliIo, RuntimeHolder } from './runtime.ts';
 
@@ -24,7 +27,10 @@ import { type CliIo, RuntimeHolder } from './runtime.ts';
 
 export const COMMANDS: readonly Command[] = [
   migrateCommand,
+  workerCommand,
+  statusCommand,
   detectStaleCommand,
+  enqueueDetectStaleCommand,
   dlqListCommand,
   dlqShowCommand,
   dlqResolveCommand,
@@ -97,7 +103,7 @@ function describeFailure(err: Error, runtime: RuntimeHolder): string {
       : ' Check DATABASE_URL (or database.url).';
     return `cannot reach ${target}: ${err.message}.${hint}`;
   }
-  if (code === '42P01' || code === '42883') {
+  if (code === '42P01' || code === '42883' || /pg-boss is not installed/.test(err.message)) {
     return `${err.message}: the schema looks out of date; run \`tasker-lifecycle migrate\``;
   }
   return err.message;
@@ -128,6 +134,11 @@ function commandUsage(c: Command): string {
 }
 
 export async function main(): Promise<void> {
+  // Output piped into a program that stops reading (| head) is not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   const controller = new AbortController();
   const stop = () => controller.abort();
   process.once('SIGINT', stop);

@@ -326,7 +326,7 @@ export const WorkerSchema = z.strictObject({
     .max(600)
     .default(60)
     .describe(
-      'How often pg-boss checks for expired jobs and missed heartbeats (one worker does it per interval).',
+      "How often pg-boss's supervise pass fails expired jobs and jobs with missed heartbeats, so they are retried (one worker does it per interval).",
     ),
   cron_monitor_interval_seconds: z
     .int()

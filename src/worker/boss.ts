@@ -24,6 +24,7 @@ export function createBoss(config: Readonly<Config>, url: string, role: BossRole
     supervise: role === 'worker',
     schedule: role === 'worker',
     registerInstance: role === 'worker',
+    superviseIntervalSeconds: w.monitor_interval_seconds,
     monitorIntervalSeconds: w.monitor_interval_seconds,
     cronMonitorIntervalSeconds: w.cron_monitor_interval_seconds,
   });

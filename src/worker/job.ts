@@ -28,6 +28,8 @@ export interface JobDefinition<Options, Result> {
   schedule(config: Readonly<Config>): string | null;
   /** One pass; returns counts. */
   run(ctx: JobContext, options: Options): Promise<Result>;
+  /** How many things the run changed (tasks acted on, entries enriched, graphs archived): logs say info when > 0. */
+  workDone(result: Result): number;
   /**
    * Runs of other jobs this run's result calls for (e.g. one enrichment per new DLQ entry). The
    * worker sends them after the run; each carries a key, so sending one twice queues it once.

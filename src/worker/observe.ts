@@ -26,6 +26,8 @@ export interface RunStart {
 
 export interface RunEnd extends RunStart {
   duration_ms: number;
+  /** How many things the run changed (the job's workDone). */
+  work_done: number;
   /** The run's result without its lists (see countsOf). */
   counts: Record<string, unknown>;
 }
@@ -52,6 +54,8 @@ export const WORKER_NAME = `${hostname()}:${process.pid}`;
 
 export interface RunDescription {
   job: string;
+  /** The job's measure of work done, applied to the result. */
+  workDone?: (result: never) => number;
   trigger: RunTrigger;
   options: unknown;
   pgbossJobId?: string | null;
@@ -78,6 +82,7 @@ export async function observeRun<R>(
     safeEmit(observer, 'end', {
       ...start,
       duration_ms: Math.round(performance.now() - t0),
+      work_done: d.workDone ? d.workDone(result as never) : 0,
       counts: countsOf(result),
     });
     return result;
@@ -105,8 +110,7 @@ export function logRuns(observer: RunObserver, logger: Logger): void {
     logger.debug(`${r.job}: run started`, { job: r.job, run_id: r.run_id, trigger: r.trigger }),
   );
   observer.on('end', (r) => {
-    const didWork = Object.values(r.counts).some((v) => typeof v === 'number' && v > 0 && !Number.isNaN(v));
-    logger.log(didWork ? 'info' : 'debug', `${r.job}: run finished`, {
+    logger.log(r.work_done > 0 ? 'info' : 'debug', `${r.job}: run finished`, {
       job: r.job,
       run_id: r.run_id,
       trigger: r.trigger,

@@ -15,8 +15,9 @@ import { countsOf, observeRun, type RunObserver } from './observe.ts';
  * - Runs of a job never overlap: its queue has the `stately` policy and every run request the key
  *   "run", so at most one run is active and at most one waits (a scheduled tick or an ad-hoc
  *   request that arrives while one is already waiting is dropped: pg-boss's send returns null).
- * - Jobs that declare `batch` (enrichment) take a `short` queue instead: requests are keyed (by DLQ
- *   entry), a key is queued at most once, and up to batch.size requests are served by one run.
+ * - Jobs that declare `batch` (enrichment) take an `exclusive` queue instead: requests are keyed
+ *   (by DLQ entry; the sweep by "run"), a key is queued or active at most once, and up to
+ *   batch.size requests are served by one run.
  * - pg-boss evaluates each schedule once per minute across all workers.
  * - A run that fails is retried with exponential backoff; a run whose worker died (SIGKILL) misses
  *   its heartbeat and is failed and retried by pg-boss's monitor, on whichever worker fetches it.
@@ -56,7 +57,7 @@ export async function ensureQueues(
   for (const job of jobs) {
     await boss.createQueue(deadLetterQueue(job), { policy: 'standard' });
     await boss.createQueue(job.name, {
-      policy: job.batch ? 'short' : 'stately',
+      policy: job.batch ? 'exclusive' : 'stately',
       deadLetter: deadLetterQueue(job),
       ...settings,
     });
@@ -131,7 +132,13 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
         const signal = AbortSignal.any([deps.shutdown, ...requests.map((r) => r.signal)]);
         const result = await observeRun(
           deps.observer,
-          { job: job.name, trigger: parsed[0]!.trigger, options, pgbossJobId: requests[0]!.id },
+          {
+            job: job.name,
+            workDone: job.workDone,
+            trigger: parsed[0]!.trigger,
+            options,
+            pgbossJobId: requests[0]!.id,
+          },
           async () =>
             job.run(
               { pool: deps.pool, now: await databaseNow(deps.pool), logger: deps.logger, signal },
@@ -151,15 +158,22 @@ async function sendFollowUps(
   result: unknown,
   byName: Map<string, AnyJob>,
 ): Promise<void> {
+  const byTarget = new Map<AnyJob, { data: RunRequest; singletonKey: string }[]>();
   for (const followUp of job.followUps?.(result) ?? []) {
     const target = byName.get(followUp.job);
-    if (!target) continue; // not run by this process (e.g. disabled); its sweeper catches up
+    if (!target) continue; // not run by this process; its sweeper catches up
+    // Checked against the full schema now, sent as given: the run merges it over its own config.
+    target.optionsSchema.parse({ ...target.optionsFromConfig(deps.config), ...(followUp.options as object) });
+    const data: RunRequest = { trigger: 'event', options: followUp.options as Record<string, unknown> };
+    byTarget.set(target, [...(byTarget.get(target) ?? []), { data, singletonKey: followUp.key }]);
+  }
+  for (const [target, requests] of byTarget) {
     try {
-      const data: RunRequest = { trigger: 'event', options: target.optionsSchema.parse(followUp.options) };
-      await deps.boss.send(target.name, data, { singletonKey: followUp.key });
+      // One statement for all of them; a key already queued or running is skipped (ON CONFLICT).
+      await deps.boss.insert(target.name, requests);
     } catch (err) {
-      // The run itself succeeded; a lost follow-up is picked up by the target's sweeper.
-      deps.logger.warn(`${job.name}: could not queue ${followUp.job} for ${followUp.key}`, {
+      // The run itself succeeded; lost follow-ups are picked up by the target's sweeper.
+      deps.logger.warn(`${job.name}: could not queue ${requests.length} ${target.name} request(s)`, {
         error: (err as Error).message,
       });
     }

@@ -16,6 +16,8 @@ export interface CliProcess {
   pid: number;
   done: Promise<ProcessResult>;
   kill(signal?: NodeJS.Signals): void;
+  /** What the process wrote to stderr (its logs) so far. */
+  stderrSoFar(): string;
 }
 
 export function startCli(args: readonly string[], env: Record<string, string>): CliProcess {
@@ -36,7 +38,12 @@ export function startCli(args: readonly string[], env: Record<string, string>): 
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
-  return { pid: child.pid!, done, kill: (signal = 'SIGTERM') => child.kill(signal) };
+  return {
+    pid: child.pid!,
+    done,
+    kill: (signal = 'SIGTERM') => child.kill(signal),
+    stderrSoFar: () => stderr,
+  };
 }
 
 export function runCli(args: readonly string[], env: Record<string, string>): Promise<ProcessResult> {

@@ -50,8 +50,10 @@ export const detectStaleCommand: Command = {
     const observer = new RunObserver();
     logRuns(observer, rt.logger);
     const history = recordRuns(observer, rt.pool, rt.config.worker.run_history_days, rt.logger);
-    const result = await observeRun(observer, { job: detectStaleTasks.name, trigger: 'cli', options }, () =>
-      detectStaleTasks.run({ pool: rt.pool, now, logger: rt.logger, signal }, options),
+    const result = await observeRun(
+      observer,
+      { job: detectStaleTasks.name, workDone: detectStaleTasks.workDone, trigger: 'cli', options },
+      () => detectStaleTasks.run({ pool: rt.pool, now, logger: rt.logger, signal }, options),
     );
     await history.flush();
     if (flags.json) return printJson(io.stdout, result);

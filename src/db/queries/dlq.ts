@@ -29,15 +29,15 @@ export interface ListEntriesParams {
 export async function listEntries(db: Db, p: ListEntriesParams): Promise<ListedEntry[]> {
   const { rows } = await db.query<ListedEntry>(
     `SELECT ${ENTRY_COLUMNS},
-            floor(extract(epoch FROM coalesce(d.resolution_timestamp, $6) - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq,
+            floor(extract(epoch FROM coalesce(d.resolution_timestamp, $6::timestamptz) - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq,
             (d.resolution_status = 'pending'
-             AND d.dlq_timestamp < $6 - make_interval(hours => s.max_pending_age_hours)) AS overdue
+             AND d.dlq_timestamp < $6::timestamptz - make_interval(hours => s.max_pending_age_hours)) AS overdue
        FROM tasker_tasks_dlq d
       CROSS JOIN tasker_lifecycle_settings s
       WHERE ($1::dlq_resolution_status IS NULL OR d.resolution_status = $1)
         AND ($2::dlq_reason IS NULL OR d.dlq_reason = $2)
         AND (NOT $3 OR (d.resolution_status = 'pending'
-                        AND d.dlq_timestamp < $6 - make_interval(hours => s.max_pending_age_hours)))
+                        AND d.dlq_timestamp < $6::timestamptz - make_interval(hours => s.max_pending_age_hours)))
       ORDER BY d.dlq_timestamp DESC, d.dlq_entry_uuid DESC
       LIMIT $4 OFFSET $5`,
     [p.status ?? null, p.reason ?? null, p.overdueOnly ?? false, p.limit, p.offset, p.now],
@@ -204,7 +204,7 @@ export interface PendingSummary {
 export async function pendingSummary(db: Db, now: Date): Promise<PendingSummary> {
   const { rows } = await db.query<PendingSummary>(
     `SELECT count(*) AS pending,
-            count(*) FILTER (WHERE d.dlq_timestamp < $1 - make_interval(hours => s.max_pending_age_hours)) AS overdue,
+            count(*) FILTER (WHERE d.dlq_timestamp < $1::timestamptz - make_interval(hours => s.max_pending_age_hours)) AS overdue,
             min(d.dlq_timestamp) AS oldest_pending_at
        FROM tasker_tasks_dlq d
       CROSS JOIN tasker_lifecycle_settings s

@@ -1,0 +1,118 @@
+import type { PgBoss } from 'pg-boss';
+import detectStaleTasks from '../../../jobs/detect-stale-tasks.ts';
+import { databaseUrl } from '../../db/pool.ts';
+import { UsageError } from '../../errors.ts';
+import { createBoss } from '../../worker/boss.ts';
+import { type AnyJob, deadLetterQueue, ensureQueues, sendRun } from '../../worker/worker.ts';
+import { type ArgsSpec, wholeNumber } from '../args.ts';
+import type { Command, CommandContext } from '../command.ts';
+import { printFields, printJson } from '../output.ts';
+import type { Runtime } from '../runtime.ts';
+import { detectFlags, detectOptionsFromFlags } from './detect-stale.ts';
+
+/**
+ * enqueue <job> [options] [--wait]: hands one run, with its own options, to the workers. The
+ * options are validated here with the job's own schema, so a bad value is refused before it is
+ * queued. A run of the job that is already waiting makes the request pointless: it is refused
+ * (runs of a job never overlap and at most one waits). --wait follows the run to its end and
+ * prints its counts; the exit code is 1 if it failed.
+ */
+
+const waitFlags = {
+  wait: { type: 'boolean', description: 'follow the run to its end and print its counts' },
+  'timeout-seconds': {
+    type: 'string',
+    placeholder: 'N',
+    schema: wholeNumber(1, 86_400),
+    description: 'with --wait: give up waiting after N seconds (default 600; the run goes on)',
+  },
+} satisfies ArgsSpec['flags'];
+
+export function enqueueCommand(
+  name: string,
+  job: AnyJob,
+  flags: ArgsSpec['flags'],
+  optionsFromFlags: (rt: Runtime, flags: Record<string, unknown>) => unknown,
+): Command {
+  return {
+    name: `enqueue ${name}`,
+    summary: `Queue a ${name} run for the workers, with its own options.`,
+    args: { flags: { ...flags, ...waitFlags } },
+    async run({ flags: given }, ctx) {
+      const rt = ctx.runtime.get();
+      const options = optionsFromFlags(rt, given);
+      const boss = createBoss(rt.config, databaseUrl(rt.config), 'client', rt.logger);
+      await boss.start();
+      try {
+        await ensureQueues(boss, rt.config, [job]);
+        const { id } = await sendRun(boss, job, options);
+        if (id === null) {
+          throw new UsageError(
+            `a ${name} run is already waiting to start (runs of a job never overlap, and one waits at most); this request was not queued`,
+          );
+        }
+        const workers = (await boss.getInstances()).filter((i) => i.live && i.supervise).length;
+        if (!given.wait) {
+          if (given.json)
+            return printJson(ctx.io.stdout, { job: job.name, job_id: id, workers_running: workers });
+          ctx.io.stdout.write(`queued ${job.name} run ${id}\n`);
+          if (workers === 0)
+            ctx.io.stderr.write('warning: no worker is running; the run starts when one does\n');
+          return;
+        }
+        if (workers === 0 && !given.json)
+          ctx.io.stderr.write('warning: no worker is running yet; waiting for one\n');
+        await follow(
+          boss,
+          job,
+          id,
+          ((given['timeout-seconds'] as number | undefined) ?? 600) * 1000,
+          given.json === true,
+          ctx,
+        );
+      } finally {
+        await boss.stop({ graceful: false });
+      }
+    },
+  };
+}
+
+async function follow(
+  boss: PgBoss,
+  job: AnyJob,
+  id: string,
+  timeoutMs: number,
+  json: boolean,
+  ctx: CommandContext,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let state = 'created';
+  while (Date.now() < deadline && !ctx.signal.aborted) {
+    const [found] = await boss.findJobs(job.name, { id });
+    if (!found) {
+      throw new Error(
+        `run ${id} no longer exists in ${job.name}: it was deleted, or exhausted its retries (see ${deadLetterQueue(job)})`,
+      );
+    }
+    state = found.state;
+    if (state === 'completed') {
+      const output = (found.output ?? {}) as Record<string, unknown>;
+      if (json) return printJson(ctx.io.stdout, { job: job.name, job_id: id, state, output });
+      return printFields(ctx.io.stdout, { job: job.name, job_id: id, state, ...output });
+    }
+    if (state === 'failed' || state === 'cancelled') {
+      throw new Error(`run ${id} ${state}: ${JSON.stringify(found.output)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  throw new Error(
+    `run ${id} is still ${state} after ${Math.round(timeoutMs / 1000)} s; it goes on (see \`tasker-lifecycle status\`)`,
+  );
+}
+
+export const enqueueDetectStaleCommand = enqueueCommand(
+  'detect-stale',
+  detectStaleTasks,
+  detectFlags,
+  (rt, flags) => detectOptionsFromFlags(rt.config, flags),
+);

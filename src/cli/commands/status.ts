@@ -1,0 +1,114 @@
+import { JOBS } from '../../../jobs/index.ts';
+import { databaseUrl } from '../../db/pool.ts';
+import { pendingSummary } from '../../db/queries/dlq.ts';
+import { type RunRow, recentRuns } from '../../db/queries/job-runs.ts';
+import { databaseNow } from '../../db/queries/server.ts';
+import { stalenessHealth } from '../../db/queries/staleness.ts';
+import { createBoss } from '../../worker/boss.ts';
+import { deadLetterQueue } from '../../worker/worker.ts';
+import type { Command } from '../command.ts';
+import { formatMinutes, printJson, printTable } from '../output.ts';
+
+/**
+ * status: one screen. For each job: its schedule, its last run (when, how long, outcome, counts)
+ * and its queue from pg-boss (queued, active, failed, dead-lettered); the workers alive; pending
+ * investigations and the oldest one's age; staleness health of in-flight tasks.
+ */
+export const statusCommand: Command = {
+  name: 'status',
+  summary: "Each job's schedule, last run and queue; workers; pending investigations; staleness health.",
+  args: { flags: {} },
+  async run({ flags }, { io, runtime }) {
+    const rt = runtime.get();
+    const now = await databaseNow(rt.pool);
+    const boss = createBoss(rt.config, databaseUrl(rt.config), 'client', rt.logger);
+    await boss.start();
+    try {
+      const queueNames = JOBS.flatMap((j) => [j.name, deadLetterQueue(j)]);
+      const queues = new Map((await boss.getQueues(queueNames)).map((q) => [q.name, q]));
+      const instances = await boss.getInstances();
+      const jobs = [];
+      for (const job of JOBS) {
+        const [last] = await recentRuns(rt.pool, job.name, 1);
+        const queue = queues.get(job.name);
+        jobs.push({
+          job: job.name,
+          schedule: job.schedule(rt.config),
+          last_run: last ? describeRun(last) : null,
+          queue: queue
+            ? { queued: queue.queuedCount, active: queue.activeCount, failed: queue.failedCount }
+            : null,
+          dead_lettered: queues.get(deadLetterQueue(job))?.totalCount ?? 0,
+        });
+      }
+      const pending = await pendingSummary(rt.pool, now);
+      const report = {
+        database: rt.target,
+        checked_at: now,
+        workers: instances
+          .filter((i) => i.live && i.supervise)
+          .map((i) => ({ host: i.host, pid: i.pid, name: i.name })),
+        jobs,
+        investigations: {
+          pending: pending.pending,
+          overdue: pending.overdue,
+          oldest_pending_at: pending.oldest_pending_at,
+          oldest_pending_minutes: pending.oldest_pending_at
+            ? Math.floor((now.getTime() - pending.oldest_pending_at.getTime()) / 60_000)
+            : null,
+        },
+        staleness: await stalenessHealth(rt.pool),
+      };
+      if (flags.json) return printJson(io.stdout, report);
+      const out = io.stdout;
+      out.write(`database ${report.database}, ${report.workers.length} worker(s) running\n\n`);
+      printTable(out, jobs, [
+        { header: 'job', value: (j) => j.job },
+        { header: 'schedule (UTC)', value: (j) => j.schedule ?? 'off' },
+        {
+          header: 'last run',
+          value: (j) =>
+            j.last_run ? `${j.last_run.started_at.toISOString()} (${j.last_run.trigger})` : 'never',
+        },
+        {
+          header: 'took',
+          value: (j) => (j.last_run?.duration_ms == null ? '-' : `${j.last_run.duration_ms} ms`),
+        },
+        { header: 'outcome', value: (j) => j.last_run?.outcome ?? (j.last_run ? 'running' : '-') },
+        {
+          header: 'queued/active/failed',
+          value: (j) => (j.queue ? `${j.queue.queued}/${j.queue.active}/${j.queue.failed}` : 'no queue yet'),
+        },
+        { header: 'dead-lettered', value: (j) => j.dead_lettered },
+      ]);
+      for (const j of jobs) {
+        if (j.last_run?.counts) out.write(`  ${j.job} last counts: ${JSON.stringify(j.last_run.counts)}\n`);
+        if (j.last_run?.error) out.write(`  ${j.job} last error: ${j.last_run.error}\n`);
+      }
+      const inv = report.investigations;
+      out.write(
+        `\ninvestigations: ${inv.pending} pending${inv.overdue ? ` (${inv.overdue} overdue)` : ''}` +
+          `${inv.oldest_pending_minutes === null ? '' : `, oldest ${formatMinutes(inv.oldest_pending_minutes)}`}\n`,
+      );
+      const s = report.staleness;
+      out.write(
+        `in-flight tasks: ${s.healthy} healthy, ${s.warning} warning, ${s.stale} stale` +
+          `${s.oldest_stale_minutes === null ? '' : ` (longest ${formatMinutes(s.oldest_stale_minutes)} in its state)`}\n`,
+      );
+    } finally {
+      await boss.stop({ graceful: false });
+    }
+  },
+};
+
+function describeRun(r: RunRow) {
+  return {
+    started_at: r.started_at,
+    trigger: r.trigger,
+    duration_ms: r.duration_ms ?? null,
+    outcome: r.outcome ?? null,
+    counts: r.counts ?? null,
+    error: r.error ?? null,
+    worker: r.worker,
+  };
+}

@@ -1,0 +1,96 @@
+import type pg from 'pg';
+import { type CliProcess, startCli } from './cli-process.ts';
+import { waitFor } from './wait.ts';
+
+/**
+ * Real `worker` processes for the multi-process tests, with pg-boss's intervals shortened so that
+ * recovery (heartbeats, retries, schedules) happens in seconds rather than minutes.
+ */
+export const FAST_WORKER_ENV = {
+  TASKER__metrics__port: '0',
+  TASKER__worker__polling_interval_seconds: '0.5',
+  TASKER__worker__cron_monitor_interval_seconds: '2',
+  TASKER__worker__monitor_interval_seconds: '2',
+  TASKER__worker__heartbeat_seconds: '10',
+  TASKER__worker__retry_delay_seconds: '1',
+  TASKER__worker__shutdown_timeout_seconds: '20',
+  TASKER__logging__format: '"json"',
+  TASKER__logging__level: '"info"',
+};
+
+export function startWorkerProcess(databaseUrl: string, env: Record<string, string> = {}): CliProcess {
+  return startCli(['worker'], { DATABASE_URL: databaseUrl, ...FAST_WORKER_ENV, ...env });
+}
+
+/** Waits until `count` workers have registered with pg-boss and are live. */
+export async function waitForWorkers(db: pg.Pool, count: number): Promise<void> {
+  await waitFor(`${count} live worker(s)`, async () => {
+    const { rows } = await db.query(
+      `SELECT count(*) AS n FROM pgboss.instance WHERE stopped_on IS NULL AND application_name = 'tasker-lifecycle-worker'`,
+    );
+    return rows[0].n >= count;
+  });
+}
+
+export interface RunRow {
+  run_id: string;
+  job_name: string;
+  trigger: string;
+  worker: string;
+  started_at: Date;
+  finished_at: Date | null;
+  outcome: string | null;
+  counts: Record<string, unknown> | null;
+  pgboss_job_id: string | null;
+}
+
+export async function runsOf(db: pg.Pool, job: string): Promise<RunRow[]> {
+  const { rows } = await db.query<RunRow>(
+    'SELECT run_id, job_name, trigger, worker, started_at, finished_at, outcome, counts, pgboss_job_id FROM tasker_job_runs WHERE job_name = $1 ORDER BY started_at',
+    [job],
+  );
+  return rows;
+}
+
+/**
+ * Holds the lock on tasker_lifecycle_settings after making it differ from the configuration, so
+ * the next detection run blocks at its first statement (writing the settings) until release():
+ * a run whose length the test controls.
+ */
+export async function holdDetectionAtStart(client: pg.Client): Promise<{ release(): Promise<void> }> {
+  await client.query('UPDATE tasker_lifecycle_settings SET waiting_for_retry_minutes = 1439');
+  await client.query('BEGIN');
+  await client.query('SELECT 1 FROM tasker_lifecycle_settings FOR UPDATE');
+  return { release: async () => void (await client.query('COMMIT')) };
+}
+
+/** The pg-boss job rows of a queue, oldest first. */
+export async function bossJobs(db: pg.Pool, queue: string) {
+  const { rows } = await db.query(
+    'SELECT id, state, singleton_key, data, created_on, started_on, completed_on, retry_count, output FROM pgboss.job WHERE name = $1 ORDER BY created_on',
+    [queue],
+  );
+  return rows;
+}
+
+/** The HTTP port a worker process logged at start (it was started with port 0). */
+export async function workerPort(worker: CliProcess): Promise<number> {
+  return waitFor('the worker to log its HTTP port', async () => {
+    const line = worker
+      .stderrSoFar()
+      .split('\n')
+      .find((l) => l.includes('"worker started"'));
+    return line ? (JSON.parse(line).http_port as number) : undefined;
+  });
+}
+
+/** Waits until a backend is blocked on a lock while running the detection batch. */
+export async function waitForBlockedDetection(db: pg.Pool): Promise<void> {
+  await waitFor('a detection batch waiting on a lock', async () => {
+    const { rows } = await db.query(
+      `SELECT count(*) AS n FROM pg_stat_activity
+        WHERE wait_event_type = 'Lock' AND query LIKE '%detect_stale_tasks_batch%' AND datname = current_database()`,
+    );
+    return rows[0].n > 0;
+  });
+}

@@ -1,0 +1,204 @@
+/**
+ * Worker processes and their life: ad-hoc runs wait their turn behind a running one, SIGTERM lets
+ * the running batch commit and exits 0, SIGKILL mid-batch loses nothing (another worker finishes
+ * the job), and health endpoints answer. Real `worker` processes on a real database; every wait is
+ * on database state or an HTTP answer.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import type pg from 'pg';
+import { loadConfig } from '../../src/config/load.ts';
+import { databaseNow } from '../../src/db/queries/server.ts';
+import { silentLogger } from '../../src/telemetry/logger.ts';
+import { migrateBoss } from '../../src/worker/boss.ts';
+import { runCli } from '../helpers/cli-process.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
+import { waitFor } from '../helpers/wait.ts';
+import {
+  bossJobs,
+  FAST_WORKER_ENV,
+  holdDetectionAtStart,
+  runsOf,
+  startWorkerProcess,
+  waitForBlockedDetection,
+  waitForWorkers,
+  workerPort,
+} from '../helpers/workers.ts';
+
+const DETECT = 'tasker.detect-stale-tasks';
+// Detection's schedule off: these tests start every detection run themselves. (The enrichment
+// sweep stays scheduled; it only adds to snapshots.)
+const NO_SCHEDULES = { TASKER__staleness_detection__enabled: 'false' };
+
+let db: TestDatabase;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, db.url, silentLogger());
+});
+afterAll(async () => {
+  await db.drop();
+});
+beforeEach(async () => {
+  await db.pool.query(
+    'TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_tasks, tasker_named_tasks, tasker_task_namespaces, tasker_job_runs CASCADE',
+  );
+  await db.pool.query(`DELETE FROM pgboss.job WHERE name LIKE 'tasker.%'`);
+});
+
+async function staleTasks(n: number): Promise<string[]> {
+  const now = await databaseNow(db.pool);
+  const t = await insertTemplate(db.pool);
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    ids.push(
+      await insertTask(db.pool, {
+        template: t,
+        state: 'waiting_for_retry',
+        enteredAt: minutesBefore(now, 300 - i),
+      }),
+    );
+  }
+  return ids;
+}
+
+function enqueue(args: string[]) {
+  return runCli(['enqueue', 'detect-stale', ...args], {
+    DATABASE_URL: db.url,
+    ...FAST_WORKER_ENV,
+    ...NO_SCHEDULES,
+  });
+}
+
+/** Per task: error transitions and pending entries. */
+async function outcomes(ids: string[]) {
+  const { rows } = await db.pool.query(
+    `SELECT t AS task_uuid,
+            (SELECT count(*) FROM tasker_task_transitions x WHERE x.task_uuid = t AND x.to_state = 'error') AS errors,
+            (SELECT count(*) FROM tasker_tasks_dlq d WHERE d.task_uuid = t AND d.resolution_status = 'pending') AS entries
+       FROM unnest($1::uuid[]) t`,
+    [ids],
+  );
+  return rows as Array<{ task_uuid: string; errors: number; entries: number }>;
+}
+
+/** Opens (and keeps open) a pending entry for a task, so a detection batch taking it blocks on it. */
+async function blockEntryFor(client: pg.Client, taskUuid: string): Promise<{ release(): Promise<void> }> {
+  await client.query('BEGIN');
+  await client.query(
+    `INSERT INTO tasker_tasks_dlq (task_uuid, original_state, dlq_reason, task_snapshot) VALUES ($1, 'waiting_for_retry', 'manual_dlq', '{}')`,
+    [taskUuid],
+  );
+  return { release: async () => void (await client.query('ROLLBACK')) };
+}
+
+describe('one worker', () => {
+  it('an ad-hoc run sent during a running one waits its turn; a third is refused while one waits', async () => {
+    const worker = startWorkerProcess(db.url, NO_SCHEDULES);
+    try {
+      await waitForWorkers(db.pool, 1);
+      const holder = await holdDetectionAtStart(await db.connect());
+      const first = await enqueue(['--dry-run']);
+      expect(first.code).toBe(0);
+      await waitFor('the first run to be active', async () =>
+        (await bossJobs(db.pool, DETECT)).some((j) => j.state === 'active'),
+      );
+      const second = await enqueue(['--json']);
+      expect(second.code).toBe(0);
+      const secondId = JSON.parse(second.stdout).job_id;
+      const third = await enqueue([]);
+      expect(third).toMatchObject({ code: 2, stderr: expect.stringContaining('already waiting to start') });
+      const jobs = await bossJobs(db.pool, DETECT);
+      expect(jobs.map((j) => j.state)).toEqual(['active', 'created']);
+      await holder.release();
+      await waitFor('the second run to complete', async () =>
+        (await bossJobs(db.pool, DETECT)).find((j) => j.id === secondId && j.state === 'completed'),
+      );
+      const runs = await runsOf(db.pool, DETECT);
+      expect(runs).toHaveLength(2);
+      expect(runs[1]!.started_at.getTime()).toBeGreaterThanOrEqual(runs[0]!.finished_at!.getTime());
+      expect(runs.map((r) => r.trigger)).toEqual(['adhoc', 'adhoc']);
+    } finally {
+      worker.kill('SIGTERM');
+      expect((await worker.done).code).toBe(0);
+    }
+  });
+
+  it('--wait follows the run and prints its counts; /healthz and /readyz answer', async () => {
+    const ids = await staleTasks(3);
+    const worker = startWorkerProcess(db.url, NO_SCHEDULES);
+    try {
+      const port = await workerPort(worker);
+      await waitFor(
+        '/readyz 200',
+        async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,
+      );
+      expect(await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()).toEqual({ status: 'ok' });
+      const run = await enqueue(['--wait', '--json']);
+      expect(run.code).toBe(0);
+      expect(JSON.parse(run.stdout)).toMatchObject({
+        state: 'completed',
+        output: { tasks_detected: 3, dlq_entries_created: 3 },
+      });
+      for (const o of await outcomes(ids)) expect(o).toMatchObject({ errors: 1, entries: 1 });
+    } finally {
+      worker.kill('SIGTERM');
+      expect((await worker.done).code).toBe(0);
+    }
+  });
+
+  it('SIGTERM during a run: the batch in flight commits, no further batch starts, exit 0', async () => {
+    const ids = await staleTasks(30); // oldest first: ids[0..9] make the first batch of 10
+    const blocker = await blockEntryFor(await db.connect(), ids[0]!);
+    const worker = startWorkerProcess(db.url, NO_SCHEDULES);
+    await waitForWorkers(db.pool, 1);
+    expect((await enqueue(['--batch-size', '10', '--max-batches', '10'])).code).toBe(0);
+    await waitForBlockedDetection(db.pool);
+    worker.kill('SIGTERM');
+    await waitFor('the worker to start stopping', async () =>
+      worker.stderrSoFar().includes('worker stopping'),
+    );
+    await blocker.release();
+    const exit = await worker.done;
+    expect(exit.code).toBe(0);
+    const done = await outcomes(ids);
+    expect(done.slice(0, 10).every((o) => o.errors === 1 && o.entries === 1)).toBe(true);
+    expect(done.slice(10).every((o) => o.errors === 0 && o.entries === 0)).toBe(true);
+    const [run] = await runsOf(db.pool, DETECT);
+    expect(run).toMatchObject({
+      outcome: 'completed',
+      counts: expect.objectContaining({ aborted: true, batches: 1, tasks_detected: 10 }),
+    });
+  });
+});
+
+describe('two workers', () => {
+  it('SIGKILL mid-batch: the job is retried by the other worker and every task ends exactly once', async () => {
+    const ids = await staleTasks(40);
+    const blocker = await blockEntryFor(await db.connect(), ids[0]!);
+    const first = startWorkerProcess(db.url, NO_SCHEDULES);
+    await waitForWorkers(db.pool, 1);
+    expect((await enqueue(['--batch-size', '10', '--max-batches', '10'])).code).toBe(0);
+    await waitForBlockedDetection(db.pool);
+    first.kill('SIGKILL');
+    expect((await first.done).signal).toBe('SIGKILL');
+    await blocker.release();
+    const second = startWorkerProcess(db.url, NO_SCHEDULES);
+    try {
+      // pg-boss fails the dead worker's job once its heartbeat is missed, then retries it here.
+      await waitFor(
+        'the retried run to complete',
+        async () =>
+          (await bossJobs(db.pool, DETECT)).find((j) => j.state === 'completed' && j.retry_count >= 1),
+        { timeoutMs: 60_000, intervalMs: 500 },
+      );
+      for (const o of await outcomes(ids)) expect(o).toMatchObject({ errors: 1, entries: 1 });
+      const runs = await runsOf(db.pool, DETECT);
+      expect(runs.at(-1)).toMatchObject({ outcome: 'completed' });
+      expect(new Set(runs.map((r) => r.worker)).size).toBe(2);
+    } finally {
+      second.kill('SIGTERM');
+      expect((await second.done).code).toBe(0);
+    }
+  });
+});
