@@ -1,16 +1,22 @@
 /**
  * npm run bench -- archive: archival against its three targets, in one run.
  *
- *   (a) throughput of the archival run at the default configuration (batch 1000, pause, timeout),
+ *   (a) throughput of the archival run at the configuration (default: batch 1000; TASKER__archive__*
+ *       variables override keys as everywhere, e.g. to try another pause or batch size),
  *       as a ratio to one set-based transaction moving the same rows on the same server (≥ 0.75);
  *   (b) the longest batch transaction of that run (≤ 1 s);
  *   (c) p99 latency of a steady live workload (connections calling transition_task_state_atomic on
- *       in-flight tasks in a loop) during archival, as a ratio to its p99 without archival (≤ 1.5).
+ *       in-flight tasks in a loop) during archival, as a ratio to its p99 without archival (≤ 1.5);
+ *       and, as a control, the same workload next to a query that only burns one core for as long,
+ *       which shows how much of (c) is the machine running out of CPU rather than archival itself.
  *
  * Data: BENCH_TASKS finished graphs (default 50,000), each 1 task, 5 steps, 4 edges, 4 task
  * transitions, 15 step transitions (29 rows), loaded set-based into a fresh database per phase.
  * Live workload: BENCH_LIVE_CONNECTIONS connections (default 4) over BENCH_LIVE_TASKS in-flight
- * tasks (default 2,000). Use a smaller BENCH_TASKS (e.g. 5000) while developing.
+ * tasks (default 2,000), each at a steady BENCH_LIVE_RATE transitions per second (default 100;
+ * 0 = a closed loop, as fast as it can, which saturates a small machine by itself). Latency is
+ * measured from when a call was due, so a connection that falls behind counts its lag too.
+ * Use a smaller BENCH_TASKS (e.g. 5000) while developing.
  */
 import pg from 'pg';
 import { archiveOptionsFromConfig, runArchival } from '../jobs/archive-finished-tasks.ts';
@@ -25,17 +31,19 @@ import { timed } from './db.ts';
 const TASKS = positive('BENCH_TASKS', 50_000);
 const LIVE_TASKS = positive('BENCH_LIVE_TASKS', 2_000);
 const LIVE_CONNECTIONS = positive('BENCH_LIVE_CONNECTIONS', 4);
+/** Transitions per second per connection; 0: as fast as each connection can (a closed loop). */
+const LIVE_RATE = whole('BENCH_LIVE_RATE', 100);
 const ROWS_PER_GRAPH = 1 + 5 + 4 + 4 + 15;
 const LOAD_CHUNK = 10_000;
 
 export default async function archiveBench(server: BenchServer): Promise<void> {
-  const options = archiveOptionsFromConfig(loadConfig({ env: {} }).config);
+  const options = archiveOptionsFromConfig(loadConfig().config);
   console.log(`server: ${server.description}`);
   console.log(
     `data: ${TASKS} finished task graphs x ${ROWS_PER_GRAPH} rows (1 task, 5 steps, 4 edges, 4 task transitions, 15 step transitions)`,
   );
   console.log(
-    `archival run: default configuration (batch ${options.batch_size}, pause ${options.pause_between_batches_ms} ms, statement timeout ${options.batch_statement_timeout_ms} ms)\n`,
+    `archival run: configuration (batch ${options.batch_size}, pause ${options.pause_between_batches_ms} ms, statement timeout ${options.batch_statement_timeout_ms} ms)\n`,
   );
 
   // (a) the set-based baseline, then the archival run, each on freshly loaded data
@@ -84,15 +92,28 @@ export default async function archiveBench(server: BenchServer): Promise<void> {
         options,
       );
     });
-    return { quiet, busy, archival: archival! };
+    // control: the same workload next to a query that only burns CPU (no writes, no locks) as long
+    // as the archival ran, to tell archival's own cost from a machine without a spare core
+    const cpuOnly = await liveWorkload(db, async () => {
+      await db.pool.query(
+        `DO $$ BEGIN WHILE clock_timestamp() < now() + make_interval(secs => ${archival!.duration_ms / 1000}) LOOP END LOOP; END $$`,
+      );
+    });
+    return { quiet, busy, cpuOnly, archival: archival! };
   });
   const p99Ratio = live.busy.p99 / live.quiet.p99;
-  console.log(`(c) live workload: ${LIVE_CONNECTIONS} connections calling transition_task_state_atomic`);
+  const pace = LIVE_RATE === 0 ? 'as fast as they can' : `${LIVE_RATE}/s each`;
+  console.log(
+    `(c) live workload: ${LIVE_CONNECTIONS} connections calling transition_task_state_atomic, ${pace}`,
+  );
   console.log(`    without archival: ${describe(live.quiet)}`);
   console.log(
     `    during archival:  ${describe(live.busy)}  (archival took ${seconds(live.archival.duration_ms)}, longest batch ${live.archival.longest_batch_ms} ms)`,
   );
   console.log(`    p99 ratio ${p99Ratio.toFixed(2)}  (target <= 1.5: ${p99Ratio <= 1.5 ? 'met' : 'MISSED'})`);
+  console.log(
+    `    control, next to a CPU-only query as long as the archival: ${describe(live.cpuOnly)}, p99 ratio ${(live.cpuOnly.p99 / live.quiet.p99).toFixed(2)}`,
+  );
 }
 
 /** A fresh database with TASKS finished graphs (and liveTasks in-flight tasks), handed to fn. */
@@ -207,10 +228,14 @@ async function liveWorkload(db: BenchDatabase, during: () => Promise<void>): Pro
   let stop = false;
   const loops = clients.map(async (client, i) => {
     const mine = rows.filter((_, j) => j % LIVE_CONNECTIONS === i).map((r) => r.task_uuid);
+    const interval = LIVE_RATE === 0 ? 0 : 1000 / LIVE_RATE;
+    let due = performance.now();
     for (let n = 0; !stop; n++) {
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
       const task = mine[n % mine.length]!;
       const at = state.get(task) ?? 0;
-      const started = performance.now();
+      const started = LIVE_RATE === 0 ? performance.now() : due;
       const r = await client.query('SELECT transition_task_state_atomic($1, $2, $3, NULL) AS ok', [
         task,
         cycle[at],
@@ -219,6 +244,7 @@ async function liveWorkload(db: BenchDatabase, during: () => Promise<void>): Pro
       if (!stop) latencies.push(performance.now() - started);
       check(r.rows[0].ok === true, `live transition of ${task} failed`);
       state.set(task, (at + 1) % cycle.length);
+      due += interval;
     }
   });
   try {
@@ -258,6 +284,16 @@ function positive(name: string, def: number): number {
   if (raw === undefined || raw === '') return def;
   if (!/^\d+$/.test(raw) || Number(raw) < 1) {
     console.error(`${name}=${JSON.stringify(raw)}: expected a whole number ≥ 1`);
+    process.exit(2);
+  }
+  return Number(raw);
+}
+
+function whole(name: string, def: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return def;
+  if (!/^\d+$/.test(raw)) {
+    console.error(`${name}=${JSON.stringify(raw)}: expected a whole number ≥ 0`);
     process.exit(2);
   }
   return Number(raw);
