@@ -177,6 +177,27 @@ describe('statement timeouts', () => {
     expect((await tableCounts(db.pool, 'archive')).tasker_tasks).toBe(0);
   });
 
+  it('a deadlock or serialization failure is retried with the same batch', async () => {
+    await graphs(5);
+    // fails the first archiving attempt only: a sequence is not rolled back with the batch
+    await db.pool.query(
+      `CREATE SEQUENCE IF NOT EXISTS archive_attempts;
+       SELECT setval('archive_attempts', 1, false);
+       CREATE OR REPLACE FUNCTION slow_archive_row() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF nextval('archive_attempts') = 1 THEN
+           RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001';
+         END IF;
+         RETURN NEW;
+       END $$;
+       CREATE TRIGGER slow_archive BEFORE INSERT ON tasker_tasks_archive
+         FOR EACH ROW EXECUTE FUNCTION slow_archive_row();`,
+    );
+    const { result, events } = await run({ batch_size: 10 });
+    expect(events.map((e) => e.kind)).toEqual(['retry', 'batch']);
+    expect(result).toMatchObject({ retries: 1, timeouts: 0, batches: 1, tasks_archived: 5 });
+  });
+
   it('AdaptiveBatchSize never goes below 1 or above its maximum', () => {
     const size = new AdaptiveBatchSize(5, 2);
     expect([size.shrink(), size.shrink(), size.shrink(), size.shrink()]).toEqual([2, 1, 1, 1]);
