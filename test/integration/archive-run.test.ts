@@ -135,7 +135,7 @@ describe('the run', () => {
 
 describe('statement timeouts', () => {
   /** Archiving a task of `slow` takes `seconds` (a trigger in this test database only). */
-  async function makeSlow(slow: Template, seconds = 0.04) {
+  async function makeSlow(slow: Template, seconds = 0.03) {
     await db.pool.query(
       `CREATE OR REPLACE FUNCTION slow_archive_row() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
@@ -152,8 +152,8 @@ describe('statement timeouts', () => {
     await graphs(24, { template: slow, daysAgo: 50 }); // the oldest: archived first
     await graphs(40, { daysAgo: 40 });
     await makeSlow(slow);
-    // 16 slow tasks take 640 ms (> 500 ms, times out); 8 take 320 ms.
-    const { result, events } = await run({ batch_size: 16, batch_statement_timeout_ms: 500 });
+    // 16 slow tasks sleep at least 480 ms (> 450 ms: a sure timeout); 8 sleep 240 ms, well inside.
+    const { result, events } = await run({ batch_size: 16, batch_statement_timeout_ms: 450 });
     expect(events.map((e) => (e.kind === 'batch' ? e.batch_size : `timeout ${e.batch_size}`))).toEqual([
       'timeout 16',
       8,
