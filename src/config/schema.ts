@@ -154,92 +154,84 @@ export const DlqSchema = z.strictObject({
   reasons: DlqReasonsSchema.prefault({}),
 });
 
-export const ArchivePoliciesSchema = z.strictObject({
-  archive_completed: z.boolean().default(true).describe('Archive tasks that ended complete.'),
-  archive_failed: z.boolean().default(true).describe('Archive tasks that ended in error.'),
-  archive_cancelled: z.boolean().default(false).describe('Archive tasks that ended cancelled.'),
-  archive_resolved_manually: z
-    .boolean()
-    .default(true)
-    .describe(
-      'Archive tasks that ended resolved_manually (an operator closed them; upstream never archived them, so they stayed live forever).',
-    ),
-  archive_dlq_resolved: z
-    .boolean()
-    .default(true)
-    .describe(
-      'Resolved DLQ entries move with their task; when false, a task with any DLQ history stays live. A task with a pending entry is never archived.',
-    ),
-});
-
-export const ArchiveSchema = z
+export const ArchivePoliciesSchema = z
   .strictObject({
-    enabled: z.boolean().default(true).describe('Run the scheduled archival job.'),
-    retention_days: z
-      .int()
-      .min(1)
-      .max(3650)
-      .default(30)
-      .describe(
-        'Days a task must have been in its final state (since its last transition) before it is archived.',
-      ),
-    archive_batch_size: z
-      .int()
-      .min(1)
-      .max(10000)
-      .default(1000)
-      .describe(
-        'Task graphs moved per archival transaction (the starting size; it halves after a statement timeout and grows back after successes).',
-      ),
-    archive_interval_hours: z
-      .int()
-      .default(24)
-      .refine((v) => (ARCHIVE_INTERVALS_HOURS as readonly number[]).includes(v), {
-        error: `expected one of ${ARCHIVE_INTERVALS_HOURS.join(', ')}: cron repeats evenly only for hours dividing a day, or a week`,
-      })
-      .describe('Hours between scheduled archival runs; cron-backed, so hours dividing a day, or 168.'),
-    max_batches_per_run: z
-      .int()
-      .min(1)
-      .max(100000)
-      .default(1000)
-      .describe(
-        'Batches one archival run may take before it stops (the rest waits for the next run); a run also stops when no candidates are left.',
-      ),
-    batch_statement_timeout_ms: z
-      .int()
-      .min(100)
-      .max(600000)
-      .default(5000)
-      .describe(
-        'statement_timeout of each archival batch transaction, in milliseconds. A batch that hits it is rolled back and retried at half the size.',
-      ),
-    pause_between_batches_ms: z
-      .int()
-      .min(0)
-      .max(60000)
-      .default(20)
-      .describe(
-        'Milliseconds an archival run waits between batches, giving the live workload the I/O and locks back.',
-      ),
-    dry_run: z
+    archive_completed: z.boolean().default(true).describe('Archive tasks that ended complete.'),
+    archive_failed: z.boolean().default(true).describe('Archive tasks that ended in error.'),
+    archive_cancelled: z.boolean().default(false).describe('Archive tasks that ended cancelled.'),
+    archive_resolved_manually: z
       .boolean()
-      .default(false)
-      .describe('Scheduled runs only report what they would archive (and change nothing).'),
-    policies: ArchivePoliciesSchema.prefault({}),
+      .default(true)
+      .describe(
+        'Archive tasks that ended resolved_manually (an operator closed them; upstream never archived them, so they stayed live forever).',
+      ),
+    archive_dlq_resolved: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Resolved DLQ entries move with their task; when false, a task with any DLQ history stays live. A task with a pending entry is never archived.',
+      ),
   })
   .refine(
-    (a) =>
-      a.policies.archive_completed ||
-      a.policies.archive_failed ||
-      a.policies.archive_cancelled ||
-      a.policies.archive_resolved_manually,
+    (p) => p.archive_completed || p.archive_failed || p.archive_cancelled || p.archive_resolved_manually,
     {
       error:
-        'policies.archive_completed, archive_failed, archive_cancelled and archive_resolved_manually are all false, so archival would never archive anything: set enabled = false to turn it off',
-      path: ['policies'],
+        'archive_completed, archive_failed, archive_cancelled and archive_resolved_manually are all false, so archival would never archive anything: set archive.enabled = false to turn it off',
     },
   );
+
+export const ArchiveSchema = z.strictObject({
+  enabled: z.boolean().default(true).describe('Run the scheduled archival job.'),
+  retention_days: z
+    .int()
+    .min(1)
+    .max(3650)
+    .default(30)
+    .describe('Days a task must have been in its final state before it is archived.'),
+  archive_batch_size: z
+    .int()
+    .min(1)
+    .max(10000)
+    .default(1000)
+    .describe('Task graphs moved per archival transaction (the starting size; it shrinks after timeouts).'),
+  archive_interval_hours: z
+    .int()
+    .default(24)
+    .refine((v) => (ARCHIVE_INTERVALS_HOURS as readonly number[]).includes(v), {
+      error: `expected one of ${ARCHIVE_INTERVALS_HOURS.join(', ')}: cron repeats evenly only for hours dividing a day, or a week`,
+    })
+    .describe('Hours between scheduled archival runs; cron-backed, so hours dividing a day, or 168.'),
+  policies: ArchivePoliciesSchema.prefault({}),
+
+  max_batches_per_run: z
+    .int()
+    .min(1)
+    .max(100000)
+    .default(1000)
+    .describe(
+      'Batches one archival run may take before it stops (the rest waits for the next run); a run also stops when no candidates are left.',
+    ),
+  batch_statement_timeout_ms: z
+    .int()
+    .min(100)
+    .max(600000)
+    .default(5000)
+    .describe(
+      'statement_timeout of each archival batch transaction, in milliseconds. A batch that hits it is rolled back and retried at half the size; the size doubles back after 3 good batches in a row.',
+    ),
+  pause_between_batches_ms: z
+    .int()
+    .min(0)
+    .max(60000)
+    .default(20)
+    .describe(
+      'Milliseconds an archival run waits between batches, giving the live workload the I/O and locks back.',
+    ),
+  dry_run: z
+    .boolean()
+    .default(false)
+    .describe('Scheduled runs only report what they would archive (and change nothing).'),
+});
 
 export const DatabaseSchema = z.strictObject({
   url: z

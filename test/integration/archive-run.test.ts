@@ -234,7 +234,9 @@ describe('configuration and flags', () => {
         TASKER__archive__policies__archive_failed: 'false',
         TASKER__archive__policies__archive_resolved_manually: 'false',
       })[0],
-    ).toMatch(/^archive\.policies: policies\.archive_completed, archive_failed, archive_cancelled and/);
+    ).toMatch(
+      /^archive\.policies: archive_completed, archive_failed, archive_cancelled and archive_resolved_manually are all false/,
+    );
   });
 
   it('flags override the configuration, key by key (as enqueue archive will parse them)', () => {
