@@ -24,6 +24,8 @@
  * candidates are left, after max_batches, or when aborted. All batches judge age against ctx.now.
  * A dry run walks the same batches (same choice, same locks) and counts instead of moving.
  *
+ * Schedule: every archive.archive_interval_hours (cron, UTC), none when archive.enabled is false.
+ *
  * Logs: warn on each timeout (batch size before and after), debug per batch. The result has counts
  * per table, batches, timeouts, retries, the final batch size, the longest batch and why it stopped.
  *
@@ -37,6 +39,7 @@ import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
 import { type ArchiveBatchResult, type ArchiveCursor, runArchiveBatch } from '../src/db/queries/archive.ts';
 import { AdaptiveBatchSize } from '../src/domain/adaptive-batch-size.ts';
+import { cronEveryHours } from '../src/worker/cron.ts';
 import { defineJob, type JobContext } from '../src/worker/job.ts';
 
 export const ArchivePoliciesOptions = z.strictObject({
@@ -276,14 +279,22 @@ export async function runArchival(
   };
 }
 
-export default defineJob<ArchiveFinishedTasksOptions, ArchiveFinishedTasksResult>({
+/** When pg-boss runs the job: every archive.archive_interval_hours (cron, UTC); never when disabled. */
+export function archiveSchedule(config: Readonly<Config>): string | null {
+  return config.archive.enabled ? cronEveryHours(config.archive.archive_interval_hours) : null;
+}
+
+const archiveFinishedTasks = {
   name: 'tasker.archive-finished-tasks',
   description:
     'Move finished task graphs older than the retention period to the archive tables, in bounded batches.',
   optionsSchema: ArchiveFinishedTasksOptions,
   optionsFromConfig: archiveOptionsFromConfig,
-  run: (ctx, options) => runArchival(ctx, options),
-});
+  schedule: archiveSchedule,
+  run: (ctx: JobContext, options: ArchiveFinishedTasksOptions) => runArchival(ctx, options),
+};
+
+export default defineJob<ArchiveFinishedTasksOptions, ArchiveFinishedTasksResult>(archiveFinishedTasks);
 
 function isStatementTimeout(err: unknown): boolean {
   return (err as { code?: string }).code === '57014' && /statement timeout/i.test((err as Error).message);

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import archiveJob, {
   type ArchiveFinishedTasksOptions,
   type ArchiveProgress,
+  archiveSchedule,
   runArchival,
 } from '../../jobs/archive-finished-tasks.ts';
 import { parseArgs } from '../../src/cli/args.ts';
@@ -80,6 +81,14 @@ describe('the run', () => {
       task_name: null,
       finished_before: null,
     });
+  });
+
+  it('is scheduled every archive_interval_hours, and not at all when archival is disabled', () => {
+    const schedule = (env: Record<string, string>) => archiveSchedule(loadConfig({ env }).config);
+    expect(schedule({})).toBe('0 0 * * *');
+    expect(schedule({ TASKER__archive__archive_interval_hours: '6' })).toBe('0 */6 * * *');
+    expect(schedule({ TASKER__archive__archive_interval_hours: '168' })).toBe('0 0 * * 0');
+    expect(schedule({ TASKER__archive__enabled: 'false' })).toBeNull();
   });
 
   it('batch_size + 1 eligible tasks take two batches; a second run finds nothing', async () => {
@@ -235,7 +244,7 @@ describe('configuration and flags', () => {
         TASKER__archive__policies__archive_resolved_manually: 'false',
       })[0],
     ).toMatch(
-      /^archive\.policies: archive_completed, archive_failed, archive_cancelled and archive_resolved_manually are all false/,
+      /^archive\.policies( \(from [^)]*\))?: archive_completed, archive_failed, archive_cancelled and archive_resolved_manually are all false/,
     );
   });
 
