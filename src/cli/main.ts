@@ -4,6 +4,7 @@ import { pathToFileURL } from 'node:url';
 import { asError, UsageError } from '../errors.ts';
 import { type FlagSpec, parseArgs } from './args.ts';
 import type { Command } from './command.ts';
+import { archiveCommand, restoreCommand } from './commands/archive.ts';
 import { detectStaleCommand } from './commands/detect-stale.ts';
 import {
   dlqAddCommand,
@@ -37,6 +38,8 @@ export const COMMANDS: readonly Command[] = [
   dlqAddCommand,
   dlqStatsCommand,
   dlqQueueCommand,
+  archiveCommand,
+  restoreCommand,
 ];
 
 const JSON_FLAG: FlagSpec = { type: 'boolean', description: 'machine-readable output' };

@@ -216,17 +216,31 @@ export const DlqSchema = z.strictObject({
   enrichment: DlqEnrichmentSchema.prefault({}),
 });
 
-export const ArchivePoliciesSchema = z.strictObject({
-  archive_completed: z.boolean().default(true).describe('Archive tasks that ended complete.'),
-  archive_failed: z.boolean().default(true).describe('Archive tasks that ended in error.'),
-  archive_cancelled: z.boolean().default(false).describe('Archive tasks that ended cancelled.'),
-  archive_dlq_resolved: z
-    .boolean()
-    .default(true)
-    .describe(
-      'Resolved DLQ entries move with their task; when false, a task with any DLQ history stays live.',
-    ),
-});
+export const ArchivePoliciesSchema = z
+  .strictObject({
+    archive_completed: z.boolean().default(true).describe('Archive tasks that ended complete.'),
+    archive_failed: z.boolean().default(true).describe('Archive tasks that ended in error.'),
+    archive_cancelled: z.boolean().default(false).describe('Archive tasks that ended cancelled.'),
+    archive_resolved_manually: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Archive tasks that ended resolved_manually (an operator closed them; upstream never archived them, so they stayed live forever).',
+      ),
+    archive_dlq_resolved: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Resolved DLQ entries move with their task; when false, a task with any DLQ history stays live. A task with a pending entry is never archived.',
+      ),
+  })
+  .refine(
+    (p) => p.archive_completed || p.archive_failed || p.archive_cancelled || p.archive_resolved_manually,
+    {
+      error:
+        'archive_completed, archive_failed, archive_cancelled and archive_resolved_manually are all false, so archival would never archive anything: set archive.enabled = false to turn it off',
+    },
+  );
 
 export const ArchiveSchema = z.strictObject({
   enabled: z.boolean().default(true).describe('Run the scheduled archival job.'),
@@ -251,6 +265,35 @@ export const ArchiveSchema = z.strictObject({
       'Hours between scheduled archival runs; cron-backed, so hours dividing a day, or 168 (weekly).',
     ),
   policies: ArchivePoliciesSchema.prefault({}),
+
+  max_batches_per_run: z
+    .int()
+    .min(1)
+    .max(100000)
+    .default(1000)
+    .describe(
+      'Batches one archival run may take before it stops (the rest waits for the next run); a run also stops when no candidates are left.',
+    ),
+  batch_statement_timeout_ms: z
+    .int()
+    .min(100)
+    .max(600000)
+    .default(5000)
+    .describe(
+      'statement_timeout of each archival batch transaction, in milliseconds. A batch that hits it is rolled back and retried at half the size; the size doubles back after 3 good batches in a row.',
+    ),
+  pause_between_batches_ms: z
+    .int()
+    .min(0)
+    .max(60000)
+    .default(20)
+    .describe(
+      'Milliseconds an archival run waits between batches, giving the live workload the I/O and locks back.',
+    ),
+  dry_run: z
+    .boolean()
+    .default(false)
+    .describe('Scheduled runs only report what they would archive (and change nothing).'),
 });
 
 export const DatabaseSchema = z.strictObject({

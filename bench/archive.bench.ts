@@ -1,0 +1,304 @@
+/**
+ * npm run bench -- archive: archival against its three targets, in one run.
+ *
+ *   (a) throughput of the archival run at the configuration (default: batch 1000; TASKER__archive__*
+ *       variables override keys as everywhere, e.g. to try another pause or batch size),
+ *       as a ratio to one set-based transaction moving the same rows on the same server (≥ 0.75);
+ *   (b) the longest batch transaction of that run (≤ 1 s);
+ *   (c) p99 latency of a steady live workload (connections calling transition_task_state_atomic on
+ *       in-flight tasks in a loop) during archival, as a ratio to its p99 without archival (≤ 1.5);
+ *       and, as a control, the same workload next to a query that only burns one core for as long,
+ *       which shows how much of (c) is the machine running out of CPU rather than archival itself.
+ *
+ * Data: BENCH_TASKS finished graphs (default 50,000), each 1 task, 5 steps, 4 edges, 4 task
+ * transitions, 15 step transitions (29 rows), loaded set-based into a fresh database per phase.
+ * Live workload: BENCH_LIVE_CONNECTIONS connections (default 4) over BENCH_LIVE_TASKS in-flight
+ * tasks (default 2,000), each at a steady BENCH_LIVE_RATE transitions per second (default 100;
+ * 0 = a closed loop, as fast as it can, which saturates a small machine by itself). Latency is
+ * measured from when a call was due, so a connection that falls behind counts its lag too.
+ * Use a smaller BENCH_TASKS (e.g. 5000) while developing.
+ */
+import pg from 'pg';
+import { archiveOptionsFromConfig, runArchival } from '../jobs/archive-finished-tasks.ts';
+import { loadConfig } from '../src/config/load.ts';
+import { databaseNow } from '../src/db/queries/server.ts';
+import { silentLogger } from '../src/telemetry/logger.ts';
+import { insertFinishedGraphs, type TABLES } from '../test/helpers/archive-factories.ts';
+import { insertTemplate } from '../test/helpers/factories.ts';
+import type { BenchDatabase, BenchServer } from './db.ts';
+import { timed } from './db.ts';
+
+const TASKS = positive('BENCH_TASKS', 50_000);
+const LIVE_TASKS = positive('BENCH_LIVE_TASKS', 2_000);
+const LIVE_CONNECTIONS = positive('BENCH_LIVE_CONNECTIONS', 4);
+/** Transitions per second per connection; 0: as fast as each connection can (a closed loop). */
+const LIVE_RATE = whole('BENCH_LIVE_RATE', 100);
+const ROWS_PER_GRAPH = 1 + 5 + 4 + 4 + 15;
+const LOAD_CHUNK = 10_000;
+
+export default async function archiveBench(server: BenchServer): Promise<void> {
+  const options = archiveOptionsFromConfig(loadConfig().config);
+  console.log(`server: ${server.description}`);
+  console.log(
+    `data: ${TASKS} finished task graphs x ${ROWS_PER_GRAPH} rows (1 task, 5 steps, 4 edges, 4 task transitions, 15 step transitions)`,
+  );
+  console.log(
+    `archival run: configuration (batch ${options.batch_size}, pause ${options.pause_between_batches_ms} ms, statement timeout ${options.batch_statement_timeout_ms} ms)\n`,
+  );
+
+  // (a) the set-based baseline, then the archival run, each on freshly loaded data
+  const baseline = await withLoadedDatabase(server, 0, async (db, now) =>
+    timed(() => moveSetBased(db.pool, now)),
+  );
+  check(baseline.result === TASKS * ROWS_PER_GRAPH, `set-based move moved ${baseline.result} rows`);
+  const batchMs: number[] = [];
+  const run = await withLoadedDatabase(server, 0, async (db, now) =>
+    timed(() =>
+      runArchival(
+        { pool: db.pool, now, logger: silentLogger(), signal: new AbortController().signal },
+        options,
+        (p) => {
+          if (p.kind === 'batch') batchMs.push(p.batch_ms);
+        },
+      ),
+    ),
+  );
+  check(run.result.tasks_archived === TASKS, `archival run archived ${run.result.tasks_archived} tasks`);
+  const rate = (ms: number, n: number) => Math.round(n / (ms / 1000));
+  const ratio = baseline.ms / run.ms;
+  console.log('(a) throughput');
+  console.log(
+    `    one set-based transaction: ${seconds(baseline.ms)}  ${rate(baseline.ms, TASKS)} graphs/s  ${rate(baseline.ms, baseline.result)} rows/s`,
+  );
+  console.log(
+    `    archival run:              ${seconds(run.ms)}  ${rate(run.ms, TASKS)} graphs/s  ${rate(run.ms, run.result.rows_archived)} rows/s  (${run.result.batches} batches, ${run.result.timeouts} timeouts)`,
+  );
+  console.log(`    ratio ${ratio.toFixed(2)}  (target >= 0.75: ${ratio >= 0.75 ? 'met' : 'MISSED'})\n`);
+
+  const longest = Math.max(...batchMs);
+  console.log('(b) batch transactions');
+  console.log(
+    `    longest ${Math.round(longest)} ms, median ${Math.round(percentile(batchMs, 0.5))} ms over ${batchMs.length} batches  (target <= 1000 ms: ${longest <= 1000 ? 'met' : 'MISSED'})\n`,
+  );
+
+  // (c) the live workload alone, then during an archival run
+  const live = await withLoadedDatabase(server, LIVE_TASKS, async (db, now) => {
+    const quietMs = Math.max(5_000, run.ms);
+    const quiet = await liveWorkload(db, () => sleep(quietMs));
+    let archival: Awaited<ReturnType<typeof runArchival>> | undefined;
+    const busy = await liveWorkload(db, async () => {
+      archival = await runArchival(
+        { pool: db.pool, now, logger: silentLogger(), signal: new AbortController().signal },
+        options,
+      );
+    });
+    // control: the same workload next to a query that only burns CPU (no writes, no locks) as long
+    // as the archival ran, to tell archival's own cost from a machine without a spare core
+    const cpuOnly = await liveWorkload(db, async () => {
+      await db.pool.query(
+        `DO $$ BEGIN WHILE clock_timestamp() < now() + make_interval(secs => ${archival!.duration_ms / 1000}) LOOP END LOOP; END $$`,
+      );
+    });
+    return { quiet, busy, cpuOnly, archival: archival! };
+  });
+  const p99Ratio = live.busy.p99 / live.quiet.p99;
+  const pace = LIVE_RATE === 0 ? 'as fast as they can' : `${LIVE_RATE}/s each`;
+  console.log(
+    `(c) live workload: ${LIVE_CONNECTIONS} connections calling transition_task_state_atomic, ${pace}`,
+  );
+  console.log(`    without archival: ${describe(live.quiet)}`);
+  console.log(
+    `    during archival:  ${describe(live.busy)}  (archival took ${seconds(live.archival.duration_ms)}, longest batch ${live.archival.longest_batch_ms} ms)`,
+  );
+  console.log(`    p99 ratio ${p99Ratio.toFixed(2)}  (target <= 1.5: ${p99Ratio <= 1.5 ? 'met' : 'MISSED'})`);
+  console.log(
+    `    control, next to a CPU-only query as long as the archival: ${describe(live.cpuOnly)}, p99 ratio ${(live.cpuOnly.p99 / live.quiet.p99).toFixed(2)}`,
+  );
+}
+
+/** A fresh database with TASKS finished graphs (and liveTasks in-flight tasks), handed to fn. */
+async function withLoadedDatabase<T>(
+  server: BenchServer,
+  liveTasks: number,
+  fn: (db: BenchDatabase, now: Date) => Promise<T>,
+): Promise<T> {
+  const db = await server.createDatabase();
+  try {
+    const now = await databaseNow(db.pool);
+    const template = await insertTemplate(db.pool, { name: 'bench' });
+    const loaded = await timed(async () => {
+      for (let done = 0; done < TASKS; done += LOAD_CHUNK) {
+        await insertFinishedGraphs(db.pool, {
+          named_task_uuid: template.named_task_uuid,
+          state: 'complete',
+          finishedAt: new Date(now.getTime() - 40 * 86_400_000 - done * 1000),
+          count: Math.min(LOAD_CHUNK, TASKS - done),
+        });
+      }
+      if (liveTasks > 0) {
+        await insertFinishedGraphs(db.pool, {
+          named_task_uuid: template.named_task_uuid,
+          state: 'steps_in_process',
+          finishedAt: now,
+          count: liveTasks,
+        });
+      }
+    });
+    console.log(
+      `    (loaded ${TASKS} graphs${liveTasks ? ` + ${liveTasks} in-flight tasks` : ''} in ${seconds(loaded.ms)})`,
+    );
+    await db.pool.query('VACUUM ANALYZE');
+    await db.pool.query('CHECKPOINT');
+    return await fn(db, now);
+  } finally {
+    await db.drop();
+  }
+}
+
+/** The same move as one transaction: every eligible graph, children first, set-based. Returns rows moved. */
+async function moveSetBased(pool: pg.Pool, now: Date): Promise<number> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(
+      `CREATE TEMP TABLE moving_tasks ON COMMIT DROP AS
+         SELECT tr.task_uuid FROM tasker_task_transitions tr
+          WHERE tr.most_recent AND tr.to_state IN ('complete', 'error', 'resolved_manually')
+            AND tr.created_at < $1::timestamptz - interval '30 days'
+            AND NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d WHERE d.task_uuid = tr.task_uuid AND d.resolution_status = 'pending')`,
+      [now],
+    );
+    await client.query(
+      `CREATE TEMP TABLE moving_steps ON COMMIT DROP AS
+         SELECT workflow_step_uuid FROM tasker_workflow_steps WHERE task_uuid IN (SELECT task_uuid FROM moving_tasks)`,
+    );
+    await client.query('ANALYZE moving_tasks; ANALYZE moving_steps');
+    const where: Record<(typeof TABLES)[number], string> = {
+      tasker_workflow_step_transitions: 'workflow_step_uuid IN (SELECT workflow_step_uuid FROM moving_steps)',
+      tasker_workflow_step_edges:
+        'from_step_uuid IN (SELECT workflow_step_uuid FROM moving_steps) OR to_step_uuid IN (SELECT workflow_step_uuid FROM moving_steps)',
+      tasker_workflow_steps: 'task_uuid IN (SELECT task_uuid FROM moving_tasks)',
+      tasker_task_transitions: 'task_uuid IN (SELECT task_uuid FROM moving_tasks)',
+      tasker_tasks_dlq: 'task_uuid IN (SELECT task_uuid FROM moving_tasks)',
+      tasker_tasks: 'task_uuid IN (SELECT task_uuid FROM moving_tasks)',
+    };
+    let rows = 0;
+    for (const [table, predicate] of Object.entries(where)) {
+      // archive tables are the live columns in the same order plus archived_at (a test holds them so)
+      const r = await client.query(
+        `WITH moved AS (DELETE FROM ${table} WHERE ${predicate} RETURNING *)
+         INSERT INTO ${table}_archive SELECT moved.*, $1::timestamptz FROM moved`,
+        [now],
+      );
+      rows += r.rowCount ?? 0;
+    }
+    await client.query('COMMIT');
+    return rows;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+interface Latencies {
+  count: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+/** Runs the live workload for as long as during() takes; latencies of the calls made meanwhile. */
+async function liveWorkload(db: BenchDatabase, during: () => Promise<void>): Promise<Latencies> {
+  const cycle = ['steps_in_process', 'evaluating_results', 'enqueuing_steps'];
+  const { rows } = await db.pool.query<{ task_uuid: string; to_state: string }>(
+    `SELECT task_uuid, to_state FROM tasker_task_transitions WHERE most_recent AND to_state = ANY ($1)`,
+    [cycle],
+  );
+  const clients = await Promise.all(
+    Array.from({ length: LIVE_CONNECTIONS }, async () => {
+      const c = new pg.Client({ connectionString: db.url });
+      await c.connect();
+      return c;
+    }),
+  );
+  const state = new Map(rows.map((r) => [r.task_uuid, cycle.indexOf(r.to_state)]));
+  const latencies: number[] = [];
+  let stop = false;
+  const loops = clients.map(async (client, i) => {
+    const mine = rows.filter((_, j) => j % LIVE_CONNECTIONS === i).map((r) => r.task_uuid);
+    const interval = LIVE_RATE === 0 ? 0 : 1000 / LIVE_RATE;
+    let due = performance.now();
+    for (let n = 0; !stop; n++) {
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
+      const task = mine[n % mine.length]!;
+      const at = state.get(task) ?? 0;
+      const started = LIVE_RATE === 0 ? performance.now() : due;
+      const r = await client.query('SELECT transition_task_state_atomic($1, $2, $3, NULL) AS ok', [
+        task,
+        cycle[at],
+        cycle[(at + 1) % cycle.length],
+      ]);
+      if (!stop) latencies.push(performance.now() - started);
+      check(r.rows[0].ok === true, `live transition of ${task} failed`);
+      state.set(task, (at + 1) % cycle.length);
+      due += interval;
+    }
+  });
+  try {
+    await during();
+  } finally {
+    stop = true;
+    await Promise.all(loops);
+    await Promise.all(clients.map((c) => c.end()));
+  }
+  return {
+    count: latencies.length,
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+    max: Math.max(...latencies),
+  };
+}
+
+function describe(l: Latencies): string {
+  return `p99 ${l.p99.toFixed(2)} ms, p50 ${l.p50.toFixed(2)} ms, max ${l.max.toFixed(1)} ms over ${l.count} transitions`;
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN;
+}
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function positive(name: string, def: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return def;
+  if (!/^\d+$/.test(raw) || Number(raw) < 1) {
+    console.error(`${name}=${JSON.stringify(raw)}: expected a whole number ≥ 1`);
+    process.exit(2);
+  }
+  return Number(raw);
+}
+
+function whole(name: string, def: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return def;
+  if (!/^\d+$/.test(raw)) {
+    console.error(`${name}=${JSON.stringify(raw)}: expected a whole number ≥ 0`);
+    process.exit(2);
+  }
+  return Number(raw);
+}
+
+function check(ok: boolean, message: string): void {
+  if (!ok) throw new Error(`benchmark invariant failed: ${message}`);
+}

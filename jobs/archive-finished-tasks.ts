@@ -1,0 +1,315 @@
+/**
+ * Archival: moves finished task graphs (task, steps, edges, step transitions, task transitions,
+ * resolved DLQ entries) older than the retention period from the live tables to the archive tables,
+ * in bounded batches, without hurting the live workload.
+ *
+ * Reads: the current transition of finished tasks (idx_task_transitions_finished), their DLQ entries
+ * (idx_dlq_unique_pending_task, idx_dlq_task_lookup), and the graphs of the tasks chosen (every
+ * child table through its foreign-key index).
+ * Writes: deletes those graphs from the six live tables and inserts them, unchanged plus
+ * archived_at = ctx.now, into the six tasker_*_archive tables; one transaction per batch.
+ *
+ * Options (from [archive] and [archive.policies]; an ad-hoc run may set each): retention_days,
+ * batch_size (graphs per transaction, the starting size), max_batches (per run),
+ * batch_statement_timeout_ms, pause_between_batches_ms, dry_run, the per-state policies and
+ * archive_dlq_resolved, and the filters namespace / task_name (template) / finished_before (ISO
+ * 8601; it narrows the retention window, never widens it).
+ *
+ * One run: call archive_completed_tasks batch by batch, each in its own transaction under SET
+ * LOCAL statement_timeout, continuing from where the previous batch stopped (a keyset cursor on
+ * state-entry time, so tasks skipped once are not rescanned). A batch that times out (SQLSTATE
+ * 57014) is rolled back and retried at half the size; after three successes in a row the size
+ * doubles again, up to batch_size. Deadlocks and serialization failures are retried up to three
+ * times. Between batches: a pause, and the abort signal is checked. The run stops when no
+ * candidates are left, after max_batches, or when aborted. All batches judge age against ctx.now.
+ * A dry run walks the same batches (same choice, same locks) and counts instead of moving.
+ *
+ * Schedule: every archive.archive_interval_hours (cron, UTC), none when archive.enabled is false.
+ *
+ * Logs: warn on each timeout (batch size before and after), debug per batch. The result has counts
+ * per table, batches, timeouts, retries, the final batch size, the longest batch and why it stopped.
+ *
+ * Safe with N workers: each batch locks the task rows and current transitions it moves (FOR UPDATE
+ * SKIP LOCKED), so concurrent runs take disjoint tasks and never wait for each other; every graph
+ * moves whole in one transaction, so a crash or kill at any point leaves each task exactly once,
+ * live or archived, and the next run carries on.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { z } from 'zod';
+import type { Config } from '../src/config/schema.ts';
+import { type ArchiveBatchResult, type ArchiveCursor, runArchiveBatch } from '../src/db/queries/archive.ts';
+import { AdaptiveBatchSize } from '../src/domain/adaptive-batch-size.ts';
+import { cronEveryHours } from '../src/worker/cron.ts';
+import { defineJob, type JobContext } from '../src/worker/job.ts';
+
+export const ArchivePoliciesOptions = z.strictObject({
+  archive_completed: z.boolean(),
+  archive_failed: z.boolean(),
+  archive_cancelled: z.boolean(),
+  archive_resolved_manually: z.boolean(),
+  archive_dlq_resolved: z.boolean(),
+});
+
+export const ArchiveFinishedTasksOptions = z
+  .strictObject({
+    dry_run: z.boolean(),
+    retention_days: z.int().min(1).max(3650),
+    batch_size: z.int().min(1).max(10000),
+    max_batches: z.int().min(1).max(100000),
+    batch_statement_timeout_ms: z.int().min(100).max(600000),
+    pause_between_batches_ms: z.int().min(0).max(60000),
+    policies: ArchivePoliciesOptions,
+    /** Only tasks of templates in this namespace. */
+    namespace: z.string().min(1).max(64).nullable(),
+    /** Only tasks of templates with this name (any version). */
+    task_name: z.string().min(1).max(64).nullable(),
+    /** Only tasks that entered their final state before this instant too (ISO 8601 with offset). */
+    finished_before: z.iso.datetime({ offset: true }).nullable(),
+  })
+  .refine(
+    (o) =>
+      o.policies.archive_completed ||
+      o.policies.archive_failed ||
+      o.policies.archive_cancelled ||
+      o.policies.archive_resolved_manually,
+    { error: 'no final state is allowed by the policies, so nothing could be archived', path: ['policies'] },
+  );
+export type ArchiveFinishedTasksOptions = z.infer<typeof ArchiveFinishedTasksOptions>;
+
+export const ARCHIVE_TABLE_COUNTS = [
+  'tasks_archived',
+  'steps_archived',
+  'transitions_archived',
+  'edges_archived',
+  'step_transitions_archived',
+  'dlq_entries_archived',
+] as const;
+export type ArchiveCounts = Record<(typeof ARCHIVE_TABLE_COUNTS)[number], number>;
+
+export type ArchiveStopReason = 'no_more_candidates' | 'max_batches' | 'aborted';
+
+export interface ArchiveFinishedTasksResult extends ArchiveCounts {
+  dry_run: boolean;
+  /** Tasks that entered their final state before this were eligible (ISO 8601). */
+  cutoff: string;
+  batches: number;
+  /** Rows of all six tables. */
+  rows_archived: number;
+  /** Candidates passed over: held by another archiver, or no longer eligible once locked. */
+  tasks_skipped: number;
+  timeouts: number;
+  /** Batches retried after a deadlock or serialization failure. */
+  retries: number;
+  final_batch_size: number;
+  longest_batch_ms: number;
+  duration_ms: number;
+  stopped_by: ArchiveStopReason;
+  aborted: boolean;
+}
+
+export type ArchiveProgress =
+  | {
+      kind: 'batch';
+      batch: number;
+      batch_size: number;
+      batch_ms: number;
+      result: ArchiveBatchResult;
+      totals: ArchiveCounts;
+    }
+  | { kind: 'timeout'; batch_size: number; next_batch_size: number }
+  | { kind: 'retry'; batch_size: number; code: string };
+
+const GROW_AFTER_SUCCESSES = 3;
+const MAX_RETRIES = 3;
+const RETRYABLE = new Set(['40P01', '40001', '55P03']);
+
+export function archiveOptionsFromConfig(config: Readonly<Config>): ArchiveFinishedTasksOptions {
+  const a = config.archive;
+  return {
+    dry_run: a.dry_run,
+    retention_days: a.retention_days,
+    batch_size: a.archive_batch_size,
+    max_batches: a.max_batches_per_run,
+    batch_statement_timeout_ms: a.batch_statement_timeout_ms,
+    pause_between_batches_ms: a.pause_between_batches_ms,
+    policies: { ...a.policies },
+    namespace: null,
+    task_name: null,
+    finished_before: null,
+  };
+}
+
+/** One archival run; onProgress hears about every batch, timeout and retry (the CLI draws a bar). */
+export async function runArchival(
+  ctx: JobContext,
+  options: ArchiveFinishedTasksOptions,
+  onProgress?: (progress: ArchiveProgress) => void,
+): Promise<ArchiveFinishedTasksResult> {
+  const started = performance.now();
+  const size = new AdaptiveBatchSize(options.batch_size, GROW_AFTER_SUCCESSES);
+  const totals: ArchiveCounts = {
+    tasks_archived: 0,
+    steps_archived: 0,
+    transitions_archived: 0,
+    edges_archived: 0,
+    step_transitions_archived: 0,
+    dlq_entries_archived: 0,
+  };
+  let cursor: ArchiveCursor | null = null;
+  let cutoff: Date | null = null;
+  let batches = 0;
+  let skipped = 0;
+  let timeouts = 0;
+  let retries = 0;
+  let retriesInRow = 0;
+  let longest = 0;
+  let stoppedBy: ArchiveStopReason = 'max_batches';
+
+  while (batches < options.max_batches) {
+    if (ctx.signal.aborted) {
+      stoppedBy = 'aborted';
+      break;
+    }
+    const batchSize = size.current;
+    const batchStarted = performance.now();
+    let result: ArchiveBatchResult;
+    try {
+      result = await runArchiveBatch(
+        ctx.pool,
+        {
+          now: ctx.now,
+          dryRun: options.dry_run,
+          retentionDays: options.retention_days,
+          batchSize,
+          policies: options.policies,
+          namespace: options.namespace,
+          taskName: options.task_name,
+          finishedBefore: options.finished_before === null ? null : new Date(options.finished_before),
+          after: cursor,
+        },
+        options.batch_statement_timeout_ms,
+      );
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      if (isStatementTimeout(err)) {
+        timeouts += 1;
+        if (batchSize === 1) {
+          throw new Error(
+            `archiving one task took longer than batch_statement_timeout_ms (${options.batch_statement_timeout_ms} ms) after ${batches} batches; raise the timeout or look for locks on the task tables`,
+            { cause: err },
+          );
+        }
+        const next = size.shrink();
+        ctx.logger.warn('archival batch timed out; retrying smaller', {
+          job: 'tasker.archive-finished-tasks',
+          batch_size: batchSize,
+          next_batch_size: next,
+          statement_timeout_ms: options.batch_statement_timeout_ms,
+        });
+        onProgress?.({ kind: 'timeout', batch_size: batchSize, next_batch_size: next });
+      } else if (RETRYABLE.has(code) && retriesInRow < MAX_RETRIES) {
+        retries += 1;
+        retriesInRow += 1;
+        onProgress?.({ kind: 'retry', batch_size: batchSize, code });
+      } else {
+        const where = cursor
+          ? `after task ${cursor.taskUuid} (${cursor.stateEnteredAt.toISOString()})`
+          : 'first';
+        throw new Error(
+          `archival batch ${batches + 1} (${where}, size ${batchSize}) failed: ${(err as Error).message}`,
+          {
+            cause: err,
+          },
+        );
+      }
+      await pause(options.pause_between_batches_ms, ctx.signal);
+      continue;
+    }
+
+    const batchMs = performance.now() - batchStarted;
+    batches += 1;
+    retriesInRow = 0;
+    longest = Math.max(longest, batchMs);
+    cutoff ??= result.cutoff;
+    skipped += result.tasks_skipped;
+    for (const key of ARCHIVE_TABLE_COUNTS) totals[key] += result[key];
+    if (result.last_task_uuid !== null && result.last_state_entered_at !== null) {
+      cursor = { stateEnteredAt: result.last_state_entered_at, taskUuid: result.last_task_uuid };
+    }
+    size.succeeded();
+    ctx.logger.debug('archival batch', {
+      job: 'tasker.archive-finished-tasks',
+      batch: batches,
+      batch_size: batchSize,
+      duration_ms: Math.round(batchMs),
+      tasks_archived: result.tasks_archived,
+      dry_run: options.dry_run,
+    });
+    onProgress?.({
+      kind: 'batch',
+      batch: batches,
+      batch_size: batchSize,
+      batch_ms: batchMs,
+      result,
+      totals: { ...totals },
+    });
+
+    if (!result.more_candidates) {
+      stoppedBy = 'no_more_candidates';
+      break;
+    }
+    if (batches < options.max_batches) await pause(options.pause_between_batches_ms, ctx.signal);
+  }
+  if (stoppedBy === 'max_batches' && ctx.signal.aborted) stoppedBy = 'aborted';
+
+  return {
+    dry_run: options.dry_run,
+    cutoff: (cutoff ?? cutoffOf(ctx.now, options)).toISOString(),
+    batches,
+    ...totals,
+    rows_archived: ARCHIVE_TABLE_COUNTS.reduce((sum, key) => sum + totals[key], 0),
+    tasks_skipped: skipped,
+    timeouts,
+    retries,
+    final_batch_size: size.current,
+    longest_batch_ms: Math.round(longest),
+    duration_ms: Math.round(performance.now() - started),
+    stopped_by: stoppedBy,
+    aborted: stoppedBy === 'aborted',
+  };
+}
+
+/** When pg-boss runs the job: every archive.archive_interval_hours (cron, UTC); never when disabled. */
+export function archiveSchedule(config: Readonly<Config>): string | null {
+  return config.archive.enabled ? cronEveryHours(config.archive.archive_interval_hours) : null;
+}
+
+const archiveFinishedTasks = {
+  name: 'tasker.archive-finished-tasks',
+  description:
+    'Move finished task graphs older than the retention period to the archive tables, in bounded batches.',
+  optionsSchema: ArchiveFinishedTasksOptions,
+  optionsFromConfig: archiveOptionsFromConfig,
+  schedule: archiveSchedule,
+  run: (ctx: JobContext, options: ArchiveFinishedTasksOptions) => runArchival(ctx, options),
+};
+
+export default defineJob<ArchiveFinishedTasksOptions, ArchiveFinishedTasksResult>(archiveFinishedTasks);
+
+function isStatementTimeout(err: unknown): boolean {
+  return (err as { code?: string }).code === '57014' && /statement timeout/i.test((err as Error).message);
+}
+
+/** The cut-off the SQL function would compute (reported when no batch ran). */
+function cutoffOf(now: Date, o: ArchiveFinishedTasksOptions): Date {
+  const byRetention = new Date(now.getTime() - o.retention_days * 86_400_000);
+  if (o.finished_before === null) return byRetention;
+  const before = new Date(o.finished_before);
+  return before < byRetention ? before : byRetention;
+}
+
+/** Waits ms, or less when the run is aborted meanwhile. */
+async function pause(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal.aborted) return;
+  await sleep(ms, undefined, { signal }).catch(() => undefined); // aborted: the loop checks the signal next
+}

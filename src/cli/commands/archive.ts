@@ -1,0 +1,204 @@
+import { z } from 'zod';
+import archiveFinishedTasks, {
+  type ArchiveFinishedTasksOptions,
+  type ArchiveFinishedTasksResult,
+  type ArchiveProgress,
+  runArchival,
+} from '../../../jobs/archive-finished-tasks.ts';
+import type { Config } from '../../config/schema.ts';
+import { countArchiveCandidates, restoreArchivedTask } from '../../db/queries/archive.ts';
+import { databaseNow } from '../../db/queries/server.ts';
+import { UsageError } from '../../errors.ts';
+import { type FlagSpec, text, uuid, wholeNumber } from '../args.ts';
+import type { Command } from '../command.ts';
+import { type Out, printFields, printJson } from '../output.ts';
+
+/**
+ * archive (one archival run, inline) and restore (one archived task graph back). ARCHIVE_FLAGS and
+ * archiveOptionsFromFlags are the archive command's flags and their meaning, exported so that
+ * `enqueue archive` takes exactly the same flags.
+ */
+
+const finishedBefore = z.string().transform((v, ctx) => {
+  const iso = /^\d{4}-\d{2}-\d{2}$/.test(v) ? `${v}T00:00:00Z` : v;
+  const valid = z.iso.datetime({ offset: true }).safeParse(iso).success && !Number.isNaN(Date.parse(iso));
+  if (!valid) {
+    ctx.addIssue({
+      code: 'custom',
+      message:
+        'expected an ISO 8601 time with a zone, such as 2026-05-01T00:00:00Z, or a date such as 2026-05-01 (UTC)',
+    });
+    return z.NEVER;
+  }
+  return new Date(iso).toISOString();
+});
+
+export const ARCHIVE_FLAGS = {
+  'dry-run': { type: 'boolean', description: 'report what would be archived; change nothing' },
+  'retention-days': {
+    type: 'string',
+    placeholder: 'N',
+    schema: wholeNumber(1, 3650),
+    description: 'days in the final state before a task is archived (default: archive.retention_days)',
+  },
+  'batch-size': {
+    type: 'string',
+    placeholder: 'N',
+    schema: wholeNumber(1, 10000),
+    description: 'task graphs per transaction, to start with (default: archive.archive_batch_size)',
+  },
+  'max-batches': {
+    type: 'string',
+    placeholder: 'N',
+    schema: wholeNumber(1, 100000),
+    description: 'batches in this run (default: archive.max_batches_per_run)',
+  },
+  namespace: {
+    type: 'string',
+    placeholder: 'NAME',
+    schema: text('a namespace name', 64),
+    description: 'only tasks of templates in this namespace',
+  },
+  template: {
+    type: 'string',
+    placeholder: 'NAME',
+    schema: text('a task template name', 64),
+    description: 'only tasks of templates with this name (any version)',
+  },
+  'finished-before': {
+    type: 'string',
+    placeholder: 'TIME',
+    schema: finishedBefore,
+    description: 'only tasks that entered their final state before TIME as well (ISO 8601, or a date in UTC)',
+  },
+} as const satisfies Record<string, FlagSpec>;
+
+/** The archival options a run with these flags uses: the configuration, overridden by each flag given. */
+export function archiveOptionsFromFlags(
+  config: Readonly<Config>,
+  flags: Record<string, unknown>,
+): ArchiveFinishedTasksOptions {
+  const configured = archiveFinishedTasks.optionsFromConfig(config);
+  const result = archiveFinishedTasks.optionsSchema.safeParse({
+    ...configured,
+    dry_run: flags['dry-run'] === true || configured.dry_run,
+    retention_days: (flags['retention-days'] as number | undefined) ?? configured.retention_days,
+    batch_size: (flags['batch-size'] as number | undefined) ?? configured.batch_size,
+    max_batches: (flags['max-batches'] as number | undefined) ?? configured.max_batches,
+    namespace: (flags.namespace as string | undefined) ?? configured.namespace,
+    task_name: (flags.template as string | undefined) ?? configured.task_name,
+    finished_before: (flags['finished-before'] as string | undefined) ?? configured.finished_before,
+  });
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    throw new UsageError(
+      `archival options ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'not allowed'}`,
+    );
+  }
+  return result.data;
+}
+
+export const archiveCommand: Command = {
+  name: 'archive',
+  summary: 'Run one archival pass now, in this process: finished task graphs to the archive tables.',
+  args: { flags: ARCHIVE_FLAGS },
+  async run({ flags }, { io, runtime, signal }) {
+    const rt = runtime.get();
+    const options = archiveOptionsFromFlags(rt.config, flags);
+    const now = await databaseNow(rt.pool);
+    let bar: ProgressBar | undefined;
+    if (io.isTTY && flags.json !== true) {
+      const estimate = await countArchiveCandidates(
+        rt.pool,
+        {
+          now,
+          retentionDays: options.retention_days,
+          policies: options.policies,
+          namespace: options.namespace,
+          taskName: options.task_name,
+          finishedBefore: options.finished_before === null ? null : new Date(options.finished_before),
+        },
+        Math.min(options.batch_size * options.max_batches, 1_000_000),
+      );
+      bar = new ProgressBar(io.stdout, estimate, options.dry_run);
+    }
+    const result = await runArchival({ pool: rt.pool, now, logger: rt.logger, signal }, options, (p) =>
+      bar?.update(p),
+    );
+    bar?.finish();
+    if (flags.json) return printJson(io.stdout, result);
+    printArchival(io.stdout, result);
+  },
+};
+
+export const restoreCommand: Command = {
+  name: 'restore',
+  summary: 'Move one archived task graph back to the live tables, exactly as it was.',
+  args: { flags: {}, positionals: [{ name: 'task_uuid', schema: uuid }] },
+  async run({ flags, positionals }, { io, runtime }) {
+    const { pool } = runtime.get();
+    const taskUuid = positionals[0] as string;
+    const restored = await restoreArchivedTask(pool, taskUuid);
+    if (flags.json) return printJson(io.stdout, { task_uuid: taskUuid, ...restored });
+    io.stdout.write(`restored task ${taskUuid}\n`);
+    printFields(io.stdout, { ...restored });
+  },
+};
+
+function printArchival(out: Out, r: ArchiveFinishedTasksResult): void {
+  const would = r.dry_run ? ' (would be archived)' : '';
+  printFields(out, {
+    mode: r.dry_run ? 'dry run (nothing changed)' : 'live',
+    cutoff: `${r.cutoff} (tasks that entered their final state before this)`,
+    stopped_by: r.stopped_by,
+    batches: r.batches,
+    tasks_archived: `${r.tasks_archived}${would}`,
+    steps_archived: r.steps_archived,
+    transitions_archived: r.transitions_archived,
+    edges_archived: r.edges_archived,
+    step_transitions_archived: r.step_transitions_archived,
+    dlq_entries_archived: r.dlq_entries_archived,
+    rows_archived: r.rows_archived,
+    tasks_skipped: r.tasks_skipped,
+    timeouts: r.timeouts,
+    final_batch_size: r.final_batch_size,
+    longest_batch_ms: r.longest_batch_ms,
+    duration_ms: r.duration_ms,
+  });
+}
+
+/** One line, redrawn in place: how far the run is against the (approximate) number of candidates. */
+export class ProgressBar {
+  readonly #out: Out;
+  readonly #estimate: number;
+  readonly #dryRun: boolean;
+  readonly #started = performance.now();
+  #drawn = false;
+
+  constructor(out: Out, estimate: number, dryRun: boolean) {
+    this.#out = out;
+    this.#estimate = estimate;
+    this.#dryRun = dryRun;
+  }
+
+  update(p: ArchiveProgress): void {
+    if (p.kind !== 'batch') return;
+    this.#out.write(`\r\x1b[2K${this.render(p.totals.tasks_archived, p.batch, p.batch_size)}`);
+    this.#drawn = true;
+  }
+
+  render(done: number, batch: number, batchSize: number): string {
+    const total = Math.max(this.#estimate, done);
+    const fraction = total === 0 ? 1 : done / total;
+    const width = 30;
+    const filled = Math.round(fraction * width);
+    const seconds = (performance.now() - this.#started) / 1000;
+    const rate = seconds > 0 ? Math.round(done / seconds) : 0;
+    const verb = this.#dryRun ? 'dry run' : 'archiving';
+    return `${verb} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${Math.round(fraction * 100)}% ${done}/~${total} tasks, batch ${batch} (${batchSize} per batch), ${rate} tasks/s`;
+  }
+
+  finish(): void {
+    if (this.#drawn) this.#out.write('\n');
+  }
+}
