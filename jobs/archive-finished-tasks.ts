@@ -292,6 +292,7 @@ const archiveFinishedTasks = {
   optionsFromConfig: archiveOptionsFromConfig,
   schedule: archiveSchedule,
   run: (ctx: JobContext, options: ArchiveFinishedTasksOptions) => runArchival(ctx, options),
+  workDone: (result: ArchiveFinishedTasksResult) => (result.dry_run ? 0 : result.tasks_archived),
 };
 
 export default defineJob<ArchiveFinishedTasksOptions, ArchiveFinishedTasksResult>(archiveFinishedTasks);

@@ -14,7 +14,7 @@ import {
   dlqShowCommand,
   dlqStatsCommand,
 } from './commands/dlq.ts';
-import { enqueueDetectStaleCommand } from './commands/enqueue.ts';
+import { enqueueArchiveCommand, enqueueDetectStaleCommand } from './commands/enqueue.ts';
 import { migrateCommand } from './commands/migrate.ts';
 import { statusCommand } from './commands/status.ts';
 import { workerCommand } from './commands/worker.ts';
@@ -39,6 +39,7 @@ export const COMMANDS: readonly Command[] = [
   dlqStatsCommand,
   dlqQueueCommand,
   archiveCommand,
+  enqueueArchiveCommand,
   restoreCommand,
 ];
 

@@ -11,6 +11,7 @@ import { databaseNow } from '../../db/queries/server.ts';
 import { UsageError } from '../../errors.ts';
 import { type FlagSpec, text, uuid, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
+import { runInline } from '../inline-run.ts';
 import { type Out, printFields, printJson } from '../output.ts';
 
 /**
@@ -122,8 +123,8 @@ export const archiveCommand: Command = {
       );
       bar = new ProgressBar(io.stdout, estimate, options.dry_run);
     }
-    const result = await runArchival({ pool: rt.pool, now, logger: rt.logger, signal }, options, (p) =>
-      bar?.update(p),
+    const result = await runInline(rt, archiveFinishedTasks, options, { now, signal }, (ctx) =>
+      runArchival(ctx, options, (p) => bar?.update(p)),
     );
     bar?.finish();
     if (flags.json) return printJson(io.stdout, result);

@@ -4,9 +4,9 @@ import detectStaleTasks, {
 } from '../../../jobs/detect-stale-tasks.ts';
 import type { Config } from '../../config/schema.ts';
 import { databaseNow } from '../../db/queries/server.ts';
-import { logRuns, observeRun, RunObserver, recordRuns } from '../../worker/observe.ts';
 import { type ArgsSpec, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
+import { runInline } from '../inline-run.ts';
 import { type Out, printFields, printJson, printTable } from '../output.ts';
 
 /** Flags shared by `detect-stale` (inline) and `enqueue detect-stale` (through the workers). */
@@ -47,15 +47,10 @@ export const detectStaleCommand: Command = {
     const rt = runtime.get();
     const options = detectOptionsFromFlags(rt.config, flags);
     const now = await databaseNow(rt.pool);
-    const observer = new RunObserver();
-    logRuns(observer, rt.logger);
-    const history = recordRuns(observer, rt.pool, rt.config.worker.run_history_days, rt.logger);
-    const result = await observeRun(
-      observer,
-      { job: detectStaleTasks.name, workDone: detectStaleTasks.workDone, trigger: 'cli', options },
-      () => detectStaleTasks.run({ pool: rt.pool, now, logger: rt.logger, signal }, options),
-    );
-    await history.flush();
+    const result = (await runInline(rt, detectStaleTasks, options, {
+      now,
+      signal,
+    })) as DetectStaleTasksResult;
     if (flags.json) return printJson(io.stdout, result);
     printDetection(io.stdout, result);
   },

@@ -1,4 +1,5 @@
 import type { PgBoss } from 'pg-boss';
+import archiveFinishedTasks from '../../../jobs/archive-finished-tasks.ts';
 import detectStaleTasks from '../../../jobs/detect-stale-tasks.ts';
 import { databaseUrl } from '../../db/pool.ts';
 import { UsageError } from '../../errors.ts';
@@ -8,6 +9,7 @@ import { type ArgsSpec, wholeNumber } from '../args.ts';
 import type { Command, CommandContext } from '../command.ts';
 import { printFields, printJson } from '../output.ts';
 import type { Runtime } from '../runtime.ts';
+import { ARCHIVE_FLAGS, archiveOptionsFromFlags } from './archive.ts';
 import { detectFlags, detectOptionsFromFlags } from './detect-stale.ts';
 
 /**
@@ -36,7 +38,7 @@ export function enqueueCommand(
 ): Command {
   return {
     name: `enqueue ${name}`,
-    summary: `Queue a ${name} run for the workers, with its own options.`,
+    summary: `Queue a run of ${name} for the workers, with its own options.`,
     args: { flags: { ...flags, ...waitFlags } },
     async run({ flags: given }, ctx) {
       const rt = ctx.runtime.get();
@@ -115,4 +117,11 @@ export const enqueueDetectStaleCommand = enqueueCommand(
   detectStaleTasks,
   detectFlags,
   (rt, flags) => detectOptionsFromFlags(rt.config, flags),
+);
+
+export const enqueueArchiveCommand = enqueueCommand(
+  'archive',
+  archiveFinishedTasks,
+  ARCHIVE_FLAGS,
+  (rt, flags) => archiveOptionsFromFlags(rt.config, flags),
 );

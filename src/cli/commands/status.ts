@@ -1,5 +1,6 @@
 import { JOBS } from '../../../jobs/index.ts';
 import { databaseUrl } from '../../db/pool.ts';
+import { archiveTotals } from '../../db/queries/archive.ts';
 import { pendingSummary } from '../../db/queries/dlq.ts';
 import { type RunRow, recentRuns } from '../../db/queries/job-runs.ts';
 import { databaseNow } from '../../db/queries/server.ts';
@@ -12,11 +13,12 @@ import { formatMinutes, printJson, printTable } from '../output.ts';
 /**
  * status: one screen. For each job: its schedule, its last run (when, how long, outcome, counts)
  * and its queue from pg-boss (queued, active, failed, dead-lettered); the workers alive; pending
- * investigations and the oldest one's age; staleness health of in-flight tasks.
+ * investigations and the oldest one's age; staleness health of in-flight tasks; archive totals.
  */
 export const statusCommand: Command = {
   name: 'status',
-  summary: "Each job's schedule, last run and queue; workers; pending investigations; staleness health.",
+  summary:
+    "Each job's schedule, last run and queue; workers; investigations; staleness health; archive totals.",
   args: { flags: {} },
   async run({ flags }, { io, runtime }) {
     const rt = runtime.get();
@@ -58,6 +60,7 @@ export const statusCommand: Command = {
             : null,
         },
         staleness: await stalenessHealth(rt.pool),
+        archive: await archiveTotals(rt.pool),
       };
       if (flags.json) return printJson(io.stdout, report);
       const out = io.stdout;
@@ -94,6 +97,11 @@ export const statusCommand: Command = {
       out.write(
         `in-flight tasks: ${s.healthy} healthy, ${s.warning} warning, ${s.stale} stale` +
           `${s.oldest_stale_minutes === null ? '' : ` (longest ${formatMinutes(s.oldest_stale_minutes)} in its state)`}\n`,
+      );
+      const a = report.archive;
+      out.write(
+        `archive: ${a.tables.map((t) => `${t.table.replace(/^tasker_|_archive$/g, '')} ${t.exact ? '' : '~'}${t.rows}`).join(', ')}` +
+          `${a.last_archived_at ? `; last archived ${a.last_archived_at.toISOString()}` : ''}\n`,
       );
     } finally {
       await boss.stop({ graceful: false });

@@ -1,0 +1,107 @@
+/**
+ * A PostgreSQL restart while a worker is running a job: the worker logs, reconnects and carries
+ * on. The run cut off by the restart is retried and finishes; every task ends exactly once. Uses a
+ * PostgreSQL of its own (the shared test server must not restart under other test files).
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import pg from 'pg';
+import { loadConfig } from '../../src/config/load.ts';
+import { type EmbeddedServer, freePort, startEmbeddedPostgres } from '../../src/db/embedded.ts';
+import { migrate } from '../../src/db/migrate.ts';
+import { createPool } from '../../src/db/pool.ts';
+import { databaseNow } from '../../src/db/queries/server.ts';
+import { silentLogger } from '../../src/telemetry/logger.ts';
+import { migrateBoss } from '../../src/worker/boss.ts';
+import { runCli } from '../helpers/cli-process.ts';
+import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
+import { waitFor } from '../helpers/wait.ts';
+import { FAST_WORKER_ENV, holdDetectionAtStart, startWorkerProcess, workerPort } from '../helpers/workers.ts';
+
+const dataDir = mkdtempSync(join(tmpdir(), 'tasker-restart-pg-'));
+let port: number;
+let server: EmbeddedServer;
+let url: string;
+
+beforeAll(async () => {
+  port = await freePort();
+  server = await startEmbeddedPostgres({ dataDir, port, persistent: true });
+  const admin = new pg.Client({ connectionString: server.url('postgres') });
+  await admin.connect();
+  await admin.query('CREATE DATABASE restart_test');
+  await admin.end();
+  url = server.url('restart_test');
+  const pool = createPool(url, { max: 2 });
+  await migrate(pool);
+  await pool.end();
+  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, url, silentLogger());
+});
+afterAll(async () => {
+  await server.stop();
+});
+
+it('survives a restart of PostgreSQL in the middle of a run', async () => {
+  let pool = createPool(url, { max: 4 });
+  const now = await databaseNow(pool);
+  const template = await insertTemplate(pool);
+  const ids: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    ids.push(
+      await insertTask(pool, { template, state: 'waiting_for_retry', enteredAt: minutesBefore(now, 60) }),
+    );
+  }
+  const env = { TASKER__staleness_detection__enabled: 'false' };
+  const worker = startWorkerProcess(url, env);
+  try {
+    const httpPort = await workerPort(worker);
+    const ready = async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status === 200;
+    await waitFor('the worker to be ready', ready);
+    // Start a run and hold it at its first statement, then restart the server under it.
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    holder.on('error', () => undefined); // it dies with the server
+    await holdDetectionAtStart(holder);
+    expect(
+      (await runCli(['enqueue', 'detect-stale'], { DATABASE_URL: url, ...FAST_WORKER_ENV, ...env })).code,
+    ).toBe(0);
+    await waitFor('the run to be active', async () => {
+      const { rows } = await pool.query(
+        `SELECT count(*) AS n FROM pgboss.job WHERE name = 'tasker.detect-stale-tasks' AND state = 'active'`,
+      );
+      return rows[0].n === 1;
+    });
+    await pool.end();
+    await server.stop();
+    await waitFor(
+      '/readyz to report the database gone',
+      async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status === 503,
+    );
+    expect((await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status).toBe(200); // alive all along
+    server = await startEmbeddedPostgres({ dataDir, port, persistent: true });
+    await waitFor('the worker to be ready again', ready, { timeoutMs: 60_000 });
+    pool = createPool(url, { max: 4 });
+    // The cut-off run fails, is retried and finishes: each stale task ends exactly once.
+    await waitFor(
+      'every stale task to be in error with one investigation',
+      async () => {
+        const { rows } = await pool.query(
+          `SELECT count(*) FILTER (WHERE errors = 1 AND entries = 1) AS done, count(*) FILTER (WHERE errors > 1 OR entries > 1) AS twice
+             FROM (SELECT (SELECT count(*) FROM tasker_task_transitions x WHERE x.task_uuid = t AND x.to_state = 'error') AS errors,
+                          (SELECT count(*) FROM tasker_tasks_dlq d WHERE d.task_uuid = t) AS entries
+                     FROM unnest($1::uuid[]) t) o`,
+          [ids],
+        );
+        expect(rows[0].twice).toBe(0);
+        return rows[0].done === ids.length;
+      },
+      { timeoutMs: 90_000, intervalMs: 500 },
+    );
+    expect(worker.stderrSoFar()).toMatch(/"level":"(error|warn)"/); // it said what happened
+  } finally {
+    await pool.end().catch(() => undefined);
+    worker.kill('SIGTERM');
+    expect((await worker.done).code).toBe(0);
+  }
+}, 180_000);
