@@ -16,6 +16,7 @@ import {
 } from './commands/dlq.ts';
 import { enqueueArchiveCommand, enqueueDetectStaleCommand } from './commands/enqueue.ts';
 import { migrateCommand } from './commands/migrate.ts';
+import { startCommand } from './commands/start.ts';
 import { statusCommand } from './commands/status.ts';
 import { workerCommand } from './commands/worker.ts';
 import { printJson } from './output.ts';
@@ -27,6 +28,7 @@ import { type CliIo, RuntimeHolder } from './runtime.ts';
  */
 
 export const COMMANDS: readonly Command[] = [
+  startCommand,
   migrateCommand,
   workerCommand,
   statusCommand,

@@ -1,0 +1,156 @@
+import type pg from 'pg';
+import archiveFinishedTasks from '../../../jobs/archive-finished-tasks.ts';
+import detectStaleTasks from '../../../jobs/detect-stale-tasks.ts';
+import { JOBS } from '../../../jobs/index.ts';
+import type { Config } from '../../config/schema.ts';
+import { startEmbeddedPostgres } from '../../db/embedded.ts';
+import { migrate } from '../../db/migrate.ts';
+import { createPool, databaseUrl, embeddedDataDir, isEmbedded } from '../../db/pool.ts';
+import {
+  createDemoTask,
+  ensureDemoTemplates,
+  markStuck,
+  movableDemoTasks,
+  seedFinishedTasks,
+  transition,
+} from '../../db/queries/demo-engine.ts';
+import type { Logger } from '../../telemetry/logger.ts';
+import { createBoss, migrateBoss } from '../../worker/boss.ts';
+import { startWorker } from '../../worker/process.ts';
+import { ensureQueues, sendRun } from '../../worker/worker.ts';
+import type { Command } from '../command.ts';
+import { untilAborted } from './worker.ts';
+
+/**
+ * start: everything in one process, for a first look. Without database.url (DATABASE_URL) it
+ * starts the embedded PostgreSQL (data kept in database.embedded_data_dir), then migrates, runs a
+ * worker, and, unless --no-demo, a small engine stand-in whose tasks sometimes get stuck, so that
+ * detection, investigations, enrichment and archival happen while you watch (`status`, `dlq queue`
+ * from another terminal). Ctrl-C stops it all.
+ */
+export const startCommand: Command = {
+  name: 'start',
+  summary:
+    'Migrate and run a worker (with the embedded PostgreSQL when no database is configured) and a demo workload.',
+  args: {
+    flags: { 'no-demo': { type: 'boolean', description: 'run the worker only, without the demo workload' } },
+  },
+  async run({ flags }, { io, runtime, signal }) {
+    const rt = runtime.get();
+    const { config, logger } = rt;
+    const embedded = isEmbedded(config)
+      ? await startEmbeddedPostgres({
+          dataDir: embeddedDataDir(config),
+          port: config.database.embedded_port,
+          persistent: true,
+        })
+      : undefined;
+    try {
+      if (embedded) {
+        await createDatabaseIfMissing(embedded.url('postgres'), 'tasker');
+        logger.info('embedded PostgreSQL running', {
+          url: embedded.url('tasker'),
+          data_dir: embeddedDataDir(config),
+        });
+      }
+      const url = databaseUrl(config);
+      await migrate(rt.pool);
+      await migrateBoss(config, url, logger);
+      const worker = await startWorker({ config, url, pool: rt.pool, logger, jobs: JOBS });
+      const demo = flags['no-demo'] ? undefined : await startDemo(rt.pool, config, url, logger);
+      io.stderr.write(
+        [
+          '',
+          `tasker-lifecycle is running on ${rt.target}.${demo ? ' A demo workload creates tasks; some get stuck.' : ''}`,
+          'In another terminal (same directory):',
+          '  npm run cli -- status             jobs, investigations, staleness, archive',
+          '  npm run cli -- dlq queue          pending investigations, most urgent first',
+          '  npm run cli -- dlq show <uuid>    one investigation with its diagnosis',
+          `  curl localhost:${worker.port ?? config.metrics.port}/readyz`,
+          'Ctrl-C stops everything.',
+          '',
+        ].join('\n'),
+      );
+      await untilAborted(signal);
+      await demo?.stop();
+      await worker.stop();
+    } finally {
+      await runtime.close(); // the pool goes before the server it connects to
+      await embedded?.stop();
+    }
+  },
+};
+
+async function createDatabaseIfMissing(adminUrl: string, name: string): Promise<void> {
+  const admin = createPool(adminUrl, { max: 1 });
+  try {
+    const { rows } = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (rows.length === 0) await admin.query(`CREATE DATABASE ${name}`); // a fixed identifier, not input
+  } finally {
+    await admin.end();
+  }
+}
+
+/** The engine stand-in: a task every 2 s, moved along every 2 s; about one in six left stuck. */
+async function startDemo(pool: pg.Pool, config: Readonly<Config>, url: string, logger: Logger) {
+  const templates = await ensureDemoTemplates(pool);
+  const pick = () => templates[Math.floor(Math.random() * templates.length)]!;
+  const now = new Date();
+  // History for archival (finished 40 days ago) and a few tasks already stuck for a while.
+  await seedFinishedTasks(pool, pick().named_task_uuid, 200, 40);
+  for (const state of ['waiting_for_retry', 'steps_in_process', 'waiting_for_dependencies']) {
+    const id = await createDemoTask(
+      pool,
+      pick().named_task_uuid,
+      state,
+      new Date(now.getTime() - 20 * 60_000),
+      5,
+    );
+    await markStuck(pool, id);
+  }
+  // Show detection and archival at once rather than at their next scheduled time.
+  const boss = createBoss(config, url, 'client', logger);
+  await boss.start();
+  await ensureQueues(boss, config, [detectStaleTasks, archiveFinishedTasks]);
+  await sendRun(boss, detectStaleTasks, detectStaleTasks.optionsFromConfig(config));
+  await sendRun(boss, archiveFinishedTasks, archiveFinishedTasks.optionsFromConfig(config));
+  await boss.stop({ graceful: false });
+
+  const next: Record<string, string> = {
+    pending: 'initializing',
+    initializing: 'enqueuing_steps',
+    enqueuing_steps: 'steps_in_process',
+    steps_in_process: 'evaluating_results',
+    waiting_for_retry: 'enqueuing_steps',
+    waiting_for_dependencies: 'evaluating_results',
+  };
+  const tick = async () => {
+    await createDemoTask(pool, pick().named_task_uuid, 'pending', new Date());
+    for (const task of await movableDemoTasks(pool, 50)) {
+      if (Math.random() < 0.03) {
+        await markStuck(pool, task.task_uuid); // the engine "loses" it: detection will notice
+        continue;
+      }
+      const to =
+        task.state === 'evaluating_results'
+          ? (['complete', 'complete', 'complete', 'waiting_for_retry', 'waiting_for_dependencies'][
+              Math.floor(Math.random() * 5)
+            ] ?? 'complete')
+          : next[task.state];
+      if (to) await transition(pool, task.task_uuid, task.state, to);
+    }
+  };
+  let running = Promise.resolve();
+  const timer = setInterval(() => {
+    running = running.then(tick).catch((err: Error) => {
+      logger.warn('demo workload step failed', { error: err.message });
+    });
+  }, 2000);
+  logger.info('demo workload started', { templates: templates.map((t) => t.name) });
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
