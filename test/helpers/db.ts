@@ -61,3 +61,28 @@ function requireEnv(name: string): string {
   if (!value) throw new Error(`${name} is not set: run the tests with npm test (jest globalSetup sets it)`);
   return value;
 }
+
+/** Every table a test writes: the engine's, the DLQ, the archive and the run history (not settings or migrations). */
+const TEST_TABLES = [
+  'tasker_tasks_dlq',
+  'tasker_task_transitions',
+  'tasker_workflow_step_transitions',
+  'tasker_workflow_step_edges',
+  'tasker_workflow_steps',
+  'tasker_tasks',
+  'tasker_named_tasks',
+  'tasker_task_namespaces',
+  'tasker_named_steps',
+  'tasker_tasks_archive',
+  'tasker_workflow_steps_archive',
+  'tasker_workflow_step_edges_archive',
+  'tasker_task_transitions_archive',
+  'tasker_workflow_step_transitions_archive',
+  'tasker_tasks_dlq_archive',
+  'tasker_job_runs',
+];
+
+/** Empties every table tests write, between tests of one file. */
+export async function resetTables(db: pg.Pool): Promise<void> {
+  await db.query(`TRUNCATE ${TEST_TABLES.join(', ')} CASCADE`);
+}

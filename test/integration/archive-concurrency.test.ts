@@ -12,7 +12,7 @@ import archiveJob, {
 } from '../../jobs/archive-finished-tasks.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { createPool } from '../../src/db/pool.ts';
-import { ARCHIVE_TABLES, archiveBatch } from '../../src/db/queries/archive.ts';
+import { archiveBatch } from '../../src/db/queries/archive.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { projectRoot } from '../../src/paths.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
@@ -25,7 +25,7 @@ import {
   tasksInBoth,
   totalCounts,
 } from '../helpers/archive-factories.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import { hoursBefore, insertTemplate, type Template } from '../helpers/factories.ts';
 
 let db: TestDatabase;
@@ -41,10 +41,7 @@ afterAll(async () => {
   await db.drop();
 });
 beforeEach(async () => {
-  await db.pool.query(
-    `TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_workflow_step_transitions, tasker_workflow_step_edges,
-              tasker_workflow_steps, tasker_tasks, tasker_named_tasks, tasker_task_namespaces, ${ARCHIVE_TABLES.join(', ')}`,
-  );
+  await resetTables(db.pool);
   template = await insertTemplate(db.pool);
   now = await databaseNow(db.pool);
 });

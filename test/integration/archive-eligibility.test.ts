@@ -11,7 +11,7 @@ import {
   archiveBatch,
 } from '../../src/db/queries/archive.ts';
 import { archivedTaskUuids, insertFinishedGraph, tableCounts } from '../helpers/archive-factories.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import {
   currentState,
   hoursBefore,
@@ -43,12 +43,7 @@ afterAll(async () => {
   await db.drop();
 });
 beforeEach(async () => {
-  await db.pool.query(
-    `TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_workflow_step_transitions, tasker_workflow_step_edges,
-              tasker_workflow_steps, tasker_tasks, tasker_named_tasks, tasker_task_namespaces,
-              tasker_tasks_archive, tasker_workflow_steps_archive, tasker_workflow_step_edges_archive,
-              tasker_task_transitions_archive, tasker_workflow_step_transitions_archive, tasker_tasks_dlq_archive`,
-  );
+  await resetTables(db.pool);
   template = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });
 });
 

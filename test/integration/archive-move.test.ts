@@ -23,7 +23,7 @@ import {
   tableCounts,
   tasksInBoth,
 } from '../helpers/archive-factories.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import { hoursBefore, insertDlqEntry, insertTemplate, NOW, type Template } from '../helpers/factories.ts';
 
 let db: TestDatabase;
@@ -55,11 +55,7 @@ afterAll(async () => {
   await db.drop();
 });
 beforeEach(async () => {
-  await db.pool.query(
-    `TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_workflow_step_transitions, tasker_workflow_step_edges,
-              tasker_workflow_steps, tasker_tasks, tasker_named_tasks, tasker_task_namespaces,
-              ${ARCHIVE_TABLES.join(', ')}`,
-  );
+  await resetTables(db.pool);
   template = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });
 });
 

@@ -13,13 +13,12 @@ import { parseArgs } from '../../src/cli/args.ts';
 import { ARCHIVE_FLAGS, archiveOptionsFromFlags } from '../../src/cli/commands/archive.ts';
 import { runCli } from '../../src/cli/main.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { ARCHIVE_TABLES } from '../../src/db/queries/archive.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { AdaptiveBatchSize } from '../../src/domain/adaptive-batch-size.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { archivedTaskUuids, insertFinishedGraphs, tableCounts } from '../helpers/archive-factories.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import { hoursBefore, insertTemplate, NOW, type Template } from '../helpers/factories.ts';
 
 let db: TestDatabase;
@@ -34,11 +33,8 @@ afterAll(async () => {
   await db.drop();
 });
 beforeEach(async () => {
-  await db.pool.query(
-    `DROP TRIGGER IF EXISTS slow_archive ON tasker_tasks_archive;
-     TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_workflow_step_transitions, tasker_workflow_step_edges,
-              tasker_workflow_steps, tasker_tasks, tasker_named_tasks, tasker_task_namespaces, ${ARCHIVE_TABLES.join(', ')}`,
-  );
+  await db.pool.query('DROP TRIGGER IF EXISTS slow_archive ON tasker_tasks_archive');
+  await resetTables(db.pool);
   template = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });
 });
 

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { cli } from '../helpers/cli.ts';
 import { runCli as runCliProcess } from '../helpers/cli-process.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import {
   hoursBefore,
   insertDlqEntry,
@@ -29,9 +29,7 @@ afterAll(async () => {
   await db.drop();
 });
 beforeEach(async () => {
-  await db.pool.query(
-    'TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_tasks, tasker_named_tasks, tasker_task_namespaces CASCADE',
-  );
+  await resetTables(db.pool);
   t = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });
   now = await databaseNow(db.pool);
 });

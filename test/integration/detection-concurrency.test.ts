@@ -8,7 +8,7 @@ import { afterAll, beforeAll, beforeEach, expect, it } from '@jest/globals';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { detectStaleTasksBatch } from '../../src/db/queries/staleness.ts';
 import { runCli } from '../helpers/cli-process.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import { defaultOptions } from '../helpers/detection.ts';
 import { insertTask, insertTemplate, minutesBefore, type Template } from '../helpers/factories.ts';
 
@@ -22,9 +22,7 @@ afterAll(async () => {
   await db.drop();
 });
 beforeEach(async () => {
-  await db.pool.query(
-    'TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_tasks, tasker_named_tasks, tasker_task_namespaces CASCADE',
-  );
+  await resetTables(db.pool);
   t = await insertTemplate(db.pool);
 });
 

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { detectionOptionsFromConfig } from '../../jobs/detect-stale-tasks.ts';
 import { readLifecycleSettings } from '../../src/db/queries/staleness.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import { configWith, defaultOptions, detect } from '../helpers/detection.ts';
 import {
   currentState,
@@ -30,9 +30,7 @@ afterAll(async () => {
   await db.drop();
 });
 beforeEach(async () => {
-  await db.pool.query(
-    'TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_workflow_step_transitions, tasker_workflow_step_edges, tasker_workflow_steps, tasker_tasks, tasker_named_tasks, tasker_task_namespaces CASCADE',
-  );
+  await resetTables(db.pool);
   t = await insertTemplate(db.pool, { name: 'plain' });
 });
 

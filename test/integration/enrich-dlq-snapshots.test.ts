@@ -13,7 +13,7 @@ import { ConfigSchema } from '../../src/config/schema.ts';
 import { ENRICHMENT_VERSION, type FullEnrichedSnapshot } from '../../src/domain/dlq-enrichment.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import type { JobContext } from '../../src/worker/job.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import {
   CARD_DECLINED,
   detectAtNow,
@@ -35,9 +35,7 @@ afterAll(async () => {
   await db.drop();
 });
 beforeEach(async () => {
-  await db.pool.query(
-    'TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_workflow_step_transitions, tasker_workflow_step_edges, tasker_workflow_steps, tasker_tasks, tasker_named_tasks, tasker_task_namespaces, tasker_named_steps CASCADE',
-  );
+  await resetTables(db.pool);
 });
 
 function ctx(now: Date = NOW, signal = new AbortController().signal): JobContext {

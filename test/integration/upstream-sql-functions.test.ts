@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { databaseNow } from '../../src/db/queries/server.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import {
   currentState,
   insertDlqEntry,
@@ -26,9 +26,7 @@ afterAll(async () => {
   await db.drop();
 });
 beforeEach(async () => {
-  await db.pool.query(
-    'TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_workflow_step_transitions, tasker_workflow_step_edges, tasker_workflow_steps, tasker_tasks, tasker_named_tasks, tasker_task_namespaces CASCADE',
-  );
+  await resetTables(db.pool);
   now = await databaseNow(db.pool);
 });
 

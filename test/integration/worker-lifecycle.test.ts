@@ -11,7 +11,7 @@ import { databaseNow } from '../../src/db/queries/server.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { migrateBoss } from '../../src/worker/boss.ts';
 import { runCli } from '../helpers/cli-process.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
 import {
@@ -40,9 +40,7 @@ afterAll(async () => {
   await db.drop();
 });
 beforeEach(async () => {
-  await db.pool.query(
-    'TRUNCATE tasker_tasks_dlq, tasker_task_transitions, tasker_tasks, tasker_named_tasks, tasker_task_namespaces, tasker_job_runs CASCADE',
-  );
+  await resetTables(db.pool);
   await db.pool.query(`DELETE FROM pgboss.job WHERE name LIKE 'tasker.%'`);
 });
 
