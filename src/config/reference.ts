@@ -27,7 +27,7 @@ export function configReference(): string {
       if (child.type === 'object' && child.properties) walk(child, here);
       else
         lines.push(
-          `| \`${here.join('.')}\` | ${formatDefault(child.default)} | ${allowed(child)} | ${escape(child.description ?? '')} |`,
+          `| \`${here.join('.')}\` | ${formatDefault(child.default)} | ${allowed(child)} | ${escapePipes(child.description ?? '')} |`,
         );
     }
   };
@@ -50,7 +50,7 @@ function allowed(node: Node): string {
   return '';
 }
 
-function escape(text: string): string {
+function escapePipes(text: string): string {
   return text.replaceAll('|', '\\|');
 }
 
