@@ -1,3 +1,4 @@
+import type { MeterProvider } from '@opentelemetry/api';
 import { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -13,7 +14,13 @@ export type BossRole = 'worker' | 'client' | 'migrate';
 
 export const BOSS_SCHEMA = 'pgboss';
 
-export function createBoss(config: Readonly<Config>, url: string, role: BossRole, logger: Logger): PgBoss {
+export function createBoss(
+  config: Readonly<Config>,
+  url: string,
+  role: BossRole,
+  logger: Logger,
+  meterProvider?: MeterProvider,
+): PgBoss {
   const w = config.worker;
   const boss = new PgBoss({
     connectionString: url,
@@ -27,6 +34,8 @@ export function createBoss(config: Readonly<Config>, url: string, role: BossRole
     superviseIntervalSeconds: w.monitor_interval_seconds,
     monitorIntervalSeconds: w.monitor_interval_seconds,
     cronMonitorIntervalSeconds: w.cron_monitor_interval_seconds,
+    // pg-boss's own instruments (pgboss.queue.jobs, messaging.*) join ours on /metrics.
+    ...(meterProvider ? { openTelemetry: { enabled: true, meterProvider } } : {}),
   });
   boss.on('error', (err) =>
     logger.error(`pg-boss: ${err.message}`, { component: 'pg-boss', error: err.message }),

@@ -1,17 +1,17 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 /**
  * The worker's HTTP endpoints:
  *   /healthz  200 while the process is running and not shutting down (liveness);
  *   /readyz   200 when the database answers within 2 s and the worker has started (readiness);
- *   /metrics  Prometheus text, when a metrics handler is given.
+ *   /metrics  Prometheus text (src/telemetry/metrics.ts), when metrics are on.
  */
 export interface HealthState {
   stopping: boolean;
   started: boolean;
   checkDatabase(): Promise<void>;
-  metrics?: () => Promise<string>;
+  metrics?: (request: IncomingMessage, response: ServerResponse) => void;
 }
 
 export interface HealthServer {
@@ -43,8 +43,7 @@ export async function startHealthServer(
           return send(503, { status: 'database unavailable', error: (err as Error).message });
         }
       }
-      if (path === '/metrics' && state.metrics)
-        return send(200, await state.metrics(), 'text/plain; version=0.0.4');
+      if (path === '/metrics' && state.metrics) return state.metrics(req, res);
       return send(404, {
         error: 'not found',
         endpoints: ['/healthz', '/readyz', ...(state.metrics ? ['/metrics'] : [])],

@@ -30,6 +30,8 @@ export interface RunEnd extends RunStart {
   work_done: number;
   /** The run's result without its lists (see countsOf). */
   counts: Record<string, unknown>;
+  /** The run's whole result, for subscribers that need its lists (metrics by state). */
+  result: unknown;
 }
 
 export interface RunFailure extends RunStart {
@@ -84,6 +86,7 @@ export async function observeRun<R>(
       duration_ms: Math.round(performance.now() - t0),
       work_done: d.workDone ? d.workDone(result as never) : 0,
       counts: countsOf(result),
+      result,
     });
     return result;
   } catch (thrown) {

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Config } from '../config/schema.ts';
 import { migrationStatus } from '../db/migrate.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { createMetrics } from '../telemetry/metrics.ts';
 import { createBoss } from './boss.ts';
 import { type HealthServer, startHealthServer } from './health.ts';
 import { logRuns, RunObserver, recordRuns } from './observe.ts';
@@ -19,9 +20,6 @@ export interface StartWorkerOptions {
   pool: pg.Pool;
   logger: Logger;
   jobs: readonly AnyJob[];
-  /** Extra subscribers (metrics) get the observer before the first run. */
-  observer?: RunObserver;
-  metrics?: () => Promise<string>;
 }
 
 export interface RunningWorker {
@@ -42,7 +40,9 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
       `the database is missing migration(s) ${status.pending.map((m) => m.file).join(', ')}: run \`tasker-lifecycle migrate\` first`,
     );
   }
-  const boss = createBoss(o.config, o.url, 'worker', o.logger);
+  const observer = new RunObserver();
+  const metrics = o.config.metrics.enabled ? createMetrics(observer, o.pool, o.logger) : undefined;
+  const boss = createBoss(o.config, o.url, 'worker', o.logger, metrics?.meterProvider);
   try {
     await boss.start();
   } catch (err) {
@@ -50,7 +50,6 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
       `pg-boss could not start (${(err as Error).message}): run \`tasker-lifecycle migrate\` first`,
     );
   }
-  const observer = o.observer ?? new RunObserver();
   logRuns(observer, o.logger);
   const history = recordRuns(observer, o.pool, o.config.worker.run_history_days, o.logger);
   const shutdown = new AbortController();
@@ -60,7 +59,7 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
     checkDatabase: async () => {
       await o.pool.query('SELECT 1');
     },
-    ...(o.metrics ? { metrics: o.metrics } : {}),
+    ...(metrics ? { metrics: metrics.handleScrape } : {}),
   };
   let health: HealthServer | undefined;
   try {
@@ -107,6 +106,7 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
         });
         await history.flush();
         await health?.close();
+        await metrics?.shutdown();
         o.logger.info('worker stopped');
       })();
       return stopping;

@@ -122,7 +122,7 @@ describe('one worker', () => {
     }
   });
 
-  it('--wait follows the run and prints its counts; /healthz and /readyz answer', async () => {
+  it('--wait follows the run and prints its counts; /healthz, /readyz and /metrics answer', async () => {
     const ids = await staleTasks(3);
     const worker = startWorkerProcess(db.url, NO_SCHEDULES);
     try {
@@ -139,6 +139,23 @@ describe('one worker', () => {
         output: { tasks_detected: 3, dlq_entries_created: 3 },
       });
       for (const o of await outcomes(ids)) expect(o).toMatchObject({ errors: 1, entries: 1 });
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const value = (name: string) =>
+        metrics
+          .split('\n')
+          .filter((l) => l.startsWith(name))
+          .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
+      expect(
+        value(
+          'tasker_dlq_entries_created_total{dlq_reason="staleness_timeout",original_state="waiting_for_retry"}',
+        ),
+      ).toBe(3);
+      expect(value('tasker_staleness_tasks_detected_total{state="waiting_for_retry"}')).toBe(3);
+      expect(
+        value('tasker_job_runs_total{job="tasker.detect-stale-tasks",trigger="adhoc",outcome="completed"}'),
+      ).toBe(1);
+      expect(value('tasker_dlq_pending_investigations')).toBe(3);
+      expect(metrics).toContain('pgboss_queue_jobs{');
     } finally {
       worker.kill('SIGTERM');
       expect((await worker.done).code).toBe(0);
