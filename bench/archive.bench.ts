@@ -83,7 +83,10 @@ export default async function archiveBench(server: BenchServer): Promise<void> {
 
   // (c) the live workload alone, then during an archival run
   const live = await withLoadedDatabase(server, LIVE_TASKS, async (db, now) => {
-    const quietMs = Math.max(5_000, run.ms);
+    // The quiet window is twice the archival run's length: a short window's p99 varies by up to 2x
+    // between runs on this machine (fsync latency), which the ratio would inherit. It comes before
+    // the archival run, so autovacuum after the mass delete cannot flatter it.
+    const quietMs = 2 * Math.max(5_000, run.ms);
     const quiet = await liveWorkload(db, () => sleep(quietMs));
     let archival: Awaited<ReturnType<typeof runArchival>> | undefined;
     const busy = await liveWorkload(db, async () => {
@@ -214,6 +217,15 @@ interface Latencies {
   max: number;
 }
 
+function summarize(latencies: number[]): Latencies {
+  return {
+    count: latencies.length,
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+    max: Math.max(...latencies),
+  };
+}
+
 /** Runs the live workload for as long as during() takes; latencies of the calls made meanwhile. */
 async function liveWorkload(db: BenchDatabase, during: () => Promise<void>): Promise<Latencies> {
   const cycle = ['steps_in_process', 'evaluating_results', 'enqueuing_steps'];
@@ -259,12 +271,7 @@ async function liveWorkload(db: BenchDatabase, during: () => Promise<void>): Pro
     await Promise.all(loops);
     await Promise.all(clients.map((c) => c.end()));
   }
-  return {
-    count: latencies.length,
-    p50: percentile(latencies, 0.5),
-    p99: percentile(latencies, 0.99),
-    max: Math.max(...latencies),
-  };
+  return summarize(latencies);
 }
 
 function describe(l: Latencies): string {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll } from '@jest/globals';
 import pg from 'pg';
 import { createPool } from '../../src/db/pool.ts';
 
@@ -85,4 +86,35 @@ const TEST_TABLES = [
 /** Empties every table tests write, between tests of one file. */
 export async function resetTables(db: pg.Pool): Promise<void> {
   await db.query(`TRUNCATE ${TEST_TABLES.join(', ')} CASCADE`);
+}
+
+/**
+ * A fresh database for the test file that calls this at its top level: created before its first
+ * test and dropped after its last (jest hooks). The returned object stands for it from then on.
+ */
+export function useTestDatabase(options: { template?: boolean } = {}): TestDatabase {
+  let current: TestDatabase | undefined;
+  beforeAll(async () => {
+    current = await createTestDatabase(options);
+  });
+  afterAll(async () => {
+    await current?.drop();
+  });
+  const get = () => {
+    if (!current) throw new Error('the test database exists only inside tests and hooks');
+    return current;
+  };
+  return {
+    get name() {
+      return get().name;
+    },
+    get url() {
+      return get().url;
+    },
+    get pool() {
+      return get().pool;
+    },
+    connect: () => get().connect(),
+    drop: () => get().drop(),
+  };
 }

@@ -4,7 +4,7 @@
  * After each: every task exactly once, live or archived, and every table's rows conserved.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import type pg from 'pg';
 import archiveJob, {
   type ArchiveFinishedTasksResult,
@@ -25,21 +25,15 @@ import {
   tasksInBoth,
   totalCounts,
 } from '../helpers/archive-factories.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { hoursBefore, insertTemplate, type Template } from '../helpers/factories.ts';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 let template: Template;
 let now: Date;
 
 const POLICIES = archiveJob.optionsFromConfig(loadConfig({ env: {} }).config).policies;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
 beforeEach(async () => {
   await resetTables(db.pool);
   template = await insertTemplate(db.pool);

@@ -2,7 +2,7 @@
  * archive_completed_tasks: which tasks are eligible, each rule on both sides of its boundary. The
  * reference time is fixed (p_now = NOW); rows are placed a minute either side of each threshold.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { withTransaction } from '../../src/db/pool.ts';
 import {
   type ArchiveBatchParams,
@@ -11,7 +11,7 @@ import {
   archiveBatch,
 } from '../../src/db/queries/archive.ts';
 import { archivedTaskUuids, insertFinishedGraph, tableCounts } from '../helpers/archive-factories.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import {
   currentState,
   hoursBefore,
@@ -22,7 +22,7 @@ import {
   type Template,
 } from '../helpers/factories.ts';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 let template: Template;
 
 const RETENTION_DAYS = 30;
@@ -36,12 +36,6 @@ const ALL_STATES: ArchivePolicies = {
 };
 const DEFAULTS: ArchivePolicies = { ...ALL_STATES, archive_cancelled: false };
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
 beforeEach(async () => {
   await resetTables(db.pool);
   template = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });

@@ -2,7 +2,7 @@
  * What archival moves and how: whole graphs with every child table populated, children first; the
  * dry run against the real run; restore, byte-for-byte; statistics and totals.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { type ArchiveFinishedTasksOptions, runArchival } from '../../jobs/archive-finished-tasks.ts';
 import { withTransaction } from '../../src/db/pool.ts';
 import {
@@ -23,10 +23,10 @@ import {
   tableCounts,
   tasksInBoth,
 } from '../helpers/archive-factories.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { hoursBefore, insertDlqEntry, insertTemplate, NOW, type Template } from '../helpers/factories.ts';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 let template: Template;
 
 const OPTIONS: ArchiveFinishedTasksOptions = {
@@ -48,12 +48,6 @@ const OPTIONS: ArchiveFinishedTasksOptions = {
   finished_before: null,
 };
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
 beforeEach(async () => {
   await resetTables(db.pool);
   template = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });

@@ -2,7 +2,7 @@
  * The archival run (jobs/archive-finished-tasks.ts) and the archive / restore commands: batching,
  * the batch size after statement timeouts, the abort signal, configuration and flags.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import archiveJob, {
   type ArchiveFinishedTasksOptions,
   type ArchiveProgress,
@@ -18,20 +18,14 @@ import { AdaptiveBatchSize } from '../../src/domain/adaptive-batch-size.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { archivedTaskUuids, insertFinishedGraphs, tableCounts } from '../helpers/archive-factories.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { hoursBefore, insertTemplate, NOW, type Template } from '../helpers/factories.ts';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 let template: Template;
 
 const OPTIONS: ArchiveFinishedTasksOptions = archiveJob.optionsFromConfig(loadConfig({ env: {} }).config);
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
 beforeEach(async () => {
   await db.pool.query('DROP TRIGGER IF EXISTS slow_archive ON tasker_tasks_archive');
   await resetTables(db.pool);

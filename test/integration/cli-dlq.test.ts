@@ -2,11 +2,11 @@
  * The investigation CLI end to end on a real database: list, show, resolve, add, stats, queue,
  * detect-stale, with --json, and the exit codes for bad input (2) and failures (1).
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { cli } from '../helpers/cli.ts';
 import { runCli as runCliProcess } from '../helpers/cli-process.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import {
   hoursBefore,
   insertDlqEntry,
@@ -16,17 +16,13 @@ import {
   type Template,
 } from '../helpers/factories.ts';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 let env: Record<string, string>;
 let t: Template;
 let now: Date;
 
 beforeAll(async () => {
-  db = await createTestDatabase();
   env = { DATABASE_URL: db.url };
-});
-afterAll(async () => {
-  await db.drop();
 });
 beforeEach(async () => {
   await resetTables(db.pool);

@@ -4,23 +4,17 @@
  * exactly one error transition and one pending investigation, and a task that moved on before it
  * was locked must get neither.
  */
-import { afterAll, beforeAll, beforeEach, expect, it } from '@jest/globals';
+import { beforeEach, expect, it } from '@jest/globals';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { detectStaleTasksBatch } from '../../src/db/queries/staleness.ts';
 import { runCli } from '../helpers/cli-process.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { defaultOptions } from '../helpers/detection.ts';
 import { insertTask, insertTemplate, minutesBefore, type Template } from '../helpers/factories.ts';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 let t: Template;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
 beforeEach(async () => {
   await resetTables(db.pool);
   t = await insertTemplate(db.pool);

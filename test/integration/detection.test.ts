@@ -3,10 +3,10 @@
  * overrides and malformed templates, actions and reasons switches, events, batching, dry run.
  * Every case judges rows against the fixed reference time NOW.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { detectionOptionsFromConfig } from '../../jobs/detect-stale-tasks.ts';
 import { readLifecycleSettings } from '../../src/db/queries/staleness.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { configWith, defaultOptions, detect } from '../helpers/detection.ts';
 import {
   currentState,
@@ -20,15 +20,9 @@ import {
   type Template,
 } from '../helpers/factories.ts';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 let t: Template;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
 beforeEach(async () => {
   await resetTables(db.pool);
   t = await insertTemplate(db.pool, { name: 'plain' });

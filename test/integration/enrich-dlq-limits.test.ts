@@ -3,7 +3,7 @@
  * histories keep their first items and count the rest, and a snapshot over max_snapshot_bytes drops
  * to less detail, each cut marked, so that one entry cannot grow without bound.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import enrichJob, {
   EnrichDlqSnapshotsOptions,
   enrichmentOptionsFromConfig,
@@ -12,7 +12,7 @@ import { ConfigSchema } from '../../src/config/schema.ts';
 import type { FullEnrichedSnapshot, TruncatedPayload } from '../../src/domain/dlq-enrichment.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import type { JobContext } from '../../src/worker/job.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import {
   appendTaskTransitions,
   insertHistoryStep,
@@ -28,15 +28,9 @@ import {
   NOW,
 } from '../helpers/factories.ts';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 const defaults = enrichmentOptionsFromConfig(ConfigSchema.parse({}));
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
 beforeEach(async () => {
   await resetTables(db.pool);
 });

@@ -3,7 +3,7 @@
  * writes nothing, include_full_task_snapshot, the task left untouched, entries opened by the real
  * detection function, and `dlq show`.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import enrichJob, {
   EnrichDlqSnapshotsOptions,
   enrichmentOptionsFromConfig,
@@ -13,7 +13,7 @@ import { ConfigSchema } from '../../src/config/schema.ts';
 import { ENRICHMENT_VERSION, type FullEnrichedSnapshot } from '../../src/domain/dlq-enrichment.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import type { JobContext } from '../../src/worker/job.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import {
   CARD_DECLINED,
   detectAtNow,
@@ -25,15 +25,9 @@ import {
 } from '../helpers/enrichment-factories.ts';
 import { insertTask, insertTemplate, minutesBefore, NOW } from '../helpers/factories.ts';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 const defaults = enrichmentOptionsFromConfig(ConfigSchema.parse({}));
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
 beforeEach(async () => {
   await resetTables(db.pool);
 });

@@ -3,7 +3,7 @@
  * batches, enriched and resolved entries left alone, the partial index used, unknown entries and
  * vanished tasks counted, two enrichers at once never both writing, and an aborted run.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import enrichJob, {
   EnrichDlqSnapshotsOptions,
   enrichmentOptionsFromConfig,
@@ -17,7 +17,7 @@ import {
 import type { EnrichedSnapshotPart } from '../../src/domain/dlq-enrichment.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import type { JobContext } from '../../src/worker/job.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { defaultLimits, insertHistoryStep, readEntry } from '../helpers/enrichment-factories.ts';
 import {
   insertDlqEntry,
@@ -28,17 +28,11 @@ import {
   type Template,
 } from '../helpers/factories.ts';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 let template: Template;
 const defaults = enrichmentOptionsFromConfig(ConfigSchema.parse({}));
 const LATER = minutesBefore(NOW, -1);
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
 beforeEach(async () => {
   await resetTables(db.pool);
   template = await insertTemplate(db.pool, { namespace: 'ops', name: 'sync' });

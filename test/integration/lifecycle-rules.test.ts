@@ -2,18 +2,12 @@
  * The lifecycle rules live twice: in SQL (what detection reads) and in TypeScript (the domain
  * type). They must give the same verdicts. Also: the TypeScript enums mirror the database enums.
  */
-import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import { expect, it } from '@jest/globals';
 import { DLQ_REASONS, DLQ_RESOLUTION_STATUSES } from '../../src/domain/dlq.ts';
 import { lifecycleProblems } from '../../src/domain/lifecycle.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { useTestDatabase } from '../helpers/db.ts';
 
-let db: TestDatabase;
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
+const db = useTestDatabase();
 
 const CASES: unknown[] = [
   null,

@@ -4,20 +4,13 @@
  * values and the lifetime rule. The view reads tasker_lifecycle_settings, which the detection job
  * writes from its configuration.
  */
-import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import { expect, it } from '@jest/globals';
 import { databaseNow } from '../../src/db/queries/server.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { useTestDatabase } from '../helpers/db.ts';
 import { defaultOptions, detect } from '../helpers/detection.ts';
 import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 
-let db: TestDatabase;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
+const db = useTestDatabase();
 
 it('the view marks stale exactly what a dry run would act on', async () => {
   const now = await databaseNow(db.pool);
@@ -74,4 +67,27 @@ it('the view marks stale exactly what a dry run would act on', async () => {
     `SELECT count(*) AS n FROM v_task_staleness_monitoring WHERE health_status <> 'stale'`,
   );
   expect(healthy.rows[0].n).toBeGreaterThan(100);
+});
+
+it("upstream's proactive monitoring case: a 2-minute template at 1, 1.7 and 3 minutes", async () => {
+  const now = await databaseNow(db.pool);
+  const template = await insertTemplate(db.pool, {
+    name: 'dlq_staleness_test',
+    lifecycle: { max_waiting_for_retry_minutes: 2, max_duration_minutes: 30 },
+  });
+  const at = async (minutes: number) =>
+    insertTask(db.pool, {
+      template,
+      state: 'waiting_for_retry',
+      enteredAt: minutesBefore(now, minutes),
+      createdAt: minutesBefore(now, 4),
+    });
+  const [healthy, warning, stale] = [await at(1), await at(1.7), await at(3)];
+  const { rows } = await db.pool.query(
+    'SELECT task_uuid, health_status, threshold_percentage FROM v_task_staleness_monitoring WHERE task_uuid = ANY ($1)',
+    [[healthy, warning, stale]],
+  );
+  const health = Object.fromEntries(rows.map((r) => [r.task_uuid, r.health_status]));
+  expect(health).toEqual({ [healthy]: 'healthy', [warning]: 'warning', [stale]: 'stale' });
+  expect(rows.find((r) => r.task_uuid === warning).threshold_percentage).toBeGreaterThanOrEqual(85);
 });

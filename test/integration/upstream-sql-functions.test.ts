@@ -3,9 +3,9 @@
  * this system's functions with upstream's names and signatures. Fixtures as upstream: the task was
  * created minutes_in_state + 60 minutes ago and entered its state minutes_in_state ago.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { databaseNow } from '../../src/db/queries/server.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import {
   currentState,
   insertDlqEntry,
@@ -16,15 +16,9 @@ import {
   type Template,
 } from '../helpers/factories.ts';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 let now: Date;
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-});
-afterAll(async () => {
-  await db.drop();
-});
 beforeEach(async () => {
   await resetTables(db.pool);
   now = await databaseNow(db.pool);

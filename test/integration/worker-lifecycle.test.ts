@@ -4,14 +4,14 @@
  * the job), and health endpoints answer. Real `worker` processes on a real database; every wait is
  * on database state or an HTTP answer.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import type pg from 'pg';
 import { loadConfig } from '../../src/config/load.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { migrateBoss } from '../../src/worker/boss.ts';
 import { runCli } from '../helpers/cli-process.ts';
-import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
 import {
@@ -30,14 +30,10 @@ const DETECT = 'tasker.detect-stale-tasks';
 // sweep stays scheduled; it only adds to snapshots.)
 const NO_SCHEDULES = { TASKER__staleness_detection__enabled: 'false' };
 
-let db: TestDatabase;
+const db = useTestDatabase();
 
 beforeAll(async () => {
-  db = await createTestDatabase();
   await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, db.url, silentLogger());
-});
-afterAll(async () => {
-  await db.drop();
 });
 beforeEach(async () => {
   await resetTables(db.pool);

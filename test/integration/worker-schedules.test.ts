@@ -4,12 +4,12 @@
  * sweep interval, and detection's new entries are enriched by the per-entry requests it sends.
  * This test takes about four minutes: cron has minute resolution.
  */
-import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import { beforeAll, expect, it } from '@jest/globals';
 import { loadConfig } from '../../src/config/load.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { migrateBoss } from '../../src/worker/boss.ts';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { useTestDatabase } from '../helpers/db.ts';
 import { insertDlqEntry, insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { type RunRow, runsOf, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
@@ -17,13 +17,9 @@ import { type RunRow, runsOf, startWorkerProcess, waitForWorkers } from '../help
 const DETECT = 'tasker.detect-stale-tasks';
 const ENRICH = 'tasker.enrich-dlq-snapshots';
 
-let db: TestDatabase;
+const db = useTestDatabase();
 beforeAll(async () => {
-  db = await createTestDatabase();
   await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, db.url, silentLogger());
-});
-afterAll(async () => {
-  await db.drop();
 });
 
 function assertNoOverlap(runs: RunRow[]) {
