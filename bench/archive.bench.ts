@@ -16,7 +16,8 @@
  * tasks (default 2,000), each at a steady BENCH_LIVE_RATE transitions per second (default 100;
  * 0 = a closed loop, as fast as it can, which saturates a small machine by itself). Latency is
  * measured from when a call was due, so a connection that falls behind counts its lag too.
- * Use a smaller BENCH_TASKS (e.g. 5000) while developing.
+ * Use a smaller BENCH_TASKS (e.g. 5000) while developing. BENCH_PG_SETTINGS='{"name": "value"}' adds
+ * server settings to the embedded PostgreSQL (e.g. to try wal_compression).
  */
 import pg from 'pg';
 import { archiveOptionsFromConfig, runArchival } from '../jobs/archive-finished-tasks.ts';
