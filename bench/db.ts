@@ -30,7 +30,12 @@ export async function startBenchDatabase(): Promise<BenchServer> {
       dataDir: mkdtempSync(join(tmpdir(), 'tasker-bench-pg-')),
       persistent: false,
       // Default durability: benchmark figures should mean what they say.
-      settings: { max_connections: 100, shared_buffers: '512MB', max_wal_size: '4GB', ...JSON.parse(process.env.BENCH_PG_SETTINGS ?? '{}') },
+      settings: {
+        max_connections: 100,
+        shared_buffers: '512MB',
+        max_wal_size: '4GB',
+        ...JSON.parse(process.env.BENCH_PG_SETTINGS ?? '{}'),
+      },
     });
     adminUrl = embedded.url('postgres');
     description = 'embedded PostgreSQL (shared_buffers 512MB, fsync on)';
