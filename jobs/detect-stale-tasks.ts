@@ -22,7 +22,6 @@
  * the locked current row) and the entry (unique pending index) in one statement. Concurrent runs
  * take disjoint tasks; each stale task gets exactly one error transition and one pending entry.
  */
-import { hostname } from 'node:os';
 import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
 import {
@@ -34,6 +33,7 @@ import { DLQ_REASONS, type DlqReason } from '../src/domain/dlq.ts';
 import { isFailure, type StalenessActionTaken, type StaleTaskResult } from '../src/domain/staleness.ts';
 import { cronEverySeconds } from '../src/worker/cron.ts';
 import { defineJob } from '../src/worker/job.ts';
+import { WORKER_NAME } from '../src/worker/observe.ts';
 import enrichDlqSnapshots, { enrichmentRequestsFor } from './enrich-dlq-snapshots.ts';
 
 export const DetectStaleTasksOptions = z.strictObject({
@@ -127,7 +127,7 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       event_channel: options.event_channel,
       max_pending_age_hours: options.max_pending_age_hours,
     };
-    const settingsChanged = await writeLifecycleSettings(ctx.pool, settings, `${hostname()}:${process.pid}`);
+    const settingsChanged = await writeLifecycleSettings(ctx.pool, settings, WORKER_NAME);
     if (settingsChanged) ctx.logger.info('staleness settings updated from configuration', { ...settings });
 
     const tasks: StaleTaskResult[] = [];

@@ -86,6 +86,15 @@ CREATE INDEX IF NOT EXISTS idx_task_transitions_finished
   ON tasker_task_transitions (to_state, created_at, task_uuid)
   WHERE most_recent = true AND to_state IN ('complete', 'error', 'cancelled', 'resolved_manually');
 
+-- The archive policies last applied from the configuration (every archival run writes them), next to
+-- the detection settings: what archive_completed_tasks uses for a policy it is not given.
+ALTER TABLE tasker_lifecycle_settings
+  ADD COLUMN archive_completed boolean NOT NULL DEFAULT true,
+  ADD COLUMN archive_failed boolean NOT NULL DEFAULT true,
+  ADD COLUMN archive_cancelled boolean NOT NULL DEFAULT false,
+  ADD COLUMN archive_resolved_manually boolean NOT NULL DEFAULT true,
+  ADD COLUMN archive_dlq_resolved boolean NOT NULL DEFAULT true;
+
 -- One archival batch ------------------------------------------------------------------------------
 --
 -- A task is eligible when
@@ -136,11 +145,11 @@ CREATE FUNCTION archive_completed_tasks(
   p_namespace varchar DEFAULT NULL,
   p_task_name varchar DEFAULT NULL,
   p_finished_before timestamptz DEFAULT NULL,
-  p_archive_completed boolean DEFAULT true,
-  p_archive_failed boolean DEFAULT true,
-  p_archive_cancelled boolean DEFAULT false,
-  p_archive_resolved_manually boolean DEFAULT true,
-  p_archive_dlq_resolved boolean DEFAULT true,
+  p_archive_completed boolean DEFAULT NULL,
+  p_archive_failed boolean DEFAULT NULL,
+  p_archive_cancelled boolean DEFAULT NULL,
+  p_archive_resolved_manually boolean DEFAULT NULL,
+  p_archive_dlq_resolved boolean DEFAULT NULL,
   p_after_state_entered_at timestamptz DEFAULT NULL,
   p_after_task_uuid uuid DEFAULT NULL
 ) RETURNS TABLE (
@@ -177,7 +186,23 @@ DECLARE
   v_ids uuid[];
   v_step_ids uuid[];
   v_n integer;
+  v_completed boolean;
+  v_failed boolean;
+  v_cancelled boolean;
+  v_resolved_manually boolean;
+  v_dlq_resolved boolean;
 BEGIN
+  -- Policies not given take the configured ones (tasker_lifecycle_settings, written by every
+  -- archival run from [archive.policies]), so upstream's three-argument call follows the
+  -- configuration; the constants cover a settings row that was deleted.
+  SELECT coalesce(p_archive_completed, s.archive_completed, true),
+         coalesce(p_archive_failed, s.archive_failed, true),
+         coalesce(p_archive_cancelled, s.archive_cancelled, false),
+         coalesce(p_archive_resolved_manually, s.archive_resolved_manually, true),
+         coalesce(p_archive_dlq_resolved, s.archive_dlq_resolved, true)
+    INTO v_completed, v_failed, v_cancelled, v_resolved_manually, v_dlq_resolved
+    FROM (SELECT 1) one LEFT JOIN tasker_lifecycle_settings s ON s.singleton;
+
   IF p_now IS NULL THEN
     RAISE EXCEPTION 'p_now must be a timestamp, got NULL' USING ERRCODE = '22023';
   END IF;
@@ -198,10 +223,10 @@ BEGIN
     v_cutoff := p_finished_before;
   END IF;
   v_states := array_remove(ARRAY[
-    CASE WHEN coalesce(p_archive_completed, false) THEN 'complete' END,
-    CASE WHEN coalesce(p_archive_failed, false) THEN 'error' END,
-    CASE WHEN coalesce(p_archive_cancelled, false) THEN 'cancelled' END,
-    CASE WHEN coalesce(p_archive_resolved_manually, false) THEN 'resolved_manually' END]::varchar[], NULL);
+    CASE WHEN v_completed THEN 'complete' END,
+    CASE WHEN v_failed THEN 'error' END,
+    CASE WHEN v_cancelled THEN 'cancelled' END,
+    CASE WHEN v_resolved_manually THEN 'resolved_manually' END]::varchar[], NULL);
 
   IF p_namespace IS NOT NULL OR p_task_name IS NOT NULL THEN
     -- tasker_task_namespaces (name unique), tasker_named_tasks (task_namespace_uuid, name, version) unique
@@ -247,7 +272,7 @@ BEGIN
             AND (tr.created_at, tr.task_uuid) > (v_after_at, v_after_uuid)
             AND NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d
                              WHERE d.task_uuid = tr.task_uuid AND d.resolution_status = 'pending')
-            AND (p_archive_dlq_resolved OR NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d
+            AND (v_dlq_resolved OR NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d
                                                         WHERE d.task_uuid = tr.task_uuid))
             AND (v_templates IS NULL OR EXISTS (SELECT 1 FROM tasker_tasks t
                                                  WHERE t.task_uuid = tr.task_uuid
@@ -307,7 +332,7 @@ BEGIN
      AND tr.created_at < v_cutoff
      AND NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d
                       WHERE d.task_uuid = tr.task_uuid AND d.resolution_status = 'pending')
-     AND (p_archive_dlq_resolved OR NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d WHERE d.task_uuid = tr.task_uuid));
+     AND (v_dlq_resolved OR NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d WHERE d.task_uuid = tr.task_uuid));
 
   -- skipped: candidates up to the cursor that are not moved (held elsewhere, or no longer eligible)
   tasks_skipped := array_position(v_candidates, last_task_uuid) - cardinality(v_ids);

@@ -1,10 +1,11 @@
 import type { DlqReason } from '../../domain/dlq.ts';
 import { parseActionTaken, type StaleTaskResult } from '../../domain/staleness.ts';
 import type { Db } from '../pool.ts';
+import type { ArchivePolicies } from './archive.ts';
 
 /**
- * Queries for staleness detection: tasker_lifecycle_settings and the detection functions of
- * migrations/0003_staleness_detection.sql.
+ * Queries for staleness detection: tasker_lifecycle_settings (detection settings, and the archive
+ * policies archival keeps there) and the detection functions of migrations/0003_staleness_detection.sql.
  */
 
 export interface StalenessThresholds {
@@ -122,4 +123,28 @@ export async function stalenessHealth(db: Db): Promise<StalenessHealth> {
        FROM v_task_staleness_monitoring`,
   );
   return rows[0]!;
+}
+
+/**
+ * Makes the archive policies in tasker_lifecycle_settings equal to the configuration (what
+ * archive_completed_tasks uses for a policy it is not given). Writes only when something differs.
+ */
+export async function writeArchivePolicies(db: Db, p: ArchivePolicies, updatedBy: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE tasker_lifecycle_settings
+        SET archive_completed = $1, archive_failed = $2, archive_cancelled = $3,
+            archive_resolved_manually = $4, archive_dlq_resolved = $5, updated_at = now(), updated_by = $6
+      WHERE singleton
+        AND (archive_completed, archive_failed, archive_cancelled, archive_resolved_manually, archive_dlq_resolved)
+            IS DISTINCT FROM ($1, $2, $3, $4, $5)`,
+    [
+      p.archive_completed,
+      p.archive_failed,
+      p.archive_cancelled,
+      p.archive_resolved_manually,
+      p.archive_dlq_resolved,
+      updatedBy,
+    ],
+  );
+  return (rowCount ?? 0) > 0;
 }
