@@ -146,9 +146,22 @@ export async function main(): Promise<void> {
     throw err;
   });
   const controller = new AbortController();
-  const stop = () => controller.abort();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  let firstSignalAt = 0;
+  // The first SIGINT/SIGTERM asks for a graceful stop. A terminal's Ctrl-C under `npm run` arrives
+  // twice (from the terminal, and forwarded by npm), so a repeat within a second is the same
+  // request; a later one means "stop now".
+  const stop = (signal: NodeJS.Signals) => {
+    const now = Date.now();
+    if (!controller.signal.aborted) {
+      firstSignalAt = now;
+      controller.abort();
+    } else if (now - firstSignalAt > 1000) {
+      process.stderr.write(`${signal} again: stopping now, without waiting for running work\n`);
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
   const code = await runCli(
     process.argv.slice(2),
     {

@@ -43,14 +43,15 @@ export const startCommand: Command = {
           dataDir: embeddedDataDir(config),
           port: config.database.embedded_port,
           persistent: true,
+          onLog: (line) => logger.debug(line, { source: 'postgres' }),
         })
       : undefined;
     try {
       if (embedded) {
         await createDatabaseIfMissing(embedded.url('postgres'), 'tasker');
         logger.info('embedded PostgreSQL running', {
-          url: embedded.url('tasker'),
-          data_dir: embeddedDataDir(config),
+          url: embedded.url('tasker').replace(/:[^:@/]*@/, ':***@'),
+          data_dir: embedded.dataDir,
         });
       }
       const url = databaseUrl(config);
