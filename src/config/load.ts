@@ -3,6 +3,8 @@ import { join, relative } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
+import { redactCredentials } from '../redact.ts';
+import { bound } from './reference.ts';
 import { defaultConfigDir, projectRoot } from '../paths.ts';
 import { type Config, ConfigSchema } from './schema.ts';
 
@@ -61,13 +63,24 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   }
 
   for (const { path, value, variable } of readEnvOverrides(env, problems)) {
-    setAt(merged, path, value);
-    sources.set(path.join('.'), variable);
+    // A table (TASKER__archive='{ retention_days = 7 }') sets its keys, not the whole section.
+    if (isTree(value)) mergeInto(treeAt(merged, path), value, path.join('.'), variable, sources);
+    else {
+      setAt(merged, path, value);
+      sources.set(path.join('.'), variable);
+    }
+  }
+
+  // Validate even when a file could not be read, so that one report names every problem; keys
+  // that are only missing are then left out, since the unreadable file may well have set them.
+  const result = ConfigSchema.safeParse(merged, { reportInput: true });
+  if (!result.success) {
+    const described = describeIssues(result.error.issues, merged, sources, {
+      skipMissing: problems.length > 0,
+    });
+    throw new ConfigError([...problems, ...described]);
   }
   if (problems.length > 0) throw new ConfigError(problems);
-
-  const result = ConfigSchema.safeParse(merged, { reportInput: true });
-  if (!result.success) throw new ConfigError(describeIssues(result.error.issues, merged, sources));
   return { config: deepFreeze(result.data), environment, sources };
 }
 
@@ -85,9 +98,21 @@ function readToml(file: string, problems: string[]): Tree | undefined {
   try {
     return parseToml(readFileSync(file, 'utf8')) as Tree;
   } catch (err) {
-    problems.push(`${displayPath(file)} is not valid TOML: ${(err as Error).message.split('\n')[0]}`);
+    problems.push(`${displayPath(file)}${tomlPosition(err)} is not valid TOML: ${tomlReason(err)}`);
     return undefined;
   }
+}
+
+function tomlPosition(err: unknown): string {
+  const { line, column } = err as { line?: number; column?: number };
+  return typeof line === 'number' && typeof column === 'number' ? `:${line}:${column}` : '';
+}
+
+/** smol-toml's message without its "Invalid TOML document:" prefix and the code excerpt under it. */
+function tomlReason(err: unknown): string {
+  return String((err as Error).message)
+    .split('\n')[0]!
+    .replace(/^Invalid TOML document:\s*/, '');
 }
 
 interface EnvOverride {
@@ -110,18 +135,36 @@ function readEnvOverrides(env: Record<string, string | undefined>, problems: str
       );
       continue;
     }
-    overrides.push({ path, value: parseEnvValue(raw), variable: name });
+    try {
+      overrides.push({ path, value: parseEnvValue(raw), variable: name });
+    } catch (err) {
+      problems.push(`${name}: not a valid TOML table or array: ${tomlReason(err)}`);
+    }
   }
   return overrides;
 }
 
-/** A value from the environment read as a TOML value (50, true, "x", [1, 2]); otherwise as text. */
+/**
+ * A value from the environment read as a TOML value (50, true, "x", [1, 2], { key = 1 });
+ * otherwise as text. Something meant as a table or an array that does not parse is an error.
+ */
 function parseEnvValue(raw: string): unknown {
   try {
     return (parseToml(`v = ${raw}`) as Tree).v;
-  } catch {
+  } catch (err) {
+    if (/^\s*[[{]/.test(raw)) throw err;
     return raw;
   }
+}
+
+/** The table at path, created where missing. */
+function treeAt(tree: Tree, path: readonly string[]): Tree {
+  let node = tree;
+  for (const key of path) {
+    if (!isTree(node[key])) node[key] = {};
+    node = node[key] as Tree;
+  }
+  return node;
 }
 
 function setAt(tree: Tree, path: readonly string[], value: unknown) {
@@ -173,10 +216,13 @@ function describeIssues(
   issues: readonly z.core.$ZodIssue[],
   merged: Tree,
   sources: ReadonlyMap<string, string>,
+  options: { skipMissing: boolean },
 ): string[] {
   const out: string[] = [];
   for (const issue of issues) {
     const path = issue.path.map(String);
+    if (options.skipMissing && issue.code !== 'unrecognized_keys' && valueAt(merged, path) === undefined)
+      continue;
     if (issue.code === 'unrecognized_keys') {
       for (const key of issue.keys) {
         const full = [...path, key].join('.');
@@ -233,9 +279,9 @@ function describeAllowed(schema: JsonSchema | undefined): string {
   if (schema.enum) return `expected one of ${schema.enum.map((v) => JSON.stringify(v)).join(', ')}`;
   switch (schema.type) {
     case 'integer':
-      return `expected a whole number from ${schema.minimum ?? '-∞'} to ${schema.maximum ?? '∞'}`;
+      return `expected a whole number from ${bound(schema.minimum) ?? '-∞'} to ${bound(schema.maximum) ?? '∞'}`;
     case 'number':
-      return `expected a number from ${schema.minimum ?? '-∞'} to ${schema.maximum ?? '∞'}`;
+      return `expected a number from ${bound(schema.minimum) ?? '-∞'} to ${bound(schema.maximum) ?? '∞'}`;
     case 'boolean':
       return 'expected true or false';
     case 'string':
@@ -248,7 +294,7 @@ function describeAllowed(schema: JsonSchema | undefined): string {
 }
 
 function formatValue(value: unknown): string {
-  return value === undefined ? '(missing)' : JSON.stringify(value);
+  return value === undefined ? '(missing)' : redactCredentials(JSON.stringify(value));
 }
 
 /** The known key nearest to a typo (edit distance at most 3), if any. */

@@ -15,6 +15,8 @@ interface Node {
   maximum?: number;
   enum?: unknown[];
   pattern?: string;
+  /** Set in the schema with .meta({ allowed }) where a refinement decides. */
+  allowed?: string;
   properties?: Record<string, Node>;
 }
 
@@ -39,15 +41,30 @@ function formatDefault(value: unknown): string {
   return value === undefined ? '' : `\`${JSON.stringify(value)}\``;
 }
 
-function allowed(node: Node): string {
+/**
+ * What a key accepts. Constraints JSON Schema cannot express (refinements) carry their own
+ * `.meta({ allowed })` in the schema; zod's bounds of a plain int (±2^53-1) are no constraint.
+ */
+export function allowed(node: Node): string {
+  if (node.allowed) return node.allowed;
   if (node.enum) return node.enum.map((v) => `\`${JSON.stringify(v)}\``).join(', ');
-  if (node.type === 'integer') {
-    if (node.minimum === undefined && node.maximum === undefined) return 'see description';
-    return `${node.minimum ?? ''}–${node.maximum ?? ''}`;
+  if (node.type === 'integer' || node.type === 'number') {
+    const min = bound(node.minimum);
+    const max = bound(node.maximum);
+    if (min === undefined && max === undefined)
+      return node.type === 'integer' ? 'any whole number' : 'any number';
+    if (max === undefined) return `${min} or more`;
+    if (min === undefined) return `up to ${max}`;
+    return `${min}–${max}`;
   }
   if (node.type === 'boolean') return 'true, false';
   if (node.type === 'string') return node.pattern ? `\`${node.pattern}\`` : 'text';
   return '';
+}
+
+/** A schema bound, or undefined where there is none (zod gives every int ±(2^53-1)). */
+export function bound(value: number | undefined): number | undefined {
+  return value === undefined || Math.abs(value) >= Number.MAX_SAFE_INTEGER ? undefined : value;
 }
 
 function escapePipes(text: string): string {

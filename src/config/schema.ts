@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 /**
@@ -131,11 +132,10 @@ export const DlqReasonsSchema = z.strictObject(
 export const DlqEnrichmentSchema = z
   .strictObject({
     sweep_interval_seconds: z
-      .int()
-      .default(60)
-      .refine((v) => (DETECTION_INTERVALS_SECONDS as readonly number[]).includes(v), {
+      .literal(DETECTION_INTERVALS_SECONDS, {
         error: `expected one of ${DETECTION_INTERVALS_SECONDS.join(', ')}: pg-boss schedules with cron, which has minute resolution, and only whole minutes dividing an hour repeat evenly`,
       })
+      .default(60)
       .describe(
         'Seconds between sweeps for pending entries not enriched yet (new entries are also sent one by one by detection); cron-backed, so whole minutes dividing an hour.',
       ),
@@ -303,6 +303,7 @@ export const DatabaseSchema = z.strictObject({
     .refine((v) => v === '' || /^postgres(ql)?:\/\//.test(v), {
       error: 'expected a postgres:// or postgresql:// URL, or empty for the embedded database',
     })
+    .meta({ allowed: 'a `postgres://` URL, or empty' })
     .describe(
       'PostgreSQL connection URL (DATABASE_URL sets it). Empty: the embedded PostgreSQL that npm start runs.',
     ),
@@ -387,9 +388,21 @@ export const WorkerSchema = z.strictObject({
     .describe('Days of run history (tasker_job_runs) kept for status.'),
 });
 
+/** A DNS host name: dot-separated labels of letters, digits and inner hyphens. */
+const HOST_NAME =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
 export const MetricsSchema = z.strictObject({
   enabled: z.boolean().default(true).describe('Serve /healthz, /readyz and /metrics from each worker.'),
-  host: z.string().min(1).default('0.0.0.0').describe("Address the worker's HTTP endpoints listen on."),
+  host: z
+    .string()
+    .default('0.0.0.0')
+    .refine((v) => isIP(v) !== 0 || HOST_NAME.test(v), {
+      error:
+        'expected an IP address (0.0.0.0: every interface; 127.0.0.1: this machine only) or a host name of letters, digits, hyphens and dots',
+    })
+    .meta({ allowed: 'an IP address or a host name' })
+    .describe("Address the worker's HTTP endpoints listen on."),
   port: z
     .int()
     .min(0)

@@ -274,12 +274,66 @@ describe('errors name the key, the value, the source and what is allowed', () =>
     );
   });
 
-  it('a file that is not TOML', () => {
-    const dir = configDir({ 'environments/test.toml': '[staleness_detection\nbatch_size = 1' });
-    expect(problemsOf(() => loadConfig({ configDir: dir, env: { TASKER_ENV: 'test' } }))).toEqual([
-      expect.stringMatching(/environments\/test\.toml is not valid TOML: /),
+  it('a file that is not TOML: file, line and column, and the other problems still reported', () => {
+    const dir = configDir({
+      'environments/test.toml': '[dlq]\nenabled = true\n[staleness_detection\nbatch_size = 1',
+    });
+    const problems = problemsOf(() =>
+      loadConfig({ configDir: dir, env: { TASKER_ENV: 'test', TASKER__archive__retention_days: '0' } }),
+    );
+    expect(problems).toEqual([
+      expect.stringMatching(/environments\/test\.toml:3:\d+ is not valid TOML: \S/),
+      expect.stringMatching(/^archive\.retention_days = 0 \(from TASKER__archive__retention_days\)/),
+    ]);
+    expect(problems[0]).not.toMatch(/Invalid TOML document|\n/);
+  });
+
+  it("a table in one variable sets its keys, keeps the section's others, and a bad key names the variable", () => {
+    const { config, sources } = loadConfig({
+      env: { TASKER__archive: '{ retention_days = 7 }', TASKER__archive__archive_batch_size: '50' },
+    });
+    expect(config.archive.retention_days).toBe(7);
+    expect(config.archive.archive_batch_size).toBe(50);
+    expect(config.archive.policies.archive_completed).toBe(true);
+    expect(sources.get('archive.retention_days')).toBe('TASKER__archive');
+    expect(problemsOf(() => loadConfig({ env: { TASKER__archive: '{ retention_days = "x" }' } }))).toEqual([
+      expect.stringMatching(
+        /^archive\.retention_days = "x" \(from TASKER__archive\): expected a whole number/,
+      ),
+    ]);
+    expect(problemsOf(() => loadConfig({ env: { TASKER__archive: '{ retention_days = ' } }))).toEqual([
+      expect.stringMatching(/^TASKER__archive: not a valid TOML table or array: /),
     ]);
   });
+
+  it('never shows a password, even in a malformed DATABASE_URL', () => {
+    for (const url of ['postgres//admin:s3cret-pw@db.internal/prod', 'mysql://admin:s3cret-pw@db/prod']) {
+      const problems = problemsOf(() => loadConfig({ env: { DATABASE_URL: url } }));
+      expect(problems).toEqual([
+        expect.stringMatching(/^database\.url = "\S*admin:\*\*\*@db\S*" \(from DATABASE_URL\)/),
+      ]);
+      expect(problems.join('\n')).not.toContain('s3cret');
+    }
+  });
+
+  it.each([
+    ['not a host', 'not a host'],
+    ['a NUL', 'local\u0000host'],
+    ['a URL', 'http://0.0.0.0'],
+  ])('a metrics.host that is %s is refused, naming metrics.host', (_what, host) => {
+    expect(problemsOf(() => loadConfig({ env: { TASKER__metrics__host: JSON.stringify(host) } }))).toEqual([
+      expect.stringMatching(/^metrics\.host = .* \(from TASKER__metrics__host\): expected an IP address/),
+    ]);
+  });
+
+  it.each(['0.0.0.0', '127.0.0.1', '::1', 'localhost', 'metrics-1.example.internal'])(
+    'metrics.host %s is accepted',
+    (host) => {
+      expect(loadConfig({ env: { TASKER__metrics__host: JSON.stringify(host) } }).config.metrics.host).toBe(
+        host,
+      );
+    },
+  );
 
   it('a missing base file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tasker-config-'));
