@@ -3,9 +3,9 @@ import { join, relative } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
+import { defaultConfigDir, projectRoot } from '../paths.ts';
 import { redactCredentials } from '../redact.ts';
 import { bound } from './reference.ts';
-import { defaultConfigDir, projectRoot } from '../paths.ts';
 import { type Config, ConfigSchema } from './schema.ts';
 
 /**
