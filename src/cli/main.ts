@@ -2,6 +2,7 @@
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { asError, UsageError } from '../errors.ts';
+import { redactCredentials } from '../redact.ts';
 import { type FlagSpec, parseArgs } from './args.ts';
 import type { Command } from './command.ts';
 import { archiveCommand, restoreCommand } from './commands/archive.ts';
@@ -19,6 +20,7 @@ import { migrateCommand } from './commands/migrate.ts';
 import { startCommand } from './commands/start.ts';
 import { statusCommand } from './commands/status.ts';
 import { workerCommand } from './commands/worker.ts';
+import { describeFailure } from './failures.ts';
 import { printJson } from './output.ts';
 import { type CliIo, RuntimeHolder } from './runtime.ts';
 
@@ -46,6 +48,15 @@ export const COMMANDS: readonly Command[] = [
 ];
 
 const JSON_FLAG: FlagSpec = { type: 'boolean', description: 'machine-readable output' };
+const DEBUG_FLAG: FlagSpec = { type: 'boolean', description: 'on failure, also print the stack trace' };
+
+/** The stack, then each cause's. */
+function stackOf(err: Error): string {
+  const parts = [err.stack ?? String(err)];
+  for (let cause = err.cause; cause instanceof Error; cause = cause.cause)
+    parts.push(`caused by: ${cause.stack}`);
+  return parts.join('\n');
+}
 
 export async function runCli(
   argv: readonly string[],
@@ -53,6 +64,7 @@ export async function runCli(
   signal = new AbortController().signal,
 ): Promise<number> {
   const wantsJson = argv.includes('--json');
+  const wantsDebug = argv.includes('--debug');
   const runtime = new RuntimeHolder(io);
   try {
     if (argv.length === 0 || argv[0] === 'help' || argv[0] === '--help' || argv[0] === '-h') {
@@ -64,15 +76,19 @@ export async function runCli(
       io.stdout.write(commandUsage(command));
       return 0;
     }
-    const args = parseArgs(rest, { ...command.args, flags: { ...command.args.flags, json: JSON_FLAG } });
+    const args = parseArgs(rest, {
+      ...command.args,
+      flags: { ...command.args.flags, json: JSON_FLAG, debug: DEBUG_FLAG },
+    });
     await command.run(args, { io, runtime, signal });
     return 0;
   } catch (thrown) {
     const err = asError(thrown);
     const usage = err instanceof UsageError;
-    const message = usage ? err.message : describeFailure(err, runtime);
+    const message = usage ? err.message : describeFailure(err, runtime.target());
     if (wantsJson) printJson(io.stderr, { error: { code: usage ? err.name : 'FAILURE', message } });
     else io.stderr.write(`error: ${message}\n`);
+    if (wantsDebug || runtime.debugLogging()) io.stderr.write(`${redactCredentials(stackOf(err))}\n`);
     return usage ? 2 : 1;
   } finally {
     await runtime.close();
@@ -95,26 +111,6 @@ function findCommand(argv: readonly string[]): { command: Command; rest: string[
   throw new UsageError(`unknown command ${JSON.stringify(argv[0])}: expected one of ${names.join(', ')}`);
 }
 
-function describeFailure(err: Error, runtime: RuntimeHolder): string {
-  const code = (err as { code?: string }).code;
-  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === '3D000' || code === '28P01') {
-    let target = 'the database';
-    try {
-      target = runtime.get().target;
-    } catch {
-      // configuration itself failed; the original message is the useful one
-    }
-    const hint = target.includes('(embedded)')
-      ? ' Start the embedded database with `npm start`, or set DATABASE_URL.'
-      : ' Check DATABASE_URL (or database.url).';
-    return `cannot reach ${target}: ${err.message}.${hint}`;
-  }
-  if (code === '42P01' || code === '42883' || /pg-boss is not installed/.test(err.message)) {
-    return `${err.message}: the schema looks out of date; run \`tasker-lifecycle migrate\``;
-  }
-  return err.message;
-}
-
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
   return [
@@ -122,14 +118,14 @@ function usage(): string {
     '',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     '',
-    'Exit codes: 0 success, 2 bad input, 1 other failure.',
+    'Exit codes: 0 success, 2 bad input, 1 other failure. --debug prints the stack trace of a failure.',
     '',
   ].join('\n');
 }
 
 function commandUsage(c: Command): string {
   const positionals = (c.args.positionals ?? []).map((p) => ` <${p.name}>`).join('');
-  const flags = Object.entries({ ...c.args.flags, json: JSON_FLAG }).map(([name, f]) => {
+  const flags = Object.entries({ ...c.args.flags, json: JSON_FLAG, debug: DEBUG_FLAG }).map(([name, f]) => {
     const arg = f.type === 'string' ? ` ${f.placeholder}` : '';
     const required = f.type === 'string' && f.required ? ' (required)' : '';
     return `  --${name}${arg}`.padEnd(26) + `${f.description}${required}`;
@@ -173,6 +169,10 @@ export async function main(): Promise<void> {
     controller.signal,
   );
   process.exitCode = code;
+  // Everything is closed by now. A connection pg left open after a failed handshake (a server that
+  // asked for a password the URL lacks) would keep the process alive until the server's
+  // authentication_timeout (60 s): do not wait for it.
+  setTimeout(() => process.exit(code), 2000).unref();
 }
 
 // Run when executed (node src/cli/main.ts, the bin link, dist/src/cli/main.js), not when imported.

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { type LoadedConfig, loadConfig } from '../config/load.ts';
 import { createPool, databaseUrl, isEmbedded } from '../db/pool.ts';
 import { createLogger, type Logger } from '../telemetry/logger.ts';
+import { type Target, targetOf } from './failures.ts';
 import type { Out } from './output.ts';
 
 /**
@@ -41,10 +42,19 @@ export class RuntimeHolder {
       logger,
       applicationName: 'tasker-lifecycle-cli',
     });
-    const parsed = new URL(url);
-    const target = `${parsed.hostname}:${parsed.port || 5432}${parsed.pathname}${isEmbedded(loaded.config) ? ' (embedded)' : ''}`;
+    const target = targetOf(url, isEmbedded(loaded.config)).display;
     this.#runtime = { ...loaded, logger, pool, target };
     return this.#runtime;
+  }
+
+  /** Where commands connect, for failure messages; undefined before (or without) a configuration. */
+  target(): Target | undefined {
+    if (!this.#runtime) return undefined;
+    return targetOf(databaseUrl(this.#runtime.config), isEmbedded(this.#runtime.config));
+  }
+
+  debugLogging(): boolean {
+    return this.#runtime?.config.logging.level === 'debug';
   }
 
   async close(): Promise<void> {

@@ -232,9 +232,10 @@ function prepareDataDir(
   persistent: boolean,
   log: (line: string) => void,
 ): string {
+  refuseForeign(requested, requested);
   const dataDir = user ? reachableDataDir(requested, user) : requested;
   removeStaleStaging(dataDir);
-  const state = inspectDataDir(dataDir);
+  const state = refuseForeign(requested, dataDir);
   if (state.kind === 'cluster') {
     if (state.major !== binaries.major) {
       throw new EmbeddedDatabaseError(
@@ -243,13 +244,17 @@ function prepareDataDir(
     }
     return dataDir;
   }
-  if (state.kind === 'other') {
-    throw new EmbeddedDatabaseError(
-      `${describePath(requested, dataDir)} is not a PostgreSQL data directory (${state.why}): remove it or point database.embedded_data_dir at an empty or new directory`,
-    );
-  }
   initialise(dataDir, binaries, user, persistent, log);
   return dataDir;
+}
+
+/** The directory's state, unless it is something other than a cluster or empty (refused). */
+function refuseForeign(requested: string, dataDir: string): Exclude<DataDirState, { kind: 'other' }> {
+  const state = inspectDataDir(dataDir);
+  if (state.kind !== 'other') return state;
+  throw new EmbeddedDatabaseError(
+    `${describePath(requested, dataDir)} is not a PostgreSQL data directory (${state.why}): remove it or point database.embedded_data_dir at an empty or new directory`,
+  );
 }
 
 type DataDirState = { kind: 'absent' } | { kind: 'cluster'; major: number } | { kind: 'other'; why: string };
