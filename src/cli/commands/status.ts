@@ -54,6 +54,7 @@ export const statusCommand: Command = {
         investigations: {
           pending: pending.pending,
           overdue: pending.overdue,
+          awaiting_enrichment: pending.awaiting_enrichment,
           oldest_pending_at: pending.oldest_pending_at,
           oldest_pending_minutes: pending.oldest_pending_at
             ? Math.floor((now.getTime() - pending.oldest_pending_at.getTime()) / 60_000)
@@ -91,6 +92,7 @@ export const statusCommand: Command = {
       const inv = report.investigations;
       out.write(
         `\ninvestigations: ${inv.pending} pending${inv.overdue ? ` (${inv.overdue} overdue)` : ''}` +
+          `${inv.awaiting_enrichment ? `, ${inv.awaiting_enrichment} awaiting enrichment` : ''}` +
           `${inv.oldest_pending_minutes === null ? '' : `, oldest ${formatMinutes(inv.oldest_pending_minutes)}`}\n`,
       );
       const s = report.staleness;

@@ -197,6 +197,8 @@ export async function investigationQueue(db: Db, limit: number): Promise<QueueIt
 export interface PendingSummary {
   pending: number;
   overdue: number;
+  /** Pending entries whose snapshot the enrichment job has not filled in yet. */
+  awaiting_enrichment: number;
   oldest_pending_at: Date | null;
 }
 
@@ -205,6 +207,7 @@ export async function pendingSummary(db: Db, now: Date): Promise<PendingSummary>
   const { rows } = await db.query<PendingSummary>(
     `SELECT count(*) AS pending,
             count(*) FILTER (WHERE d.dlq_timestamp < $1::timestamptz - make_interval(hours => s.max_pending_age_hours)) AS overdue,
+            count(*) FILTER (WHERE NOT (d.task_snapshot ? 'enrichment')) AS awaiting_enrichment,
             min(d.dlq_timestamp) AS oldest_pending_at
        FROM tasker_tasks_dlq d
       CROSS JOIN tasker_lifecycle_settings s
