@@ -369,6 +369,48 @@ describe('detect-stale and the investigation workflow (upstream lifecycle test)'
   });
 });
 
+describe('text from outside reaches the terminal escaped, and --json exactly', () => {
+  it('a newline in --notes cannot fake a field, and escape sequences in names are shown, not run', async () => {
+    const entry = await insertDlqEntry(db.pool, {
+      task: await task(),
+      reason: 'staleness_timeout',
+      at: minutesBefore(now, 30),
+      namespace: 'billing\x1b[2J',
+      taskName: 'invoice\u202eexe.txt',
+    });
+    const notes = 'restarted the worker\nresolved_by: mallory\x1b[31m';
+    expect(
+      (
+        await cli(
+          ['dlq', 'resolve', entry, '--status', 'manually_resolved', '--notes', notes, '--by', 'alice\rbob'],
+          env,
+        )
+      ).code,
+    ).toBe(0);
+
+    const shown = await cli(['dlq', 'show', entry], env);
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/); // only newlines stay
+    expect(shown.stdout.split('\n').filter((line) => line.startsWith('resolved_by:'))).toEqual([
+      expect.stringMatching(/^resolved_by: +alice\\rbob$/),
+    ]);
+    expect(shown.stdout).toContain('restarted the worker\\nresolved_by: mallory\\x1b[31m');
+    expect(shown.stdout).toContain('billing\\u001b[2J'); // inside the snapshot's JSON: JSON's own escape
+    expect(shown.stdout).toContain('invoice\\u202eexe.txt');
+
+    const listed = await cli(['dlq', 'list', '--status', 'manually_resolved'], env);
+    expect(listed.stdout).toContain('billing\\x1b[2J/invoice\\u202eexe.txt');
+    expect(listed.stdout.trim().split('\n')).toHaveLength(2); // header and one row
+
+    const json = (await cli(['dlq', 'show', entry, '--json'], env)).json();
+    expect(json).toMatchObject({ resolution_notes: notes, resolved_by: 'alice\rbob' });
+    expect(json.task_snapshot).toMatchObject({
+      namespace: 'billing\x1b[2J',
+      task_name: 'invoice\u202eexe.txt',
+    });
+  });
+});
+
 describe('exit codes and errors of the real binary', () => {
   it('0 on success, 2 on bad input, 1 when the database cannot be reached', async () => {
     expect((await runCliProcess(['dlq', 'stats'], env)).code).toBe(0);

@@ -7,7 +7,7 @@ import { databaseNow } from '../../db/queries/server.ts';
 import { type ArgsSpec, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
 import { runInline } from '../inline-run.ts';
-import { type Out, printFields, printJson, printTable } from '../output.ts';
+import { type Out, printable, printFields, printJson, printTable } from '../output.ts';
 
 /** Flags shared by `detect-stale` (inline) and `enqueue detect-stale` (through the workers). */
 export const detectFlags = {
@@ -81,7 +81,7 @@ function printDetection(out: Out, r: DetectStaleTasksResult): void {
   });
   for (const t of r.invalid_templates) {
     out.write(
-      `warning: template ${t.namespace_name}/${t.task_name} has malformed lifecycle settings (defaults used): ${t.problems.join('; ')}\n`,
+      `warning: template ${printable(`${t.namespace_name}/${t.task_name}`)} has malformed lifecycle settings (defaults used): ${printable(t.problems.join('; '))}\n`,
     );
   }
 }

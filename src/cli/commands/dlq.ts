@@ -13,7 +13,7 @@ import { NotFoundError, UsageError } from '../../errors.ts';
 import { oneOf, text, uuid, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
 import { diagnosisLines } from '../diagnosis.ts';
-import { formatMinutes, printFields, printJson, printTable } from '../output.ts';
+import { formatMinutes, printable, printableLines, printFields, printJson, printTable } from '../output.ts';
 
 /** The investigation commands: dlq list | show | resolve | add | stats | queue. */
 
@@ -95,10 +95,10 @@ export const dlqShowCommand: Command = {
     if (flags.json) return printJson(io.stdout, entry);
     const { task_snapshot, metadata, ...fields } = entry;
     printFields(io.stdout, fields);
-    io.stdout.write(`metadata:\n${indent(JSON.stringify(metadata, null, 2))}\n`);
-    io.stdout.write(`task_snapshot:\n${indent(JSON.stringify(task_snapshot, null, 2))}\n`);
+    io.stdout.write(`metadata:\n${indent(printableLines(JSON.stringify(metadata, null, 2)))}\n`);
+    io.stdout.write(`task_snapshot:\n${indent(printableLines(JSON.stringify(task_snapshot, null, 2)))}\n`);
     // Last, so that it is what stays on screen below a long snapshot.
-    const diagnosis = diagnosisLines(task_snapshot);
+    const diagnosis = diagnosisLines(task_snapshot).map(printable);
     if (diagnosis.length > 0) io.stdout.write(`diagnosis:\n${indent(diagnosis.join('\n'))}\n`);
   },
 };

@@ -8,7 +8,7 @@ import { stalenessHealth } from '../../db/queries/staleness.ts';
 import { createBoss } from '../../worker/boss.ts';
 import { deadLetterQueue } from '../../worker/worker.ts';
 import type { Command } from '../command.ts';
-import { formatMinutes, printJson, printTable } from '../output.ts';
+import { formatMinutes, printable, printJson, printTable } from '../output.ts';
 
 /**
  * status: one screen. For each job: its schedule, its last run (when, how long, outcome, counts)
@@ -86,8 +86,9 @@ export const statusCommand: Command = {
         { header: 'dead-lettered', value: (j) => j.dead_lettered },
       ]);
       for (const j of jobs) {
-        if (j.last_run?.counts) out.write(`  ${j.job} last counts: ${JSON.stringify(j.last_run.counts)}\n`);
-        if (j.last_run?.error) out.write(`  ${j.job} last error: ${j.last_run.error}\n`);
+        if (j.last_run?.counts)
+          out.write(`  ${j.job} last counts: ${printable(JSON.stringify(j.last_run.counts))}\n`);
+        if (j.last_run?.error) out.write(`  ${j.job} last error: ${printable(j.last_run.error)}\n`);
       }
       const inv = report.investigations;
       out.write(
