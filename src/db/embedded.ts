@@ -456,12 +456,17 @@ function startFailure(
   const fatal = recent
     .find((l) => /\b(FATAL|PANIC|ERROR):/.test(l))
     ?.replace(/^.*?\b(FATAL|PANIC|ERROR):\s*/, '');
-  let fix = `see the server's messages above with logging.level = "debug", or remove ${dataDir} to start afresh`;
+  let fix = `run with logging.level = "debug" (TASKER__logging__level=debug) to see the server's messages, or remove ${dataDir} to start afresh`;
   const otherServer = /Is another postmaster \(PID (\d+)\) running/.exec(text);
   if (/Address already in use/.test(text)) {
     fix = `another program (another \`npm start\`?) uses port ${port} on 127.0.0.1: stop it, or choose another port with database.embedded_port (TASKER__database__embedded_port)`;
   } else if (otherServer) {
     fix = `an embedded PostgreSQL (pid ${otherServer[1]}) from another run still uses ${dataDir}: stop it (kill ${otherServer[1]}) and start again`;
+  } else if (/has wrong ownership/.test(text)) {
+    const owner = process.getuid?.() === 0 ? `${USER}:${USER}` : String(process.getuid?.() ?? 'you');
+    fix = `${dataDir} must belong to the user the server runs as: chown -R ${owner} ${dataDir}, or remove it to start afresh`;
+  } else if (/has invalid permissions/.test(text)) {
+    fix = `PostgreSQL wants ${dataDir} readable by its owner only: chmod 700 ${dataDir}, or remove it to start afresh`;
   } else if (/EACCES|Permission denied/.test(text + what)) {
     fix = `the server's user cannot read ${dataDir} or its binaries: check their owner and modes, or remove ${dataDir} to start afresh`;
   }
