@@ -45,7 +45,11 @@ export interface EmbeddedServer {
   readonly dataDir: string;
   /** URL of a database on this server (user postgres, password postgres). */
   url(database: string): string;
-  stop(): Promise<void>;
+  /**
+   * Stops the server: by default once open sessions end (or after a few seconds); `fast`
+   * disconnects them at once, as a crash or a restart under load would.
+   */
+  stop(options?: { fast?: boolean }): Promise<void>;
 }
 
 export interface EmbeddedOptions {
@@ -67,6 +71,7 @@ export class EmbeddedDatabaseError extends Error {
 const USER = 'postgres';
 const PASSWORD = 'postgres';
 const READY_TIMEOUT_MS = 60_000;
+const SMART_STOP_MS = 5_000;
 const STOP_TIMEOUT_MS = 30_000;
 
 interface ServerUser {
@@ -85,8 +90,8 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     port,
     dataDir,
     url: (database) => `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${database}`,
-    async stop() {
-      await stopServer(child);
+    async stop({ fast = false } = {}) {
+      await stopServer(child, fast);
       if (!options.persistent) {
         rmSync(dataDir, { recursive: true, force: true });
         if (dataDir !== resolve(options.dataDir)) rmSync(options.dataDir, { force: true });
@@ -475,15 +480,23 @@ function startFailure(
   );
 }
 
-async function stopServer(child: ChildProcess): Promise<void> {
+/**
+ * Smart shutdown first (SIGTERM: no new sessions, wait for open ones to end), so that connections
+ * still closing (pg's pool.end() resolves before its sockets are closed) end on their own instead
+ * of being terminated under a client that then reports an error; fast shutdown (SIGINT: roll back
+ * and disconnect) after SMART_STOP_MS; SIGKILL as the last resort.
+ */
+async function stopServer(child: ChildProcess, fast: boolean): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   await new Promise<void>((done) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    const fastStop = setTimeout(() => child.kill('SIGINT'), fast ? 0 : SMART_STOP_MS);
+    const kill = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
     child.once('exit', () => {
-      clearTimeout(timer);
+      clearTimeout(fastStop);
+      clearTimeout(kill);
       done();
     });
-    child.kill('SIGINT'); // fast shutdown: roll back open transactions, then stop
+    if (!fast) child.kill('SIGTERM');
   });
 }
 

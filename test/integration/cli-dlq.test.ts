@@ -390,6 +390,7 @@ describe('text from outside reaches the terminal escaped, and --json exactly', (
 
     const shown = await cli(['dlq', 'show', entry], env);
     expect(shown.code).toBe(0);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the test looks for raw control characters
     expect(shown.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/); // only newlines stay
     expect(shown.stdout.split('\n').filter((line) => line.startsWith('resolved_by:'))).toEqual([
       expect.stringMatching(/^resolved_by: +alice\\rbob$/),

@@ -73,7 +73,7 @@ it('survives a restart of PostgreSQL in the middle of a run', async () => {
       return rows[0].n === 1;
     });
     await pool.end();
-    await server.stop();
+    await server.stop({ fast: true }); // the worker's sessions are cut, as in a real restart
     await waitFor(
       '/readyz to report the database gone',
       async () => (await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status === 503,
