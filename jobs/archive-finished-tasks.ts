@@ -188,7 +188,7 @@ export async function runArchival(
           policies: options.policies,
           namespace: options.namespace,
           taskName: options.task_name,
-          finishedBefore: options.finished_before === null ? null : new Date(options.finished_before),
+          finishedBefore: options.finished_before,
           after: cursor,
         },
         options.batch_statement_timeout_ms,
@@ -216,9 +216,7 @@ export async function runArchival(
         retriesInRow += 1;
         onProgress?.({ kind: 'retry', batch_size: batchSize, code });
       } else {
-        const where = cursor
-          ? `after task ${cursor.taskUuid} (${cursor.stateEnteredAt.toISOString()})`
-          : 'first';
+        const where = cursor ? `after task ${cursor.taskUuid} (${cursor.stateEnteredAt})` : 'first';
         throw new Error(
           `archival batch ${batches + 1} (${where}, size ${batchSize}) failed: ${(err as Error).message}`,
           {
@@ -237,9 +235,7 @@ export async function runArchival(
     cutoff ??= result.cutoff;
     skipped += result.tasks_skipped;
     for (const key of ARCHIVE_TABLE_COUNTS) totals[key] += result[key];
-    if (result.last_task_uuid !== null && result.last_state_entered_at !== null) {
-      cursor = { stateEnteredAt: result.last_state_entered_at, taskUuid: result.last_task_uuid };
-    }
+    if (result.cursor !== null) cursor = result.cursor;
     size.succeeded();
     ctx.logger.debug('archival batch', {
       job: 'tasker.archive-finished-tasks',
