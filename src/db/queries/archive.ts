@@ -191,6 +191,35 @@ export async function countArchiveCandidates(
   return rows[0]!.n;
 }
 
+/** One change sync_archive_tables made (or, with apply false, would make) to an archive table. */
+export interface ArchiveTableChange {
+  archive_table: string;
+  column_name: string;
+  /** "add <type>", "widen <type> to <type>" or "drop not null". */
+  change: string;
+}
+
+/**
+ * Brings the archive tables up to date with the live tables (every column, widened types), as
+ * archive_completed_tasks does before each batch (migrations/0030_archive_follows_live.sql).
+ * What cannot be done without changing or losing a value raises SQLSTATE TL001, naming each column.
+ */
+export async function syncArchiveTables(db: Db, apply = true): Promise<ArchiveTableChange[]> {
+  const { rows } = await db.query<ArchiveTableChange>(
+    'SELECT archive_table, column_name, change FROM sync_archive_tables($1)',
+    [apply],
+  );
+  return rows;
+}
+
+/** Whether this database has sync_archive_tables yet (migration 0030 applied). */
+export async function canSyncArchiveTables(db: Db): Promise<boolean> {
+  const { rows } = await db.query<{ present: boolean }>(
+    "SELECT to_regprocedure('sync_archive_tables(boolean)') IS NOT NULL AS present",
+  );
+  return rows[0]!.present;
+}
+
 /** Rows moved back per table by restore_archived_task. */
 export interface RestoreResult {
   tasks_restored: number;
