@@ -271,3 +271,38 @@ describe("the engine's tables lack what this system needs", () => {
     await expect(migrate(db.pool)).rejects.toThrow(EngineSchemaError);
   });
 });
+
+describe('the review case: a migrated database, then the engine adds bypass_steps jsonb', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it('`archive` then `restore` give the value back byte for byte', async () => {
+    await db.pool.query('ALTER TABLE tasker_tasks ADD COLUMN bypass_steps jsonb');
+    const template = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });
+    const { rows: now } = await db.pool.query<{ now: Date }>('SELECT now() AS now');
+    const [task] = await insertFinishedGraphs(db.pool, {
+      named_task_uuid: template.named_task_uuid,
+      state: 'complete',
+      finishedAt: hoursBefore(now[0]!.now, 24 * 40),
+    });
+    await db.pool.query(
+      `UPDATE tasker_tasks SET bypass_steps = '{"skip": ["b", "a"], "n": 1.50, "s": "\\u00e9"}' WHERE task_uuid = $1`,
+      [task],
+    );
+    const value = 'SELECT bypass_steps::text AS b FROM tasker_tasks WHERE task_uuid = $1';
+    const before = (await db.pool.query(value, [task])).rows;
+    expect(before).toEqual([{ b: '{"n": 1.50, "s": "é", "skip": ["b", "a"]}' }]);
+
+    const archived = await runCli(['archive', '--json'], { DATABASE_URL: db.url });
+    expect(archived.code).toBe(0);
+    expect(JSON.parse(archived.stdout)).toMatchObject({ tasks_archived: 1 });
+    const restored = await runCli(['restore', task!], { DATABASE_URL: db.url });
+    expect(restored.code).toBe(0);
+    expect((await db.pool.query(value, [task])).rows).toEqual(before);
+  });
+});
