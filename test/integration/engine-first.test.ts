@@ -192,6 +192,18 @@ describe("the engine's tables came first, with columns of their own in every tab
     expect(rows).toEqual([{ cost: '1.25' }]);
   });
 
+  it('two archivers meeting a column the engine just added: one adds it, both move, each task once', async () => {
+    await resetTables(db.pool);
+    const tasks = await oldGraphs(12);
+    await db.pool.query('ALTER TABLE tasker_workflow_step_transitions ADD COLUMN worker_id text');
+    await db.pool.query("UPDATE tasker_workflow_step_transitions SET worker_id = 'w-' || sort_key");
+    const before = await graphRows(db.pool, 'live');
+    const runs = await Promise.all([run({ batch_size: 2 }), run({ batch_size: 2 })]);
+    expect(runs[0]!.tasks_archived + runs[1]!.tasks_archived).toBe(tasks.length);
+    expect(await graphRows(db.pool, 'archive')).toEqual(before);
+    expect(Object.values(await tableCounts(db.pool, 'live'))).toEqual([0, 0, 0, 0, 0, 0]);
+  });
+
   it('archival refuses, moving nothing, when the archive could not store a value as it is; restore refuses to drop one', async () => {
     await resetTables(db.pool);
     const [kept] = await oldGraphs(1);
