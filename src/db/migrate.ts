@@ -148,7 +148,13 @@ export async function migrate(pool: pg.Pool, dir = migrationsDir): Promise<Migra
  * engine's business and fine.
  */
 export async function engineSchemaProblems(client: pg.PoolClient, coreSql: string): Promise<string[]> {
-  const expected = await probeCoreTableShape(client, coreSql);
+  const expected = await probeCoreTableShape(client, coreSql).catch((err: unknown) => {
+    if ((err as { code?: string }).code !== '42501') throw err;
+    throw new Error(
+      `checking the engine's tables builds 0001's shape in a scratch schema (rolled back), which needs the CREATE privilege on this database: ${(err as Error).message}`,
+      { cause: err },
+    );
+  });
   const actual = new Map((await engineColumns(client)).map((c) => [`${c.table}.${c.column}`, c]));
   const tables = new Set((await presentEngineTables(client)).values());
   const problems: string[] = [];
