@@ -17,7 +17,10 @@
  *
  * One run: call archive_completed_tasks batch by batch, each in its own transaction under SET
  * LOCAL statement_timeout, continuing from where the previous batch stopped (a keyset cursor on
- * state-entry time, so tasks skipped once are not rescanned). A batch that times out (SQLSTATE
+ * state-entry time and task uuid, kept to PostgreSQL's microsecond, so tasks skipped once are not
+ * rescanned and a dry run counts each task once). Each batch first brings the archive tables up to
+ * date with the live tables' columns (a dry run only checks), and refuses, naming the column, what
+ * the archive could not store as it is. A batch that times out (SQLSTATE
  * 57014) is rolled back and retried at half the size; after three successes in a row the size
  * doubles again, up to batch_size. Deadlocks and serialization failures are retried up to three
  * times. Between batches: a pause, and the abort signal is checked. The run stops when no
@@ -29,8 +32,10 @@
  * Logs: warn on each timeout (batch size before and after), debug per batch. The result has counts
  * per table, batches, timeouts, retries, the final batch size, the longest batch and why it stopped.
  *
- * Safe with N workers: each batch locks the task rows and current transitions it moves (FOR UPDATE
- * SKIP LOCKED), so concurrent runs take disjoint tasks and never wait for each other; every graph
+ * Safe with N workers: each batch locks the task rows and current transitions it moves, then every
+ * other row of their graphs (FOR UPDATE SKIP LOCKED), so concurrent runs take disjoint tasks and
+ * never wait for each other or for the engine; a task with a row held elsewhere is skipped whole
+ * and stays live for a later run; every graph
  * moves whole in one transaction, so a crash or kill at any point leaves each task exactly once,
  * live or archived, and the next run carries on.
  */
@@ -188,7 +193,7 @@ export async function runArchival(
           policies: options.policies,
           namespace: options.namespace,
           taskName: options.task_name,
-          finishedBefore: options.finished_before === null ? null : new Date(options.finished_before),
+          finishedBefore: options.finished_before,
           after: cursor,
         },
         options.batch_statement_timeout_ms,
@@ -216,9 +221,7 @@ export async function runArchival(
         retriesInRow += 1;
         onProgress?.({ kind: 'retry', batch_size: batchSize, code });
       } else {
-        const where = cursor
-          ? `after task ${cursor.taskUuid} (${cursor.stateEnteredAt.toISOString()})`
-          : 'first';
+        const where = cursor ? `after task ${cursor.taskUuid} (${cursor.stateEnteredAt})` : 'first';
         throw new Error(
           `archival batch ${batches + 1} (${where}, size ${batchSize}) failed: ${(err as Error).message}`,
           {
@@ -237,9 +240,7 @@ export async function runArchival(
     cutoff ??= result.cutoff;
     skipped += result.tasks_skipped;
     for (const key of ARCHIVE_TABLE_COUNTS) totals[key] += result[key];
-    if (result.last_task_uuid !== null && result.last_state_entered_at !== null) {
-      cursor = { stateEnteredAt: result.last_state_entered_at, taskUuid: result.last_task_uuid };
-    }
+    if (result.cursor !== null) cursor = result.cursor;
     size.succeeded();
     ctx.logger.debug('archival batch', {
       job: 'tasker.archive-finished-tasks',

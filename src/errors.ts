@@ -22,6 +22,21 @@ export class ConfigError extends UsageError {
   }
 }
 
+/**
+ * The database's engine tables (tasker-core's, which this system does not own) lack something this
+ * system needs, or the archive tables cannot follow them: `migrate` refuses, changing nothing, and
+ * names each problem. Exit 2, as bad input: the fix is in the database in front of us, not here.
+ */
+export class EngineSchemaError extends UsageError {
+  override name = 'EngineSchemaError';
+  readonly problems: readonly string[];
+
+  constructor(intro: string, problems: readonly string[]) {
+    super(`${intro}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.problems = problems;
+  }
+}
+
 /** Wraps anything thrown into an Error, keeping the original as cause. */
 export function asError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;

@@ -259,7 +259,7 @@ describe('filters and batches', () => {
       const r = await batch({ dryRun: true, batchSize: 2, after });
       seen.push(...r.task_uuids);
       more.push(r.more_candidates);
-      after = { stateEnteredAt: r.last_state_entered_at!, taskUuid: r.last_task_uuid! };
+      after = r.cursor;
     }
     expect(seen).toEqual(tasks);
     expect(more).toEqual([true, true, false]);

@@ -19,7 +19,14 @@ export const migrateCommand: Command = {
         pgboss_schema_version: pgbossSchemaVersion,
         database: rt.target,
       });
+    if (result.engineTables === 'adopted') {
+      io.stdout.write(
+        "found the workflow engine's tables: checked, kept as they are (0001 recorded, not run)\n",
+      );
+    }
     for (const file of result.applied) io.stdout.write(`applied ${file}\n`);
+    for (const change of result.archiveChanges)
+      io.stdout.write(`archive table follows its live table: ${change}\n`);
     io.stdout.write(
       `database ${rt.target} is up to date (${result.alreadyApplied + result.applied.length} migrations, pg-boss schema ${pgbossSchemaVersion})\n`,
     );

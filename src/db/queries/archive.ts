@@ -16,9 +16,14 @@ export interface ArchivePolicies {
   archive_dlq_resolved: boolean;
 }
 
-/** Where a batch starts: after this task (in state-entry order). */
+/**
+ * Where a batch starts: after this task (in state-entry order). The time is kept as PostgreSQL's
+ * exact text (ISO 8601, UTC, microseconds), never as a JavaScript Date: a Date keeps milliseconds
+ * only, and a cursor rounded down makes the next page repeat tasks (a dry run then counted them
+ * again and reported more than the real run moves).
+ */
 export interface ArchiveCursor {
-  stateEnteredAt: Date;
+  stateEnteredAt: string;
   taskUuid: string;
 }
 
@@ -30,8 +35,11 @@ export interface ArchiveBatchParams {
   policies: ArchivePolicies;
   namespace?: string | null | undefined;
   taskName?: string | null | undefined;
-  /** Only tasks that entered their final state before this too (narrows the retention window). */
-  finishedBefore?: Date | null | undefined;
+  /**
+   * Only tasks that entered their final state before this too (narrows the retention window); a
+   * string is passed to PostgreSQL as written, microseconds included.
+   */
+  finishedBefore?: Date | string | null | undefined;
   after?: ArchiveCursor | null | undefined;
 }
 
@@ -51,6 +59,8 @@ export interface ArchiveBatchResult {
   last_task_uuid: string | null;
   cutoff: Date;
   task_uuids: string[];
+  /** Where the next batch starts (last_state_entered_at exactly, and last_task_uuid), or null. */
+  cursor: ArchiveCursor | null;
 }
 
 /**
@@ -58,13 +68,15 @@ export interface ArchiveBatchResult {
  * reads are listed above archive_completed_tasks in the migration.
  */
 export async function archiveBatch(db: Db, p: ArchiveBatchParams): Promise<ArchiveBatchResult> {
-  const { rows } = await db.query<ArchiveBatchResult>(
-    `SELECT * FROM archive_completed_tasks(
-       p_retention_days => $1, p_batch_size => $2, p_dry_run => $3, p_now => $4,
-       p_namespace => $5, p_task_name => $6, p_finished_before => $7,
-       p_archive_completed => $8, p_archive_failed => $9, p_archive_cancelled => $10,
-       p_archive_resolved_manually => $11, p_archive_dlq_resolved => $12,
-       p_after_state_entered_at => $13, p_after_task_uuid => $14)`,
+  const { rows } = await db.query<Omit<ArchiveBatchResult, 'cursor'> & { cursor_at: string | null }>(
+    `SELECT a.*,
+            to_char(a.last_state_entered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at
+       FROM archive_completed_tasks(
+         p_retention_days => $1, p_batch_size => $2, p_dry_run => $3, p_now => $4,
+         p_namespace => $5, p_task_name => $6, p_finished_before => $7::timestamptz,
+         p_archive_completed => $8, p_archive_failed => $9, p_archive_cancelled => $10,
+         p_archive_resolved_manually => $11, p_archive_dlq_resolved => $12,
+         p_after_state_entered_at => $13::timestamptz, p_after_task_uuid => $14) a`,
     [
       p.retentionDays,
       p.batchSize,
@@ -82,7 +94,14 @@ export async function archiveBatch(db: Db, p: ArchiveBatchParams): Promise<Archi
       p.after?.taskUuid ?? null,
     ],
   );
-  return rows[0]!;
+  const { cursor_at, ...result } = rows[0]!;
+  return {
+    ...result,
+    cursor:
+      cursor_at === null || result.last_task_uuid === null
+        ? null
+        : { stateEnteredAt: cursor_at, taskUuid: result.last_task_uuid },
+  };
 }
 
 /**
@@ -170,6 +189,35 @@ export async function countArchiveCandidates(
     ],
   );
   return rows[0]!.n;
+}
+
+/** One change sync_archive_tables made (or, with apply false, would make) to an archive table. */
+export interface ArchiveTableChange {
+  archive_table: string;
+  column_name: string;
+  /** "add <type>", "widen <type> to <type>" or "drop not null". */
+  change: string;
+}
+
+/**
+ * Brings the archive tables up to date with the live tables (every column, widened types), as
+ * archive_completed_tasks does before each batch (migrations/0030_archive_follows_live.sql).
+ * What cannot be done without changing or losing a value raises SQLSTATE TL001, naming each column.
+ */
+export async function syncArchiveTables(db: Db, apply = true): Promise<ArchiveTableChange[]> {
+  const { rows } = await db.query<ArchiveTableChange>(
+    'SELECT archive_table, column_name, change FROM sync_archive_tables($1)',
+    [apply],
+  );
+  return rows;
+}
+
+/** Whether this database has sync_archive_tables yet (migration 0030 applied). */
+export async function canSyncArchiveTables(db: Db): Promise<boolean> {
+  const { rows } = await db.query<{ present: boolean }>(
+    "SELECT to_regprocedure('sync_archive_tables(boolean)') IS NOT NULL AS present",
+  );
+  return rows[0]!.present;
 }
 
 /** Rows moved back per table by restore_archived_task. */
