@@ -8,6 +8,7 @@ import base from './jest.config.js';
 export default {
   ...base,
   roots: ['<rootDir>/test/e2e'],
+  testPathIgnorePatterns: ['/node_modules/'],
   globalSetup: undefined,
   globalTeardown: undefined,
   testTimeout: 300_000,
