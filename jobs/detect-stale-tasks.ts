@@ -11,13 +11,17 @@
  * its own thresholds changes nothing the views and the 6-argument function read.
  *
  * Options (from [staleness_detection] and [dlq]): thresholds in minutes (lifetime in hours),
- * batch_size (tasks per transaction), max_batches (per run), dry_run, the action switches, the
- * enabled reasons and the event channel.
+ * batch_size (tasks per transaction), max_batches (per run), batch_statement_timeout_ms (SET LOCAL
+ * statement_timeout of each batch), dry_run, the action switches, the enabled reasons and the
+ * event channel.
  *
- * One run: call detect_stale_tasks_batch until a batch comes back
- * short, max_batches is reached, or the run is aborted (checked between batches). All batches judge
- * staleness against ctx.now. A dry run makes one call for up to batch_size x max_batches tasks and
- * changes nothing.
+ * One run: call detect_stale_tasks_batch page by page, each page after the previous one's last
+ * (state entry, task uuid) key, until a page comes back short, max_batches is reached, or the run
+ * is aborted (checked between batches). Every page judges staleness against ctx.now (the run's
+ * time); rows written are stamped with the statement's clock, never earlier than the transition
+ * they follow. A dry run pages exactly like a real run (so it reports the same tasks, batch for
+ * batch), locks nothing and changes nothing. A batch that exceeds its statement timeout is rolled
+ * back and fails the run, naming the batch (earlier batches stay committed).
  *
  * Safe with N workers: each batch locks the rows it takes (FOR UPDATE SKIP LOCKED), re-checks that
  * each task is still in the state it was found in, and writes the transition (compare-and-swap on
@@ -28,6 +32,8 @@ import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
 import {
   type DetectBatchParams,
+  type DetectBatchResult,
+  type DetectCursor,
   detectStaleTasksBatch,
   settingsFromConfig,
 } from '../src/db/queries/staleness.ts';
@@ -41,6 +47,7 @@ export const DetectStaleTasksOptions = z.strictObject({
   dry_run: z.boolean(),
   batch_size: z.int().min(1).max(10000),
   max_batches: z.int().min(1).max(1000),
+  batch_statement_timeout_ms: z.int().min(100).max(600000),
   waiting_for_dependencies_minutes: z.int().min(1).max(1440),
   waiting_for_retry_minutes: z.int().min(1).max(1440),
   steps_in_process_minutes: z.int().min(1).max(1440),
@@ -92,6 +99,7 @@ export function detectionOptionsFromConfig(config: Readonly<Config>): DetectStal
     dry_run: sd.dry_run,
     batch_size: sd.batch_size,
     max_batches: sd.max_batches_per_run,
+    batch_statement_timeout_ms: sd.batch_statement_timeout_ms,
     ...settings,
   };
 }
@@ -129,21 +137,36 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
     const tasks: StaleTaskResult[] = [];
     let batches = 0;
     let aborted = false;
+    let after: DetectCursor | null = null;
     for (;;) {
       if (ctx.signal.aborted) {
         aborted = true;
         break;
       }
-      const limit = options.dry_run ? options.batch_size * options.max_batches : options.batch_size;
-      const rows = await detectStaleTasksBatch(ctx.pool, {
-        now: ctx.now,
-        dryRun: options.dry_run,
-        batchSize: limit,
-        settings,
-      });
+      let page: DetectBatchResult;
+      try {
+        page = await detectStaleTasksBatch(ctx.pool, {
+          now: ctx.now,
+          dryRun: options.dry_run,
+          batchSize: options.batch_size,
+          settings,
+          after,
+          statementTimeoutMs: options.batch_statement_timeout_ms,
+        });
+      } catch (err) {
+        const where = after ? `after task ${after.taskUuid} (entered ${after.stateEnteredAt})` : 'first';
+        const timedOut = (err as { code?: string }).code === '57014';
+        throw new Error(
+          timedOut
+            ? `detection batch ${batches + 1} (${where}, size ${options.batch_size}) ran longer than batch_statement_timeout_ms (${options.batch_statement_timeout_ms} ms) and was rolled back; ${tasks.length} task(s) were handled by earlier batches`
+            : `detection batch ${batches + 1} (${where}, size ${options.batch_size}) failed: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
       batches += 1;
-      tasks.push(...rows);
-      if (options.dry_run || rows.length < limit || batches >= options.max_batches) break;
+      tasks.push(...page.tasks);
+      after = page.last ?? after;
+      if (page.tasks.length < options.batch_size || batches >= options.max_batches) break;
     }
     return summarize(tasks, {
       dry_run: options.dry_run,

@@ -100,6 +100,14 @@ export const StalenessDetectionSchema = z
       .default(10)
       .describe('Batches one run may take before it stops; a run also stops at the first short batch.'),
     dry_run: z.boolean().default(false).describe('Report what detection would do without changing anything.'),
+    batch_statement_timeout_ms: z
+      .int()
+      .min(100)
+      .max(600000)
+      .default(10000)
+      .describe(
+        'statement_timeout of each detection batch transaction, in milliseconds: a batch that hits it is rolled back whole and the run fails (pg-boss retries it).',
+      ),
     thresholds: StalenessThresholdsSchema.prefault({}),
     actions: StalenessActionsSchema.prefault({}),
   })

@@ -1,3 +1,4 @@
+import pg from 'pg';
 import type { Config } from '../../config/schema.ts';
 import { DLQ_REASONS, type DlqReason } from '../../domain/dlq.ts';
 import { parseActionTaken, type StaleTaskResult } from '../../domain/staleness.ts';
@@ -28,35 +29,97 @@ export interface LifecycleSettings extends StalenessThresholds {
 }
 
 export interface DetectBatchParams {
+  /** The run's reference time: staleness is judged against it on every page. */
   now: Date;
   dryRun: boolean;
   batchSize: number;
   settings: Omit<LifecycleSettings, 'max_pending_age_hours'>;
+  /** Where the previous page ended (null: the first page). */
+  after: DetectCursor | null;
+  /** statement_timeout of the batch's transaction (SET LOCAL), in milliseconds. */
+  statementTimeoutMs: number;
 }
 
 /**
- * One detection batch: finds at most batchSize stale tasks (locking them), and acts on them in one
- * statement. Reads idx_task_transitions_in_flight; see get_stale_tasks_for_dlq.
+ * The last (state entry, task uuid) of a page. The time travels as PostgreSQL's own text, never as
+ * a JavaScript Date (which keeps milliseconds and would drop the microseconds of the key).
  */
-export async function detectStaleTasksBatch(db: Db, p: DetectBatchParams): Promise<StaleTaskResult[]> {
+export interface DetectCursor {
+  stateEnteredAt: string;
+  taskUuid: string;
+}
+
+export interface DetectBatchResult {
+  tasks: StaleTaskResult[];
+  /** Where the next page starts; null when this page found nothing. */
+  last: DetectCursor | null;
+}
+
+/**
+ * One detection batch (one page): at most batchSize stale tasks after `after`, in (state entry,
+ * task uuid) order, acted on in one statement (real run; their rows locked FOR UPDATE SKIP
+ * LOCKED) or only reported (dry run; nothing locked, nothing written). Its own transaction, under
+ * SET LOCAL statement_timeout, so a batch that runs too long is cancelled (57014) and rolled back
+ * whole. Reads idx_task_transitions_in_flight; see get_stale_tasks_for_dlq.
+ * On a pool it takes a connection for the batch; on a client (tests with separate sessions) it
+ * runs on that client, which must not be inside a transaction.
+ */
+export async function detectStaleTasksBatch(
+  db: pg.Pool | pg.Client,
+  p: DetectBatchParams,
+): Promise<DetectBatchResult> {
   const s = p.settings;
-  const { rows } = await db.query<StaleTaskResult & { action_taken: string }>(
-    `SELECT * FROM detect_stale_tasks_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::dlq_reason[], $11)`,
-    [
-      p.now,
-      p.dryRun,
-      p.batchSize,
-      s.waiting_for_dependencies_minutes,
-      s.waiting_for_retry_minutes,
-      s.steps_in_process_minutes,
-      s.task_max_lifetime_hours,
-      s.auto_transition_to_error,
-      s.auto_move_to_dlq,
-      s.enabled_reasons,
-      s.event_channel,
-    ],
-  );
-  return rows.map((r) => ({ ...r, action_taken: parseActionTaken(r.action_taken) }));
+  const client = db instanceof pg.Pool ? await db.connect() : db;
+  try {
+    await client.query('BEGIN');
+    await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${p.statementTimeoutMs}ms`]);
+    const { rows } = await client.query<
+      StaleTaskResult & {
+        action_taken: string;
+        page_last_entered_at: string | null;
+        page_last_task_uuid: string | null;
+      }
+    >(
+      `SELECT b.task_uuid, b.namespace_name, b.task_name, b.current_state, b.time_in_state_minutes,
+              b.staleness_threshold_minutes, b.action_taken, b.moved_to_dlq, b.transition_success, b.stale_by,
+              b.task_age_minutes, b.planned_action, b.dlq_entry_uuid, b.dlq_reason, b.named_task_uuid,
+              b.template_problems, b.page_last_entered_at::text AS page_last_entered_at, b.page_last_task_uuid
+         FROM detect_stale_tasks_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::dlq_reason[], $11,
+                                       $12::timestamptz, $13::uuid) b`,
+      [
+        p.now,
+        p.dryRun,
+        p.batchSize,
+        s.waiting_for_dependencies_minutes,
+        s.waiting_for_retry_minutes,
+        s.steps_in_process_minutes,
+        s.task_max_lifetime_hours,
+        s.auto_transition_to_error,
+        s.auto_move_to_dlq,
+        s.enabled_reasons,
+        s.event_channel,
+        p.after?.stateEnteredAt ?? null,
+        p.after?.taskUuid ?? null,
+      ],
+    );
+    await client.query('COMMIT');
+    const first = rows[0];
+    return {
+      tasks: rows.map(({ page_last_entered_at: _at, page_last_task_uuid: _uuid, ...r }) => ({
+        ...r,
+        action_taken: parseActionTaken(r.action_taken),
+      })),
+      last:
+        first?.page_last_entered_at && first.page_last_task_uuid
+          ? { stateEnteredAt: first.page_last_entered_at, taskUuid: first.page_last_task_uuid }
+          : null,
+    };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined); // the batch's error is the one to report
+    throw err;
+  } finally {
+    if (client !== db) (client as pg.PoolClient).release();
+  }
 }
 
 /**
