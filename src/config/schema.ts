@@ -191,6 +191,14 @@ export const DlqEnrichmentSchema = z
       .describe(
         'Largest enriched snapshot, in bytes of JSON text; a bigger one keeps only counts and the diagnosis (detail "compact", then "minimal").',
       ),
+    batch_statement_timeout_ms: z
+      .int()
+      .min(100)
+      .max(600000)
+      .default(10000)
+      .describe(
+        'statement_timeout of each enrichment batch transaction, in milliseconds. A batch that fails (timeout or error) is retried one entry at a time; an entry that fails alone is marked failed and skipped by later sweeps.',
+      ),
   })
   .refine((e) => e.max_payload_bytes <= e.max_snapshot_bytes, {
     error: 'max_payload_bytes must not exceed max_snapshot_bytes',

@@ -71,3 +71,18 @@ export async function withTransaction<T>(
     client.release();
   }
 }
+
+/**
+ * Runs fn in one transaction with statement_timeout set for that transaction only (SET LOCAL), so
+ * a statement that runs longer is cancelled (SQLSTATE 57014) and the transaction rolled back whole.
+ */
+export async function withStatementTimeout<T>(
+  pool: pg.Pool,
+  statementTimeoutMs: number,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
+  return withTransaction(pool, async (client) => {
+    await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${statementTimeoutMs}ms`]);
+    return fn(client);
+  });
+}
