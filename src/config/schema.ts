@@ -99,7 +99,12 @@ export const StalenessDetectionSchema = z
       .max(1000)
       .default(10)
       .describe('Batches one run may take before it stops; a run also stops at the first short batch.'),
-    dry_run: z.boolean().default(false).describe('Report what detection would do without changing anything.'),
+    dry_run: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Report what detection would do without changing anything. The CLI overrides it per run: --dry-run, --no-dry-run.',
+      ),
     batch_statement_timeout_ms: z
       .int()
       .min(100)
@@ -309,7 +314,9 @@ export const ArchiveSchema = z.strictObject({
   dry_run: z
     .boolean()
     .default(false)
-    .describe('Scheduled runs only report what they would archive (and change nothing).'),
+    .describe(
+      'Scheduled runs only report what they would archive (and change nothing). The CLI overrides it per run: --dry-run, --no-dry-run.',
+    ),
 });
 
 export const DatabaseSchema = z.strictObject({
