@@ -53,12 +53,22 @@ export function createPool(url: string, options: CreatePoolOptions = {}): pg.Poo
   return pool;
 }
 
-/** Runs fn inside one transaction on one client from the pool. */
+/**
+ * Runs fn inside one transaction on one client from the pool. While the client is checked out, a
+ * lost connection (a server restart) arrives as an 'error' event that pg-pool no longer listens
+ * for; unheard, it would crash the process. It is heard here: the query in flight fails with it,
+ * and the dead client is discarded instead of going back to the pool.
+ */
 export async function withTransaction<T>(
   pool: pg.Pool,
   fn: (client: pg.PoolClient) => Promise<T>,
 ): Promise<T> {
   const client = await pool.connect();
+  let lost: Error | undefined;
+  const onError = (err: Error) => {
+    lost = err;
+  };
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     const result = await fn(client);
@@ -68,7 +78,8 @@ export async function withTransaction<T>(
     await client.query('ROLLBACK').catch(() => undefined); // the original error is the one worth reporting
     throw err;
   } finally {
-    client.release();
+    client.removeListener('error', onError);
+    client.release(lost);
   }
 }
 

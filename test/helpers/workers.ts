@@ -53,9 +53,16 @@ export async function runsOf(db: pg.Pool, job: string): Promise<RunRow[]> {
 }
 
 /**
+ * For workers (and the enqueue that sends their run's options) whose detection batch a test holds
+ * on a lock (holdDetectionAtStart, an uncommitted DLQ entry): each batch is otherwise cancelled
+ * after staleness_detection.batch_statement_timeout_ms (10 s), which would end the hold early.
+ */
+export const HELD_DETECTION_ENV = { TASKER__staleness_detection__batch_statement_timeout_ms: '600000' };
+
+/**
  * Holds an exclusive lock on tasker_task_namespaces, which every detection batch (real or dry run)
  * reads, so the next detection run blocks at its first statement until release(): a run whose
- * length the test controls.
+ * length the test controls (run the worker with HELD_DETECTION_ENV).
  */
 export async function holdDetectionAtStart(client: pg.Client): Promise<{ release(): Promise<void> }> {
   await client.query('BEGIN');

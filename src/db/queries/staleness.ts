@@ -2,12 +2,13 @@ import pg from 'pg';
 import type { Config } from '../../config/schema.ts';
 import { DLQ_REASONS, type DlqReason } from '../../domain/dlq.ts';
 import { parseActionTaken, type StaleTaskResult } from '../../domain/staleness.ts';
-import type { Db } from '../pool.ts';
+import { type Db, withTransaction } from '../pool.ts';
 import type { ArchivePolicies } from './archive.ts';
 
 /**
- * Queries for staleness detection: tasker_lifecycle_settings (detection settings, and the archive
- * policies, both written from the configuration by applyConfiguredSettings) and the detection functions of migrations/0003_staleness_detection.sql.
+ * Queries for staleness detection: tasker_lifecycle_settings (detection settings and archive
+ * policies, written from the configuration by applyConfiguredSettings only) and the detection
+ * functions (migrations/0003_staleness_detection.sql, redefined in 0040).
  */
 
 export interface StalenessThresholds {
@@ -68,58 +69,65 @@ export async function detectStaleTasksBatch(
   db: pg.Pool | pg.Client,
   p: DetectBatchParams,
 ): Promise<DetectBatchResult> {
-  const s = p.settings;
-  const client = db instanceof pg.Pool ? await db.connect() : db;
+  if (db instanceof pg.Pool) return withTransaction(db, (client) => detectPage(client, p));
+  await db.query('BEGIN');
   try {
-    await client.query('BEGIN');
-    await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${p.statementTimeoutMs}ms`]);
-    const { rows } = await client.query<
-      StaleTaskResult & {
-        action_taken: string;
-        page_last_entered_at: string | null;
-        page_last_task_uuid: string | null;
-      }
-    >(
-      `SELECT b.task_uuid, b.namespace_name, b.task_name, b.current_state, b.time_in_state_minutes,
-              b.staleness_threshold_minutes, b.action_taken, b.moved_to_dlq, b.transition_success, b.stale_by,
-              b.task_age_minutes, b.planned_action, b.dlq_entry_uuid, b.dlq_reason, b.named_task_uuid,
-              b.template_problems, b.page_last_entered_at::text AS page_last_entered_at, b.page_last_task_uuid
-         FROM detect_stale_tasks_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::dlq_reason[], $11,
-                                       $12::timestamptz, $13::uuid) b`,
-      [
-        p.now,
-        p.dryRun,
-        p.batchSize,
-        s.waiting_for_dependencies_minutes,
-        s.waiting_for_retry_minutes,
-        s.steps_in_process_minutes,
-        s.task_max_lifetime_hours,
-        s.auto_transition_to_error,
-        s.auto_move_to_dlq,
-        s.enabled_reasons,
-        s.event_channel,
-        p.after?.stateEnteredAt ?? null,
-        p.after?.taskUuid ?? null,
-      ],
-    );
-    await client.query('COMMIT');
-    const first = rows[0];
-    return {
-      tasks: rows.map(({ page_last_entered_at: _at, page_last_task_uuid: _uuid, ...r }) => ({
-        ...r,
-        action_taken: parseActionTaken(r.action_taken),
-      })),
-      last:
-        first?.page_last_entered_at && first.page_last_task_uuid
-          ? { stateEnteredAt: first.page_last_entered_at, taskUuid: first.page_last_task_uuid }
-          : null,
-    };
+    const page = await detectPage(db, p);
+    await db.query('COMMIT');
+    return page;
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined); // the batch's error is the one to report
+    await db.query('ROLLBACK').catch(() => undefined); // the batch's error is the one to report
     throw err;
-  } finally {
-    if (client !== db) (client as pg.PoolClient).release();
   }
+}
+
+/** One page inside the caller's transaction: SET LOCAL statement_timeout, then the batch. */
+async function detectPage(
+  client: pg.PoolClient | pg.Client,
+  p: DetectBatchParams,
+): Promise<DetectBatchResult> {
+  const s = p.settings;
+  await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${p.statementTimeoutMs}ms`]);
+  const { rows } = await client.query<
+    StaleTaskResult & {
+      action_taken: string;
+      page_last_entered_at: string | null;
+      page_last_task_uuid: string | null;
+    }
+  >(
+    `SELECT b.task_uuid, b.namespace_name, b.task_name, b.current_state, b.time_in_state_minutes,
+            b.staleness_threshold_minutes, b.action_taken, b.moved_to_dlq, b.transition_success, b.stale_by,
+            b.task_age_minutes, b.planned_action, b.dlq_entry_uuid, b.dlq_reason, b.named_task_uuid,
+            b.template_problems, b.page_last_entered_at::text AS page_last_entered_at, b.page_last_task_uuid
+       FROM detect_stale_tasks_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::dlq_reason[], $11,
+                                     $12::timestamptz, $13::uuid) b`,
+    [
+      p.now,
+      p.dryRun,
+      p.batchSize,
+      s.waiting_for_dependencies_minutes,
+      s.waiting_for_retry_minutes,
+      s.steps_in_process_minutes,
+      s.task_max_lifetime_hours,
+      s.auto_transition_to_error,
+      s.auto_move_to_dlq,
+      s.enabled_reasons,
+      s.event_channel,
+      p.after?.stateEnteredAt ?? null,
+      p.after?.taskUuid ?? null,
+    ],
+  );
+  const first = rows[0];
+  return {
+    tasks: rows.map(({ page_last_entered_at: _at, page_last_task_uuid: _uuid, ...r }) => ({
+      ...r,
+      action_taken: parseActionTaken(r.action_taken),
+    })),
+    last:
+      first?.page_last_entered_at && first.page_last_task_uuid
+        ? { stateEnteredAt: first.page_last_entered_at, taskUuid: first.page_last_task_uuid }
+        : null,
+  };
 }
 
 /**
