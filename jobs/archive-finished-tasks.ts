@@ -43,11 +43,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
 import { type ArchiveBatchResult, type ArchiveCursor, runArchiveBatch } from '../src/db/queries/archive.ts';
-import { writeArchivePolicies } from '../src/db/queries/staleness.ts';
 import { AdaptiveBatchSize } from '../src/domain/adaptive-batch-size.ts';
 import { cronEveryHours } from '../src/worker/cron.ts';
 import { defineJob, type JobContext } from '../src/worker/job.ts';
-import { WORKER_NAME } from '../src/worker/observe.ts';
 
 export const ArchivePoliciesOptions = z.strictObject({
   archive_completed: z.boolean(),
@@ -153,8 +151,6 @@ export async function runArchival(
   onProgress?: (progress: ArchiveProgress) => void,
 ): Promise<ArchiveFinishedTasksResult> {
   const started = performance.now();
-  // Upstream's three-argument archive_completed_tasks call then follows the same policies.
-  await writeArchivePolicies(ctx.pool, options.policies, WORKER_NAME);
   const size = new AdaptiveBatchSize(options.batch_size, GROW_AFTER_SUCCESSES);
   const totals: ArchiveCounts = {
     tasks_archived: 0,

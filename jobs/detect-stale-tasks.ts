@@ -6,16 +6,22 @@
  * lifecycle config, pending DLQ entries (idx_dlq_unique_pending_task); for the tasks acted on, their
  * steps, step transitions and edges (to pick the reason).
  * Writes: an `error` transition and/or a pending tasker_tasks_dlq row per stale task, both in one
- * statement per batch; tasker_lifecycle_settings when the configuration changed; NOTIFY events.
+ * statement per batch; NOTIFY events. Never tasker_lifecycle_settings: `migrate` and worker start
+ * write that from the configuration (applyConfiguredSettings), so a dry run or an ad-hoc run with
+ * its own thresholds changes nothing the views and the 6-argument function read.
  *
  * Options (from [staleness_detection] and [dlq]): thresholds in minutes (lifetime in hours),
- * batch_size (tasks per transaction), max_batches (per run), dry_run, the action switches, the
- * enabled reasons and the event channel.
+ * batch_size (tasks per transaction), max_batches (per run), batch_statement_timeout_ms (SET LOCAL
+ * statement_timeout of each batch), dry_run, the action switches, the enabled reasons and the
+ * event channel.
  *
- * One run: write the settings row, then call detect_stale_tasks_batch until a batch comes back
- * short, max_batches is reached, or the run is aborted (checked between batches). All batches judge
- * staleness against ctx.now. A dry run makes one call for up to batch_size x max_batches tasks and
- * changes nothing.
+ * One run: call detect_stale_tasks_batch page by page, each page after the previous one's last
+ * (state entry, task uuid) key, until a page comes back short, max_batches is reached, or the run
+ * is aborted (checked between batches). Every page judges staleness against ctx.now (the run's
+ * time); rows written are stamped with the statement's clock, never earlier than the transition
+ * they follow. A dry run pages exactly like a real run (so it reports the same tasks, batch for
+ * batch), locks nothing and changes nothing. A batch that exceeds its statement timeout is rolled
+ * back and fails the run, naming the batch (earlier batches stay committed).
  *
  * Safe with N workers: each batch locks the rows it takes (FOR UPDATE SKIP LOCKED), re-checks that
  * each task is still in the state it was found in, and writes the transition (compare-and-swap on
@@ -25,21 +31,23 @@
 import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
 import {
+  type DetectBatchParams,
+  type DetectBatchResult,
+  type DetectCursor,
   detectStaleTasksBatch,
-  type LifecycleSettings,
-  writeLifecycleSettings,
+  settingsFromConfig,
 } from '../src/db/queries/staleness.ts';
 import { DLQ_REASONS, type DlqReason } from '../src/domain/dlq.ts';
 import { isFailure, type StalenessActionTaken, type StaleTaskResult } from '../src/domain/staleness.ts';
 import { cronEverySeconds } from '../src/worker/cron.ts';
 import { defineJob } from '../src/worker/job.ts';
-import { WORKER_NAME } from '../src/worker/observe.ts';
 import enrichDlqSnapshots, { enrichmentRequestsFor } from './enrich-dlq-snapshots.ts';
 
 export const DetectStaleTasksOptions = z.strictObject({
   dry_run: z.boolean(),
   batch_size: z.int().min(1).max(10000),
   max_batches: z.int().min(1).max(1000),
+  batch_statement_timeout_ms: z.int().min(100).max(600000),
   waiting_for_dependencies_minutes: z.int().min(1).max(1440),
   waiting_for_retry_minutes: z.int().min(1).max(1440),
   steps_in_process_minutes: z.int().min(1).max(1440),
@@ -50,7 +58,6 @@ export const DetectStaleTasksOptions = z.strictObject({
   enabled_reasons: z.array(z.enum(DLQ_REASONS)),
   /** NOTIFY channel, or null for no events. */
   event_channel: z.string().min(1).max(63).nullable(),
-  max_pending_age_hours: z.int().min(1).max(8760),
 });
 export type DetectStaleTasksOptions = z.infer<typeof DetectStaleTasksOptions>;
 
@@ -75,8 +82,6 @@ export interface DetectStaleTasksResult {
   by_state: Record<string, number>;
   /** Templates of the tasks seen whose lifecycle config has malformed values (defaults were used). */
   invalid_templates: InvalidTemplate[];
-  /** Whether tasker_lifecycle_settings had to be rewritten from the configuration. */
-  settings_changed: boolean;
   /** Stopped because the run was aborted between batches. */
   aborted: boolean;
   tasks: StaleTaskResult[];
@@ -84,16 +89,18 @@ export interface DetectStaleTasksResult {
 
 export function detectionOptionsFromConfig(config: Readonly<Config>): DetectStaleTasksOptions {
   const sd = config.staleness_detection;
+  // The same derivation as the settings row, so a scheduled run and the views agree.
+  const {
+    archive_policies: _policies,
+    max_pending_age_hours: _age,
+    ...settings
+  } = settingsFromConfig(config);
   return {
     dry_run: sd.dry_run,
     batch_size: sd.batch_size,
     max_batches: sd.max_batches_per_run,
-    ...sd.thresholds,
-    auto_transition_to_error: sd.actions.auto_transition_to_error,
-    auto_move_to_dlq: sd.actions.auto_move_to_dlq && config.dlq.enabled && config.dlq.auto_dlq_on_staleness,
-    enabled_reasons: DLQ_REASONS.filter((r) => r !== 'manual_dlq' && config.dlq.reasons[r]),
-    event_channel: sd.actions.emit_events ? sd.actions.event_channel : null,
-    max_pending_age_hours: config.dlq.max_pending_age_hours,
+    batch_statement_timeout_ms: sd.batch_statement_timeout_ms,
+    ...settings,
   };
 }
 
@@ -116,7 +123,7 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
     })),
 
   async run(ctx, options) {
-    const settings: LifecycleSettings = {
+    const settings: DetectBatchParams['settings'] = {
       waiting_for_dependencies_minutes: options.waiting_for_dependencies_minutes,
       waiting_for_retry_minutes: options.waiting_for_retry_minutes,
       steps_in_process_minutes: options.steps_in_process_minutes,
@@ -125,34 +132,45 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       auto_move_to_dlq: options.auto_move_to_dlq,
       enabled_reasons: options.enabled_reasons,
       event_channel: options.event_channel,
-      max_pending_age_hours: options.max_pending_age_hours,
     };
-    const settingsChanged = await writeLifecycleSettings(ctx.pool, settings, WORKER_NAME);
-    if (settingsChanged) ctx.logger.info('staleness settings updated from configuration', { ...settings });
 
     const tasks: StaleTaskResult[] = [];
     let batches = 0;
     let aborted = false;
+    let after: DetectCursor | null = null;
     for (;;) {
       if (ctx.signal.aborted) {
         aborted = true;
         break;
       }
-      const limit = options.dry_run ? options.batch_size * options.max_batches : options.batch_size;
-      const rows = await detectStaleTasksBatch(ctx.pool, {
-        now: ctx.now,
-        dryRun: options.dry_run,
-        batchSize: limit,
-        settings,
-      });
+      let page: DetectBatchResult;
+      try {
+        page = await detectStaleTasksBatch(ctx.pool, {
+          now: ctx.now,
+          dryRun: options.dry_run,
+          batchSize: options.batch_size,
+          settings,
+          after,
+          statementTimeoutMs: options.batch_statement_timeout_ms,
+        });
+      } catch (err) {
+        const where = after ? `after task ${after.taskUuid} (entered ${after.stateEnteredAt})` : 'first';
+        const timedOut = (err as { code?: string }).code === '57014';
+        throw new Error(
+          timedOut
+            ? `detection batch ${batches + 1} (${where}, size ${options.batch_size}) ran longer than batch_statement_timeout_ms (${options.batch_statement_timeout_ms} ms) and was rolled back; ${tasks.length} task(s) were handled by earlier batches`
+            : `detection batch ${batches + 1} (${where}, size ${options.batch_size}) failed: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
       batches += 1;
-      tasks.push(...rows);
-      if (options.dry_run || rows.length < limit || batches >= options.max_batches) break;
+      tasks.push(...page.tasks);
+      after = page.last ?? after;
+      if (page.tasks.length < options.batch_size || batches >= options.max_batches) break;
     }
     return summarize(tasks, {
       dry_run: options.dry_run,
       batches,
-      settings_changed: settingsChanged,
       aborted,
     });
   },
@@ -160,7 +178,7 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
 
 function summarize(
   tasks: StaleTaskResult[],
-  run: Pick<DetectStaleTasksResult, 'dry_run' | 'batches' | 'settings_changed' | 'aborted'>,
+  run: Pick<DetectStaleTasksResult, 'dry_run' | 'batches' | 'aborted'>,
 ): DetectStaleTasksResult {
   const by_action: DetectStaleTasksResult['by_action'] = {};
   const by_reason: DetectStaleTasksResult['by_reason'] = {};

@@ -20,7 +20,14 @@
  * Options (from [dlq] and [dlq.enrichment]): entry_uuids; batch_size (entries per transaction);
  * max_batches (per sweep); include_full_task_snapshot (false: counts and diagnosis only);
  * max_list_items, max_history_rows (items per list); max_payload_bytes (per JSON value);
- * max_snapshot_bytes (whole snapshot; beyond it the detail drops to compact, then minimal).
+ * max_snapshot_bytes (whole snapshot; beyond it the detail drops to compact, then minimal);
+ * batch_statement_timeout_ms (SET LOCAL statement_timeout of each batch's transaction).
+ *
+ * Isolation: a batch that fails (timeout or error) is retried one entry at a time; an entry that
+ * fails alone is marked failed (task_snapshot.enrichment.failed, with the error), counted and
+ * logged, so later sweeps pass it by and the others are enriched. A requested id that is not a
+ * uuid is skipped and counted (invalid) rather than failing every request merged into the run.
+ * Transient errors (connection, deadlock, serialization) fail the run; pg-boss retries it.
  *
  * Idempotent: an entry is written only while task_snapshot has no "enrichment" key, so a second run
  * (or a sweep after the per-entry run) writes nothing: same row, same xmin, same updated_at.
@@ -32,12 +39,15 @@
  */
 import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
+import { type Db, withStatementTimeout } from '../src/db/pool.ts';
 import {
   type EnrichedEntry,
   type EnrichmentLimits,
   enrichEntries,
   enrichPendingBatch,
+  markEnrichmentFailed,
   type RequestedEntry,
+  sweepCandidateIds,
 } from '../src/db/queries/dlq-enrichment.ts';
 import type { EnrichmentDetail } from '../src/domain/dlq-enrichment.ts';
 import { cronEverySeconds } from '../src/worker/cron.ts';
@@ -48,11 +58,12 @@ export const MAX_ENTRY_UUIDS = 1000;
 
 export const EnrichDlqSnapshotsOptions = z
   .strictObject({
-    /** Enrich exactly these entries; absent or empty: sweep pending entries not enriched yet. */
-    entry_uuids: z
-      .array(z.guid({ error: 'expected a uuid' }))
-      .max(MAX_ENTRY_UUIDS)
-      .optional(),
+    /**
+     * Enrich exactly these entries; absent or empty: sweep pending entries not enriched yet. Each
+     * value is checked by the run, not here: requests are merged into one run, and a malformed id
+     * in one of them is skipped and counted (invalid) instead of failing all of them.
+     */
+    entry_uuids: z.array(z.string().max(200)).max(MAX_ENTRY_UUIDS).optional(),
     batch_size: z.int().min(1).max(1000),
     max_batches: z.int().min(1).max(1000),
     include_full_task_snapshot: z.boolean(),
@@ -60,6 +71,7 @@ export const EnrichDlqSnapshotsOptions = z
     max_history_rows: z.int().min(1).max(10000),
     max_payload_bytes: z.int().min(256).max(1048576),
     max_snapshot_bytes: z.int().min(16384).max(67108864),
+    batch_statement_timeout_ms: z.int().min(100).max(600000),
   })
   .refine((o) => o.max_payload_bytes <= o.max_snapshot_bytes, {
     error: 'max_payload_bytes must not exceed max_snapshot_bytes',
@@ -86,6 +98,10 @@ export interface EnrichDlqSnapshotsResult {
   truncated: number;
   /** Enriched entries stored below the requested detail to fit max_snapshot_bytes. */
   reduced_detail: number;
+  /** Entries whose enrichment failed on its own (timeout or error): marked failed, skipped by sweeps. */
+  failed: number;
+  /** Requested ids that are not uuids: skipped. */
+  invalid: number;
   /** Stopped because the run was aborted between batches. */
   aborted: boolean;
 }
@@ -101,6 +117,7 @@ export function enrichmentOptionsFromConfig(config: Readonly<Config>): EnrichDlq
     max_history_rows: e.max_history_rows,
     max_payload_bytes: e.max_payload_bytes,
     max_snapshot_bytes: e.max_snapshot_bytes,
+    batch_statement_timeout_ms: e.batch_statement_timeout_ms,
   };
 }
 
@@ -163,20 +180,57 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
       task_missing: 0,
       truncated: 0,
       reduced_detail: 0,
+      failed: 0,
+      invalid: 0,
       aborted: false,
+    };
+    const bounded = <T>(fn: (db: Db) => Promise<T>) =>
+      withStatementTimeout(ctx.pool, options.batch_statement_timeout_ms, fn);
+    // A batch that fails is retried one entry at a time, so one entry that cannot be enriched
+    // (too big for the timeout, or raising an error) is marked failed and the others go on.
+    const oneByOne = async (ids: readonly string[]) => {
+      for (const id of ids) {
+        try {
+          countOutcomes(result, await bounded((db) => enrichEntries(db, [id], limits)), requested);
+        } catch (err) {
+          if (isTransient(err)) throw err;
+          const code = (err as { code?: string }).code ?? null;
+          const message = (err as Error).message;
+          await markEnrichmentFailed(ctx.pool, id, ctx.now, { code, message });
+          result.failed += 1;
+          ctx.logger.warn('DLQ entry could not be enriched; marked failed, sweeps skip it', {
+            dlq_entry_uuid: id,
+            code,
+            error: message,
+            statement_timeout_ms: options.batch_statement_timeout_ms,
+          });
+        }
+      }
     };
 
     if (result.mode === 'entries') {
-      const ids = [...new Set(options.entry_uuids!.map((id) => id.toLowerCase()))];
+      const all = [...new Set(options.entry_uuids!.map((id) => id.toLowerCase()))];
+      const ids = all.filter((id) => UUID.test(id));
+      result.invalid = all.length - ids.length;
+      if (result.invalid > 0) {
+        ctx.logger.warn('enrichment requests with malformed entry ids were skipped', {
+          invalid: all.filter((id) => !UUID.test(id)).slice(0, 10),
+        });
+      }
       result.requested = ids.length;
       for (let i = 0; i < ids.length; i += options.batch_size) {
         if (ctx.signal.aborted) {
           result.aborted = true;
           break;
         }
-        const rows = await enrichEntries(ctx.pool, ids.slice(i, i + options.batch_size), limits);
+        const chunk = ids.slice(i, i + options.batch_size);
         result.batches += 1;
-        countOutcomes(result, rows, requested);
+        try {
+          countOutcomes(result, await bounded((db) => enrichEntries(db, chunk, limits)), requested);
+        } catch (err) {
+          if (isTransient(err)) throw err;
+          await oneByOne(chunk);
+        }
       }
     } else {
       for (;;) {
@@ -184,10 +238,19 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
           result.aborted = true;
           break;
         }
-        const rows = await enrichPendingBatch(ctx.pool, options.batch_size, limits);
         result.batches += 1;
-        countEnriched(result, rows, requested);
-        if (rows.length < options.batch_size || result.batches >= options.max_batches) break;
+        let taken: number;
+        try {
+          const rows = await bounded((db) => enrichPendingBatch(db, options.batch_size, limits));
+          countEnriched(result, rows, requested);
+          taken = rows.length;
+        } catch (err) {
+          if (isTransient(err)) throw err;
+          const ids = await sweepCandidateIds(ctx.pool, options.batch_size);
+          await oneByOne(ids);
+          taken = ids.length;
+        }
+        if (taken < options.batch_size || result.batches >= options.max_batches) break;
       }
     }
     if (result.task_missing > 0) {
@@ -201,6 +264,18 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
     return result;
   },
 });
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * Errors that say nothing about the entry (connection lost, server shutting down, deadlock,
+ * serialization, out of resources): the run fails and is retried, nothing is marked.
+ */
+function isTransient(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  if (code === undefined) return true; // not from the server: a lost connection, a client error
+  return /^(08|40|53|57P)/.test(code);
+}
 
 function countOutcomes(
   result: EnrichDlqSnapshotsResult,

@@ -100,7 +100,20 @@ export const StalenessDetectionSchema = z
       .max(1000)
       .default(10)
       .describe('Batches one run may take before it stops; a run also stops at the first short batch.'),
-    dry_run: z.boolean().default(false).describe('Report what detection would do without changing anything.'),
+    dry_run: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Report what detection would do without changing anything. The CLI overrides it per run: --dry-run, --no-dry-run.',
+      ),
+    batch_statement_timeout_ms: z
+      .int()
+      .min(100)
+      .max(600000)
+      .default(10000)
+      .describe(
+        'statement_timeout of each detection batch transaction, in milliseconds: a batch that hits it is rolled back whole and the run fails (pg-boss retries it).',
+      ),
     thresholds: StalenessThresholdsSchema.prefault({}),
     actions: StalenessActionsSchema.prefault({}),
   })
@@ -182,6 +195,14 @@ export const DlqEnrichmentSchema = z
       .default(1048576)
       .describe(
         'Largest enriched snapshot, in bytes of JSON text; a bigger one keeps only counts and the diagnosis (detail "compact", then "minimal").',
+      ),
+    batch_statement_timeout_ms: z
+      .int()
+      .min(100)
+      .max(600000)
+      .default(10000)
+      .describe(
+        'statement_timeout of each enrichment batch transaction, in milliseconds. A batch that fails (timeout or error) is retried one entry at a time; an entry that fails alone is marked failed and skipped by later sweeps.',
       ),
   })
   .refine((e) => e.max_payload_bytes <= e.max_snapshot_bytes, {
@@ -293,7 +314,9 @@ export const ArchiveSchema = z.strictObject({
   dry_run: z
     .boolean()
     .default(false)
-    .describe('Scheduled runs only report what they would archive (and change nothing).'),
+    .describe(
+      'Scheduled runs only report what they would archive (and change nothing). The CLI overrides it per run: --dry-run, --no-dry-run.',
+    ),
 });
 
 export const DatabaseSchema = z.strictObject({

@@ -53,12 +53,22 @@ export function createPool(url: string, options: CreatePoolOptions = {}): pg.Poo
   return pool;
 }
 
-/** Runs fn inside one transaction on one client from the pool. */
+/**
+ * Runs fn inside one transaction on one client from the pool. While the client is checked out, a
+ * lost connection (a server restart) arrives as an 'error' event that pg-pool no longer listens
+ * for; unheard, it would crash the process. It is heard here: the query in flight fails with it,
+ * and the dead client is discarded instead of going back to the pool.
+ */
 export async function withTransaction<T>(
   pool: pg.Pool,
   fn: (client: pg.PoolClient) => Promise<T>,
 ): Promise<T> {
   const client = await pool.connect();
+  let lost: Error | undefined;
+  const onError = (err: Error) => {
+    lost = err;
+  };
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     const result = await fn(client);
@@ -68,6 +78,22 @@ export async function withTransaction<T>(
     await client.query('ROLLBACK').catch(() => undefined); // the original error is the one worth reporting
     throw err;
   } finally {
-    client.release();
+    client.removeListener('error', onError);
+    client.release(lost);
   }
+}
+
+/**
+ * Runs fn in one transaction with statement_timeout set for that transaction only (SET LOCAL), so
+ * a statement that runs longer is cancelled (SQLSTATE 57014) and the transaction rolled back whole.
+ */
+export async function withStatementTimeout<T>(
+  pool: pg.Pool,
+  statementTimeoutMs: number,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
+  return withTransaction(pool, async (client) => {
+    await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${statementTimeoutMs}ms`]);
+    return fn(client);
+  });
 }

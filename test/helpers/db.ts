@@ -63,7 +63,7 @@ function requireEnv(name: string): string {
   return value;
 }
 
-/** Every table a test writes: the engine's, the DLQ, the archive and the run history (not settings or migrations). */
+/** Every table a test writes: the engine's, the DLQ, the archive and the run history (not settings or migrations, see resetTables). */
 const TEST_TABLES = [
   'tasker_tasks_dlq',
   'tasker_task_transitions',
@@ -83,9 +83,20 @@ const TEST_TABLES = [
   'tasker_job_runs',
 ];
 
-/** Empties every table tests write, between tests of one file. */
+/**
+ * Empties every table tests write, between tests of one file, and puts tasker_lifecycle_settings
+ * back to its migrated defaults (a test that applied other settings must not leak them).
+ */
 export async function resetTables(db: pg.Pool): Promise<void> {
   await db.query(`TRUNCATE ${TEST_TABLES.join(', ')} CASCADE`);
+  await resetSettings(db);
+}
+
+/** tasker_lifecycle_settings as a fresh migration leaves it: one row of column defaults. */
+export async function resetSettings(db: pg.Pool): Promise<void> {
+  await db.query(
+    'DELETE FROM tasker_lifecycle_settings; INSERT INTO tasker_lifecycle_settings DEFAULT VALUES',
+  );
 }
 
 /**

@@ -5,6 +5,7 @@ import detectStaleTasks, {
 } from '../../jobs/detect-stale-tasks.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import type { Config } from '../../src/config/schema.ts';
+import { applyConfiguredSettings } from '../../src/db/queries/staleness.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import type { TestDatabase } from './db.ts';
 import { NOW } from './factories.ts';
@@ -29,6 +30,11 @@ export function defaultOptions(overrides: Partial<DetectStaleTasksOptions> = {})
     }),
   );
   return { ...base, ...overrides };
+}
+
+/** Writes tasker_lifecycle_settings from a configuration, as `migrate` and worker start do. */
+export async function applySettings(db: TestDatabase, config: Readonly<Config>): Promise<void> {
+  await applyConfiguredSettings(db.pool, config, 'test');
 }
 
 /** Runs the detection job once, judged at `now` (default NOW). */

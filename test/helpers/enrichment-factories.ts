@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
 import { ConfigSchema } from '../../src/config/schema.ts';
 import type { Db } from '../../src/db/pool.ts';
 import type { EnrichmentLimits } from '../../src/db/queries/dlq-enrichment.ts';
@@ -279,12 +280,14 @@ export async function insertStuckOrder(db: Db) {
 }
 
 /** The real detection function at NOW with the default configuration; returns the new entries. */
-export async function detectAtNow(db: Db): Promise<string[]> {
+export async function detectAtNow(db: pg.Pool): Promise<string[]> {
   const d = ConfigSchema.parse({}).staleness_detection;
-  const rows = await detectStaleTasksBatch(db, {
+  const { tasks } = await detectStaleTasksBatch(db, {
     now: NOW,
     dryRun: false,
     batchSize: 100,
+    after: null,
+    statementTimeoutMs: 60_000,
     settings: {
       ...d.thresholds,
       auto_transition_to_error: true,
@@ -298,5 +301,20 @@ export async function detectAtNow(db: Db): Promise<string[]> {
       event_channel: null,
     },
   });
-  return rows.map((r) => r.dlq_entry_uuid).filter((id): id is string => id !== null);
+  // Detection stamps what it writes with the database's clock; these fixtures live at the fixed
+  // NOW, so its writes are moved back to NOW, as if the database's clock had read NOW then.
+  const ids = tasks.map((r) => r.task_uuid);
+  await db.query(
+    `UPDATE tasker_task_transitions SET created_at = $2, updated_at = $2
+      WHERE task_uuid = ANY ($1::uuid[]) AND most_recent AND to_state = 'error'`,
+    [ids, NOW],
+  );
+  await db.query(
+    `UPDATE tasker_tasks_dlq
+        SET dlq_timestamp = $2, created_at = $2, updated_at = $2,
+            task_snapshot = jsonb_set(task_snapshot, '{snapshot_timestamp}', to_jsonb($2::timestamptz))
+      WHERE task_uuid = ANY ($1::uuid[]) AND resolution_status = 'pending'`,
+    [ids, NOW],
+  );
+  return tasks.map((r) => r.dlq_entry_uuid).filter((id): id is string => id !== null);
 }

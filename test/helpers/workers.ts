@@ -53,14 +53,20 @@ export async function runsOf(db: pg.Pool, job: string): Promise<RunRow[]> {
 }
 
 /**
- * Holds the lock on tasker_lifecycle_settings after making it differ from the configuration, so
- * the next detection run blocks at its first statement (writing the settings) until release():
- * a run whose length the test controls.
+ * For workers (and the enqueue that sends their run's options) whose detection batch a test holds
+ * on a lock (holdDetectionAtStart, an uncommitted DLQ entry): each batch is otherwise cancelled
+ * after staleness_detection.batch_statement_timeout_ms (10 s), which would end the hold early.
+ */
+export const HELD_DETECTION_ENV = { TASKER__staleness_detection__batch_statement_timeout_ms: '600000' };
+
+/**
+ * Holds an exclusive lock on tasker_task_namespaces, which every detection batch (real or dry run)
+ * reads, so the next detection run blocks at its first statement until release(): a run whose
+ * length the test controls (run the worker with HELD_DETECTION_ENV).
  */
 export async function holdDetectionAtStart(client: pg.Client): Promise<{ release(): Promise<void> }> {
-  await client.query('UPDATE tasker_lifecycle_settings SET waiting_for_retry_minutes = 1439');
   await client.query('BEGIN');
-  await client.query('SELECT 1 FROM tasker_lifecycle_settings FOR UPDATE');
+  await client.query('LOCK TABLE tasker_task_namespaces IN ACCESS EXCLUSIVE MODE');
   return { release: async () => void (await client.query('COMMIT')) };
 }
 

@@ -3,7 +3,6 @@
  * reference time is fixed (p_now = NOW); rows are placed a minute either side of each threshold.
  */
 import { beforeEach, describe, expect, it } from '@jest/globals';
-import { archiveOptionsFromConfig, runArchival } from '../../jobs/archive-finished-tasks.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { withTransaction } from '../../src/db/pool.ts';
 import {
@@ -12,8 +11,7 @@ import {
   type ArchivePolicies,
   archiveBatch,
 } from '../../src/db/queries/archive.ts';
-import { writeArchivePolicies } from '../../src/db/queries/staleness.ts';
-import { silentLogger } from '../../src/telemetry/logger.ts';
+import { applyConfiguredSettings } from '../../src/db/queries/staleness.ts';
 import { archivedTaskUuids, insertFinishedGraph, tableCounts } from '../helpers/archive-factories.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import {
@@ -166,23 +164,14 @@ describe('policies', () => {
     expect(await currentState(db.pool, cancelled)).toBe('cancelled');
   });
 
-  it('the three-argument call follows [archive.policies] as the last archival run applied them', async () => {
+  it('the three-argument call follows [archive.policies] as migrate and worker start applied them', async () => {
     const cancelled = await finished('cancelled', RETENTION_MINUTES + 1);
     const config = loadConfig({
       env: { TASKER_ENV: 'test', TASKER__archive__policies__archive_cancelled: 'true' },
     }).config;
-    // A run that finds nothing to archive (a long retention) still applies the configured policies.
-    const options = { ...archiveOptionsFromConfig(config), retention_days: 3650 };
-    try {
-      await runArchival(
-        { pool: db.pool, now: NOW, logger: silentLogger(), signal: new AbortController().signal },
-        options,
-      );
-      const { rows } = await db.pool.query('SELECT task_uuids FROM archive_completed_tasks(30, 100, false)');
-      expect(rows[0].task_uuids).toEqual([cancelled]);
-    } finally {
-      await writeArchivePolicies(db.pool, DEFAULTS, 'test');
-    }
+    await applyConfiguredSettings(db.pool, config, 'test');
+    const { rows } = await db.pool.query('SELECT task_uuids FROM archive_completed_tasks(30, 100, false)');
+    expect(rows[0].task_uuids).toEqual([cancelled]);
   });
 
   it('upstream default is a dry run', async () => {

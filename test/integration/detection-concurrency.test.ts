@@ -88,14 +88,15 @@ it('passes on separate connections while the engine moves tasks on: nothing is w
     enabled_reasons: options.enabled_reasons,
     event_channel: null,
   };
+  const page = { now, settings, after: null, statementTimeoutMs: 60_000 };
   const detectors = await Promise.all([1, 2, 3].map(() => db.connect()));
   const engine = await Promise.all([1, 2].map(() => db.connect()));
   let engineMoves = 0;
   const detect = async (i: number) => {
     const c = detectors[i]!;
     for (;;) {
-      const rows = await detectStaleTasksBatch(c, { now, dryRun: false, batchSize: 7, settings });
-      if (rows.length === 0) return;
+      const { tasks } = await detectStaleTasksBatch(c, { ...page, dryRun: false, batchSize: 7 });
+      if (tasks.length === 0) return;
     }
   };
   // The engine walks the tasks in a shuffled order and moves each one it still finds waiting.
@@ -112,9 +113,9 @@ it('passes on separate connections while the engine moves tasks on: nothing is w
   };
   await Promise.all([detect(0), detect(1), detect(2), move(0), move(1)]);
   // Pick up whatever the engine's last moves left behind unlocked: nothing is stale any more.
-  expect(await detectStaleTasksBatch(db.pool, { now, dryRun: true, batchSize: 1000, settings })).toHaveLength(
-    0,
-  );
+  expect(
+    (await detectStaleTasksBatch(db.pool, { ...page, dryRun: true, batchSize: 1000 })).tasks,
+  ).toHaveLength(0);
   let errored = 0;
   for (const row of await invariants()) {
     expect(row.current_rows).toBe(1);

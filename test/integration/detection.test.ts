@@ -60,7 +60,9 @@ describe('per-state thresholds (template first, then configured defaults)', () =
       stale_by: 'state_threshold',
       staleness_threshold_minutes: threshold,
     });
-    expect(before).toBeDefined();
+    // The task one minute short of the threshold exists, in flight, and was passed over.
+    expect(await currentState(db.pool, before)).toBe(state);
+    expect(detectedIds(result)).not.toContain(before);
   });
 
   it('never touches tasks in a terminal state, however old', async () => {
@@ -513,16 +515,12 @@ describe('runs and batches', () => {
     expect(result).toMatchObject({ aborted: true, batches: 0, tasks_detected: 0 });
   });
 
-  it('records the applied settings for views and the 6-argument function', async () => {
+  it('never writes tasker_lifecycle_settings: a real run and a dry run with their own options leave it alone', async () => {
+    await task('waiting_for_retry', 40);
+    const before = await readLifecycleSettings(db.pool);
     const options = defaultOptions({ waiting_for_retry_minutes: 17, event_channel: null });
-    const first = await detect(db, options);
-    const settings = await readLifecycleSettings(db.pool);
-    expect(settings).toMatchObject({
-      waiting_for_retry_minutes: 17,
-      event_channel: null,
-      auto_move_to_dlq: true,
-    });
-    expect(first.settings_changed).toBe(true);
-    expect((await detect(db, options)).settings_changed).toBe(false);
+    await detect(db, { ...options, dry_run: true });
+    await detect(db, options);
+    expect(await readLifecycleSettings(db.pool)).toEqual(before);
   });
 });

@@ -1,13 +1,14 @@
 /**
  * v_task_staleness_monitoring and the detector must agree on which tasks are stale, with the
  * configured defaults (not upstream's 60/30/30 constants) and with template overrides, malformed
- * values and the lifetime rule. The view reads tasker_lifecycle_settings, which the detection job
- * writes from its configuration.
+ * values and the lifetime rule. The view reads tasker_lifecycle_settings, which `migrate` and
+ * worker start write from the configuration (applySettings here).
  */
 import { expect, it } from '@jest/globals';
+import { detectionOptionsFromConfig } from '../../jobs/detect-stale-tasks.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { useTestDatabase } from '../helpers/db.ts';
-import { defaultOptions, detect } from '../helpers/detection.ts';
+import { applySettings, configWith, detect } from '../helpers/detection.ts';
 import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 
 const db = useTestDatabase();
@@ -33,15 +34,19 @@ it('the view marks stale exactly what a dry run would act on', async () => {
     'evaluating_results',
   ];
   // Configured defaults unlike upstream's: 45 / 20 / 25 minutes and 6 h.
-  const options = defaultOptions({
+  const config = configWith({
+    TASKER__staleness_detection__thresholds__waiting_for_dependencies_minutes: '45',
+    TASKER__staleness_detection__thresholds__waiting_for_retry_minutes: '20',
+    TASKER__staleness_detection__thresholds__steps_in_process_minutes: '25',
+    TASKER__staleness_detection__thresholds__task_max_lifetime_hours: '6',
+  });
+  await applySettings(db, config); // what the view reads, as migrate and worker start write it
+  const options = {
+    ...detectionOptionsFromConfig(config),
     dry_run: true,
     batch_size: 10_000,
     max_batches: 1,
-    waiting_for_dependencies_minutes: 45,
-    waiting_for_retry_minutes: 20,
-    steps_in_process_minutes: 25,
-    task_max_lifetime_hours: 6,
-  });
+  };
   for (const template of templates) {
     for (const state of states) {
       for (const minutes of [6, 7, 19, 20, 24, 25, 44, 45, 299, 300, 359, 360, 1500]) {
@@ -56,7 +61,7 @@ it('the view marks stale exactly what a dry run would act on', async () => {
       }
     }
   }
-  const result = await detect(db, options, now); // also writes the settings row the view reads
+  const result = await detect(db, options, now);
   const detected = result.tasks.map((r) => r.task_uuid).sort();
   const { rows } = await db.pool.query(
     `SELECT task_uuid FROM v_task_staleness_monitoring WHERE health_status = 'stale' ORDER BY task_uuid`,

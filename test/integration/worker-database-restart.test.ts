@@ -18,7 +18,13 @@ import { migrateBoss } from '../../src/worker/boss.ts';
 import { runCli } from '../helpers/cli-process.ts';
 import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
-import { FAST_WORKER_ENV, holdDetectionAtStart, startWorkerProcess, workerPort } from '../helpers/workers.ts';
+import {
+  FAST_WORKER_ENV,
+  HELD_DETECTION_ENV,
+  holdDetectionAtStart,
+  startWorkerProcess,
+  workerPort,
+} from '../helpers/workers.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'tasker-restart-pg-'));
 let port: number;
@@ -52,7 +58,7 @@ it('survives a restart of PostgreSQL in the middle of a run', async () => {
       await insertTask(pool, { template, state: 'waiting_for_retry', enteredAt: minutesBefore(now, 60) }),
     );
   }
-  const env = { TASKER__staleness_detection__enabled: 'false' };
+  const env = { TASKER__staleness_detection__enabled: 'false', ...HELD_DETECTION_ENV };
   const worker = startWorkerProcess(url, env);
   try {
     const httpPort = await workerPort(worker);

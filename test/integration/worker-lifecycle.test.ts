@@ -17,6 +17,7 @@ import { waitFor } from '../helpers/wait.ts';
 import {
   bossJobs,
   FAST_WORKER_ENV,
+  HELD_DETECTION_ENV,
   holdDetectionAtStart,
   runsOf,
   startWorkerProcess,
@@ -28,7 +29,7 @@ import {
 const DETECT = 'tasker.detect-stale-tasks';
 // Detection's schedule off: these tests start every detection run themselves. (The enrichment
 // sweep stays scheduled; it only adds to snapshots.)
-const NO_SCHEDULES = { TASKER__staleness_detection__enabled: 'false' };
+const NO_SCHEDULES = { TASKER__staleness_detection__enabled: 'false', ...HELD_DETECTION_ENV };
 
 const db = useTestDatabase();
 

@@ -27,13 +27,14 @@ describe('options', () => {
       max_history_rows: 200,
       max_payload_bytes: 16384,
       max_snapshot_bytes: 1048576,
+      batch_statement_timeout_ms: 10000,
     });
     expect(EnrichDlqSnapshotsOptions.safeParse(defaults).success).toBe(true);
   });
 
   it.each([
     ['batch_size 0', { batch_size: 0 }, 'batch_size'],
-    ['a malformed uuid', { entry_uuids: ['not-a-uuid'] }, 'entry_uuids.0'],
+    ['a statement timeout under 100 ms', { batch_statement_timeout_ms: 50 }, 'batch_statement_timeout_ms'],
     [
       '1001 entries',
       { entry_uuids: Array.from({ length: 1001 }, () => '0190a3b4-0000-7000-8000-000000000000') },

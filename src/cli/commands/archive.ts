@@ -11,6 +11,7 @@ import { databaseNow } from '../../db/queries/server.ts';
 import { UsageError } from '../../errors.ts';
 import { type FlagSpec, text, uuid, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
+import { chooseDryRun, DRY_RUN_FLAGS, type DryRunChoice, modeLine } from '../dry-run.ts';
 import { runInline } from '../inline-run.ts';
 import { type Out, printFields, printJson } from '../output.ts';
 
@@ -35,7 +36,7 @@ const finishedBefore = z.string().transform((v, ctx) => {
 });
 
 export const ARCHIVE_FLAGS = {
-  'dry-run': { type: 'boolean', description: 'report what would be archived; change nothing' },
+  ...DRY_RUN_FLAGS,
   'retention-days': {
     type: 'string',
     placeholder: 'N',
@@ -82,7 +83,7 @@ export function archiveOptionsFromFlags(
   const configured = archiveFinishedTasks.optionsFromConfig(config);
   const result = archiveFinishedTasks.optionsSchema.safeParse({
     ...configured,
-    dry_run: flags['dry-run'] === true || configured.dry_run,
+    dry_run: chooseDryRun(flags, configured.dry_run, 'archive.dry_run').dry_run,
     retention_days: (flags['retention-days'] as number | undefined) ?? configured.retention_days,
     batch_size: (flags['batch-size'] as number | undefined) ?? configured.batch_size,
     max_batches: (flags['max-batches'] as number | undefined) ?? configured.max_batches,
@@ -106,6 +107,7 @@ export const archiveCommand: Command = {
   async run({ flags }, { io, runtime, signal }) {
     const rt = runtime.get();
     const options = archiveOptionsFromFlags(rt.config, flags);
+    const mode = chooseDryRun(flags, rt.config.archive.dry_run, 'archive.dry_run');
     const now = await databaseNow(rt.pool);
     let bar: ProgressBar | undefined;
     if (io.isTTY && flags.json !== true) {
@@ -127,8 +129,8 @@ export const archiveCommand: Command = {
       runArchival(ctx, options, (p) => bar?.update(p)),
     );
     bar?.finish();
-    if (flags.json) return printJson(io.stdout, result);
-    printArchival(io.stdout, result);
+    if (flags.json) return printJson(io.stdout, { ...result, dry_run_set_by: mode.set_by });
+    printArchival(io.stdout, result, mode);
   },
 };
 
@@ -146,10 +148,10 @@ export const restoreCommand: Command = {
   },
 };
 
-function printArchival(out: Out, r: ArchiveFinishedTasksResult): void {
+function printArchival(out: Out, r: ArchiveFinishedTasksResult, mode: DryRunChoice): void {
   const would = r.dry_run ? ' (would be archived)' : '';
   printFields(out, {
-    mode: r.dry_run ? 'dry run (nothing changed)' : 'live',
+    mode: modeLine({ ...mode, dry_run: r.dry_run }),
     cutoff: `${r.cutoff} (tasks that entered their final state before this)`,
     stopped_by: r.stopped_by,
     batches: r.batches,

@@ -6,12 +6,15 @@ import type { Config } from '../../config/schema.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { type ArgsSpec, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
+import { chooseDryRun, DRY_RUN_FLAGS, type DryRunChoice, modeLine } from '../dry-run.ts';
 import { runInline } from '../inline-run.ts';
 import { type Out, printable, printFields, printJson, printTable } from '../output.ts';
 
+const DRY_RUN_KEY = 'staleness_detection.dry_run';
+
 /** Flags shared by `detect-stale` (inline) and `enqueue detect-stale` (through the workers). */
 export const detectFlags = {
-  'dry-run': { type: 'boolean', description: 'report what would happen; change nothing' },
+  ...DRY_RUN_FLAGS,
   'batch-size': {
     type: 'string',
     placeholder: 'N',
@@ -33,7 +36,7 @@ export function detectOptionsFromFlags(
   const configured = detectStaleTasks.optionsFromConfig(config);
   return detectStaleTasks.optionsSchema.parse({
     ...configured,
-    dry_run: flags['dry-run'] === true || configured.dry_run,
+    dry_run: chooseDryRun(flags, configured.dry_run, DRY_RUN_KEY).dry_run,
     batch_size: (flags['batch-size'] as number | undefined) ?? configured.batch_size,
     max_batches: (flags['max-batches'] as number | undefined) ?? configured.max_batches,
   });
@@ -46,17 +49,18 @@ export const detectStaleCommand: Command = {
   async run({ flags }, { io, runtime, signal }) {
     const rt = runtime.get();
     const options = detectOptionsFromFlags(rt.config, flags);
+    const mode = chooseDryRun(flags, rt.config.staleness_detection.dry_run, DRY_RUN_KEY);
     const now = await databaseNow(rt.pool);
     const result = (await runInline(rt, detectStaleTasks, options, {
       now,
       signal,
     })) as DetectStaleTasksResult;
-    if (flags.json) return printJson(io.stdout, result);
-    printDetection(io.stdout, result);
+    if (flags.json) return printJson(io.stdout, { ...result, dry_run_set_by: mode.set_by });
+    printDetection(io.stdout, result, mode);
   },
 };
 
-function printDetection(out: Out, r: DetectStaleTasksResult): void {
+function printDetection(out: Out, r: DetectStaleTasksResult, mode: DryRunChoice): void {
   if (r.tasks.length > 0) {
     printTable(out, r.tasks, [
       { header: 'task_uuid', value: (t) => t.task_uuid },
@@ -71,7 +75,7 @@ function printDetection(out: Out, r: DetectStaleTasksResult): void {
     out.write('\n');
   }
   printFields(out, {
-    mode: r.dry_run ? 'dry run (nothing changed)' : 'live',
+    mode: modeLine({ ...mode, dry_run: r.dry_run }),
     batches: r.batches,
     tasks_detected: r.tasks_detected,
     transitioned_to_error: r.transitioned_to_error,

@@ -3,20 +3,23 @@ import { databaseUrl } from '../../db/pool.ts';
 import { migrateBoss } from '../../worker/boss.ts';
 import type { Command } from '../command.ts';
 import { printJson } from '../output.ts';
+import { applySettingsFromConfig } from '../settings.ts';
 
 export const migrateCommand: Command = {
   name: 'migrate',
   summary:
-    "Apply this system's migrations and pg-boss's schema (safe to run from several processes at once).",
+    "Apply this system's migrations and pg-boss's schema, and write tasker_lifecycle_settings from the configuration (safe to run from several processes at once).",
   args: { flags: {} },
   async run({ flags }, { io, runtime }) {
     const rt = runtime.get();
     const result = await migrate(rt.pool);
     const pgbossSchemaVersion = await migrateBoss(rt.config, databaseUrl(rt.config), rt.logger);
+    const settingsChanged = await applySettingsFromConfig(rt.pool, rt.config, rt.logger, 'migrate');
     if (flags.json)
       return printJson(io.stdout, {
         ...result,
         pgboss_schema_version: pgbossSchemaVersion,
+        settings_changed: settingsChanged,
         database: rt.target,
       });
     if (result.engineTables === 'adopted') {
@@ -27,6 +30,7 @@ export const migrateCommand: Command = {
     for (const file of result.applied) io.stdout.write(`applied ${file}\n`);
     for (const change of result.archiveChanges)
       io.stdout.write(`archive table follows its live table: ${change}\n`);
+    if (settingsChanged) io.stdout.write('tasker_lifecycle_settings updated from the configuration\n');
     io.stdout.write(
       `database ${rt.target} is up to date (${result.alreadyApplied + result.applied.length} migrations, pg-boss schema ${pgbossSchemaVersion})\n`,
     );

@@ -19,6 +19,7 @@ import { createBoss, migrateBoss } from '../../worker/boss.ts';
 import { startWorker } from '../../worker/process.ts';
 import { ensureQueues, sendRun } from '../../worker/worker.ts';
 import type { Command } from '../command.ts';
+import { applySettingsFromConfig } from '../settings.ts';
 import { untilAborted } from './worker.ts';
 
 /**
@@ -57,6 +58,7 @@ export const startCommand: Command = {
       const url = databaseUrl(config);
       await migrate(rt.pool);
       await migrateBoss(config, url, logger);
+      await applySettingsFromConfig(rt.pool, config, logger, 'start');
       const worker = await startWorker({ config, url, pool: rt.pool, logger, jobs: JOBS });
       const demo = flags['no-demo'] ? undefined : await startDemo(rt.pool, config, url, logger);
       io.stderr.write(

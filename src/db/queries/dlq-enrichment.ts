@@ -136,3 +136,43 @@ export async function sweepCandidatesPlan(db: Db, batchSize: number): Promise<st
   const { rows } = await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${SWEEP_CANDIDATES_SQL}`, [batchSize]);
   return rows.map((r) => r['QUERY PLAN']).join('\n');
 }
+
+/**
+ * The sweep's next candidates without taking them (no lock): the ids a failed sweep batch was
+ * working on, so they can be retried one at a time. Reads idx_dlq_pending_unenriched.
+ */
+export async function sweepCandidateIds(db: Db, batchSize: number): Promise<string[]> {
+  const { rows } = await db.query<{ dlq_entry_uuid: string }>(
+    `SELECT d.dlq_entry_uuid
+       FROM tasker_tasks_dlq d
+      WHERE d.resolution_status = 'pending' AND NOT (d.task_snapshot ? 'enrichment')
+      ORDER BY d.dlq_timestamp, d.dlq_entry_uuid
+      LIMIT $1`,
+    [batchSize],
+  );
+  return rows.map((r) => r.dlq_entry_uuid);
+}
+
+/**
+ * Records that enriching one entry failed (it ran past the statement timeout, or raised an error),
+ * so sweeps move past it instead of failing on it every time: task_snapshot.enrichment becomes
+ * {version, failed: true, failed_at, error: {code, message}} (no enriched_at: readers treat it as
+ * not enriched). Only while the entry has no enrichment yet. Primary-key UPDATE; returns whether it
+ * wrote.
+ */
+export async function markEnrichmentFailed(
+  db: Db,
+  entryUuid: string,
+  at: Date,
+  error: { code: string | null; message: string },
+): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE tasker_tasks_dlq
+        SET task_snapshot = task_snapshot || jsonb_build_object('enrichment', jsonb_build_object(
+              'version', 1, 'failed', true, 'failed_at', $2::timestamptz,
+              'error', jsonb_build_object('code', $3::text, 'message', left($4::text, 1000))))
+      WHERE dlq_entry_uuid = $1 AND NOT (task_snapshot ? 'enrichment')`,
+    [entryUuid, at, error.code, error.message],
+  );
+  return (rowCount ?? 0) > 0;
+}

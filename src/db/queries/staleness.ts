@@ -1,11 +1,14 @@
-import type { DlqReason } from '../../domain/dlq.ts';
+import pg from 'pg';
+import type { Config } from '../../config/schema.ts';
+import { DLQ_REASONS, type DlqReason } from '../../domain/dlq.ts';
 import { parseActionTaken, type StaleTaskResult } from '../../domain/staleness.ts';
-import type { Db } from '../pool.ts';
+import { type Db, withTransaction } from '../pool.ts';
 import type { ArchivePolicies } from './archive.ts';
 
 /**
- * Queries for staleness detection: tasker_lifecycle_settings (detection settings, and the archive
- * policies archival keeps there) and the detection functions of migrations/0003_staleness_detection.sql.
+ * Queries for staleness detection: tasker_lifecycle_settings (detection settings and archive
+ * policies, written from the configuration by applyConfiguredSettings only) and the detection
+ * functions (migrations/0003_staleness_detection.sql, redefined in 0040).
  */
 
 export interface StalenessThresholds {
@@ -27,20 +30,77 @@ export interface LifecycleSettings extends StalenessThresholds {
 }
 
 export interface DetectBatchParams {
+  /** The run's reference time: staleness is judged against it on every page. */
   now: Date;
   dryRun: boolean;
   batchSize: number;
   settings: Omit<LifecycleSettings, 'max_pending_age_hours'>;
+  /** Where the previous page ended (null: the first page). */
+  after: DetectCursor | null;
+  /** statement_timeout of the batch's transaction (SET LOCAL), in milliseconds. */
+  statementTimeoutMs: number;
 }
 
 /**
- * One detection batch: finds at most batchSize stale tasks (locking them), and acts on them in one
- * statement. Reads idx_task_transitions_in_flight; see get_stale_tasks_for_dlq.
+ * The last (state entry, task uuid) of a page. The time travels as PostgreSQL's own text, never as
+ * a JavaScript Date (which keeps milliseconds and would drop the microseconds of the key).
  */
-export async function detectStaleTasksBatch(db: Db, p: DetectBatchParams): Promise<StaleTaskResult[]> {
+export interface DetectCursor {
+  stateEnteredAt: string;
+  taskUuid: string;
+}
+
+export interface DetectBatchResult {
+  tasks: StaleTaskResult[];
+  /** Where the next page starts; null when this page found nothing. */
+  last: DetectCursor | null;
+}
+
+/**
+ * One detection batch (one page): at most batchSize stale tasks after `after`, in (state entry,
+ * task uuid) order, acted on in one statement (real run; their rows locked FOR UPDATE SKIP
+ * LOCKED) or only reported (dry run; nothing locked, nothing written). Its own transaction, under
+ * SET LOCAL statement_timeout, so a batch that runs too long is cancelled (57014) and rolled back
+ * whole. Reads idx_task_transitions_in_flight; see get_stale_tasks_for_dlq.
+ * On a pool it takes a connection for the batch; on a client (tests with separate sessions) it
+ * runs on that client, which must not be inside a transaction.
+ */
+export async function detectStaleTasksBatch(
+  db: pg.Pool | pg.Client,
+  p: DetectBatchParams,
+): Promise<DetectBatchResult> {
+  if (db instanceof pg.Pool) return withTransaction(db, (client) => detectPage(client, p));
+  await db.query('BEGIN');
+  try {
+    const page = await detectPage(db, p);
+    await db.query('COMMIT');
+    return page;
+  } catch (err) {
+    await db.query('ROLLBACK').catch(() => undefined); // the batch's error is the one to report
+    throw err;
+  }
+}
+
+/** One page inside the caller's transaction: SET LOCAL statement_timeout, then the batch. */
+async function detectPage(
+  client: pg.PoolClient | pg.Client,
+  p: DetectBatchParams,
+): Promise<DetectBatchResult> {
   const s = p.settings;
-  const { rows } = await db.query<StaleTaskResult & { action_taken: string }>(
-    `SELECT * FROM detect_stale_tasks_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::dlq_reason[], $11)`,
+  await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${p.statementTimeoutMs}ms`]);
+  const { rows } = await client.query<
+    StaleTaskResult & {
+      action_taken: string;
+      page_last_entered_at: string | null;
+      page_last_task_uuid: string | null;
+    }
+  >(
+    `SELECT b.task_uuid, b.namespace_name, b.task_name, b.current_state, b.time_in_state_minutes,
+            b.staleness_threshold_minutes, b.action_taken, b.moved_to_dlq, b.transition_success, b.stale_by,
+            b.task_age_minutes, b.planned_action, b.dlq_entry_uuid, b.dlq_reason, b.named_task_uuid,
+            b.template_problems, b.page_last_entered_at::text AS page_last_entered_at, b.page_last_task_uuid
+       FROM detect_stale_tasks_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::dlq_reason[], $11,
+                                     $12::timestamptz, $13::uuid) b`,
     [
       p.now,
       p.dryRun,
@@ -53,31 +113,71 @@ export async function detectStaleTasksBatch(db: Db, p: DetectBatchParams): Promi
       s.auto_move_to_dlq,
       s.enabled_reasons,
       s.event_channel,
+      p.after?.stateEnteredAt ?? null,
+      p.after?.taskUuid ?? null,
     ],
   );
-  return rows.map((r) => ({ ...r, action_taken: parseActionTaken(r.action_taken) }));
+  const first = rows[0];
+  return {
+    tasks: rows.map(({ page_last_entered_at: _at, page_last_task_uuid: _uuid, ...r }) => ({
+      ...r,
+      action_taken: parseActionTaken(r.action_taken),
+    })),
+    last:
+      first?.page_last_entered_at && first.page_last_task_uuid
+        ? { stateEnteredAt: first.page_last_entered_at, taskUuid: first.page_last_task_uuid }
+        : null,
+  };
 }
 
 /**
- * Makes tasker_lifecycle_settings equal to the configuration. Writes only when something differs,
- * so a detection run every few minutes does not churn the row; returns whether it wrote.
+ * What tasker_lifecycle_settings should hold for a configuration: the detection defaults and
+ * switches (as detection applies them), dlq.max_pending_age_hours, and [archive.policies].
  */
-export async function writeLifecycleSettings(
+export function settingsFromConfig(config: Readonly<Config>): ConfiguredSettings {
+  const sd = config.staleness_detection;
+  return {
+    ...sd.thresholds,
+    auto_transition_to_error: sd.actions.auto_transition_to_error,
+    auto_move_to_dlq: sd.actions.auto_move_to_dlq && config.dlq.enabled && config.dlq.auto_dlq_on_staleness,
+    enabled_reasons: DLQ_REASONS.filter((r) => r !== 'manual_dlq' && config.dlq.reasons[r]),
+    event_channel: sd.actions.emit_events ? sd.actions.event_channel : null,
+    max_pending_age_hours: config.dlq.max_pending_age_hours,
+    archive_policies: { ...config.archive.policies },
+  };
+}
+
+export interface ConfiguredSettings extends LifecycleSettings {
+  archive_policies: ArchivePolicies;
+}
+
+/**
+ * Makes tasker_lifecycle_settings equal to the configuration: the one place it is written, called
+ * deliberately by `migrate` and at worker start (never by a run, so dry runs and ad-hoc runs with
+ * their own options leave it alone). Writes only when something differs; returns whether it wrote.
+ * One primary-key UPDATE.
+ */
+export async function applyConfiguredSettings(
   db: Db,
-  s: LifecycleSettings,
+  config: Readonly<Config>,
   updatedBy: string,
-): Promise<boolean> {
+): Promise<{ changed: boolean; settings: ConfiguredSettings }> {
+  const s = settingsFromConfig(config);
+  const p = s.archive_policies;
   const { rowCount } = await db.query(
     `UPDATE tasker_lifecycle_settings
         SET waiting_for_dependencies_minutes = $1, waiting_for_retry_minutes = $2, steps_in_process_minutes = $3,
             task_max_lifetime_hours = $4, auto_transition_to_error = $5, auto_move_to_dlq = $6,
             enabled_reasons = $7::dlq_reason[], event_channel = $8, max_pending_age_hours = $9,
-            updated_at = now(), updated_by = $10
+            archive_completed = $10, archive_failed = $11, archive_cancelled = $12,
+            archive_resolved_manually = $13, archive_dlq_resolved = $14,
+            updated_at = now(), updated_by = $15
       WHERE singleton
         AND (waiting_for_dependencies_minutes, waiting_for_retry_minutes, steps_in_process_minutes,
              task_max_lifetime_hours, auto_transition_to_error, auto_move_to_dlq, enabled_reasons,
-             event_channel, max_pending_age_hours)
-            IS DISTINCT FROM ($1, $2, $3, $4, $5, $6, $7::dlq_reason[], $8, $9)`,
+             event_channel, max_pending_age_hours, archive_completed, archive_failed, archive_cancelled,
+             archive_resolved_manually, archive_dlq_resolved)
+            IS DISTINCT FROM ($1, $2, $3, $4, $5, $6, $7::dlq_reason[], $8, $9, $10, $11, $12, $13, $14)`,
     [
       s.waiting_for_dependencies_minutes,
       s.waiting_for_retry_minutes,
@@ -88,19 +188,29 @@ export async function writeLifecycleSettings(
       [...s.enabled_reasons].sort(),
       s.event_channel,
       s.max_pending_age_hours,
+      p.archive_completed,
+      p.archive_failed,
+      p.archive_cancelled,
+      p.archive_resolved_manually,
+      p.archive_dlq_resolved,
       updatedBy,
     ],
   );
-  return (rowCount ?? 0) > 0;
+  return { changed: (rowCount ?? 0) > 0, settings: s };
 }
 
 export async function readLifecycleSettings(
   db: Db,
-): Promise<LifecycleSettings & { updated_at: Date; updated_by: string | null }> {
+): Promise<ConfiguredSettings & { updated_at: Date; updated_by: string | null }> {
   const { rows } = await db.query(
     `SELECT waiting_for_dependencies_minutes, waiting_for_retry_minutes, steps_in_process_minutes,
             task_max_lifetime_hours, auto_transition_to_error, auto_move_to_dlq,
-            enabled_reasons::text[] AS enabled_reasons, event_channel, max_pending_age_hours, updated_at, updated_by
+            enabled_reasons::text[] AS enabled_reasons, event_channel, max_pending_age_hours,
+            jsonb_build_object('archive_completed', archive_completed, 'archive_failed', archive_failed,
+                               'archive_cancelled', archive_cancelled,
+                               'archive_resolved_manually', archive_resolved_manually,
+                               'archive_dlq_resolved', archive_dlq_resolved) AS archive_policies,
+            updated_at, updated_by
        FROM tasker_lifecycle_settings WHERE singleton`,
   );
   return rows[0];
@@ -123,28 +233,4 @@ export async function stalenessHealth(db: Db): Promise<StalenessHealth> {
        FROM v_task_staleness_monitoring`,
   );
   return rows[0]!;
-}
-
-/**
- * Makes the archive policies in tasker_lifecycle_settings equal to the configuration (what
- * archive_completed_tasks uses for a policy it is not given). Writes only when something differs.
- */
-export async function writeArchivePolicies(db: Db, p: ArchivePolicies, updatedBy: string): Promise<boolean> {
-  const { rowCount } = await db.query(
-    `UPDATE tasker_lifecycle_settings
-        SET archive_completed = $1, archive_failed = $2, archive_cancelled = $3,
-            archive_resolved_manually = $4, archive_dlq_resolved = $5, updated_at = now(), updated_by = $6
-      WHERE singleton
-        AND (archive_completed, archive_failed, archive_cancelled, archive_resolved_manually, archive_dlq_resolved)
-            IS DISTINCT FROM ($1, $2, $3, $4, $5)`,
-    [
-      p.archive_completed,
-      p.archive_failed,
-      p.archive_cancelled,
-      p.archive_resolved_manually,
-      p.archive_dlq_resolved,
-      updatedBy,
-    ],
-  );
-  return (rowCount ?? 0) > 0;
 }
