@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { NotFoundError } from '../../errors.ts';
-import type { Db } from '../pool.ts';
+import { type Db, withStatementTimeout } from '../pool.ts';
 
 /**
  * Queries for archival: archive_completed_tasks, restore_archived_task, v_archive_statistics and the
@@ -113,19 +113,9 @@ export async function runArchiveBatch(
   p: ArchiveBatchParams,
   statementTimeoutMs: number,
 ): Promise<ArchiveBatchResult> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${statementTimeoutMs}ms`]);
-    const result = await archiveBatch(client, p);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined); // the batch's error is the one to report
-    throw err;
-  } finally {
-    client.release();
-  }
+  // withStatementTimeout also turns a connection lost mid-batch into this batch's error, instead
+  // of an 'error' event nobody listens to (which would crash the worker).
+  return withStatementTimeout(pool, statementTimeoutMs, (client) => archiveBatch(client, p));
 }
 
 export interface CandidateCountParams {
