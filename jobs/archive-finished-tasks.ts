@@ -43,6 +43,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
 import { type ArchiveBatchResult, type ArchiveCursor, runArchiveBatch } from '../src/db/queries/archive.ts';
+import { checkTemplateFilter, templateFilterProblem } from '../src/db/queries/templates.ts';
 import { AdaptiveBatchSize } from '../src/domain/adaptive-batch-size.ts';
 import { cronEveryHours } from '../src/worker/cron.ts';
 import { defineJob, type JobContext } from '../src/worker/job.ts';
@@ -91,7 +92,8 @@ export const ARCHIVE_TABLE_COUNTS = [
 ] as const;
 export type ArchiveCounts = Record<(typeof ARCHIVE_TABLE_COUNTS)[number], number>;
 
-export type ArchiveStopReason = 'no_more_candidates' | 'max_batches' | 'aborted';
+/** no_matching_template: the namespace / task_name filter names no template, so nothing can ever match. */
+export type ArchiveStopReason = 'no_more_candidates' | 'max_batches' | 'aborted' | 'no_matching_template';
 
 export interface ArchiveFinishedTasksResult extends ArchiveCounts {
   dry_run: boolean;
@@ -170,7 +172,16 @@ export async function runArchival(
   let longest = 0;
   let stoppedBy: ArchiveStopReason = 'max_batches';
 
-  while (batches < options.max_batches) {
+  // A filter that names no template can never match: the run ends at once, as done (retrying it
+  // would only hold the queue's waiting slot). The CLI refuses such a filter before queueing.
+  const filter = { namespace: options.namespace, taskName: options.task_name };
+  const filterProblem = templateFilterProblem(filter, await checkTemplateFilter(ctx.pool, filter));
+  if (filterProblem !== undefined) {
+    ctx.logger.warn(`archival run skipped: ${filterProblem}`, { job: 'tasker.archive-finished-tasks' });
+    stoppedBy = 'no_matching_template';
+  }
+
+  while (stoppedBy !== 'no_matching_template' && batches < options.max_batches) {
     if (ctx.signal.aborted) {
       stoppedBy = 'aborted';
       break;

@@ -126,9 +126,36 @@ describe('the run', () => {
     await graphs(2, { template: other });
     expect((await run({ namespace: 'shipping' })).result.tasks_archived).toBe(2);
     expect((await run({ task_name: 'invoice' })).result.tasks_archived).toBe(3);
-    await expect(run({ task_name: 'missing' })).rejects.toThrow(
-      "archival batch 1 (first, size 1000) failed: no task template matches namespace (any) and name 'missing'",
+  });
+
+  it('a filter that names no template: the run ends at once as done (never retried), the CLI exits 2 naming what exists', async () => {
+    await insertTemplate(db.pool, { namespace: 'shipping', name: 'label' });
+    await graphs(3);
+    const { result } = await run({ task_name: 'missing' });
+    expect(result).toMatchObject({ batches: 0, tasks_archived: 0, stopped_by: 'no_matching_template' });
+    expect((await archivedTaskUuids(db.pool)).length).toBe(0);
+
+    const byTemplate = await cli(['archive', '--template', 'missing']);
+    expect(byTemplate).toMatchObject({ code: 2, stdout: '' });
+    expect(byTemplate.stderr).toMatch(
+      /^error: --template "missing" matches no task template \(templates: invoice, label|templates: label, invoice/,
     );
+    const byNamespace = await cli([
+      'archive',
+      '--dry-run',
+      '--namespace',
+      'nowhere',
+      '--template',
+      'invoice',
+    ]);
+    expect(byNamespace.code).toBe(2);
+    expect(byNamespace.stderr).toContain(
+      'error: --namespace "nowhere" with --template "invoice" matches no task template (namespaces: ',
+    );
+    expect(byNamespace.stderr).toContain('shipping');
+    const wrongPair = await cli(['archive', '--namespace', 'shipping', '--template', 'invoice']);
+    expect(wrongPair.stderr).toContain('matches no task template (templates in shipping: label)');
+    expect((await tableCounts(db.pool, 'live')).tasker_tasks).toBe(3);
   });
 });
 

@@ -6,8 +6,10 @@ import archiveFinishedTasks, {
   runArchival,
 } from '../../../jobs/archive-finished-tasks.ts';
 import type { Config } from '../../config/schema.ts';
+import type { Db } from '../../db/pool.ts';
 import { countArchiveCandidates, restoreArchivedTask } from '../../db/queries/archive.ts';
 import { databaseNow } from '../../db/queries/server.ts';
+import { checkTemplateFilter, templateFilterProblem } from '../../db/queries/templates.ts';
 import { UsageError } from '../../errors.ts';
 import { type FlagSpec, text, uuid, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
@@ -100,6 +102,17 @@ export function archiveOptionsFromFlags(
   return result.data;
 }
 
+/** A --namespace / --template that names no template is bad input (exit 2), never a run that fails. */
+export async function refuseUnmatchedTemplateFilter(
+  db: Db,
+  options: Pick<ArchiveFinishedTasksOptions, 'namespace' | 'task_name'>,
+): Promise<void> {
+  const filter = { namespace: options.namespace, taskName: options.task_name };
+  if (filter.namespace == null && filter.taskName == null) return;
+  const problem = templateFilterProblem(filter, await checkTemplateFilter(db, filter));
+  if (problem !== undefined) throw new UsageError(problem);
+}
+
 export const archiveCommand: Command = {
   name: 'archive',
   summary: 'Run one archival pass now, in this process: finished task graphs to the archive tables.',
@@ -108,6 +121,7 @@ export const archiveCommand: Command = {
     const rt = runtime.get();
     const options = archiveOptionsFromFlags(rt.config, flags);
     const mode = chooseDryRun(flags, rt.config.archive.dry_run, 'archive.dry_run');
+    await refuseUnmatchedTemplateFilter(rt.pool, options);
     const now = await databaseNow(rt.pool);
     let bar: ProgressBar | undefined;
     if (io.isTTY && flags.json !== true) {
