@@ -297,6 +297,13 @@ const archiveFinishedTasks = {
   schedule: archiveSchedule,
   run: (ctx: JobContext, options: ArchiveFinishedTasksOptions) => runArchival(ctx, options),
   workDone: (result: ArchiveFinishedTasksResult) => (result.dry_run ? 0 : result.tasks_archived),
+  stoppedEarly: (result: ArchiveFinishedTasksResult) =>
+    result.stopped_by === 'no_more_candidates'
+      ? null
+      : {
+          reason: result.stopped_by === 'aborted' ? ('aborted' as const) : ('max_batches' as const),
+          handOn: !result.dry_run,
+        },
 };
 
 export default defineJob<ArchiveFinishedTasksOptions, ArchiveFinishedTasksResult>(archiveFinishedTasks);

@@ -5,7 +5,7 @@ import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import type pg from 'pg';
 import { pendingSummary } from '../db/queries/dlq.ts';
 import { databaseNow } from '../db/queries/server.ts';
-import type { RunEnd, RunFailure, RunObserver } from '../worker/observe.ts';
+import type { RunEnd, RunFailure, RunInterrupted, RunObserver } from '../worker/observe.ts';
 import type { Logger } from './logger.ts';
 
 /**
@@ -43,7 +43,8 @@ export function createMetrics(observer: RunObserver, pool: pg.Pool, logger: Logg
 
   const runs = meter.createCounter('tasker.job.runs', {
     unit: '{run}',
-    description: 'Runs of each job by trigger and outcome. Alert when outcome="failed" grows.',
+    description:
+      'Runs of each job by trigger and outcome (completed, failed, interrupted: worker lost or stopped, the run resumes elsewhere). Alert when outcome="failed" grows.',
   });
   const runDuration = meter.createHistogram('tasker.job.duration', {
     unit: 's',
@@ -144,6 +145,13 @@ export function createMetrics(observer: RunObserver, pool: pg.Pool, logger: Logg
         rowsArchived.add(Number(c.rows_archived ?? 0));
         archiveTimeouts.add(Number(c.timeouts ?? 0));
       }
+    }),
+  );
+  observer.on('interrupted', (r: RunInterrupted) =>
+    safely(r.job, () => {
+      runs.add(1, { job: r.job, trigger: r.trigger, outcome: 'interrupted' });
+      if (r.duration_ms !== null)
+        runDuration.record(r.duration_ms / 1000, { job: r.job, outcome: 'interrupted' });
     }),
   );
   observer.on('failure', (r: RunFailure) =>

@@ -26,7 +26,8 @@ export function createBoss(
     connectionString: url,
     schema: BOSS_SCHEMA,
     application_name: `tasker-lifecycle-${role}`,
-    max: role === 'worker' ? Math.max(4, config.database.pool_max) : 2,
+    // pg-boss's own pool, sized on its own (database.pool_max sizes this system's pool only).
+    max: role === 'worker' ? config.database.boss_pool_max : 2,
     migrate: role === 'migrate',
     supervise: role === 'worker',
     schedule: role === 'worker',

@@ -31,6 +31,15 @@ export interface JobDefinition<Options, Result> {
   /** How many things the run changed (tasks acted on, entries enriched, graphs archived): logs say info when > 0. */
   workDone(result: Result): number;
   /**
+   * Whether the run stopped before its work was done: 'aborted' (asked to stop, between batches) or
+   * 'max_batches' (its batch limit reached with work left); null when done. handOn: whether the
+   * rest should be queued at once as another run (not for dry runs, which change nothing).
+   */
+  stoppedEarly?(
+    result: Result,
+    options: Options,
+  ): { reason: 'aborted' | 'max_batches'; handOn: boolean } | null;
+  /**
    * Runs of other jobs this run's result calls for (e.g. one enrichment per new DLQ entry). The
    * worker sends them after the run; each carries a key, so sending one twice queues it once.
    */

@@ -158,7 +158,7 @@ describe('one worker', () => {
     }
   });
 
-  it('SIGTERM during a run: the batch in flight commits, no further batch starts, exit 0', async () => {
+  it('SIGTERM during a run: the batch in flight commits, no further batch starts, the rest is handed on, exit 0', async () => {
     const ids = await staleTasks(30); // oldest first: ids[0..9] make the first batch of 10
     const blocker = await blockEntryFor(await db.connect(), ids[0]!);
     const worker = startWorkerProcess(db.url, NO_SCHEDULES);
@@ -177,9 +177,14 @@ describe('one worker', () => {
     expect(done.slice(10).every((o) => o.errors === 0 && o.entries === 0)).toBe(true);
     const [run] = await runsOf(db.pool, DETECT);
     expect(run).toMatchObject({
-      outcome: 'completed',
+      outcome: 'interrupted',
       counts: expect.objectContaining({ aborted: true, batches: 1, tasks_detected: 10 }),
     });
+    // The rest was handed on: the same request waits for the next worker.
+    const jobs = await bossJobs(db.pool, DETECT);
+    expect(jobs.map((j) => j.state)).toEqual(['completed', 'created']);
+    expect(jobs[1]!.data).toMatchObject({ trigger: 'adhoc', continues: jobs[0]!.id });
+    expect(jobs[0]!.output).toMatchObject({ handed_on_to: jobs[1]!.id });
   });
 });
 
