@@ -2,6 +2,7 @@ import type { MeterProvider } from '@opentelemetry/api';
 import { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { type AnyJob, ensureQueues } from './worker.ts';
 
 /**
  * pg-boss instances, in three roles: the worker (runs jobs, evaluates schedules, supervises), a
@@ -47,15 +48,20 @@ export function createBoss(
   return boss;
 }
 
-/** Installs or upgrades pg-boss's schema (under its own advisory lock, safe in parallel). */
+/**
+ * Installs or upgrades pg-boss's schema (under its own advisory lock, safe in parallel), and creates
+ * the jobs' queues with the configured settings (like a worker at start; clients never change them).
+ */
 export async function migrateBoss(
   config: Readonly<Config>,
   url: string,
   logger: Logger,
+  jobs: readonly AnyJob[] = [],
 ): Promise<number | null> {
   const boss = createBoss(config, url, 'migrate', logger);
   await boss.start();
   try {
+    await ensureQueues(boss, config, jobs);
     return await boss.schemaVersion();
   } finally {
     await boss.stop({ graceful: false });

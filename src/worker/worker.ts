@@ -124,15 +124,20 @@ export interface SendResult {
   id: string | null;
 }
 
-/** Queues an ad-hoc run with its own options (validated here, before it reaches any worker). */
+/**
+ * Queues an ad-hoc run. `options` are only those the operator gave; the worker that runs it fills
+ * in the rest from its own configuration. They are checked here against the job's schema over this
+ * process's configuration, so a bad value is refused before it is queued.
+ */
 export async function sendRun(
   boss: PgBoss,
   job: AnyJob,
-  options: unknown,
+  config: Readonly<Config>,
+  options: Record<string, unknown>,
   key = RUN_KEY,
 ): Promise<SendResult> {
-  const validated = job.optionsSchema.parse(options) as Record<string, unknown>;
-  const data: RunRequest = { trigger: 'adhoc', options: validated };
+  job.optionsSchema.parse({ ...job.optionsFromConfig(config), ...options });
+  const data: RunRequest = { trigger: 'adhoc', options };
   return { id: await boss.send(job.name, data, { singletonKey: key }) };
 }
 

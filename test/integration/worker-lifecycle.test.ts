@@ -188,6 +188,58 @@ describe('one worker', () => {
   });
 });
 
+describe('enqueue from a process with another configuration', () => {
+  it("sends only the flags given: the run uses the worker's configuration, and queue settings stay the worker's", async () => {
+    const now = await databaseNow(db.pool);
+    const t = await insertTemplate(db.pool);
+    // 50 minutes in waiting_for_retry: stale for the enqueuing process (1 minute), not for the worker (100).
+    const id = await insertTask(db.pool, {
+      template: t,
+      state: 'waiting_for_retry',
+      enteredAt: minutesBefore(now, 50),
+    });
+    const worker = startWorkerProcess(db.url, {
+      ...NO_SCHEDULES,
+      TASKER__staleness_detection__thresholds__waiting_for_retry_minutes: '100',
+      TASKER__staleness_detection__thresholds__task_max_lifetime_hours: '24',
+    });
+    try {
+      await waitForWorkers(db.pool, 1);
+      const settings = async () =>
+        (
+          await db.pool.query(
+            `SELECT retry_limit, retry_delay, expire_seconds, heartbeat_seconds FROM pgboss.queue WHERE name = $1`,
+            [DETECT],
+          )
+        ).rows[0];
+      const before = await settings();
+      expect(before).toMatchObject({ retry_limit: 3 });
+      const run = await runCli(['enqueue', 'detect-stale', '--batch-size', '7', '--wait', '--json'], {
+        DATABASE_URL: db.url,
+        ...FAST_WORKER_ENV,
+        TASKER_ENV: 'development',
+        TASKER__staleness_detection__thresholds__waiting_for_retry_minutes: '1',
+        TASKER__worker__retry_limit: '9',
+        TASKER__worker__job_expire_seconds: '120',
+      });
+      expect(run.code).toBe(0);
+      expect(JSON.parse(run.stdout)).toMatchObject({ state: 'completed', output: { tasks_detected: 0 } });
+      expect((await outcomes([id]))[0]).toMatchObject({ errors: 0, entries: 0 });
+      const [job] = await bossJobs(db.pool, DETECT);
+      expect(job!.data).toEqual({ trigger: 'adhoc', options: { batch_size: 7 } });
+      const [history] = await runsOf(db.pool, DETECT);
+      const { rows } = await db.pool.query('SELECT options FROM tasker_job_runs WHERE run_id = $1', [
+        history!.run_id,
+      ]);
+      expect(rows[0].options).toMatchObject({ batch_size: 7, waiting_for_retry_minutes: 100 });
+      expect(await settings()).toEqual(before);
+    } finally {
+      worker.kill('SIGTERM');
+      expect((await worker.done).code).toBe(0);
+    }
+  });
+});
+
 describe('two workers', () => {
   it('SIGKILL mid-batch: the job is retried by the other worker and every task ends exactly once', async () => {
     const ids = await staleTasks(40);

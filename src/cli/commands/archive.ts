@@ -99,6 +99,23 @@ export function archiveOptionsFromFlags(
   return result.data;
 }
 
+/**
+ * Only the options the operator gave, for `enqueue archive`: the worker that runs it fills in the
+ * rest from its own configuration (not this process's).
+ */
+export function archiveOptionsGiven(flags: Record<string, unknown>): Partial<ArchiveFinishedTasksOptions> {
+  const given: Record<string, unknown> = {
+    ...(flags['dry-run'] === true ? { dry_run: true } : {}),
+    retention_days: flags['retention-days'],
+    batch_size: flags['batch-size'],
+    max_batches: flags['max-batches'],
+    namespace: flags.namespace,
+    task_name: flags.template,
+    finished_before: flags['finished-before'],
+  };
+  return Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
+}
+
 export const archiveCommand: Command = {
   name: 'archive',
   summary: 'Run one archival pass now, in this process: finished task graphs to the archive tables.',

@@ -39,6 +39,18 @@ export function detectOptionsFromFlags(
   });
 }
 
+/**
+ * Only the options the operator gave, for `enqueue detect-stale`: the worker that runs it fills in
+ * the rest from its own configuration (not this process's).
+ */
+export function detectOptionsGiven(flags: Record<string, unknown>): Partial<DetectStaleTasksOptions> {
+  return {
+    ...(flags['dry-run'] === true ? { dry_run: true } : {}),
+    ...(flags['batch-size'] === undefined ? {} : { batch_size: flags['batch-size'] as number }),
+    ...(flags['max-batches'] === undefined ? {} : { max_batches: flags['max-batches'] as number }),
+  };
+}
+
 export const detectStaleCommand: Command = {
   name: 'detect-stale',
   summary: 'Run one staleness detection pass now, in this process.',

@@ -4,13 +4,14 @@ import detectStaleTasks from '../../../jobs/detect-stale-tasks.ts';
 import { databaseUrl } from '../../db/pool.ts';
 import { UsageError } from '../../errors.ts';
 import { createBoss } from '../../worker/boss.ts';
-import { type AnyJob, deadLetterQueue, ensureQueues, sendRun } from '../../worker/worker.ts';
+import { startBoss } from '../../worker/process.ts';
+import { type AnyJob, deadLetterQueue, sendRun } from '../../worker/worker.ts';
 import { type ArgsSpec, wholeNumber } from '../args.ts';
 import type { Command, CommandContext } from '../command.ts';
 import { printFields, printJson } from '../output.ts';
 import type { Runtime } from '../runtime.ts';
-import { ARCHIVE_FLAGS, archiveOptionsFromFlags } from './archive.ts';
-import { detectFlags, detectOptionsFromFlags } from './detect-stale.ts';
+import { ARCHIVE_FLAGS, archiveOptionsFromFlags, archiveOptionsGiven } from './archive.ts';
+import { detectFlags, detectOptionsFromFlags, detectOptionsGiven } from './detect-stale.ts';
 
 /**
  * enqueue <job> [options] [--wait]: hands one run, with its own options, to the workers. The
@@ -35,6 +36,7 @@ export function enqueueCommand(
   job: AnyJob,
   flags: ArgsSpec['flags'],
   optionsFromFlags: (rt: Runtime, flags: Record<string, unknown>) => unknown,
+  optionsGiven: (flags: Record<string, unknown>) => Record<string, unknown>,
 ): Command {
   return {
     name: `enqueue ${name}`,
@@ -42,12 +44,19 @@ export function enqueueCommand(
     args: { flags: { ...flags, ...waitFlags } },
     async run({ flags: given }, ctx) {
       const rt = ctx.runtime.get();
-      const options = optionsFromFlags(rt, given);
+      // Checked in full here (exit 2 on a bad value), sent as given: the worker fills in the rest.
+      optionsFromFlags(rt, given);
+      const options = optionsGiven(given);
       const boss = createBoss(rt.config, databaseUrl(rt.config), 'client', rt.logger);
-      await boss.start();
+      await startBoss(boss);
       try {
-        await ensureQueues(boss, rt.config, [job]);
-        const { id } = await sendRun(boss, job, options);
+        // Queues and their settings belong to `worker` and `migrate`; a client only sends.
+        if (!(await boss.getQueue(job.name))) {
+          throw new Error(
+            `the queue ${job.name} does not exist yet: start a worker (or run \`tasker-lifecycle migrate\`) first`,
+          );
+        }
+        const { id } = await sendRun(boss, job, rt.config, options);
         if (id === null) {
           throw new UsageError(
             `a ${name} run is already waiting to start (runs of a job never overlap, and one waits at most); this request was not queued`,
@@ -117,6 +126,7 @@ export const enqueueDetectStaleCommand = enqueueCommand(
   detectStaleTasks,
   detectFlags,
   (rt, flags) => detectOptionsFromFlags(rt.config, flags),
+  detectOptionsGiven,
 );
 
 export const enqueueArchiveCommand = enqueueCommand(
@@ -124,4 +134,5 @@ export const enqueueArchiveCommand = enqueueCommand(
   archiveFinishedTasks,
   ARCHIVE_FLAGS,
   (rt, flags) => archiveOptionsFromFlags(rt.config, flags),
+  archiveOptionsGiven,
 );
