@@ -10,7 +10,7 @@ import { loadConfig } from '../../src/config/load.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { migrateBoss } from '../../src/worker/boss.ts';
-import { runCli } from '../helpers/cli-process.ts';
+import { runCli, startCli } from '../helpers/cli-process.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
@@ -233,6 +233,54 @@ describe('enqueue from a process with another configuration', () => {
       ]);
       expect(rows[0].options).toMatchObject({ batch_size: 7, waiting_for_retry_minutes: 100 });
       expect(await settings()).toEqual(before);
+    } finally {
+      worker.kill('SIGTERM');
+      expect((await worker.done).code).toBe(0);
+    }
+  });
+});
+
+describe('connections terminated mid-run', () => {
+  it("the run's end is recorded, the run is retried and finishes, and enqueue --wait reconnects and reports it", async () => {
+    const ids = await staleTasks(3);
+    const worker = startWorkerProcess(db.url, NO_SCHEDULES);
+    try {
+      await waitForWorkers(db.pool, 1);
+      const holder = await holdDetectionAtStart(await db.connect());
+      const waiting = startCli(['enqueue', 'detect-stale', '--wait', '--json'], {
+        DATABASE_URL: db.url,
+        ...FAST_WORKER_ENV,
+        ...NO_SCHEDULES,
+      });
+      await waitFor('the run to wait on the held lock', async () => {
+        const { rows } = await db.pool.query(
+          `SELECT count(*) AS n FROM pg_stat_activity
+            WHERE wait_event_type = 'Lock' AND application_name LIKE 'tasker-lifecycle%' AND datname = current_database()`,
+        );
+        return rows[0].n > 0;
+      });
+      // Every connection of the worker and of the enqueuing process, again and again for 3 s, so
+      // that queries in flight are cut too (enqueue --wait looks every 500 ms).
+      for (let i = 0; i < 30; i++) {
+        await db.pool.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE application_name LIKE 'tasker-lifecycle%' AND datname = current_database() AND pid <> pg_backend_pid()`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      await holder.release();
+
+      const result = await waiting.done;
+      expect(result.code).toBe(0);
+      expect(JSON.parse(result.stdout)).toMatchObject({ state: 'completed', output: { tasks_detected: 3 } });
+      for (const o of await outcomes(ids)) expect(o).toMatchObject({ errors: 1, entries: 1 });
+      await waitFor('every run to have an outcome', async () =>
+        (await runsOf(db.pool, DETECT)).every((r) => r.outcome !== null),
+      );
+      const runs = await runsOf(db.pool, DETECT);
+      expect(runs.length).toBeGreaterThanOrEqual(2);
+      expect(runs[0]!.outcome).toMatch(/^(failed|interrupted)$/);
+      expect(runs.at(-1)!.outcome).toBe('completed');
     } finally {
       worker.kill('SIGTERM');
       expect((await worker.done).code).toBe(0);

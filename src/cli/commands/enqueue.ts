@@ -88,6 +88,12 @@ export function enqueueCommand(
   };
 }
 
+/**
+ * Follows a run to its end. A lost connection (the database restarting, connections terminated)
+ * does not end the wait: pg-boss's pool reconnects and the next look tells. A run that stopped early
+ * and handed the rest on (handed_on_to), or was merged into the run waiting (merged_into), is
+ * followed on to the run that finishes the work.
+ */
 async function follow(
   boss: PgBoss,
   job: AnyJob,
@@ -98,16 +104,33 @@ async function follow(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let state = 'created';
+  let lastError: Error | undefined;
   while (Date.now() < deadline && !ctx.signal.aborted) {
-    const [found] = await boss.findJobs(job.name, { id });
+    let found: Awaited<ReturnType<PgBoss['findJobs']>>[number] | undefined;
+    try {
+      [found] = await boss.findJobs(job.name, { id });
+      lastError = undefined;
+    } catch (err) {
+      lastError = err as Error;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      continue;
+    }
     if (!found) {
       throw new Error(
         `run ${id} no longer exists in ${job.name}: it was deleted, or exhausted its retries (see ${deadLetterQueue(job)})`,
       );
     }
     state = found.state;
+    const output = (found.output ?? {}) as Record<string, unknown>;
+    const next =
+      state === 'completed' ? output.handed_on_to : state === 'cancelled' ? output.merged_into : null;
+    if (typeof next === 'string') {
+      if (!json)
+        ctx.io.stderr.write(`run ${id} ${state}; the rest of its work is run ${next}: following it\n`);
+      id = next;
+      continue;
+    }
     if (state === 'completed') {
-      const output = (found.output ?? {}) as Record<string, unknown>;
       if (json) return printJson(ctx.io.stdout, { job: job.name, job_id: id, state, output });
       return printFields(ctx.io.stdout, { job: job.name, job_id: id, state, ...output });
     }
@@ -117,7 +140,7 @@ async function follow(
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
   throw new Error(
-    `run ${id} is still ${state} after ${Math.round(timeoutMs / 1000)} s; it goes on (see \`tasker-lifecycle status\`)`,
+    `run ${id} is still ${state} after ${Math.round(timeoutMs / 1000)} s; it goes on (see \`tasker-lifecycle status\`)${lastError ? `; last error: ${lastError.message}` : ''}`,
   );
 }
 
