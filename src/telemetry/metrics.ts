@@ -104,22 +104,44 @@ export function createMetrics(observer: RunObserver, pool: pg.Pool, logger: Logg
     unit: 'h',
     description: 'Age of the oldest pending investigation.',
   });
+  const stale = meter.createObservableGauge('tasker.metrics.gauges_stale', {
+    unit: '{flag}',
+    description:
+      '1 when the last read of the DLQ gauges failed (database away) and they show the last values read; 0 when fresh. Alert when 1 for 5 minutes.',
+  });
+  // The last good reading: a failed read reports it again (marked stale) rather than dropping the
+  // gauges, so dashboards and alerts do not see investigations vanish with the database.
+  let last: { pending: number; overdue: number; oldestHours: number } | null = null;
+  let failing = false;
   meter.addBatchObservableCallback(
     async (result) => {
       try {
         const [summary, now] = await Promise.all([pendingSummary(pool, new Date()), databaseNow(pool)]);
-        result.observe(pending, summary.pending);
-        result.observe(overdue, summary.overdue);
-        result.observe(
-          oldestAge,
-          summary.oldest_pending_at ? (now.getTime() - summary.oldest_pending_at.getTime()) / 3_600_000 : 0,
-        );
+        last = {
+          pending: summary.pending,
+          overdue: summary.overdue,
+          oldestHours: summary.oldest_pending_at
+            ? (now.getTime() - summary.oldest_pending_at.getTime()) / 3_600_000
+            : 0,
+        };
+        if (failing) logger.info('metrics: DLQ gauges read again');
+        failing = false;
       } catch (err) {
-        // No reading this scrape (database away); the gauges are simply absent, not wrong.
-        logger.debug('metrics: could not read DLQ gauges', { error: (err as Error).message });
+        if (!failing) {
+          logger.warn('metrics: could not read the DLQ gauges; reporting the last values, marked stale', {
+            error: (err as Error).message,
+          });
+        }
+        failing = true;
       }
+      if (last) {
+        result.observe(pending, last.pending);
+        result.observe(overdue, last.overdue);
+        result.observe(oldestAge, last.oldestHours);
+      }
+      result.observe(stale, failing ? 1 : 0);
     },
-    [pending, overdue, oldestAge],
+    [pending, overdue, oldestAge, stale],
   );
 
   const safely = (what: string, record: () => void) => {

@@ -44,7 +44,7 @@ export async function startBoss(boss: PgBoss): Promise<void> {
     await boss.start();
   } catch (err) {
     const message = (err as Error).message;
-    if (/migrat|not installed|schema|version/i.test(message)) {
+    if (/pg-boss is not installed|requires migrations/.test(message)) {
       throw new NotMigratedError(
         `pg-boss could not start (${message}): run \`tasker-lifecycle migrate\` first`,
       );
