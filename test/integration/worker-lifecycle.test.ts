@@ -240,6 +240,33 @@ describe('enqueue from a process with another configuration', () => {
   });
 });
 
+describe('worker configuration that reaches pg-boss', () => {
+  it("worker.retry_delay_max_seconds caps the backoff; database.boss_pool_max sizes pg-boss's pool", async () => {
+    const worker = startWorkerProcess(db.url, {
+      ...NO_SCHEDULES,
+      TASKER__worker__retry_delay_max_seconds: '1800',
+      TASKER__database__pool_max: '10',
+      TASKER__database__boss_pool_max: '3',
+    });
+    try {
+      await waitForWorkers(db.pool, 1);
+      const { rows: queues } = await db.pool.query(
+        'SELECT retry_delay_max, heartbeat_seconds FROM pgboss.queue WHERE name = $1',
+        [DETECT],
+      );
+      // Heartbeat: pg-boss's own check is the backstop at twice worker.heartbeat_seconds (10).
+      expect(queues[0]).toEqual({ retry_delay_max: 1800, heartbeat_seconds: 20 });
+      const { rows: instances } = await db.pool.query(
+        `SELECT pool_max FROM pgboss.instance WHERE stopped_on IS NULL AND application_name = 'tasker-lifecycle-worker'`,
+      );
+      expect(instances).toEqual([{ pool_max: 3 }]);
+    } finally {
+      worker.kill('SIGTERM');
+      expect((await worker.done).code).toBe(0);
+    }
+  });
+});
+
 describe('connections terminated mid-run', () => {
   it("the run's end is recorded, the run is retried and finishes, and enqueue --wait reconnects and reports it", async () => {
     const ids = await staleTasks(3);
