@@ -156,6 +156,14 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       });
       batches += 1;
       tasks.push(...rows);
+      ctx.progress?.(
+        summarize(rows, {
+          dry_run: options.dry_run,
+          batches: 1,
+          settings_changed: settingsChanged,
+          aborted: false,
+        }),
+      );
       if (options.dry_run || rows.length < limit || batches >= options.max_batches) break;
     }
     return summarize(tasks, {

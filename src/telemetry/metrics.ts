@@ -5,7 +5,7 @@ import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import type pg from 'pg';
 import { pendingSummary } from '../db/queries/dlq.ts';
 import { databaseNow } from '../db/queries/server.ts';
-import type { RunEnd, RunFailure, RunInterrupted, RunObserver } from '../worker/observe.ts';
+import type { RunBatch, RunEnd, RunFailure, RunInterrupted, RunObserver } from '../worker/observe.ts';
 import type { Logger } from './logger.ts';
 
 /**
@@ -153,20 +153,34 @@ export function createMetrics(observer: RunObserver, pool: pg.Pool, logger: Logg
     }
   };
 
+  // What runs did is counted as it happens: per batch for jobs that report their batches (so the
+  // work of a run that later fails or is cut off is counted), else at the end of the run.
+  const recordWork = (r: {
+    job: string;
+    trigger: string;
+    work_done: number;
+    counts: Record<string, unknown>;
+    result: unknown;
+  }) => {
+    workDone.add(r.work_done, { job: r.job });
+    const c = r.counts;
+    if (r.job === 'tasker.detect-stale-tasks') recordDetectedTasks(r.result as DetectionResult);
+    if (r.job === 'tasker.enrich-dlq-snapshots')
+      entriesEnriched.add(Number(c.enriched ?? 0), { trigger: r.trigger });
+    if (r.job === 'tasker.archive-finished-tasks' && c.dry_run !== true) {
+      tasksArchived.add(Number(c.tasks_archived ?? 0));
+      rowsArchived.add(Number(c.rows_archived ?? 0));
+      archiveTimeouts.add(Number(c.timeouts ?? 0));
+    }
+  };
+  observer.on('batch', (r: RunBatch) => safely(r.job, () => recordWork(r)));
   observer.on('end', (r: RunEnd) =>
     safely(r.job, () => {
       runs.add(1, { job: r.job, trigger: r.trigger, outcome: 'completed' });
       runDuration.record(r.duration_ms / 1000, { job: r.job, outcome: 'completed' });
-      workDone.add(r.work_done, { job: r.job });
-      const c = r.counts;
-      if (r.job === 'tasker.detect-stale-tasks') recordDetection(r.result as DetectionResult, r.duration_ms);
-      if (r.job === 'tasker.enrich-dlq-snapshots')
-        entriesEnriched.add(Number(c.enriched ?? 0), { trigger: r.trigger });
-      if (r.job === 'tasker.archive-finished-tasks' && c.dry_run !== true) {
-        tasksArchived.add(Number(c.tasks_archived ?? 0));
-        rowsArchived.add(Number(c.rows_archived ?? 0));
-        archiveTimeouts.add(Number(c.timeouts ?? 0));
-      }
+      if (r.job === 'tasker.detect-stale-tasks')
+        recordDetectionRun(r.result as DetectionResult, r.duration_ms);
+      if (!r.batches_reported) recordWork(r);
     }),
   );
   observer.on('interrupted', (r: RunInterrupted) =>
@@ -183,10 +197,13 @@ export function createMetrics(observer: RunObserver, pool: pg.Pool, logger: Logg
     }),
   );
 
-  function recordDetection(d: DetectionResult, durationMs: number) {
+  function recordDetectionRun(d: DetectionResult, durationMs: number) {
     const dryRun = String(d.dry_run);
     detectionRuns.add(1, { dry_run: dryRun });
     detectionDuration.record(durationMs, { dry_run: dryRun });
+  }
+
+  function recordDetectedTasks(d: DetectionResult) {
     if (d.dry_run) return;
     for (const t of d.tasks) {
       tasksDetected.add(1, { state: t.current_state });

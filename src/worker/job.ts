@@ -14,6 +14,12 @@ export interface JobContext {
   readonly logger: Logger;
   /** Aborted when the process is asked to stop; a job checks it between batches. */
   readonly signal: AbortSignal;
+  /**
+   * Called after each committed batch (and each timed-out or retried one) with that batch's own
+   * counts, in the shape of the job's result: runs are observed per batch, so the work of a run
+   * that later fails or is cut off is counted, recorded and followed up.
+   */
+  readonly progress?: (batch: unknown) => void;
 }
 
 export interface JobDefinition<Options, Result> {

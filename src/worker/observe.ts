@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type pg from 'pg';
-import { finishRun, insertRun, pruneRuns } from '../db/queries/job-runs.ts';
+import { finishRun, insertRun, pruneRuns, updateRunCounts } from '../db/queries/job-runs.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 /**
@@ -32,11 +32,25 @@ export interface RunEnd extends RunStart {
   counts: Record<string, unknown>;
   /** The run's whole result, for subscribers that need its lists (metrics by state). */
   result: unknown;
+  /** The run reported its batches (`batch` events), which carried its counts as it went. */
+  batches_reported: boolean;
 }
 
 export interface RunFailure extends RunStart {
   duration_ms: number;
   error: Error;
+  /** Sums of the counts of the batches it committed before failing (null: it reported none). */
+  counts: Record<string, number> | null;
+}
+
+/** One batch of a run (JobContext.progress). */
+export interface RunBatch extends RunStart {
+  /** The batch's own result, in the shape of the job's result. */
+  result: unknown;
+  counts: Record<string, unknown>;
+  /** Sums of the numeric counts of the run's batches so far. */
+  totals: Record<string, number>;
+  work_done: number;
 }
 
 /**
@@ -59,6 +73,7 @@ export interface RunInterrupted extends RunStart {
 
 type RunEvents = {
   start: [RunStart];
+  batch: [RunBatch];
   end: [RunEnd];
   failure: [RunFailure];
   interrupted: [RunInterrupted];
@@ -91,7 +106,7 @@ export interface RunDescription {
 export async function observeRun<R>(
   observer: RunObserver,
   d: RunDescription,
-  run: () => Promise<R>,
+  run: (progress: (batch: unknown) => void) => Promise<R>,
 ): Promise<R> {
   const start: RunStart = {
     run_id: randomUUID(),
@@ -104,8 +119,22 @@ export async function observeRun<R>(
   };
   const t0 = performance.now();
   safeEmit(observer, 'start', start);
+  let totals: Record<string, number> | null = null;
+  const progress = (batch: unknown) => {
+    const counts = countsOf(batch);
+    const sums: Record<string, number> = { ...(totals ?? {}) };
+    for (const [k, v] of Object.entries(counts)) if (typeof v === 'number') sums[k] = (sums[k] ?? 0) + v;
+    totals = sums;
+    safeEmit(observer, 'batch', {
+      ...start,
+      result: batch,
+      counts,
+      totals: { ...sums },
+      work_done: d.workDone ? safely(() => Number(d.workDone!(batch as never)) || 0, 0) : 0,
+    });
+  };
   try {
-    const result = await run();
+    const result = await run(progress);
     const duration_ms = Math.round(performance.now() - t0);
     const interruptedBy = d.interruptedBy?.(result as never) ?? null;
     if (interruptedBy !== null) {
@@ -125,12 +154,26 @@ export async function observeRun<R>(
       work_done: d.workDone ? d.workDone(result as never) : 0,
       counts: countsOf(result),
       result,
+      batches_reported: totals !== null,
     });
     return result;
   } catch (thrown) {
     const error = thrown instanceof Error ? thrown : new Error(String(thrown));
-    safeEmit(observer, 'failure', { ...start, duration_ms: Math.round(performance.now() - t0), error });
+    safeEmit(observer, 'failure', {
+      ...start,
+      duration_ms: Math.round(performance.now() - t0),
+      error,
+      counts: totals,
+    });
     throw error;
+  }
+}
+
+function safely<T>(f: () => T, fallback: T): T {
+  try {
+    return f();
+  } catch {
+    return fallback; // a partial result a job's measure cannot read counts nothing
   }
 }
 
@@ -283,7 +326,9 @@ export function recordRuns(
       await pruneRuns(pool, r.job, new Date(Date.now() - historyDays * 86_400_000));
     }).finally(() => pending.delete(r.run_id));
   observer.on('end', (r) => void finish(r, 'completed', r.duration_ms, r.counts, null));
-  observer.on('failure', (r) => void finish(r, 'failed', r.duration_ms, null, r.error.message));
+  // Counts so far, per batch: a run that fails or is cut off later keeps what it did.
+  observer.on('batch', (r) => void chain(r.run_id, () => updateRunCounts(pool, r.run_id, r.totals)));
+  observer.on('failure', (r) => void finish(r, 'failed', r.duration_ms, r.counts, r.error.message));
   observer.on(
     'interrupted',
     (r) => void finish(r, 'interrupted', r.duration_ms, r.counts, `${r.reason}: ${r.detail}`),

@@ -171,6 +171,10 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
         const options = job.batch ? job.batch.merge(optionsList) : optionsList[0];
         const signal = AbortSignal.any([deps.shutdown, ...requests.map((r) => r.signal)]);
         const first = requests[0]!;
+        // Follow-ups are sent per batch, so a run that fails later still sends those of its
+        // committed batches; they are awaited before the run is settled.
+        const followUps: Promise<void>[] = [];
+        let batchesReported = false;
         let result: Record<string, unknown>;
         try {
           result = await observeRun(
@@ -186,9 +190,26 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
                   ? `stopped between batches; the rest ${r.handed_on_to ? `was handed on to ${r.handed_on_to}` : 'waits for the next run'}`
                   : null,
             },
-            async () => {
+            async (progress) => {
+              const onBatch = (batch: unknown) => {
+                batchesReported = true;
+                progress(batch);
+                followUps.push(
+                  sendFollowUps(deps, job, batch, byName).catch((err: Error) => {
+                    deps.logger.warn(`${job.name}: could not queue follow-ups of a batch`, {
+                      error: err.message,
+                    });
+                  }),
+                );
+              };
               const r = await job.run(
-                { pool: deps.pool, now: await databaseNow(deps.pool), logger: deps.logger, signal },
+                {
+                  pool: deps.pool,
+                  now: await databaseNow(deps.pool),
+                  logger: deps.logger,
+                  signal,
+                  progress: onBatch,
+                },
                 options,
               );
               const early = job.batch ? null : (job.stoppedEarly?.(r, options) ?? null);
@@ -197,12 +218,14 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
             },
           );
         } catch (err) {
+          await Promise.all(followUps);
           if (!job.batch && (await requeueOnConflict(deps, job, first, parsed[0]!, err as Error))) {
             return { failed: (err as Error).message, requeued: true };
           }
           throw err;
         }
-        await sendFollowUps(deps, job, result, byName);
+        await Promise.all(followUps);
+        if (!batchesReported) await sendFollowUps(deps, job, result, byName);
         return countsOf(result);
       },
     );

@@ -249,7 +249,7 @@ describe('worker configuration that reaches pg-boss', () => {
       TASKER__database__boss_pool_max: '3',
     });
     try {
-      await waitForWorkers(db.pool, 1);
+      await workerPort(worker); // it logs its port once its queues are set up
       const { rows: queues } = await db.pool.query(
         'SELECT retry_delay_max, heartbeat_seconds FROM pgboss.queue WHERE name = $1',
         [DETECT],
@@ -257,7 +257,8 @@ describe('worker configuration that reaches pg-boss', () => {
       // Heartbeat: pg-boss's own check is the backstop at twice worker.heartbeat_seconds (10).
       expect(queues[0]).toEqual({ retry_delay_max: 1800, heartbeat_seconds: 20 });
       const { rows: instances } = await db.pool.query(
-        `SELECT pool_max FROM pgboss.instance WHERE stopped_on IS NULL AND application_name = 'tasker-lifecycle-worker'`,
+        `SELECT pool_max FROM pgboss.instance WHERE stopped_on IS NULL AND pid = $1`,
+        [worker.pid],
       );
       expect(instances).toEqual([{ pool_max: 3 }]);
     } finally {
@@ -308,6 +309,47 @@ describe('connections terminated mid-run', () => {
       expect(runs.length).toBeGreaterThanOrEqual(2);
       expect(runs[0]!.outcome).toMatch(/^(failed|interrupted)$/);
       expect(runs.at(-1)!.outcome).toBe('completed');
+    } finally {
+      worker.kill('SIGTERM');
+      expect((await worker.done).code).toBe(0);
+    }
+  });
+});
+
+describe('a run that fails after committing batches', () => {
+  it('its committed batches are in the metrics, its history counts and its enrichment follow-ups', async () => {
+    const ids = await staleTasks(6); // oldest first: batches of 2
+    const blocker = await blockEntryFor(await db.connect(), ids[2]!);
+    const worker = startWorkerProcess(db.url, { ...NO_SCHEDULES, TASKER__worker__retry_limit: '0' });
+    try {
+      const port = await workerPort(worker);
+      await waitForWorkers(db.pool, 1);
+      expect((await enqueue(['--batch-size', '2', '--max-batches', '5'])).code).toBe(0);
+      await waitForBlockedDetection(db.pool);
+      // The second batch fails: its connection is cut while it waits.
+      await db.pool.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE wait_event_type = 'Lock' AND query LIKE '%detect_stale_tasks_batch%' AND datname = current_database()`,
+      );
+      await blocker.release();
+      await waitFor('the run to fail', async () => (await runsOf(db.pool, DETECT))[0]?.outcome === 'failed');
+      const [run] = await runsOf(db.pool, DETECT);
+      expect(run!.counts).toMatchObject({ batches: 1, tasks_detected: 2, dlq_entries_created: 2 });
+      expect((await outcomes(ids)).map((o) => o.entries)).toEqual([1, 1, 0, 0, 0, 0]);
+      const { rows: requests } = await db.pool.query(
+        `SELECT count(*) AS n FROM pgboss.job WHERE name = 'tasker.enrich-dlq-snapshots' AND data->>'trigger' = 'event'`,
+      );
+      expect(requests[0].n).toBe(2);
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const value = (name: string) =>
+        metrics
+          .split('\n')
+          .filter((l) => l.startsWith(name))
+          .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
+      expect(value('tasker_staleness_tasks_detected_total{state="waiting_for_retry"}')).toBe(2);
+      expect(
+        value('tasker_job_runs_total{job="tasker.detect-stale-tasks",trigger="adhoc",outcome="failed"}'),
+      ).toBe(1);
     } finally {
       worker.kill('SIGTERM');
       expect((await worker.done).code).toBe(0);

@@ -47,6 +47,14 @@ export async function finishRun(db: Db, r: RunEndRow): Promise<void> {
   );
 }
 
+/** The counts so far of a run still going (updated after each batch). */
+export async function updateRunCounts(db: Db, runId: string, counts: unknown): Promise<void> {
+  await db.query('UPDATE tasker_job_runs SET counts = $2 WHERE run_id = $1 AND outcome IS NULL', [
+    runId,
+    JSON.stringify(counts),
+  ]);
+}
+
 /** Deletes up to `limit` runs of a job older than `before` (idx_job_runs_job_started). */
 export async function pruneRuns(db: Db, jobName: string, before: Date, limit = 500): Promise<number> {
   const { rowCount } = await db.query(
