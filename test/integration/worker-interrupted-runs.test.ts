@@ -48,12 +48,14 @@ beforeEach(async () => {
   });
 });
 
-function enqueueArchive(extra: string[] = []) {
-  return runCli(['enqueue', 'archive', ...RUN_FLAGS, '--json', ...extra], {
+async function enqueueArchive(extra: string[] = []) {
+  const result = await runCli(['enqueue', 'archive', ...RUN_FLAGS, '--json', ...extra], {
     DATABASE_URL: db.url,
     ...FAST_WORKER_ENV,
     ...WORKER_ENV,
   });
+  expect({ code: result.code, stderr: result.stderr }).toMatchObject({ code: 0 });
+  return result;
 }
 
 async function archived(): Promise<number> {
@@ -71,7 +73,9 @@ async function runnerOf(workers: CliProcess[], id: string, attempt: number): Pro
   return waitFor(`attempt ${attempt} of run ${id} to be running`, async () => {
     const { rows } = await db.pool.query(
       `SELECT j.retry_count, r.worker FROM pgboss.job j JOIN tasker_job_runs r ON r.pgboss_job_id = j.id
-        WHERE j.id = $1 AND j.state = 'active' AND r.outcome IS NULL AND j.retry_count = $2`,
+        WHERE j.id = $1 AND j.state = 'active' AND r.outcome IS NULL AND j.retry_count = $2
+          AND r.started_at > j.started_on - interval '2 seconds' -- this attempt's row, not a lost one's
+        ORDER BY r.started_at DESC LIMIT 1`,
       [id, attempt],
     );
     const pid = rows[0]?.worker.split(':').at(-1);
@@ -171,7 +175,9 @@ describe('interrupted runs', () => {
     const workers = [startWorkerProcess(db.url, WORKER_ENV)];
     try {
       await waitForWorkers(db.pool, 1);
-      const a = JSON.parse((await enqueueArchive(['--max-batches', '2'])).stdout).job_id as string;
+      // A dry run of one batch (dry runs never hand anything on): its row is the model for R below.
+      const a = JSON.parse((await enqueueArchive(['--dry-run', '--max-batches', '1'])).stdout)
+        .job_id as string;
       await waitFor('run A to finish', async () =>
         (await bossJobs(db.pool, ARCHIVE)).some((j) => j.id === a && j.state === 'completed'),
       );
