@@ -406,6 +406,14 @@ export const WorkerSchema = z.strictObject({
     .describe(
       'How often pg-boss evaluates schedules (one worker per interval); the first scheduled run can come this much after start.',
     ),
+  clock_monitor_interval_seconds: z
+    .int()
+    .min(1)
+    .max(600)
+    .default(600)
+    .describe(
+      "How often pg-boss measures the database's clock against this host's; schedules are evaluated on the database's clock.",
+    ),
   run_history_days: z
     .int()
     .min(1)

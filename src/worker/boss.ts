@@ -36,6 +36,7 @@ export function createBoss(
     superviseIntervalSeconds: w.monitor_interval_seconds,
     monitorIntervalSeconds: w.monitor_interval_seconds,
     cronMonitorIntervalSeconds: w.cron_monitor_interval_seconds,
+    clockMonitorIntervalSeconds: w.clock_monitor_interval_seconds,
     // pg-boss's own instruments (pgboss.queue.jobs, messaging.*) join ours on /metrics.
     ...(meterProvider ? { openTelemetry: { enabled: true, meterProvider } } : {}),
   });
