@@ -209,6 +209,7 @@ export async function runArchival(
       const code = (err as { code?: string }).code ?? '';
       if (isStatementTimeout(err)) {
         timeouts += 1;
+        ctx.progress?.({ dry_run: options.dry_run, timeouts: 1 });
         if (batchSize === 1) {
           throw new Error(
             `archiving one task took longer than batch_statement_timeout_ms (${options.batch_statement_timeout_ms} ms) after ${batches} batches; raise the timeout or look for locks on the task tables`,
@@ -227,6 +228,7 @@ export async function runArchival(
         retries += 1;
         retriesInRow += 1;
         onProgress?.({ kind: 'retry', batch_size: batchSize, code });
+        ctx.progress?.({ dry_run: options.dry_run, retries: 1 });
       } else {
         const where = cursor ? `after task ${cursor.taskUuid} (${cursor.stateEnteredAt})` : 'first';
         throw new Error(
@@ -256,6 +258,13 @@ export async function runArchival(
       duration_ms: Math.round(batchMs),
       tasks_archived: result.tasks_archived,
       dry_run: options.dry_run,
+    });
+    ctx.progress?.({
+      dry_run: options.dry_run,
+      batches: 1,
+      ...Object.fromEntries(ARCHIVE_TABLE_COUNTS.map((key) => [key, result[key]])),
+      rows_archived: ARCHIVE_TABLE_COUNTS.reduce((sum, key) => sum + result[key], 0),
+      tasks_skipped: result.tasks_skipped,
     });
     onProgress?.({
       kind: 'batch',
@@ -305,6 +314,13 @@ const archiveFinishedTasks = {
   schedule: archiveSchedule,
   run: (ctx: JobContext, options: ArchiveFinishedTasksOptions) => runArchival(ctx, options),
   workDone: (result: ArchiveFinishedTasksResult) => (result.dry_run ? 0 : result.tasks_archived),
+  stoppedEarly: (result: ArchiveFinishedTasksResult) =>
+    result.stopped_by === 'no_more_candidates'
+      ? null
+      : {
+          reason: result.stopped_by === 'aborted' ? ('aborted' as const) : ('max_batches' as const),
+          handOn: !result.dry_run,
+        },
 };
 
 export default defineJob<ArchiveFinishedTasksOptions, ArchiveFinishedTasksResult>(archiveFinishedTasks);

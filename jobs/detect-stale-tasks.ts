@@ -114,6 +114,15 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       ? cronEverySeconds(config.staleness_detection.detection_interval_seconds)
       : null,
   workDone: (result) => (result.dry_run ? 0 : result.tasks_detected),
+  // Stopped between batches, or its last allowed batch came back full (more may be stale).
+  stoppedEarly: (result, options) =>
+    result.aborted
+      ? { reason: 'aborted', handOn: !result.dry_run }
+      : !result.dry_run &&
+          result.batches >= options.max_batches &&
+          result.tasks_detected >= options.batch_size * options.max_batches
+        ? { reason: 'max_batches', handOn: true }
+        : null,
   // Each new investigation is enriched right away (the enrichment sweep catches any lost request).
   followUps: (result) =>
     enrichmentRequestsFor(result.tasks.map((t) => t.dlq_entry_uuid)).map((r) => ({
@@ -165,6 +174,7 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       }
       batches += 1;
       tasks.push(...page.tasks);
+      ctx.progress?.(summarize(page.tasks, { dry_run: options.dry_run, batches: 1, aborted: false }));
       after = page.last ?? after;
       if (page.tasks.length < options.batch_size || batches >= options.max_batches) break;
     }

@@ -32,6 +32,12 @@ export function chooseDryRun(
   return { dry_run: configured, set_by: `${configKey} = ${configured}` };
 }
 
+/** For a run handed to the workers: dry_run only when a flag says so (the worker's configuration decides otherwise). */
+export function dryRunGiven(flags: Record<string, unknown>): { dry_run?: boolean } {
+  if (flags['dry-run'] !== true && flags['no-dry-run'] !== true) return {};
+  return { dry_run: chooseDryRun(flags, false, '').dry_run };
+}
+
 /** The "mode" line of a run's output: which mode ran, and what decided it. */
 export function modeLine(choice: DryRunChoice): string {
   const mode = choice.dry_run ? 'dry run (nothing changed)' : 'live';

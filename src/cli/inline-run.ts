@@ -21,7 +21,7 @@ export async function runInline<R>(
     return await observeRun(
       observer,
       { job: job.name, workDone: job.workDone, trigger: 'cli', options },
-      () => run({ ...ctx, pool: rt.pool, logger: rt.logger }),
+      (progress) => run({ ...ctx, pool: rt.pool, logger: rt.logger, progress }),
     );
   } finally {
     await history.flush();

@@ -330,7 +330,20 @@ export const DatabaseSchema = z.strictObject({
     .describe(
       'PostgreSQL connection URL (DATABASE_URL sets it). Empty: the embedded PostgreSQL that npm start runs.',
     ),
-  pool_max: z.int().min(1).max(100).default(10).describe("Connections per process in this system's pool."),
+  pool_max: z
+    .int()
+    .min(1)
+    .max(100)
+    .default(10)
+    .describe("Connections per process in this system's pool (pg-boss has its own: boss_pool_max)."),
+  boss_pool_max: z
+    .int()
+    .min(2)
+    .max(50)
+    .default(4)
+    .describe(
+      "Connections of pg-boss's own pool in a worker (fetches, heartbeats, schedules, supervision); a worker opens up to pool_max + boss_pool_max, a CLI command 2 for pg-boss.",
+    ),
   embedded_port: z
     .int()
     .min(1024)
@@ -372,7 +385,13 @@ export const WorkerSchema = z.strictObject({
     .min(1)
     .max(3600)
     .default(30)
-    .describe('First retry delay; it doubles per attempt (with jitter), up to 10 minutes.'),
+    .describe('First retry delay; it doubles per attempt (with jitter), up to retry_delay_max_seconds.'),
+  retry_delay_max_seconds: z
+    .int()
+    .min(1)
+    .max(86400)
+    .default(600)
+    .describe('Longest delay before a retry of a failed run (the cap of the doubling backoff).'),
   job_expire_seconds: z
     .int()
     .min(60)
@@ -383,9 +402,17 @@ export const WorkerSchema = z.strictObject({
     .int()
     .min(10)
     .max(3600)
-    .default(30)
+    .default(15)
     .describe(
-      'Running jobs heartbeat this often; a job whose worker died (SIGKILL) is failed and retried once it misses this by a monitor pass.',
+      "A run whose worker sent no heartbeat for this long (it heartbeats 3 times as often) is interrupted: a worker's recovery pass requeues it at once, without using up its retries. pg-boss's own check, at twice this, is the backstop.",
+    ),
+  recovery_interval_seconds: z
+    .int()
+    .min(1)
+    .max(600)
+    .default(5)
+    .describe(
+      'How often each worker looks for runs whose worker was lost (and at start), requeues them, and records them as interrupted.',
     ),
   monitor_interval_seconds: z
     .int()
@@ -393,7 +420,7 @@ export const WorkerSchema = z.strictObject({
     .max(600)
     .default(60)
     .describe(
-      "How often pg-boss's supervise pass fails expired jobs and jobs with missed heartbeats, so they are retried (one worker does it per interval).",
+      "How often pg-boss's supervise pass fails expired jobs (and, as a backstop, runs with missed heartbeats) so they are retried (one worker does it per interval).",
     ),
   cron_monitor_interval_seconds: z
     .int()
@@ -402,6 +429,14 @@ export const WorkerSchema = z.strictObject({
     .default(30)
     .describe(
       'How often pg-boss evaluates schedules (one worker per interval); the first scheduled run can come this much after start.',
+    ),
+  clock_monitor_interval_seconds: z
+    .int()
+    .min(1)
+    .max(600)
+    .default(600)
+    .describe(
+      "How often pg-boss measures the database's clock against this host's; schedules are evaluated on the database's clock.",
     ),
   run_history_days: z
     .int()

@@ -50,6 +50,15 @@ export function createPool(url: string, options: CreatePoolOptions = {}): pg.Poo
   pool.on('error', (err) => {
     options.logger?.warn('database connection lost while idle; it will be replaced', { error: err.message });
   });
+  // A connection cut while checked out between two statements (a transaction's client, after its
+  // failed query and before its release) emits 'error' on the client, where the pool does not
+  // listen: unheard, it ends the process. The statement in flight fails on its own, and the pool
+  // discards the broken client when it is released.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => {
+      options.logger?.warn('database connection lost while in use', { error: err.message });
+    });
+  });
   return pool;
 }
 

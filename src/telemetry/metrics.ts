@@ -5,7 +5,7 @@ import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import type pg from 'pg';
 import { pendingSummary } from '../db/queries/dlq.ts';
 import { databaseNow } from '../db/queries/server.ts';
-import type { RunEnd, RunFailure, RunObserver } from '../worker/observe.ts';
+import type { RunBatch, RunEnd, RunFailure, RunInterrupted, RunObserver } from '../worker/observe.ts';
 import type { Logger } from './logger.ts';
 
 /**
@@ -43,7 +43,8 @@ export function createMetrics(observer: RunObserver, pool: pg.Pool, logger: Logg
 
   const runs = meter.createCounter('tasker.job.runs', {
     unit: '{run}',
-    description: 'Runs of each job by trigger and outcome. Alert when outcome="failed" grows.',
+    description:
+      'Runs of each job by trigger and outcome (completed, failed, interrupted: worker lost or stopped, the run resumes elsewhere). Alert when outcome="failed" grows.',
   });
   const runDuration = meter.createHistogram('tasker.job.duration', {
     unit: 's',
@@ -103,22 +104,44 @@ export function createMetrics(observer: RunObserver, pool: pg.Pool, logger: Logg
     unit: 'h',
     description: 'Age of the oldest pending investigation.',
   });
+  const stale = meter.createObservableGauge('tasker.metrics.gauges_stale', {
+    unit: '{flag}',
+    description:
+      '1 when the last read of the DLQ gauges failed (database away) and they show the last values read; 0 when fresh. Alert when 1 for 5 minutes.',
+  });
+  // The last good reading: a failed read reports it again (marked stale) rather than dropping the
+  // gauges, so dashboards and alerts do not see investigations vanish with the database.
+  let last: { pending: number; overdue: number; oldestHours: number } | null = null;
+  let failing = false;
   meter.addBatchObservableCallback(
     async (result) => {
       try {
         const [summary, now] = await Promise.all([pendingSummary(pool, new Date()), databaseNow(pool)]);
-        result.observe(pending, summary.pending);
-        result.observe(overdue, summary.overdue);
-        result.observe(
-          oldestAge,
-          summary.oldest_pending_at ? (now.getTime() - summary.oldest_pending_at.getTime()) / 3_600_000 : 0,
-        );
+        last = {
+          pending: summary.pending,
+          overdue: summary.overdue,
+          oldestHours: summary.oldest_pending_at
+            ? (now.getTime() - summary.oldest_pending_at.getTime()) / 3_600_000
+            : 0,
+        };
+        if (failing) logger.info('metrics: DLQ gauges read again');
+        failing = false;
       } catch (err) {
-        // No reading this scrape (database away); the gauges are simply absent, not wrong.
-        logger.debug('metrics: could not read DLQ gauges', { error: (err as Error).message });
+        if (!failing) {
+          logger.warn('metrics: could not read the DLQ gauges; reporting the last values, marked stale', {
+            error: (err as Error).message,
+          });
+        }
+        failing = true;
       }
+      if (last) {
+        result.observe(pending, last.pending);
+        result.observe(overdue, last.overdue);
+        result.observe(oldestAge, last.oldestHours);
+      }
+      result.observe(stale, failing ? 1 : 0);
     },
-    [pending, overdue, oldestAge],
+    [pending, overdue, oldestAge, stale],
   );
 
   const safely = (what: string, record: () => void) => {
@@ -130,20 +153,41 @@ export function createMetrics(observer: RunObserver, pool: pg.Pool, logger: Logg
     }
   };
 
+  // What runs did is counted as it happens: per batch for jobs that report their batches (so the
+  // work of a run that later fails or is cut off is counted), else at the end of the run.
+  const recordWork = (r: {
+    job: string;
+    trigger: string;
+    work_done: number;
+    counts: Record<string, unknown>;
+    result: unknown;
+  }) => {
+    workDone.add(r.work_done, { job: r.job });
+    const c = r.counts;
+    if (r.job === 'tasker.detect-stale-tasks') recordDetectedTasks(r.result as DetectionResult);
+    if (r.job === 'tasker.enrich-dlq-snapshots')
+      entriesEnriched.add(Number(c.enriched ?? 0), { trigger: r.trigger });
+    if (r.job === 'tasker.archive-finished-tasks' && c.dry_run !== true) {
+      tasksArchived.add(Number(c.tasks_archived ?? 0));
+      rowsArchived.add(Number(c.rows_archived ?? 0));
+      archiveTimeouts.add(Number(c.timeouts ?? 0));
+    }
+  };
+  observer.on('batch', (r: RunBatch) => safely(r.job, () => recordWork(r)));
   observer.on('end', (r: RunEnd) =>
     safely(r.job, () => {
       runs.add(1, { job: r.job, trigger: r.trigger, outcome: 'completed' });
       runDuration.record(r.duration_ms / 1000, { job: r.job, outcome: 'completed' });
-      workDone.add(r.work_done, { job: r.job });
-      const c = r.counts;
-      if (r.job === 'tasker.detect-stale-tasks') recordDetection(r.result as DetectionResult, r.duration_ms);
-      if (r.job === 'tasker.enrich-dlq-snapshots')
-        entriesEnriched.add(Number(c.enriched ?? 0), { trigger: r.trigger });
-      if (r.job === 'tasker.archive-finished-tasks' && c.dry_run !== true) {
-        tasksArchived.add(Number(c.tasks_archived ?? 0));
-        rowsArchived.add(Number(c.rows_archived ?? 0));
-        archiveTimeouts.add(Number(c.timeouts ?? 0));
-      }
+      if (r.job === 'tasker.detect-stale-tasks')
+        recordDetectionRun(r.result as DetectionResult, r.duration_ms);
+      if (!r.batches_reported) recordWork(r);
+    }),
+  );
+  observer.on('interrupted', (r: RunInterrupted) =>
+    safely(r.job, () => {
+      runs.add(1, { job: r.job, trigger: r.trigger, outcome: 'interrupted' });
+      if (r.duration_ms !== null)
+        runDuration.record(r.duration_ms / 1000, { job: r.job, outcome: 'interrupted' });
     }),
   );
   observer.on('failure', (r: RunFailure) =>
@@ -153,10 +197,13 @@ export function createMetrics(observer: RunObserver, pool: pg.Pool, logger: Logg
     }),
   );
 
-  function recordDetection(d: DetectionResult, durationMs: number) {
+  function recordDetectionRun(d: DetectionResult, durationMs: number) {
     const dryRun = String(d.dry_run);
     detectionRuns.add(1, { dry_run: dryRun });
     detectionDuration.record(durationMs, { dry_run: dryRun });
+  }
+
+  function recordDetectedTasks(d: DetectionResult) {
     if (d.dry_run) return;
     for (const t of d.tasks) {
       tasksDetected.add(1, { state: t.current_state });

@@ -2,6 +2,7 @@ import type { MeterProvider } from '@opentelemetry/api';
 import { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { type AnyJob, ensureQueues } from './worker.ts';
 
 /**
  * pg-boss instances, in three roles: the worker (runs jobs, evaluates schedules, supervises), a
@@ -26,7 +27,8 @@ export function createBoss(
     connectionString: url,
     schema: BOSS_SCHEMA,
     application_name: `tasker-lifecycle-${role}`,
-    max: role === 'worker' ? Math.max(4, config.database.pool_max) : 2,
+    // pg-boss's own pool, sized on its own (database.pool_max sizes this system's pool only).
+    max: role === 'worker' ? config.database.boss_pool_max : 2,
     migrate: role === 'migrate',
     supervise: role === 'worker',
     schedule: role === 'worker',
@@ -34,6 +36,7 @@ export function createBoss(
     superviseIntervalSeconds: w.monitor_interval_seconds,
     monitorIntervalSeconds: w.monitor_interval_seconds,
     cronMonitorIntervalSeconds: w.cron_monitor_interval_seconds,
+    clockMonitorIntervalSeconds: w.clock_monitor_interval_seconds,
     // pg-boss's own instruments (pgboss.queue.jobs, messaging.*) join ours on /metrics.
     ...(meterProvider ? { openTelemetry: { enabled: true, meterProvider } } : {}),
   });
@@ -46,15 +49,20 @@ export function createBoss(
   return boss;
 }
 
-/** Installs or upgrades pg-boss's schema (under its own advisory lock, safe in parallel). */
+/**
+ * Installs or upgrades pg-boss's schema (under its own advisory lock, safe in parallel), and creates
+ * the jobs' queues with the configured settings (like a worker at start; clients never change them).
+ */
 export async function migrateBoss(
   config: Readonly<Config>,
   url: string,
   logger: Logger,
+  jobs: readonly AnyJob[] = [],
 ): Promise<number | null> {
   const boss = createBoss(config, url, 'migrate', logger);
   await boss.start();
   try {
+    await ensureQueues(boss, config, jobs);
     return await boss.schemaVersion();
   } finally {
     await boss.stop({ graceful: false });

@@ -14,6 +14,12 @@ export interface JobContext {
   readonly logger: Logger;
   /** Aborted when the process is asked to stop; a job checks it between batches. */
   readonly signal: AbortSignal;
+  /**
+   * Called after each committed batch (and each timed-out or retried one) with that batch's own
+   * counts, in the shape of the job's result: runs are observed per batch, so the work of a run
+   * that later fails or is cut off is counted, recorded and followed up.
+   */
+  readonly progress?: (batch: unknown) => void;
 }
 
 export interface JobDefinition<Options, Result> {
@@ -30,6 +36,15 @@ export interface JobDefinition<Options, Result> {
   run(ctx: JobContext, options: Options): Promise<Result>;
   /** How many things the run changed (tasks acted on, entries enriched, graphs archived): logs say info when > 0. */
   workDone(result: Result): number;
+  /**
+   * Whether the run stopped before its work was done: 'aborted' (asked to stop, between batches) or
+   * 'max_batches' (its batch limit reached with work left); null when done. handOn: whether the
+   * rest should be queued at once as another run (not for dry runs, which change nothing).
+   */
+  stoppedEarly?(
+    result: Result,
+    options: Options,
+  ): { reason: 'aborted' | 'max_batches'; handOn: boolean } | null;
   /**
    * Runs of other jobs this run's result calls for (e.g. one enrichment per new DLQ entry). The
    * worker sends them after the run; each carries a key, so sending one twice queues it once.

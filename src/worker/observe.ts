@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type pg from 'pg';
-import { finishRun, insertRun, pruneRuns } from '../db/queries/job-runs.ts';
+import { finishRun, insertRun, pruneRuns, updateRunCounts } from '../db/queries/job-runs.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 /**
@@ -32,14 +32,52 @@ export interface RunEnd extends RunStart {
   counts: Record<string, unknown>;
   /** The run's whole result, for subscribers that need its lists (metrics by state). */
   result: unknown;
+  /** The run reported its batches (`batch` events), which carried its counts as it went. */
+  batches_reported: boolean;
 }
 
 export interface RunFailure extends RunStart {
   duration_ms: number;
   error: Error;
+  /** Sums of the counts of the batches it committed before failing (null: it reported none). */
+  counts: Record<string, number> | null;
 }
 
-type RunEvents = { start: [RunStart]; end: [RunEnd]; failure: [RunFailure] };
+/** One batch of a run (JobContext.progress). */
+export interface RunBatch extends RunStart {
+  /** The batch's own result, in the shape of the job's result. */
+  result: unknown;
+  counts: Record<string, unknown>;
+  /** Sums of the numeric counts of the run's batches so far. */
+  totals: Record<string, number>;
+  work_done: number;
+}
+
+/**
+ * Why a run ended without finishing or failing: its worker was asked to stop and the run stopped
+ * between batches ('shutdown'), or its worker was lost (SIGKILL, lost host, connections cut) and
+ * another worker's recovery pass requeued it ('worker_lost'). Neither is a failure of the run.
+ */
+export type InterruptReason = 'shutdown' | 'worker_lost';
+
+export interface RunInterrupted extends RunStart {
+  reason: InterruptReason;
+  /** null when the run's own process could not say (worker lost). */
+  duration_ms: number | null;
+  /** Counts so far, as for RunEnd; null when the worker was lost. */
+  counts: Record<string, unknown> | null;
+  result: unknown;
+  /** What happened, for people: e.g. "no heartbeat for 15 s; requeued (retry)". */
+  detail: string;
+}
+
+type RunEvents = {
+  start: [RunStart];
+  batch: [RunBatch];
+  end: [RunEnd];
+  failure: [RunFailure];
+  interrupted: [RunInterrupted];
+};
 
 export class RunObserver extends EventEmitter<RunEvents> {}
 
@@ -61,12 +99,14 @@ export interface RunDescription {
   trigger: RunTrigger;
   options: unknown;
   pgbossJobId?: string | null;
+  /** Says, from the result, whether the run stopped early because it was asked to (interrupted, not completed). */
+  interruptedBy?: (result: never) => string | null;
 }
 
 export async function observeRun<R>(
   observer: RunObserver,
   d: RunDescription,
-  run: () => Promise<R>,
+  run: (progress: (batch: unknown) => void) => Promise<R>,
 ): Promise<R> {
   const start: RunStart = {
     run_id: randomUUID(),
@@ -79,20 +119,61 @@ export async function observeRun<R>(
   };
   const t0 = performance.now();
   safeEmit(observer, 'start', start);
+  let totals: Record<string, number> | null = null;
+  const progress = (batch: unknown) => {
+    const counts = countsOf(batch);
+    const sums: Record<string, number> = { ...(totals ?? {}) };
+    for (const [k, v] of Object.entries(counts)) if (typeof v === 'number') sums[k] = (sums[k] ?? 0) + v;
+    totals = sums;
+    safeEmit(observer, 'batch', {
+      ...start,
+      result: batch,
+      counts,
+      totals: { ...sums },
+      work_done: d.workDone ? safely(() => Number(d.workDone!(batch as never)) || 0, 0) : 0,
+    });
+  };
   try {
-    const result = await run();
+    const result = await run(progress);
+    const duration_ms = Math.round(performance.now() - t0);
+    const interruptedBy = d.interruptedBy?.(result as never) ?? null;
+    if (interruptedBy !== null) {
+      safeEmit(observer, 'interrupted', {
+        ...start,
+        reason: 'shutdown',
+        duration_ms,
+        counts: countsOf(result),
+        result,
+        detail: interruptedBy,
+      });
+      return result;
+    }
     safeEmit(observer, 'end', {
       ...start,
-      duration_ms: Math.round(performance.now() - t0),
+      duration_ms,
       work_done: d.workDone ? d.workDone(result as never) : 0,
       counts: countsOf(result),
       result,
+      batches_reported: totals !== null,
     });
     return result;
   } catch (thrown) {
     const error = thrown instanceof Error ? thrown : new Error(String(thrown));
-    safeEmit(observer, 'failure', { ...start, duration_ms: Math.round(performance.now() - t0), error });
+    safeEmit(observer, 'failure', {
+      ...start,
+      duration_ms: Math.round(performance.now() - t0),
+      error,
+      counts: totals,
+    });
     throw error;
+  }
+}
+
+function safely<T>(f: () => T, fallback: T): T {
+  try {
+    return f();
+  } catch {
+    return fallback; // a partial result a job's measure cannot read counts nothing
   }
 }
 
@@ -107,7 +188,27 @@ export function countsOf(result: unknown): Record<string, unknown> {
   );
 }
 
-/** Info when a run did something, debug when it found nothing, error when it failed. */
+/**
+ * Tells the observer about a run whose worker was lost: its history row (written by that worker at
+ * the start) is the only record of it, so the run is described from that row.
+ */
+export function observeLostRun(
+  observer: RunObserver,
+  run: Omit<RunStart, 'trigger'> & { trigger: string },
+  detail: string,
+): void {
+  safeEmit(observer, 'interrupted', {
+    ...run,
+    trigger: run.trigger as RunTrigger,
+    reason: 'worker_lost',
+    duration_ms: null,
+    counts: null,
+    result: null,
+    detail,
+  });
+}
+
+/** Info when a run did something, debug when it found nothing, warn when interrupted, error when it failed. */
 export function logRuns(observer: RunObserver, logger: Logger): void {
   observer.on('start', (r) =>
     logger.debug(`${r.job}: run started`, { job: r.job, run_id: r.run_id, trigger: r.trigger }),
@@ -121,6 +222,19 @@ export function logRuns(observer: RunObserver, logger: Logger): void {
       ...r.counts,
     });
   });
+  observer.on('interrupted', (r) =>
+    logger.warn(`${r.job}: run interrupted (${r.reason}): ${r.detail}`, {
+      job: r.job,
+      run_id: r.run_id,
+      trigger: r.trigger,
+      outcome: 'interrupted',
+      reason: r.reason,
+      worker: r.worker,
+      pgboss_job_id: r.pgboss_job_id,
+      ...(r.duration_ms === null ? {} : { duration_ms: r.duration_ms }),
+      ...(r.counts ?? {}),
+    }),
+  );
   observer.on('failure', (r) =>
     logger.error(`${r.job}: run failed: ${r.error.message}`, {
       job: r.job,
@@ -133,16 +247,44 @@ export function logRuns(observer: RunObserver, logger: Logger): void {
   );
 }
 
+/** Delays between attempts at a history write while the database is away (about a minute in all). */
+export const HISTORY_RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15000, 30000];
+
 /**
- * Writes each run to tasker_job_runs (row at start, completed at the end) and prunes runs older
+ * Writes each run to tasker_job_runs (row at start, its outcome at the end) and prunes runs older
  * than historyDays, a bounded batch per run. Writes for one run are chained so the update never
- * overtakes the insert; flush() waits for all of them (at shutdown).
+ * overtakes the insert; a write that fails (connections cut, database restarting) is tried again
+ * for about a minute, so a run's end is recorded once the database is back. flush() waits for all
+ * of them (at shutdown). A row whose end could still not be written is settled by a worker's
+ * recovery pass (src/worker/recovery.ts).
  */
-export function recordRuns(observer: RunObserver, pool: pg.Pool, historyDays: number, logger: Logger) {
+export function recordRuns(
+  observer: RunObserver,
+  pool: pg.Pool,
+  historyDays: number,
+  logger: Logger,
+  retryDelaysMs: readonly number[] = HISTORY_RETRY_DELAYS_MS,
+) {
   const pending = new Map<string, Promise<void>>();
+  const persistently = async (runId: string, write: () => Promise<unknown>) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await write();
+      } catch (err) {
+        const delay = retryDelaysMs[attempt];
+        if (delay === undefined) throw err;
+        logger.debug('job run history write failed; trying again', {
+          run_id: runId,
+          error: (err as Error).message,
+          retry_in_ms: delay,
+        });
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  };
   const chain = (runId: string, write: () => Promise<unknown>) => {
     const next = (pending.get(runId) ?? Promise.resolve())
-      .then(write)
+      .then(() => persistently(runId, write))
       .then(() => undefined)
       .catch((err: Error) => {
         logger.warn('could not record job run history', { run_id: runId, error: err.message });
@@ -165,8 +307,8 @@ export function recordRuns(observer: RunObserver, pool: pg.Pool, historyDays: nu
   );
   const finish = (
     r: RunStart,
-    outcome: 'completed' | 'failed',
-    duration: number,
+    outcome: 'completed' | 'failed' | 'interrupted',
+    duration: number | null,
     counts: unknown,
     error: string | null,
   ) =>
@@ -178,11 +320,19 @@ export function recordRuns(observer: RunObserver, pool: pg.Pool, historyDays: nu
         duration_ms: duration,
         counts,
         error,
+        // Another process settles a lost run's row only if nothing else has (a late real end wins).
+        onlyIfUnfinished: outcome === 'interrupted' && duration === null,
       });
       await pruneRuns(pool, r.job, new Date(Date.now() - historyDays * 86_400_000));
     }).finally(() => pending.delete(r.run_id));
   observer.on('end', (r) => void finish(r, 'completed', r.duration_ms, r.counts, null));
-  observer.on('failure', (r) => void finish(r, 'failed', r.duration_ms, null, r.error.message));
+  // Counts so far, per batch: a run that fails or is cut off later keeps what it did.
+  observer.on('batch', (r) => void chain(r.run_id, () => updateRunCounts(pool, r.run_id, r.totals)));
+  observer.on('failure', (r) => void finish(r, 'failed', r.duration_ms, r.counts, r.error.message));
+  observer.on(
+    'interrupted',
+    (r) => void finish(r, 'interrupted', r.duration_ms, r.counts, `${r.reason}: ${r.detail}`),
+  );
   return {
     flush: async () => {
       await Promise.all(pending.values());

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
 import { migrationStatus } from '../db/migrate.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -6,6 +7,7 @@ import { createMetrics } from '../telemetry/metrics.ts';
 import { createBoss } from './boss.ts';
 import { type HealthServer, startHealthServer } from './health.ts';
 import { logRuns, RunObserver, recordRuns } from './observe.ts';
+import { type Recovery, startRecovery } from './recovery.ts';
 import { type AnyJob, applySchedules, ensureQueues, workQueues } from './worker.ts';
 
 /**
@@ -33,6 +35,24 @@ export class NotMigratedError extends Error {
   override name = 'NotMigratedError';
 }
 
+/**
+ * Starts pg-boss. A schema that is missing or too old is reported as "run migrate first"; any other
+ * failure (too many clients, a refused connection, a wrong password) with its own cause.
+ */
+export async function startBoss(boss: PgBoss): Promise<void> {
+  try {
+    await boss.start();
+  } catch (err) {
+    const message = (err as Error).message;
+    if (/pg-boss is not installed|requires migrations/.test(message)) {
+      throw new NotMigratedError(
+        `pg-boss could not start (${message}): run \`tasker-lifecycle migrate\` first`,
+      );
+    }
+    throw new Error(`pg-boss could not start: ${message}`, { cause: err });
+  }
+}
+
 export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker> {
   const status = await migrationStatus(o.pool);
   if (status.pending.length > 0) {
@@ -43,13 +63,7 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
   const observer = new RunObserver();
   const metrics = o.config.metrics.enabled ? createMetrics(observer, o.pool, o.logger) : undefined;
   const boss = createBoss(o.config, o.url, 'worker', o.logger, metrics?.meterProvider);
-  try {
-    await boss.start();
-  } catch (err) {
-    throw new NotMigratedError(
-      `pg-boss could not start (${(err as Error).message}): run \`tasker-lifecycle migrate\` first`,
-    );
-  }
+  await startBoss(boss);
   logRuns(observer, o.logger);
   const history = recordRuns(observer, o.pool, o.config.worker.run_history_days, o.logger);
   const shutdown = new AbortController();
@@ -62,11 +76,15 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
     ...(metrics ? { metrics: metrics.handleScrape } : {}),
   };
   let health: HealthServer | undefined;
+  let recovery: Recovery | undefined;
   try {
     if (o.config.metrics.enabled)
       health = await startHealthServer(o.config.metrics.host, o.config.metrics.port, state);
     await ensureQueues(boss, o.config, o.jobs);
     await applySchedules(boss, o.config, o.jobs, o.logger);
+    // Runs of lost workers are requeued before this worker takes work, so it can resume them.
+    recovery = startRecovery({ config: o.config, pool: o.pool, logger: o.logger, observer, jobs: o.jobs });
+    await recovery.pass();
     await workQueues({
       config: o.config,
       pool: o.pool,
@@ -77,6 +95,7 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
       shutdown: shutdown.signal,
     });
   } catch (err) {
+    await recovery?.stop();
     await health?.close();
     await boss.stop({ graceful: false });
     throw err;
@@ -104,6 +123,7 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
           close: true,
           timeout: o.config.worker.shutdown_timeout_seconds * 1000,
         });
+        await recovery?.stop();
         await history.flush();
         await health?.close();
         await metrics?.shutdown();

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { Config } from '../config/schema.ts';
+import { requeueRun, waitingRun } from '../db/queries/boss-jobs.ts';
 import { databaseNow } from '../db/queries/server.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { JobDefinition } from './job.ts';
@@ -19,8 +20,14 @@ import { countsOf, observeRun, type RunObserver } from './observe.ts';
  *   (by DLQ entry; the sweep by "run"), a key is queued or active at most once, and up to
  *   batch.size requests are served by one run.
  * - pg-boss evaluates each schedule once per minute across all workers.
- * - A run that fails is retried with exponential backoff; a run whose worker died (SIGKILL) misses
- *   its heartbeat and is failed and retried by pg-boss's monitor, on whichever worker fetches it.
+ * - A run that fails is retried with exponential backoff (worker.retry_delay_seconds doubling, up
+ *   to worker.retry_delay_max_seconds) and dead-lettered after worker.retry_limit retries. A failure
+ *   whose retry slot is taken (another run of the job already waits to retry: pg-boss would
+ *   dead-letter it at once) is requeued by us into the waiting slot instead (requeueRun).
+ * - A run whose worker was lost (SIGKILL) is requeued by any worker's recovery pass
+ *   (recovery.ts) once its heartbeat is worker.heartbeat_seconds old, without using up a retry.
+ * - A run that stops early (SIGTERM between batches, or max_batches with work left) hands the rest
+ *   on: the same request is queued again at once, for another worker.
  */
 
 export const RUN_KEY = 'run';
@@ -29,6 +36,10 @@ export const RUN_KEY = 'run';
 export const RunRequest = z.strictObject({
   trigger: z.enum(['schedule', 'adhoc', 'event']),
   options: z.record(z.string(), z.unknown()).optional(),
+  /** The pg-boss job this run continues (it stopped early and handed the rest on). */
+  continues: z.string().optional(),
+  /** Times this request's runs were interrupted by a lost worker (set by the recovery pass). */
+  interruptions: z.int().min(1).optional(),
 });
 export type RunRequest = z.infer<typeof RunRequest>;
 
@@ -45,15 +56,7 @@ export async function ensureQueues(
   config: Readonly<Config>,
   jobs: readonly AnyJob[],
 ): Promise<void> {
-  const w = config.worker;
-  const settings = {
-    retryLimit: w.retry_limit,
-    retryDelay: w.retry_delay_seconds,
-    retryBackoff: true,
-    retryDelayMax: 600,
-    expireInSeconds: w.job_expire_seconds,
-    heartbeatSeconds: w.heartbeat_seconds,
-  };
+  const settings = queueSettings(config);
   for (const job of jobs) {
     await boss.createQueue(deadLetterQueue(job), { policy: 'standard' });
     await boss.createQueue(job.name, {
@@ -63,6 +66,37 @@ export async function ensureQueues(
     });
     await boss.updateQueue(job.name, settings);
   }
+}
+
+/** The retry, expiry and heartbeat settings of every job queue (set by `worker` and `migrate` only). */
+export function queueSettings(config: Readonly<Config>) {
+  const w = config.worker;
+  return {
+    retryLimit: w.retry_limit,
+    retryDelay: w.retry_delay_seconds,
+    retryBackoff: true,
+    retryDelayMax: w.retry_delay_max_seconds,
+    expireInSeconds: w.job_expire_seconds,
+    // pg-boss fails a run with a missed heartbeat itself only as a backstop, at twice our threshold:
+    // the recovery pass requeues it first, without the dead-letter conflict and the used-up retry.
+    heartbeatSeconds: 2 * w.heartbeat_seconds,
+  };
+}
+
+/** How often a running job's heartbeat is written: three times per worker.heartbeat_seconds. */
+export function heartbeatRefreshSeconds(config: Readonly<Config>): number {
+  return config.worker.heartbeat_seconds / 3;
+}
+
+/** Delay before retry n (0-based) of a failed run, as pg-boss computes it (plans.js failJobsBody). */
+export function retryDelaySeconds(
+  config: Readonly<Config>,
+  retryCount: number,
+  random = Math.random(),
+): number {
+  const w = config.worker;
+  const exp = 2 ** Math.min(16, retryCount + 1) / 2;
+  return Math.min(w.retry_delay_max_seconds, Math.max(w.retry_delay_seconds, 1) * (exp + exp * random));
 }
 
 /** Upserts each job's schedule from the configuration, or removes it when the job is disabled. */
@@ -90,15 +124,20 @@ export interface SendResult {
   id: string | null;
 }
 
-/** Queues an ad-hoc run with its own options (validated here, before it reaches any worker). */
+/**
+ * Queues an ad-hoc run. `options` are only those the operator gave; the worker that runs it fills
+ * in the rest from its own configuration. They are checked here against the job's schema over this
+ * process's configuration, so a bad value is refused before it is queued.
+ */
 export async function sendRun(
   boss: PgBoss,
   job: AnyJob,
-  options: unknown,
+  config: Readonly<Config>,
+  options: Record<string, unknown>,
   key = RUN_KEY,
 ): Promise<SendResult> {
-  const validated = job.optionsSchema.parse(options) as Record<string, unknown>;
-  const data: RunRequest = { trigger: 'adhoc', options: validated };
+  job.optionsSchema.parse({ ...job.optionsFromConfig(config), ...options });
+  const data: RunRequest = { trigger: 'adhoc', options };
   return { id: await boss.send(job.name, data, { singletonKey: key }) };
 }
 
@@ -122,6 +161,7 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
       {
         batchSize: job.batch?.size ?? 1,
         pollingIntervalSeconds: deps.config.worker.polling_interval_seconds,
+        heartbeatRefreshSeconds: heartbeatRefreshSeconds(deps.config),
       },
       async (requests) => {
         const parsed = requests.map((r) => RunRequest.parse(r.data));
@@ -130,25 +170,133 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
         );
         const options = job.batch ? job.batch.merge(optionsList) : optionsList[0];
         const signal = AbortSignal.any([deps.shutdown, ...requests.map((r) => r.signal)]);
-        const result = await observeRun(
-          deps.observer,
-          {
-            job: job.name,
-            workDone: job.workDone,
-            trigger: parsed[0]!.trigger,
-            options,
-            pgbossJobId: requests[0]!.id,
-          },
-          async () =>
-            job.run(
-              { pool: deps.pool, now: await databaseNow(deps.pool), logger: deps.logger, signal },
+        const first = requests[0]!;
+        // Follow-ups are sent per batch, so a run that fails later still sends those of its
+        // committed batches; they are awaited before the run is settled.
+        const followUps: Promise<void>[] = [];
+        let batchesReported = false;
+        let result: Record<string, unknown>;
+        try {
+          result = await observeRun(
+            deps.observer,
+            {
+              job: job.name,
+              workDone: job.workDone,
+              trigger: parsed[0]!.trigger,
               options,
-            ),
-        );
-        await sendFollowUps(deps, job, result, byName);
+              pgbossJobId: first.id,
+              interruptedBy: (r: { handed_on_to?: string | null }) =>
+                job.stoppedEarly?.(r, options)?.reason === 'aborted'
+                  ? `stopped between batches; the rest ${r.handed_on_to ? `was handed on to ${r.handed_on_to}` : 'waits for the next run'}`
+                  : null,
+            },
+            async (progress) => {
+              const onBatch = (batch: unknown) => {
+                batchesReported = true;
+                progress(batch);
+                followUps.push(
+                  sendFollowUps(deps, job, batch, byName).catch((err: Error) => {
+                    deps.logger.warn(`${job.name}: could not queue follow-ups of a batch`, {
+                      error: err.message,
+                    });
+                  }),
+                );
+              };
+              const r = await job.run(
+                {
+                  pool: deps.pool,
+                  now: await databaseNow(deps.pool),
+                  logger: deps.logger,
+                  signal,
+                  progress: onBatch,
+                },
+                options,
+              );
+              const early = job.batch ? null : (job.stoppedEarly?.(r, options) ?? null);
+              if (!early?.handOn) return r;
+              return { ...r, handed_on_to: await handOn(deps, job, first.id, parsed[0]!) };
+            },
+          );
+        } catch (err) {
+          await Promise.all(followUps);
+          if (!job.batch && (await requeueOnConflict(deps, job, first, parsed[0]!, err as Error))) {
+            return { failed: (err as Error).message, requeued: true };
+          }
+          throw err;
+        }
+        await Promise.all(followUps);
+        if (!batchesReported) await sendFollowUps(deps, job, result, byName);
         return countsOf(result);
       },
     );
+  }
+}
+
+/**
+ * Queues the rest of a run that stopped early: the same request again, at once, for any worker.
+ * When a run of the job already waits, that run does the rest (the request merges into it).
+ * Returns the id of the run that continues, or null if none could be queued.
+ */
+async function handOn(
+  deps: WorkerDeps,
+  job: AnyJob,
+  from: string,
+  request: RunRequest,
+): Promise<string | null> {
+  const data: RunRequest = {
+    trigger: request.trigger,
+    ...(request.options ? { options: request.options } : {}),
+    continues: from,
+  };
+  try {
+    const id = await deps.boss.send(job.name, data, { singletonKey: RUN_KEY });
+    return id ?? (await waitingRun(deps.pool, job.name, RUN_KEY));
+  } catch (err) {
+    deps.logger.warn(`${job.name}: could not hand the rest of run ${from} on`, {
+      error: (err as Error).message,
+    });
+    return null;
+  }
+}
+
+/**
+ * A run failed for a reason of its own while another run of the job waits in `retry`: pg-boss's
+ * fail would find the retry slot taken and dead-letter this run at once, whatever its retry count.
+ * It is requeued by us instead, with the same backoff, into the free waiting slot (or merged into
+ * the waiting run). True when that was done (the run is settled); false: pg-boss fails it as usual.
+ */
+async function requeueOnConflict(
+  deps: WorkerDeps,
+  job: AnyJob,
+  request: { id: string; retryCount: number; data: unknown },
+  parsed: RunRequest,
+  error: Error,
+): Promise<boolean> {
+  try {
+    const outcome = await requeueRun(deps.pool, {
+      name: job.name,
+      id: request.id,
+      retryCount: request.retryCount,
+      delaySeconds: retryDelaySeconds(deps.config, request.retryCount),
+      extendLimit: false,
+      data: parsed,
+      output: { message: error.message },
+      onlyIfRetryTaken: true,
+    });
+    if (outcome.placed === 'retry_free' || outcome.placed === 'exhausted' || outcome.placed === 'gone')
+      return false;
+    deps.logger.warn(`${job.name}: failed run requeued beside the run already waiting to retry`, {
+      job: job.name,
+      pgboss_job_id: request.id,
+      placed: outcome.placed,
+      ...(outcome.placed === 'merged' ? { merged_into: outcome.into } : {}),
+    });
+    return true;
+  } catch (err) {
+    deps.logger.warn(`${job.name}: could not check the retry slot of run ${request.id}`, {
+      error: (err as Error).message,
+    });
+    return false;
   }
 }
 

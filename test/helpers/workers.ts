@@ -12,6 +12,7 @@ export const FAST_WORKER_ENV = {
   TASKER__worker__cron_monitor_interval_seconds: '2',
   TASKER__worker__monitor_interval_seconds: '2',
   TASKER__worker__heartbeat_seconds: '10',
+  TASKER__worker__recovery_interval_seconds: '1',
   TASKER__worker__retry_delay_seconds: '1',
   TASKER__worker__shutdown_timeout_seconds: '20',
   TASKER__logging__format: '"json"',

@@ -10,7 +10,7 @@ import { loadConfig } from '../../src/config/load.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { migrateBoss } from '../../src/worker/boss.ts';
-import { runCli } from '../helpers/cli-process.ts';
+import { runCli, startCli } from '../helpers/cli-process.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
@@ -159,7 +159,7 @@ describe('one worker', () => {
     }
   });
 
-  it('SIGTERM during a run: the batch in flight commits, no further batch starts, exit 0', async () => {
+  it('SIGTERM during a run: the batch in flight commits, no further batch starts, the rest is handed on, exit 0', async () => {
     const ids = await staleTasks(30); // oldest first: ids[0..9] make the first batch of 10
     const blocker = await blockEntryFor(await db.connect(), ids[0]!);
     const worker = startWorkerProcess(db.url, NO_SCHEDULES);
@@ -178,9 +178,183 @@ describe('one worker', () => {
     expect(done.slice(10).every((o) => o.errors === 0 && o.entries === 0)).toBe(true);
     const [run] = await runsOf(db.pool, DETECT);
     expect(run).toMatchObject({
-      outcome: 'completed',
+      outcome: 'interrupted',
       counts: expect.objectContaining({ aborted: true, batches: 1, tasks_detected: 10 }),
     });
+    // The rest was handed on: the same request waits for the next worker.
+    const jobs = await bossJobs(db.pool, DETECT);
+    expect(jobs.map((j) => j.state)).toEqual(['completed', 'created']);
+    expect(jobs[1]!.data).toMatchObject({ trigger: 'adhoc', continues: jobs[0]!.id });
+    expect(jobs[0]!.output).toMatchObject({ handed_on_to: jobs[1]!.id });
+  });
+});
+
+describe('enqueue from a process with another configuration', () => {
+  it("sends only the flags given: the run uses the worker's configuration, and queue settings stay the worker's", async () => {
+    const now = await databaseNow(db.pool);
+    const t = await insertTemplate(db.pool);
+    // 50 minutes in waiting_for_retry: stale for the enqueuing process (1 minute), not for the worker (100).
+    const id = await insertTask(db.pool, {
+      template: t,
+      state: 'waiting_for_retry',
+      enteredAt: minutesBefore(now, 50),
+    });
+    const worker = startWorkerProcess(db.url, {
+      ...NO_SCHEDULES,
+      TASKER__staleness_detection__thresholds__waiting_for_retry_minutes: '100',
+      TASKER__staleness_detection__thresholds__task_max_lifetime_hours: '24',
+    });
+    try {
+      await waitForWorkers(db.pool, 1);
+      const settings = async () =>
+        (
+          await db.pool.query(
+            `SELECT retry_limit, retry_delay, expire_seconds, heartbeat_seconds FROM pgboss.queue WHERE name = $1`,
+            [DETECT],
+          )
+        ).rows[0];
+      const before = await settings();
+      expect(before).toMatchObject({ retry_limit: 3 });
+      const run = await runCli(['enqueue', 'detect-stale', '--batch-size', '7', '--wait', '--json'], {
+        DATABASE_URL: db.url,
+        ...FAST_WORKER_ENV,
+        TASKER_ENV: 'development',
+        TASKER__staleness_detection__thresholds__waiting_for_retry_minutes: '1',
+        TASKER__worker__retry_limit: '9',
+        TASKER__worker__job_expire_seconds: '120',
+      });
+      expect(run.code).toBe(0);
+      expect(JSON.parse(run.stdout)).toMatchObject({ state: 'completed', output: { tasks_detected: 0 } });
+      expect((await outcomes([id]))[0]).toMatchObject({ errors: 0, entries: 0 });
+      const [job] = await bossJobs(db.pool, DETECT);
+      expect(job!.data).toEqual({ trigger: 'adhoc', options: { batch_size: 7 } });
+      const [history] = await runsOf(db.pool, DETECT);
+      const { rows } = await db.pool.query('SELECT options FROM tasker_job_runs WHERE run_id = $1', [
+        history!.run_id,
+      ]);
+      expect(rows[0].options).toMatchObject({ batch_size: 7, waiting_for_retry_minutes: 100 });
+      expect(await settings()).toEqual(before);
+    } finally {
+      worker.kill('SIGTERM');
+      expect((await worker.done).code).toBe(0);
+    }
+  });
+});
+
+describe('worker configuration that reaches pg-boss', () => {
+  it("worker.retry_delay_max_seconds caps the backoff; database.boss_pool_max sizes pg-boss's pool", async () => {
+    const worker = startWorkerProcess(db.url, {
+      ...NO_SCHEDULES,
+      TASKER__worker__retry_delay_max_seconds: '1800',
+      TASKER__database__pool_max: '10',
+      TASKER__database__boss_pool_max: '3',
+    });
+    try {
+      await workerPort(worker); // it logs its port once its queues are set up
+      const { rows: queues } = await db.pool.query(
+        'SELECT retry_delay_max, heartbeat_seconds FROM pgboss.queue WHERE name = $1',
+        [DETECT],
+      );
+      // Heartbeat: pg-boss's own check is the backstop at twice worker.heartbeat_seconds (10).
+      expect(queues[0]).toEqual({ retry_delay_max: 1800, heartbeat_seconds: 20 });
+      const { rows: instances } = await db.pool.query(
+        `SELECT pool_max FROM pgboss.instance WHERE stopped_on IS NULL AND pid = $1`,
+        [worker.pid],
+      );
+      expect(instances).toEqual([{ pool_max: 3 }]);
+    } finally {
+      worker.kill('SIGTERM');
+      expect((await worker.done).code).toBe(0);
+    }
+  });
+});
+
+describe('connections terminated mid-run', () => {
+  it("the run's end is recorded, the run is retried and finishes, and enqueue --wait reconnects and reports it", async () => {
+    const ids = await staleTasks(3);
+    const worker = startWorkerProcess(db.url, NO_SCHEDULES);
+    try {
+      await waitForWorkers(db.pool, 1);
+      const holder = await holdDetectionAtStart(await db.connect());
+      const waiting = startCli(['enqueue', 'detect-stale', '--wait', '--json'], {
+        DATABASE_URL: db.url,
+        ...FAST_WORKER_ENV,
+        ...NO_SCHEDULES,
+      });
+      await waitFor('the run to wait on the held lock', async () => {
+        const { rows } = await db.pool.query(
+          `SELECT count(*) AS n FROM pg_stat_activity
+            WHERE wait_event_type = 'Lock' AND application_name LIKE 'tasker-lifecycle%' AND datname = current_database()`,
+        );
+        return rows[0].n > 0;
+      });
+      // Every connection of the worker and of the enqueuing process, again and again for 3 s, so
+      // that queries in flight are cut too (enqueue --wait looks every 500 ms).
+      for (let i = 0; i < 30; i++) {
+        await db.pool.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE application_name LIKE 'tasker-lifecycle%' AND datname = current_database() AND pid <> pg_backend_pid()`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      await holder.release();
+
+      const result = await waiting.done;
+      expect(result.code).toBe(0);
+      expect(JSON.parse(result.stdout)).toMatchObject({ state: 'completed', output: { tasks_detected: 3 } });
+      for (const o of await outcomes(ids)) expect(o).toMatchObject({ errors: 1, entries: 1 });
+      await waitFor('every run to have an outcome', async () =>
+        (await runsOf(db.pool, DETECT)).every((r) => r.outcome !== null),
+      );
+      const runs = await runsOf(db.pool, DETECT);
+      expect(runs.length).toBeGreaterThanOrEqual(2);
+      expect(runs[0]!.outcome).toMatch(/^(failed|interrupted)$/);
+      expect(runs.at(-1)!.outcome).toBe('completed');
+    } finally {
+      worker.kill('SIGTERM');
+      expect((await worker.done).code).toBe(0);
+    }
+  });
+});
+
+describe('a run that fails after committing batches', () => {
+  it('its committed batches are in the metrics, its history counts and its enrichment follow-ups', async () => {
+    const ids = await staleTasks(6); // oldest first: batches of 2
+    const blocker = await blockEntryFor(await db.connect(), ids[2]!);
+    const worker = startWorkerProcess(db.url, { ...NO_SCHEDULES, TASKER__worker__retry_limit: '0' });
+    try {
+      const port = await workerPort(worker);
+      await waitForWorkers(db.pool, 1);
+      expect((await enqueue(['--batch-size', '2', '--max-batches', '5'])).code).toBe(0);
+      await waitForBlockedDetection(db.pool);
+      // The second batch fails: its connection is cut while it waits.
+      await db.pool.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE wait_event_type = 'Lock' AND query LIKE '%detect_stale_tasks_batch%' AND datname = current_database()`,
+      );
+      await blocker.release();
+      await waitFor('the run to fail', async () => (await runsOf(db.pool, DETECT))[0]?.outcome === 'failed');
+      const [run] = await runsOf(db.pool, DETECT);
+      expect(run!.counts).toMatchObject({ batches: 1, tasks_detected: 2, dlq_entries_created: 2 });
+      expect((await outcomes(ids)).map((o) => o.entries)).toEqual([1, 1, 0, 0, 0, 0]);
+      const { rows: requests } = await db.pool.query(
+        `SELECT count(*) AS n FROM pgboss.job WHERE name = 'tasker.enrich-dlq-snapshots' AND data->>'trigger' = 'event'`,
+      );
+      expect(requests[0].n).toBe(2);
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const value = (name: string) =>
+        metrics
+          .split('\n')
+          .filter((l) => l.startsWith(name))
+          .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
+      expect(value('tasker_staleness_tasks_detected_total{state="waiting_for_retry"}')).toBe(2);
+      expect(
+        value('tasker_job_runs_total{job="tasker.detect-stale-tasks",trigger="adhoc",outcome="failed"}'),
+      ).toBe(1);
+    } finally {
+      worker.kill('SIGTERM');
+      expect((await worker.done).code).toBe(0);
+    }
   });
 });
 

@@ -13,7 +13,7 @@ import { checkTemplateFilter, templateFilterProblem } from '../../db/queries/tem
 import { UsageError } from '../../errors.ts';
 import { type FlagSpec, text, uuid, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
-import { chooseDryRun, DRY_RUN_FLAGS, type DryRunChoice, modeLine } from '../dry-run.ts';
+import { chooseDryRun, DRY_RUN_FLAGS, type DryRunChoice, dryRunGiven, modeLine } from '../dry-run.ts';
 import { runInline } from '../inline-run.ts';
 import { type Out, printFields, printJson } from '../output.ts';
 
@@ -111,6 +111,23 @@ export async function refuseUnmatchedTemplateFilter(
   if (filter.namespace == null && filter.taskName == null) return;
   const problem = templateFilterProblem(filter, await checkTemplateFilter(db, filter));
   if (problem !== undefined) throw new UsageError(problem);
+}
+
+/**
+ * Only the options the operator gave, for `enqueue archive`: the worker that runs it fills in the
+ * rest from its own configuration (not this process's).
+ */
+export function archiveOptionsGiven(flags: Record<string, unknown>): Partial<ArchiveFinishedTasksOptions> {
+  const given: Record<string, unknown> = {
+    ...dryRunGiven(flags),
+    retention_days: flags['retention-days'],
+    batch_size: flags['batch-size'],
+    max_batches: flags['max-batches'],
+    namespace: flags.namespace,
+    task_name: flags.template,
+    finished_before: flags['finished-before'],
+  };
+  return Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
 }
 
 export const archiveCommand: Command = {

@@ -6,7 +6,7 @@ import type { Config } from '../../config/schema.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { type ArgsSpec, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
-import { chooseDryRun, DRY_RUN_FLAGS, type DryRunChoice, modeLine } from '../dry-run.ts';
+import { chooseDryRun, DRY_RUN_FLAGS, type DryRunChoice, dryRunGiven, modeLine } from '../dry-run.ts';
 import { runInline } from '../inline-run.ts';
 import { type Out, printable, printFields, printJson, printTable } from '../output.ts';
 
@@ -40,6 +40,18 @@ export function detectOptionsFromFlags(
     batch_size: (flags['batch-size'] as number | undefined) ?? configured.batch_size,
     max_batches: (flags['max-batches'] as number | undefined) ?? configured.max_batches,
   });
+}
+
+/**
+ * Only the options the operator gave, for `enqueue detect-stale`: the worker that runs it fills in
+ * the rest from its own configuration (not this process's).
+ */
+export function detectOptionsGiven(flags: Record<string, unknown>): Partial<DetectStaleTasksOptions> {
+  return {
+    ...dryRunGiven(flags),
+    ...(flags['batch-size'] === undefined ? {} : { batch_size: flags['batch-size'] as number }),
+    ...(flags['max-batches'] === undefined ? {} : { max_batches: flags['max-batches'] as number }),
+  };
 }
 
 export const detectStaleCommand: Command = {

@@ -4,13 +4,19 @@ import detectStaleTasks from '../../../jobs/detect-stale-tasks.ts';
 import { databaseUrl } from '../../db/pool.ts';
 import { UsageError } from '../../errors.ts';
 import { createBoss } from '../../worker/boss.ts';
-import { type AnyJob, deadLetterQueue, ensureQueues, sendRun } from '../../worker/worker.ts';
+import { startBoss } from '../../worker/process.ts';
+import { type AnyJob, deadLetterQueue, sendRun } from '../../worker/worker.ts';
 import { type ArgsSpec, wholeNumber } from '../args.ts';
 import type { Command, CommandContext } from '../command.ts';
 import { printFields, printJson } from '../output.ts';
 import type { Runtime } from '../runtime.ts';
-import { ARCHIVE_FLAGS, archiveOptionsFromFlags } from './archive.ts';
-import { detectFlags, detectOptionsFromFlags } from './detect-stale.ts';
+import {
+  ARCHIVE_FLAGS,
+  archiveOptionsFromFlags,
+  archiveOptionsGiven,
+  refuseUnmatchedTemplateFilter,
+} from './archive.ts';
+import { detectFlags, detectOptionsFromFlags, detectOptionsGiven } from './detect-stale.ts';
 
 /**
  * enqueue <job> [options] [--wait]: hands one run, with its own options, to the workers. The
@@ -34,7 +40,9 @@ export function enqueueCommand(
   name: string,
   job: AnyJob,
   flags: ArgsSpec['flags'],
-  optionsFromFlags: (rt: Runtime, flags: Record<string, unknown>) => unknown,
+  /** The full options a run with these flags would use, checked (throws UsageError: exit 2). */
+  checkOptions: (rt: Runtime, flags: Record<string, unknown>) => Promise<unknown>,
+  optionsGiven: (flags: Record<string, unknown>) => Record<string, unknown>,
 ): Command {
   return {
     name: `enqueue ${name}`,
@@ -42,12 +50,19 @@ export function enqueueCommand(
     args: { flags: { ...flags, ...waitFlags } },
     async run({ flags: given }, ctx) {
       const rt = ctx.runtime.get();
-      const options = optionsFromFlags(rt, given);
+      // Checked in full here (exit 2 on a bad value), sent as given: the worker fills in the rest.
+      await checkOptions(rt, given);
+      const options = optionsGiven(given);
       const boss = createBoss(rt.config, databaseUrl(rt.config), 'client', rt.logger);
-      await boss.start();
+      await startBoss(boss);
       try {
-        await ensureQueues(boss, rt.config, [job]);
-        const { id } = await sendRun(boss, job, options);
+        // Queues and their settings belong to `worker` and `migrate`; a client only sends.
+        if (!(await boss.getQueue(job.name))) {
+          throw new Error(
+            `the queue ${job.name} does not exist yet: start a worker (or run \`tasker-lifecycle migrate\`) first`,
+          );
+        }
+        const { id } = await sendRun(boss, job, rt.config, options);
         if (id === null) {
           throw new UsageError(
             `a ${name} run is already waiting to start (runs of a job never overlap, and one waits at most); this request was not queued`,
@@ -79,6 +94,12 @@ export function enqueueCommand(
   };
 }
 
+/**
+ * Follows a run to its end. A lost connection (the database restarting, connections terminated)
+ * does not end the wait: pg-boss's pool reconnects and the next look tells. A run that stopped early
+ * and handed the rest on (handed_on_to), or was merged into the run waiting (merged_into), is
+ * followed on to the run that finishes the work.
+ */
 async function follow(
   boss: PgBoss,
   job: AnyJob,
@@ -89,16 +110,33 @@ async function follow(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let state = 'created';
+  let lastError: Error | undefined;
   while (Date.now() < deadline && !ctx.signal.aborted) {
-    const [found] = await boss.findJobs(job.name, { id });
+    let found: Awaited<ReturnType<PgBoss['findJobs']>>[number] | undefined;
+    try {
+      [found] = await boss.findJobs(job.name, { id });
+      lastError = undefined;
+    } catch (err) {
+      lastError = err as Error;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      continue;
+    }
     if (!found) {
       throw new Error(
         `run ${id} no longer exists in ${job.name}: it was deleted, or exhausted its retries (see ${deadLetterQueue(job)})`,
       );
     }
     state = found.state;
+    const output = (found.output ?? {}) as Record<string, unknown>;
+    const next =
+      state === 'completed' ? output.handed_on_to : state === 'cancelled' ? output.merged_into : null;
+    if (typeof next === 'string') {
+      if (!json)
+        ctx.io.stderr.write(`run ${id} ${state}; the rest of its work is run ${next}: following it\n`);
+      id = next;
+      continue;
+    }
     if (state === 'completed') {
-      const output = (found.output ?? {}) as Record<string, unknown>;
       if (json) return printJson(ctx.io.stdout, { job: job.name, job_id: id, state, output });
       return printFields(ctx.io.stdout, { job: job.name, job_id: id, state, ...output });
     }
@@ -108,7 +146,7 @@ async function follow(
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
   throw new Error(
-    `run ${id} is still ${state} after ${Math.round(timeoutMs / 1000)} s; it goes on (see \`tasker-lifecycle status\`)`,
+    `run ${id} is still ${state} after ${Math.round(timeoutMs / 1000)} s; it goes on (see \`tasker-lifecycle status\`)${lastError ? `; last error: ${lastError.message}` : ''}`,
   );
 }
 
@@ -116,12 +154,18 @@ export const enqueueDetectStaleCommand = enqueueCommand(
   'detect-stale',
   detectStaleTasks,
   detectFlags,
-  (rt, flags) => detectOptionsFromFlags(rt.config, flags),
+  async (rt, flags) => detectOptionsFromFlags(rt.config, flags),
+  detectOptionsGiven,
 );
 
 export const enqueueArchiveCommand = enqueueCommand(
   'archive',
   archiveFinishedTasks,
   ARCHIVE_FLAGS,
-  (rt, flags) => archiveOptionsFromFlags(rt.config, flags),
+  async (rt, flags) => {
+    const options = archiveOptionsFromFlags(rt.config, flags);
+    await refuseUnmatchedTemplateFilter(rt.pool, options);
+    return options;
+  },
+  archiveOptionsGiven,
 );

@@ -1,3 +1,4 @@
+import { JOBS } from '../../../jobs/index.ts';
 import { migrate } from '../../db/migrate.ts';
 import { databaseUrl } from '../../db/pool.ts';
 import { migrateBoss } from '../../worker/boss.ts';
@@ -13,7 +14,7 @@ export const migrateCommand: Command = {
   async run({ flags }, { io, runtime }) {
     const rt = runtime.get();
     const result = await migrate(rt.pool);
-    const pgbossSchemaVersion = await migrateBoss(rt.config, databaseUrl(rt.config), rt.logger);
+    const pgbossSchemaVersion = await migrateBoss(rt.config, databaseUrl(rt.config), rt.logger, JOBS);
     const settingsChanged = await applySettingsFromConfig(rt.pool, rt.config, rt.logger, 'migrate');
     if (flags.json)
       return printJson(io.stdout, {

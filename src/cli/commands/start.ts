@@ -115,8 +115,8 @@ async function startDemo(pool: pg.Pool, config: Readonly<Config>, url: string, l
   const boss = createBoss(config, url, 'client', logger);
   await boss.start();
   await ensureQueues(boss, config, [detectStaleTasks, archiveFinishedTasks]);
-  await sendRun(boss, detectStaleTasks, detectStaleTasks.optionsFromConfig(config));
-  await sendRun(boss, archiveFinishedTasks, archiveFinishedTasks.optionsFromConfig(config));
+  await sendRun(boss, detectStaleTasks, config, {});
+  await sendRun(boss, archiveFinishedTasks, config, {});
   await boss.stop({ graceful: false });
 
   const next: Record<string, string> = {

@@ -6,6 +6,7 @@ import { type RunRow, recentRuns } from '../../db/queries/job-runs.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { stalenessHealth } from '../../db/queries/staleness.ts';
 import { createBoss } from '../../worker/boss.ts';
+import { startBoss } from '../../worker/process.ts';
 import { deadLetterQueue } from '../../worker/worker.ts';
 import type { Command } from '../command.ts';
 import { formatMinutes, printable, printJson, printTable } from '../output.ts';
@@ -24,10 +25,12 @@ export const statusCommand: Command = {
     const rt = runtime.get();
     const now = await databaseNow(rt.pool);
     const boss = createBoss(rt.config, databaseUrl(rt.config), 'client', rt.logger);
-    await boss.start();
+    await startBoss(boss);
     try {
       const queueNames = JOBS.flatMap((j) => [j.name, deadLetterQueue(j)]);
       const queues = new Map((await boss.getQueues(queueNames)).map((q) => [q.name, q]));
+      // The schedules the workers filed (pgboss.schedule), not this process's configuration.
+      const schedules = new Map((await boss.getSchedules()).map((s) => [s.name, s.cron]));
       const instances = await boss.getInstances();
       const jobs = [];
       for (const job of JOBS) {
@@ -35,7 +38,7 @@ export const statusCommand: Command = {
         const queue = queues.get(job.name);
         jobs.push({
           job: job.name,
-          schedule: job.schedule(rt.config),
+          schedule: schedules.get(job.name) ?? null,
           last_run: last ? describeRun(last) : null,
           queue: queue
             ? { queued: queue.queuedCount, active: queue.activeCount, failed: queue.failedCount }

@@ -23,16 +23,18 @@ export async function insertRun(db: Db, r: RunStartRow): Promise<void> {
 export interface RunEndRow {
   run_id: string;
   finished_at: Date;
-  outcome: 'completed' | 'failed';
-  duration_ms: number;
+  outcome: 'completed' | 'failed' | 'interrupted';
+  duration_ms: number | null;
   counts: unknown;
   error: string | null;
+  /** Leave a row that already has an outcome alone. */
+  onlyIfUnfinished?: boolean;
 }
 
 export async function finishRun(db: Db, r: RunEndRow): Promise<void> {
   await db.query(
     `UPDATE tasker_job_runs SET finished_at = $2, outcome = $3, duration_ms = $4, counts = $5, error = $6
-      WHERE run_id = $1`,
+      WHERE run_id = $1 AND (NOT $7 OR outcome IS NULL)`,
     [
       r.run_id,
       r.finished_at,
@@ -40,8 +42,17 @@ export async function finishRun(db: Db, r: RunEndRow): Promise<void> {
       r.duration_ms,
       r.counts === undefined ? null : JSON.stringify(r.counts),
       r.error,
+      r.onlyIfUnfinished === true,
     ],
   );
+}
+
+/** The counts so far of a run still going (updated after each batch). */
+export async function updateRunCounts(db: Db, runId: string, counts: unknown): Promise<void> {
+  await db.query('UPDATE tasker_job_runs SET counts = $2 WHERE run_id = $1 AND outcome IS NULL', [
+    runId,
+    JSON.stringify(counts),
+  ]);
 }
 
 /** Deletes up to `limit` runs of a job older than `before` (idx_job_runs_job_started). */
@@ -52,6 +63,47 @@ export async function pruneRuns(db: Db, jobName: string, before: Date, limit = 5
     [jobName, before, limit],
   );
   return rowCount ?? 0;
+}
+
+/**
+ * Unfinished runs (outcome NULL) of a pg-boss job: the history of an attempt whose worker was lost
+ * (idx_job_runs_unfinished).
+ */
+export async function unfinishedRunsOf(db: Db, pgbossJobId: string): Promise<RunStartRow[]> {
+  const { rows } = await db.query<RunStartRow>(
+    `SELECT run_id, job_name, trigger, pgboss_job_id, worker, started_at, options
+       FROM tasker_job_runs WHERE pgboss_job_id = $1 AND outcome IS NULL`,
+    [pgbossJobId],
+  );
+  return rows;
+}
+
+/**
+ * Settles unfinished runs that came through pg-boss, started more than graceSeconds ago, whose
+ * pg-boss job is no longer active (settled, requeued, or deleted): their end was never written (the
+ * worker lost the database, or died, before it could say), and nothing will write it now. They are
+ * marked interrupted, each by one caller (the UPDATE claims them), and returned.
+ */
+export async function settleOrphanedRuns(
+  db: Db,
+  graceSeconds: number,
+  error: string,
+  limit = 100,
+): Promise<RunStartRow[]> {
+  const { rows } = await db.query<RunStartRow>(
+    `UPDATE tasker_job_runs SET outcome = 'interrupted', finished_at = now(), error = $2
+      WHERE run_id IN (
+        SELECT r.run_id FROM tasker_job_runs r
+         WHERE r.outcome IS NULL AND r.pgboss_job_id IS NOT NULL
+           AND r.started_at < now() - $1 * interval '1 second'
+           AND NOT EXISTS (SELECT 1 FROM pgboss.job j
+                            WHERE j.name = r.job_name AND j.id = r.pgboss_job_id AND j.state = 'active')
+         ORDER BY r.started_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+        AND outcome IS NULL
+      RETURNING run_id, job_name, trigger, pgboss_job_id, worker, started_at, options`,
+    [graceSeconds, error, limit],
+  );
+  return rows;
 }
 
 export interface RunRow extends RunStartRow, Partial<Omit<RunEndRow, 'run_id'>> {}

@@ -1,0 +1,106 @@
+/**
+ * What operators read: `status` shows the schedules the workers filed in pg-boss (not the CLI's own
+ * configuration) and tells interrupted runs apart; the DLQ gauges keep their last values, marked
+ * stale, when the database cannot be read, and say so at warn.
+ */
+import { createServer } from 'node:http';
+import { PassThrough } from 'node:stream';
+import { beforeAll, expect, it } from '@jest/globals';
+import winston from 'winston';
+import { loadConfig } from '../../src/config/load.ts';
+import { createPool } from '../../src/db/pool.ts';
+import { databaseNow } from '../../src/db/queries/server.ts';
+import { silentLogger } from '../../src/telemetry/logger.ts';
+import { createMetrics } from '../../src/telemetry/metrics.ts';
+import { createBoss, migrateBoss } from '../../src/worker/boss.ts';
+import { RunObserver } from '../../src/worker/observe.ts';
+import { startBoss } from '../../src/worker/process.ts';
+import { runCli } from '../helpers/cli-process.ts';
+import { useTestDatabase } from '../helpers/db.ts';
+import { insertDlqEntry, insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
+import { FAST_WORKER_ENV, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
+
+const db = useTestDatabase();
+beforeAll(async () => {
+  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, db.url, silentLogger());
+});
+
+it("status shows the workers' schedules from pg-boss and interrupted runs as such", async () => {
+  const worker = startWorkerProcess(db.url, {
+    TASKER__staleness_detection__detection_interval_seconds: '120',
+  });
+  try {
+    await waitForWorkers(db.pool, 1);
+    await db.pool.query(
+      `INSERT INTO tasker_job_runs (run_id, job_name, trigger, worker, started_at, finished_at, outcome, error)
+       VALUES (gen_random_uuid(), 'tasker.archive-finished-tasks', 'adhoc', 'gone:1', now(), now(), 'interrupted',
+               'worker_lost: its worker sent no heartbeat')`,
+    );
+    // The status process's own configuration (test environment) says every minute.
+    const status = await runCli(['status', '--json'], { DATABASE_URL: db.url, ...FAST_WORKER_ENV });
+    expect(status.code).toBe(0);
+    const jobs = JSON.parse(status.stdout).jobs as Array<{
+      job: string;
+      schedule: string | null;
+      last_run: unknown;
+    }>;
+    const byName = Object.fromEntries(jobs.map((j) => [j.job, j]));
+    expect(byName['tasker.detect-stale-tasks']!.schedule).toBe('*/2 * * * *');
+    expect(byName['tasker.archive-finished-tasks']!.last_run).toMatchObject({ outcome: 'interrupted' });
+  } finally {
+    worker.kill('SIGTERM');
+    expect((await worker.done).code).toBe(0);
+  }
+});
+
+it('DLQ gauges keep their last values, marked stale, when the database cannot be read', async () => {
+  const now = await databaseNow(db.pool);
+  const template = await insertTemplate(db.pool);
+  const task = await insertTask(db.pool, { template, state: 'error', enteredAt: minutesBefore(now, 5) });
+  await insertDlqEntry(db.pool, { task, reason: 'manual_dlq', at: now });
+  const lines: string[] = [];
+  const sink = new PassThrough();
+  sink.on('data', (d) => lines.push(String(d)));
+  const logger = winston.createLogger({
+    level: 'info',
+    format: winston.format.json(),
+    transports: [new winston.transports.Stream({ stream: sink })],
+  });
+  const pool = createPool(db.url, { max: 2 });
+  const metrics = createMetrics(new RunObserver(), pool, logger);
+  const server = createServer((req, res) => metrics.handleScrape(req, res));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  const scrape = async () => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const value = (name: string) => {
+      const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+      return line === undefined ? undefined : Number(line.split(' ').at(-1));
+    };
+    return {
+      pending: value('tasker_dlq_pending_investigations'),
+      stale: value('tasker_metrics_gauges_stale'),
+    };
+  };
+  try {
+    expect(await scrape()).toEqual({ pending: 1, stale: 0 });
+    await pool.end(); // every read fails from now on
+    expect(await scrape()).toEqual({ pending: 1, stale: 1 });
+    expect(lines.some((l) => /"level":"warn"/.test(l) && /could not read the DLQ gauges/.test(l))).toBe(true);
+  } finally {
+    server.close();
+    await metrics.shutdown();
+  }
+});
+
+it('a pg-boss start failure that is not about the schema is reported with its own cause', async () => {
+  const config = loadConfig({ env: { TASKER_ENV: 'test' } }).config;
+  const boss = createBoss(config, 'postgres://postgres@127.0.0.1:1/nowhere', 'client', silentLogger());
+  const failure = await startBoss(boss).then(
+    () => null,
+    (err: Error) => err,
+  );
+  expect(failure?.message).toMatch(/^pg-boss could not start: .*ECONNREFUSED/);
+  expect(failure?.message).not.toMatch(/migrate/);
+  await boss.stop({ graceful: false }).catch(() => undefined);
+});
