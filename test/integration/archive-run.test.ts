@@ -153,6 +153,9 @@ describe('the run', () => {
       'error: --namespace "nowhere" with --template "invoice" matches no task template (namespaces: ',
     );
     expect(byNamespace.stderr).toContain('shipping');
+    const queued = await cli(['enqueue', 'archive', '--template', 'missing']); // refused before pg-boss is reached
+    expect(queued.code).toBe(2);
+    expect(queued.stderr).toMatch(/^error: --template "missing" matches no task template/);
     const wrongPair = await cli(['archive', '--namespace', 'shipping', '--template', 'invoice']);
     expect(wrongPair.stderr).toContain('matches no task template (templates in shipping: label)');
     expect((await tableCounts(db.pool, 'live')).tasker_tasks).toBe(3);
