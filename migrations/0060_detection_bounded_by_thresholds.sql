@@ -1,0 +1,176 @@
+-- 0060: a detection pass costs what is stale, not what is in flight (issue 10).
+--
+-- Before (0003, 0040): discovery read idx_task_transitions_in_flight in (state entry, task) order
+-- and judged every entry, because the task-lifetime rule can make any in-flight task stale
+-- whatever its state-entry time: nothing bounded the scan, and a pass that found little read every
+-- in-flight task and joined each one to tasker_tasks (issue 10: 500,000 in flight, 1.3-1.7 s).
+--
+-- Now discovery first builds a candidate set from two bounded scans, then judges only those with
+-- the unchanged exact rules:
+--   state rule     idx_task_transitions_in_flight, range created_at <= p_now - the smallest state
+--                  threshold in force (the three configured defaults, 1440 for the other states,
+--                  and every template's max_waiting_for_dependencies_minutes /
+--                  max_waiting_for_retry_minutes / max_steps_in_process_minutes), after the
+--                  cursor. No task whose state entry is younger than that can be stale by state.
+--   lifetime rule  idx_tasks_unfinished_by_template (new, below), for each template its own range
+--                  created_at <= p_now - its lifetime (max_duration_minutes, else the default
+--                  hours), so a template with a short lifetime costs only its own tasks.
+-- The candidates' current transitions are then read by task (idx_task_transitions_uuid_most_recent),
+-- judged exactly as before (same policy function, same predicates, same order, same cursor, same
+-- SKIP LOCKED in real runs and no lock in dry runs), and the first p_batch_size are returned.
+--
+-- EXPLAIN (ANALYZE, BUFFERS) of the three statements, 1,000,000 tasks in flight with recent state
+-- entries and 1,000 stale (bench/detect.bench.ts):
+--   smallest state threshold   Seq Scan on tasker_named_tasks (a few rows: one per template)
+--   state candidates           Index Only Scan using idx_task_transitions_in_flight,
+--                              Index Cond: created_at >= cursor AND created_at <= p_now - smallest
+--   lifetime candidates        Nested Loop: Seq Scan on tasker_named_tasks, then per template
+--                              Index Only Scan using idx_tasks_unfinished_by_template,
+--                              Index Cond: named_task_uuid = ... AND created_at <= p_now - lifetime
+--   judge candidates           Index Scan using idx_task_transitions_uuid_most_recent,
+--                              Index Cond: task_uuid = ANY (candidates); then tasker_tasks_pkey,
+--                              tasker_named_tasks_pkey, the namespace's pkey, and
+--                              idx_dlq_unique_pending_task for the pending-investigation check.
+--
+-- What the lifetime scan also reads: tasks not marked complete whose current state is terminal
+-- (error, cancelled, resolved_manually; the engine sets complete only on completion) and that are
+-- older than their lifetime, until archival moves them. They are rejected by the judge (one
+-- index probe each). The lifetime rule relies on the engine's invariant that a task marked
+-- complete is not in flight.
+
+-- Unfinished tasks by template and creation time: the lifetime rule's range scan. IF NOT EXISTS:
+-- on a large existing table an operator can build it first with CREATE INDEX CONCURRENTLY under
+-- this name, so that this migration does not block the engine's writes to tasker_tasks.
+CREATE INDEX IF NOT EXISTS idx_tasks_unfinished_by_template
+  ON tasker_tasks (named_task_uuid, created_at)
+  WHERE NOT complete;
+
+-- Same name, parameters and result columns as 0040.
+CREATE OR REPLACE FUNCTION get_stale_tasks_for_dlq(
+  p_default_waiting_deps integer DEFAULT 60,
+  p_default_waiting_retry integer DEFAULT 30,
+  p_default_steps_process integer DEFAULT 30,
+  p_max_lifetime_hours integer DEFAULT 24,
+  p_batch_size integer DEFAULT 100,
+  p_now timestamptz DEFAULT now(),
+  p_auto_transition_to_error boolean DEFAULT true,
+  p_auto_move_to_dlq boolean DEFAULT true,
+  p_enabled_reasons dlq_reason[] DEFAULT enum_range(NULL::dlq_reason),
+  p_lock boolean DEFAULT true,
+  p_after_state_entered_at timestamptz DEFAULT NULL,
+  p_after_task_uuid uuid DEFAULT NULL
+) RETURNS TABLE (
+  task_uuid uuid,
+  namespace_name varchar,
+  task_name varchar,
+  current_state varchar,
+  time_in_state_minutes numeric,
+  threshold_minutes integer,
+  task_age_minutes numeric,
+  task_transition_uuid uuid,
+  named_task_uuid uuid,
+  stale_by varchar,
+  lifetime_minutes integer,
+  do_transition boolean,
+  do_dlq boolean,
+  state_entered_at timestamptz
+)
+LANGUAGE plpgsql VOLATILE AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_min_state_minutes integer;
+  v_candidates uuid[];
+BEGIN
+  IF (p_after_state_entered_at IS NULL) <> (p_after_task_uuid IS NULL) THEN
+    RAISE EXCEPTION 'p_after_state_entered_at and p_after_task_uuid go together, got % and %',
+      p_after_state_entered_at, p_after_task_uuid USING ERRCODE = '22023';
+  END IF;
+
+  -- The smallest state threshold any in-flight task can have: calculate_staleness_threshold gives
+  -- each state a template value, else a default, else 1440; least() skips NULLs (absent or
+  -- malformed template values, which fall back to the defaults counted here anyway).
+  SELECT least(p_default_waiting_deps, p_default_waiting_retry, p_default_steps_process, 1440,
+               min(lifecycle_minutes(l.lifecycle, 'max_waiting_for_dependencies_minutes')),
+               min(lifecycle_minutes(l.lifecycle, 'max_waiting_for_retry_minutes')),
+               min(lifecycle_minutes(l.lifecycle, 'max_steps_in_process_minutes')))
+    INTO v_min_state_minutes
+    FROM (SELECT nt.configuration -> 'lifecycle' AS lifecycle
+            FROM tasker_named_tasks nt
+           WHERE nt.configuration -> 'lifecycle' IS NOT NULL) l;
+
+  -- Candidates: every task that may be stale by either rule, and no other in-flight task.
+  SELECT coalesce(array_agg(c.task_uuid), '{}')
+    INTO v_candidates
+    FROM (
+      SELECT i.task_uuid
+        FROM tasker_task_transitions i
+       WHERE i.most_recent = true
+         AND i.to_state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
+         AND i.created_at >= coalesce(p_after_state_entered_at, '-infinity'::timestamptz)
+         AND i.created_at <= p_now - make_interval(mins => v_min_state_minutes)
+      UNION
+      SELECT t.task_uuid
+        FROM tasker_named_tasks nt
+       CROSS JOIN LATERAL (
+         SELECT x.task_uuid
+           FROM tasker_tasks x
+          WHERE x.named_task_uuid = nt.named_task_uuid
+            AND NOT x.complete
+            AND x.created_at <= p_now - make_interval(mins =>
+                  coalesce(lifecycle_minutes(nt.configuration -> 'lifecycle', 'max_duration_minutes'),
+                           p_max_lifetime_hours * 60))
+       ) t
+    ) c;
+
+  -- The judge: 0040's query, reading the candidates' current transitions by task.
+  RETURN QUERY EXECUTE format($q$
+    SELECT tr.task_uuid,
+           ns.name,
+           nt.name,
+           tr.to_state,
+           greatest(0, round(extract(epoch FROM $6 - tr.created_at) / 60, 2)),
+           CASE WHEN tr.created_at <= $6 - make_interval(mins => pol.state_threshold_minutes)
+                THEN pol.state_threshold_minutes ELSE pol.lifetime_minutes END,
+           greatest(0, round(extract(epoch FROM $6 - t.created_at) / 60, 2)),
+           tr.task_transition_uuid,
+           nt.named_task_uuid,
+           (CASE WHEN tr.created_at <= $6 - make_interval(mins => pol.state_threshold_minutes)
+                 THEN 'state_threshold' ELSE 'task_lifetime' END)::varchar,
+           pol.lifetime_minutes,
+           act.do_transition,
+           act.do_dlq,
+           tr.created_at
+      FROM tasker_task_transitions tr
+      JOIN tasker_tasks t ON t.task_uuid = tr.task_uuid
+      JOIN tasker_named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
+      JOIN tasker_task_namespaces ns ON ns.task_namespace_uuid = nt.task_namespace_uuid
+     CROSS JOIN LATERAL task_staleness_policy(nt.configuration, tr.to_state, $1, $2, $3, $4) pol
+     CROSS JOIN LATERAL (
+       SELECT $7 AND pol.staleness_action <> 'none' AND coalesce(pol.auto_fail_on_timeout, true) AS do_transition,
+              $8 AND pol.staleness_action = 'dlq' AND coalesce(pol.auto_dlq_on_timeout, true) AS wants_dlq
+     ) want
+     CROSS JOIN LATERAL (
+       SELECT want.do_transition,
+              want.wants_dlq AND CASE WHEN 'staleness_timeout' = ANY ($9) THEN true
+                                      ELSE task_dlq_reason(tr.task_uuid, tr.to_state, $9) IS NOT NULL
+                                 END AS do_dlq
+     ) act
+     WHERE tr.task_uuid = ANY ($12)
+       AND tr.most_recent = true
+       AND tr.to_state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
+       AND tr.created_at >= coalesce($10, '-infinity'::timestamptz)
+       AND (tr.created_at, tr.task_uuid)
+           > (coalesce($10, '-infinity'::timestamptz), coalesce($11, '00000000-0000-0000-0000-000000000000'::uuid))
+       AND (tr.created_at <= $6 - make_interval(mins => pol.state_threshold_minutes)
+            OR t.created_at <= $6 - make_interval(mins => pol.lifetime_minutes))
+       AND (act.do_transition OR act.do_dlq)
+       AND NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d
+                        WHERE d.task_uuid = tr.task_uuid AND d.resolution_status = 'pending')
+     ORDER BY tr.created_at, tr.task_uuid
+     LIMIT $5
+     %s$q$, CASE WHEN p_lock THEN 'FOR UPDATE OF tr SKIP LOCKED' ELSE '' END)
+  USING p_default_waiting_deps, p_default_waiting_retry, p_default_steps_process, p_max_lifetime_hours,
+        p_batch_size, p_now, p_auto_transition_to_error, p_auto_move_to_dlq, p_enabled_reasons,
+        p_after_state_entered_at, p_after_task_uuid, v_candidates;
+END
+$fn$;
