@@ -2,8 +2,10 @@
  * Staleness detection: moves tasks stuck too long in a state to `error` and opens a DLQ
  * investigation for each, in batches.
  *
- * Reads: the current transition of in-flight tasks (idx_task_transitions_in_flight), their template's
- * lifecycle config, pending DLQ entries (idx_dlq_unique_pending_task); for the tasks acted on, their
+ * Reads: candidates from two bounded range scans, in-flight tasks past the smallest state threshold
+ * (idx_task_transitions_in_flight) and unfinished tasks past their template's lifetime
+ * (idx_tasks_unfinished_by_template); their current transition (idx_task_transitions_uuid_most_recent),
+ * template lifecycle config, pending DLQ entries (idx_dlq_unique_pending_task); for the tasks acted on, their
  * steps, step transitions and edges (to pick the reason).
  * Writes: an `error` transition and/or a pending tasker_tasks_dlq row per stale task, both in one
  * statement per batch; NOTIFY events. Never tasker_lifecycle_settings: `migrate` and worker start

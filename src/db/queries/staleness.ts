@@ -61,7 +61,8 @@ export interface DetectBatchResult {
  * task uuid) order, acted on in one statement (real run; their rows locked FOR UPDATE SKIP
  * LOCKED) or only reported (dry run; nothing locked, nothing written). Its own transaction, under
  * SET LOCAL statement_timeout, so a batch that runs too long is cancelled (57014) and rolled back
- * whole. Reads idx_task_transitions_in_flight; see get_stale_tasks_for_dlq.
+ * whole. Reads candidates through idx_task_transitions_in_flight and idx_tasks_unfinished_by_template
+ * (bounded by the smallest thresholds in force); see get_stale_tasks_for_dlq (migration 0060).
  * On a pool it takes a connection for the batch; on a client (tests with separate sessions) it
  * runs on that client, which must not be inside a transaction.
  */

@@ -1,0 +1,15 @@
+import pg from 'pg';
+import { migrate } from './src/db/migrate.ts';
+import { createPool } from './src/db/pool.ts';
+import { loadTasks, insertStaleTasks } from './bench/detect.bench.ts';
+const admin = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
+await admin.connect();
+await admin.query('DROP DATABASE IF EXISTS perf_profile WITH (FORCE)');
+await admin.query('CREATE DATABASE perf_profile');
+await admin.end();
+const pool = createPool('postgres://postgres@127.0.0.1:5432/perf_profile', { max: 4 });
+await migrate(pool);
+await loadTasks(pool, Number(process.argv[2] ?? 100000), Number(process.argv[3] ?? 50000));
+await insertStaleTasks(pool, 1000);
+await pool.query('ANALYZE');
+await pool.end();
