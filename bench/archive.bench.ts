@@ -7,8 +7,11 @@
  *   (b) the longest batch transaction of that run (≤ 1 s);
  *   (c) p99 latency of a steady live workload (connections calling transition_task_state_atomic on
  *       in-flight tasks in a loop) during archival, as a ratio to its p99 without archival (≤ 1.5);
- *       and, as a control, the same workload next to a query that only burns one core for as long,
- *       which shows how much of (c) is the machine running out of CPU rather than archival itself.
+ *       at each duty cycle in BENCH_DUTY_CYCLES (default 100,50,25: archive.duty_cycle_percent, the
+ *       share of wall time spent in batches), with archival's throughput at that duty cycle;
+ *       and, as a control, the same workload next to a query that only burns one core for as long
+ *       as the first of those archival runs, which shows how much of (c) is the machine running out
+ *       of CPU rather than archival itself.
  *
  * Data: BENCH_TASKS finished graphs (default 50,000), each 1 task, 5 steps, 4 edges, 4 task
  * transitions, 15 step transitions (29 rows), loaded set-based into a fresh database per phase.
@@ -34,6 +37,17 @@ const LIVE_TASKS = positive('BENCH_LIVE_TASKS', 2_000);
 const LIVE_CONNECTIONS = positive('BENCH_LIVE_CONNECTIONS', 4);
 /** Transitions per second per connection; 0: as fast as each connection can (a closed loop). */
 const LIVE_RATE = whole('BENCH_LIVE_RATE', 100);
+/** Duty cycles (archive.duty_cycle_percent) at which (c) runs archival beside the live workload. */
+const DUTY_CYCLES = (process.env.BENCH_DUTY_CYCLES ?? '100,50,25').split(',').map((d) => {
+  const n = Number(d);
+  if (!Number.isInteger(n) || n < 1 || n > 100) {
+    console.error(
+      `BENCH_DUTY_CYCLES=${JSON.stringify(process.env.BENCH_DUTY_CYCLES)}: expected percents from 1 to 100`,
+    );
+    process.exit(2);
+  }
+  return n;
+});
 const ROWS_PER_GRAPH = 1 + 5 + 4 + 4 + 15;
 const LOAD_CHUNK = 10_000;
 
@@ -44,7 +58,7 @@ export default async function archiveBench(server: BenchServer): Promise<void> {
     `data: ${TASKS} finished task graphs x ${ROWS_PER_GRAPH} rows (1 task, 5 steps, 4 edges, 4 task transitions, 15 step transitions)`,
   );
   console.log(
-    `archival run: configuration (batch ${options.batch_size}, pause ${options.pause_between_batches_ms} ms, statement timeout ${options.batch_statement_timeout_ms} ms)\n`,
+    `archival run: configuration (batch ${options.batch_size}, pause ${options.pause_between_batches_ms} ms, duty cycle ${options.duty_cycle_percent} %, statement timeout ${options.batch_statement_timeout_ms} ms)\n`,
   );
 
   // (a) the set-based baseline, then the archival run, each on freshly loaded data
@@ -69,7 +83,7 @@ export default async function archiveBench(server: BenchServer): Promise<void> {
   const ratio = baseline.ms / run.ms;
   console.log('(a) throughput');
   console.log(
-    `    one set-based transaction: ${seconds(baseline.ms)}  ${rate(baseline.ms, TASKS)} graphs/s  ${rate(baseline.ms, baseline.result)} rows/s`,
+    `    one set-based transaction (DELETE ... USING ids): ${seconds(baseline.ms)}  ${rate(baseline.ms, TASKS)} graphs/s  ${rate(baseline.ms, baseline.result)} rows/s`,
   );
   console.log(
     `    archival run:              ${seconds(run.ms)}  ${rate(run.ms, TASKS)} graphs/s  ${rate(run.ms, run.result.rows_archived)} rows/s  (${run.result.batches} batches, ${run.result.timeouts} timeouts)`,
@@ -82,42 +96,55 @@ export default async function archiveBench(server: BenchServer): Promise<void> {
     `    longest ${Math.round(longest)} ms, median ${Math.round(percentile(batchMs, 0.5))} ms over ${batchMs.length} batches  (target <= 1000 ms: ${longest <= 1000 ? 'met' : 'MISSED'})\n`,
   );
 
-  // (c) the live workload alone, then during an archival run
-  const live = await withLoadedDatabase(server, LIVE_TASKS, async (db, now) => {
-    // The quiet window is twice the archival run's length: a short window's p99 varies by up to 2x
-    // between runs on this machine (fsync latency), which the ratio would inherit. It comes before
-    // the archival run, so autovacuum after the mass delete cannot flatter it.
-    const quietMs = 2 * Math.max(5_000, run.ms);
-    const quiet = await liveWorkload(db, () => sleep(quietMs));
-    let archival: Awaited<ReturnType<typeof runArchival>> | undefined;
-    const busy = await liveWorkload(db, async () => {
-      archival = await runArchival(
-        { pool: db.pool, now, logger: silentLogger(), signal: new AbortController().signal },
-        options,
-      );
-    });
-    // control: the same workload next to a query that only burns CPU (no writes, no locks) as long
-    // as the archival ran, to tell archival's own cost from a machine without a spare core
-    const cpuOnly = await liveWorkload(db, async () => {
-      await db.pool.query(
-        `DO $$ BEGIN WHILE clock_timestamp() < now() + make_interval(secs => ${archival!.duration_ms / 1000}) LOOP END LOOP; END $$`,
-      );
-    });
-    return { quiet, busy, cpuOnly, archival: archival! };
-  });
-  const p99Ratio = live.busy.p99 / live.quiet.p99;
+  // (c) the live workload alone, then during an archival run, at each duty cycle; for each, a
+  // fresh database (archival consumes its data) and its own quiet window
+  const duties = DUTY_CYCLES;
   const pace = LIVE_RATE === 0 ? 'as fast as they can' : `${LIVE_RATE}/s each`;
   console.log(
-    `(c) live workload: ${LIVE_CONNECTIONS} connections calling transition_task_state_atomic, ${pace}`,
+    `(c) live workload: ${LIVE_CONNECTIONS} connections calling transition_task_state_atomic, ${pace}; archival at duty cycles ${duties.join(', ')} %`,
   );
-  console.log(`    without archival: ${describe(live.quiet)}`);
-  console.log(
-    `    during archival:  ${describe(live.busy)}  (archival took ${seconds(live.archival.duration_ms)}, longest batch ${live.archival.longest_batch_ms} ms)`,
-  );
-  console.log(`    p99 ratio ${p99Ratio.toFixed(2)}  (target <= 1.5: ${p99Ratio <= 1.5 ? 'met' : 'MISSED'})`);
-  console.log(
-    `    control, next to a CPU-only query as long as the archival: ${describe(live.cpuOnly)}, p99 ratio ${(live.cpuOnly.p99 / live.quiet.p99).toFixed(2)}`,
-  );
+  for (const duty of duties) {
+    const live = await withLoadedDatabase(server, LIVE_TASKS, async (db, now) => {
+      // The quiet window is twice the archival run's expected length (at least 5 s): a short
+      // window's p99 varies by up to 2x between runs on this machine (fsync latency), which the
+      // ratio would inherit. It comes before the archival run, so autovacuum after the mass delete
+      // cannot flatter it.
+      const quietMs = 2 * Math.max(5_000, (run.ms * 100) / duty);
+      const quiet = await liveWorkload(db, () => sleep(quietMs));
+      let archival: Awaited<ReturnType<typeof runArchival>> | undefined;
+      const busy = await liveWorkload(db, async () => {
+        archival = await runArchival(
+          { pool: db.pool, now, logger: silentLogger(), signal: new AbortController().signal },
+          { ...options, duty_cycle_percent: duty },
+        );
+      });
+      // control (once): the same workload next to a query that only burns CPU (no writes, no
+      // locks) as long as the archival ran, to tell archival's own cost from a machine without a
+      // spare core
+      const cpuOnly =
+        duty === duties[0]
+          ? await liveWorkload(db, async () => {
+              await db.pool.query(
+                `DO $$ BEGIN WHILE clock_timestamp() < now() + make_interval(secs => ${archival!.duration_ms / 1000}) LOOP END LOOP; END $$`,
+              );
+            })
+          : undefined;
+      return { quiet, busy, cpuOnly, archival: archival! };
+    });
+    const ratio = live.busy.p99 / live.quiet.p99;
+    console.log(
+      `    duty cycle ${String(duty).padStart(3)} %: archival ${seconds(live.archival.duration_ms)}, ` +
+        `${rate(live.archival.duration_ms, live.archival.tasks_archived)} graphs/s, longest batch ${live.archival.longest_batch_ms} ms; ` +
+        `live p99 ${live.quiet.p99.toFixed(2)} ms quiet, ${live.busy.p99.toFixed(2)} ms during: ratio ${ratio.toFixed(2)}`,
+    );
+    console.log(`        without archival: ${describe(live.quiet)}`);
+    console.log(`        during archival:  ${describe(live.busy)}`);
+    if (live.cpuOnly) {
+      console.log(
+        `        control, next to a CPU-only query as long as this archival: ${describe(live.cpuOnly)}, p99 ratio ${(live.cpuOnly.p99 / live.quiet.p99).toFixed(2)}`,
+      );
+    }
+  }
 }
 
 /** A fresh database with TASKS finished graphs (and liveTasks in-flight tasks), handed to fn. */

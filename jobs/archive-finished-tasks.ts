@@ -65,8 +65,11 @@ export const ArchiveFinishedTasksOptions = z
     max_batches: z.int().min(1).max(100000),
     batch_statement_timeout_ms: z.int().min(100).max(600000),
     pause_between_batches_ms: z.int().min(0).max(60000),
-    /** Percent of the run's wall time spent in batches (100: no throttle beyond the fixed pause). */
-    duty_cycle_percent: z.int().min(1).max(100),
+    /**
+     * Percent of the run's wall time spent in batches (100: no throttle beyond the fixed pause).
+     * Defaults to 100 so that runs queued before this option existed still parse.
+     */
+    duty_cycle_percent: z.int().min(1).max(100).default(100),
     policies: ArchivePoliciesOptions,
     /** Only tasks of templates in this namespace. */
     namespace: z.string().min(1).max(64).nullable(),

@@ -61,6 +61,7 @@ describe('the run', () => {
       max_batches: 1000,
       batch_statement_timeout_ms: 5000,
       pause_between_batches_ms: 20,
+      duty_cycle_percent: 100,
       policies: {
         archive_completed: true,
         archive_failed: true,
