@@ -11,7 +11,7 @@
  *
  * Options (from [archive] and [archive.policies]; an ad-hoc run may set each): retention_days,
  * batch_size (graphs per transaction, the starting size), max_batches (per run),
- * batch_statement_timeout_ms, pause_between_batches_ms, dry_run, the per-state policies and
+ * batch_statement_timeout_ms, pause_between_batches_ms, duty_cycle_percent, dry_run, the per-state policies and
  * archive_dlq_resolved, and the filters namespace / task_name (template) / finished_before (ISO
  * 8601; it narrows the retention window, never widens it).
  *
@@ -23,7 +23,8 @@
  * the archive could not store as it is. A batch that times out (SQLSTATE
  * 57014) is rolled back and retried at half the size; after three successes in a row the size
  * doubles again, up to batch_size. Deadlocks and serialization failures are retried up to three
- * times. Between batches: a pause, and the abort signal is checked. The run stops when no
+ * times. Between batches: a pause (the fixed pause, or longer so that batches take at most
+ * duty_cycle_percent of the run's wall time), and the abort signal is checked. The run stops when no
  * candidates are left, after max_batches, or when aborted. All batches judge age against ctx.now.
  * A dry run walks the same batches (same choice, same locks) and counts instead of moving.
  *
@@ -64,6 +65,11 @@ export const ArchiveFinishedTasksOptions = z
     max_batches: z.int().min(1).max(100000),
     batch_statement_timeout_ms: z.int().min(100).max(600000),
     pause_between_batches_ms: z.int().min(0).max(60000),
+    /**
+     * Percent of the run's wall time spent in batches (100: no throttle beyond the fixed pause).
+     * Defaults to 100 so that runs queued before this option existed still parse.
+     */
+    duty_cycle_percent: z.int().min(1).max(100).default(100),
     policies: ArchivePoliciesOptions,
     /** Only tasks of templates in this namespace. */
     namespace: z.string().min(1).max(64).nullable(),
@@ -139,6 +145,7 @@ export function archiveOptionsFromConfig(config: Readonly<Config>): ArchiveFinis
     max_batches: a.max_batches_per_run,
     batch_statement_timeout_ms: a.batch_statement_timeout_ms,
     pause_between_batches_ms: a.pause_between_batches_ms,
+    duty_cycle_percent: a.duty_cycle_percent,
     policies: { ...a.policies },
     namespace: null,
     task_name: null,
@@ -279,7 +286,12 @@ export async function runArchival(
       stoppedBy = 'no_more_candidates';
       break;
     }
-    if (batches < options.max_batches) await pause(options.pause_between_batches_ms, ctx.signal);
+    if (batches < options.max_batches) {
+      await pause(
+        pauseAfter(batchMs, options.pause_between_batches_ms, options.duty_cycle_percent),
+        ctx.signal,
+      );
+    }
   }
   if (stoppedBy === 'max_batches' && ctx.signal.aborted) stoppedBy = 'aborted';
 
@@ -335,6 +347,15 @@ function cutoffOf(now: Date, o: ArchiveFinishedTasksOptions): Date {
   if (o.finished_before === null) return byRetention;
   const before = new Date(o.finished_before);
   return before < byRetention ? before : byRetention;
+}
+
+/**
+ * The pause after a batch that took batchMs: long enough that batches take at most
+ * dutyCyclePercent of the wall time (batch / (batch + pause) <= duty cycle), and never shorter
+ * than the fixed pause. 50 % after a 400 ms batch: 400 ms; 25 %: 1,200 ms.
+ */
+export function pauseAfter(batchMs: number, pauseMs: number, dutyCyclePercent: number): number {
+  return Math.max(pauseMs, Math.round((batchMs * (100 - dutyCyclePercent)) / dutyCyclePercent));
 }
 
 /** Waits ms, or less when the run is aborted meanwhile. */

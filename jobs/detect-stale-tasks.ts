@@ -2,8 +2,10 @@
  * Staleness detection: moves tasks stuck too long in a state to `error` and opens a DLQ
  * investigation for each, in batches.
  *
- * Reads: the current transition of in-flight tasks (idx_task_transitions_in_flight), their template's
- * lifecycle config, pending DLQ entries (idx_dlq_unique_pending_task); for the tasks acted on, their
+ * Reads: candidates from two bounded range scans, in-flight tasks past the smallest state threshold
+ * (idx_task_transitions_in_flight) and unfinished tasks past their template's lifetime
+ * (idx_tasks_unfinished_by_template); their current transition (idx_task_transitions_uuid_most_recent),
+ * template lifecycle config, pending DLQ entries (idx_dlq_unique_pending_task); for the tasks acted on, their
  * steps, step transitions and edges (to pick the reason).
  * Writes: an `error` transition and/or a pending tasker_tasks_dlq row per stale task, both in one
  * statement per batch; NOTIFY events. Never tasker_lifecycle_settings: `migrate` and worker start
@@ -15,7 +17,8 @@
  * statement_timeout of each batch), dry_run, the action switches, the enabled reasons and the
  * event channel.
  *
- * One run: call detect_stale_tasks_batch page by page, each page after the previous one's last
+ * One run: gather the candidates by lifetime once (stale_lifetime_candidates), then call
+ * detect_stale_tasks_batch page by page with them, each page after the previous one's last
  * (state entry, task uuid) key, until a page comes back short, max_batches is reached, or the run
  * is aborted (checked between batches). Every page judges staleness against ctx.now (the run's
  * time); rows written are stamped with the statement's clock, never earlier than the transition
@@ -36,6 +39,7 @@ import {
   type DetectCursor,
   detectStaleTasksBatch,
   settingsFromConfig,
+  staleLifetimeCandidates,
 } from '../src/db/queries/staleness.ts';
 import { DLQ_REASONS, type DlqReason } from '../src/domain/dlq.ts';
 import { isFailure, type StalenessActionTaken, type StaleTaskResult } from '../src/domain/staleness.ts';
@@ -147,6 +151,21 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
     let batches = 0;
     let aborted = false;
     let after: DetectCursor | null = null;
+    // Candidates by lifetime, once per pass (they do not depend on the cursor); candidates by time
+    // in state are read by each page from its cursor on.
+    let lifetimeCandidates: string[];
+    try {
+      lifetimeCandidates = await staleLifetimeCandidates(
+        ctx.pool,
+        ctx.now,
+        options.task_max_lifetime_hours,
+        options.batch_statement_timeout_ms,
+      );
+    } catch (err) {
+      throw new Error(`detection's lifetime candidates could not be read: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
     for (;;) {
       if (ctx.signal.aborted) {
         aborted = true;
@@ -160,6 +179,7 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
           batchSize: options.batch_size,
           settings,
           after,
+          lifetimeCandidates,
           statementTimeoutMs: options.batch_statement_timeout_ms,
         });
       } catch (err) {

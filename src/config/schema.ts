@@ -311,6 +311,14 @@ export const ArchiveSchema = z.strictObject({
     .describe(
       'Milliseconds an archival run waits between batches, giving the live workload the I/O and locks back.',
     ),
+  duty_cycle_percent: z
+    .int()
+    .min(1)
+    .max(100)
+    .default(100)
+    .describe(
+      "Percent of an archival run's wall time spent in batches: after a batch of t ms the run waits t x (100 - p) / p ms (at least pause_between_batches_ms), so 50 halves the rate at which archival takes the database and 25 quarters it. 100: only the fixed pause.",
+    ),
   dry_run: z
     .boolean()
     .default(false)

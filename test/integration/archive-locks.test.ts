@@ -29,6 +29,7 @@ const OPTIONS: ArchiveFinishedTasksOptions = {
   dry_run: false,
   batch_size: 4,
   pause_between_batches_ms: 0,
+  duty_cycle_percent: 100,
   // short, so that waiting for the lock (the old behaviour) fails the test quickly
   batch_statement_timeout_ms: 500,
 };

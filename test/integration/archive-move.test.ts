@@ -36,6 +36,7 @@ const OPTIONS: ArchiveFinishedTasksOptions = {
   max_batches: 1000,
   batch_statement_timeout_ms: 30_000,
   pause_between_batches_ms: 0,
+  duty_cycle_percent: 100,
   policies: {
     archive_completed: true,
     archive_failed: true,

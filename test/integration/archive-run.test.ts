@@ -7,6 +7,7 @@ import archiveJob, {
   type ArchiveFinishedTasksOptions,
   type ArchiveProgress,
   archiveSchedule,
+  pauseAfter,
   runArchival,
 } from '../../jobs/archive-finished-tasks.ts';
 import { parseArgs } from '../../src/cli/args.ts';
@@ -60,6 +61,7 @@ describe('the run', () => {
       max_batches: 1000,
       batch_statement_timeout_ms: 5000,
       pause_between_batches_ms: 20,
+      duty_cycle_percent: 100,
       policies: {
         archive_completed: true,
         archive_failed: true,
@@ -244,6 +246,20 @@ describe('statement timeouts', () => {
   });
 });
 
+describe('duty cycle', () => {
+  it('pauses so that batches take at most the duty cycle of the wall time, never less than the fixed pause', () => {
+    expect(pauseAfter(400, 20, 100)).toBe(20);
+    expect(pauseAfter(400, 20, 50)).toBe(400);
+    expect(pauseAfter(400, 20, 25)).toBe(1200);
+    expect(pauseAfter(400, 20, 1)).toBe(39600);
+    expect(pauseAfter(10, 20, 50)).toBe(20);
+    const batch = 300;
+    for (const percent of [100, 75, 50, 25, 10]) {
+      expect(batch / (batch + pauseAfter(batch, 0, percent))).toBeCloseTo(percent / 100, 2);
+    }
+  });
+});
+
 describe('configuration and flags', () => {
   const configProblems = (env: Record<string, string>) => {
     try {
@@ -261,6 +277,12 @@ describe('configuration and flags', () => {
     ]);
     expect(configProblems({ TASKER__archive__pause_between_batches_ms: '-1' })).toEqual([
       'archive.pause_between_batches_ms = -1 (from TASKER__archive__pause_between_batches_ms): expected a whole number from 0 to 60000',
+    ]);
+    expect(configProblems({ TASKER__archive__duty_cycle_percent: '0' })).toEqual([
+      'archive.duty_cycle_percent = 0 (from TASKER__archive__duty_cycle_percent): expected a whole number from 1 to 100',
+    ]);
+    expect(configProblems({ TASKER__archive__duty_cycle_percent: '101' })).toEqual([
+      'archive.duty_cycle_percent = 101 (from TASKER__archive__duty_cycle_percent): expected a whole number from 1 to 100',
     ]);
     expect(configProblems({ TASKER__archive__policies__archive_resolved_manualy: 'true' })[0]).toMatch(
       /^archive\.policies\.archive_resolved_manualy .*unknown key; did you mean archive\.policies\.archive_resolved_manually\?/,

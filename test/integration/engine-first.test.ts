@@ -52,6 +52,7 @@ const OPTIONS: ArchiveFinishedTasksOptions = {
   ...archiveJob.optionsFromConfig(loadConfig({ env: {} }).config),
   dry_run: false,
   pause_between_batches_ms: 0,
+  duty_cycle_percent: 100,
 };
 
 async function engineDatabase(extraSql: string): Promise<TestDatabase> {

@@ -37,6 +37,11 @@ export interface DetectBatchParams {
   settings: Omit<LifecycleSettings, 'max_pending_age_hours'>;
   /** Where the previous page ended (null: the first page). */
   after: DetectCursor | null;
+  /**
+   * The pass's candidates by lifetime (staleLifetimeCandidates, gathered once per pass); null:
+   * the batch gathers them itself.
+   */
+  lifetimeCandidates?: string[] | null;
   /** statement_timeout of the batch's transaction (SET LOCAL), in milliseconds. */
   statementTimeoutMs: number;
 }
@@ -61,7 +66,8 @@ export interface DetectBatchResult {
  * task uuid) order, acted on in one statement (real run; their rows locked FOR UPDATE SKIP
  * LOCKED) or only reported (dry run; nothing locked, nothing written). Its own transaction, under
  * SET LOCAL statement_timeout, so a batch that runs too long is cancelled (57014) and rolled back
- * whole. Reads idx_task_transitions_in_flight; see get_stale_tasks_for_dlq.
+ * whole. Reads candidates through idx_task_transitions_in_flight and idx_tasks_unfinished_by_template
+ * (bounded by the smallest thresholds in force); see get_stale_tasks_for_dlq (migration 0060).
  * On a pool it takes a connection for the batch; on a client (tests with separate sessions) it
  * runs on that client, which must not be inside a transaction.
  */
@@ -77,6 +83,39 @@ export async function detectStaleTasksBatch(
     return page;
   } catch (err) {
     await db.query('ROLLBACK').catch(() => undefined); // the batch's error is the one to report
+    throw err;
+  }
+}
+
+/**
+ * The tasks in flight at this moment that are past their template's lifetime at `now`
+ * (stale_lifetime_candidates, migration 0060: a range scan of idx_tasks_unfinished_by_template per
+ * lifetime in force, each row probed through idx_task_transitions_state_lookup). A detection pass
+ * gathers them once and hands them to every page, so the lifetime scan is not repeated per page.
+ * Its own transaction under SET LOCAL statement_timeout.
+ */
+export async function staleLifetimeCandidates(
+  db: pg.Pool | pg.Client,
+  now: Date,
+  taskMaxLifetimeHours: number,
+  statementTimeoutMs: number,
+): Promise<string[]> {
+  const read = async (client: pg.PoolClient | pg.Client) => {
+    await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${statementTimeoutMs}ms`]);
+    const { rows } = await client.query<{ ids: string[] }>(
+      'SELECT stale_lifetime_candidates($1, $2) AS ids',
+      [now, taskMaxLifetimeHours],
+    );
+    return rows[0]!.ids;
+  };
+  if (db instanceof pg.Pool) return withTransaction(db, read);
+  await db.query('BEGIN');
+  try {
+    const ids = await read(db);
+    await db.query('COMMIT');
+    return ids;
+  } catch (err) {
+    await db.query('ROLLBACK').catch(() => undefined);
     throw err;
   }
 }
@@ -100,7 +139,7 @@ async function detectPage(
             b.task_age_minutes, b.planned_action, b.dlq_entry_uuid, b.dlq_reason, b.named_task_uuid,
             b.template_problems, b.page_last_entered_at::text AS page_last_entered_at, b.page_last_task_uuid
        FROM detect_stale_tasks_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::dlq_reason[], $11,
-                                     $12::timestamptz, $13::uuid) b`,
+                                     $12::timestamptz, $13::uuid, $14::uuid[]) b`,
     [
       p.now,
       p.dryRun,
@@ -115,6 +154,7 @@ async function detectPage(
       s.event_channel,
       p.after?.stateEnteredAt ?? null,
       p.after?.taskUuid ?? null,
+      p.lifetimeCandidates ?? null,
     ],
   );
   const first = rows[0];

@@ -1,0 +1,88 @@
+/**
+ * Discovery bounded by the smallest thresholds in force (migration 0060): candidates come from a
+ * range scan of the in-flight index up to the smallest state threshold (defaults and every template
+ * override) and, per template, a range scan of unfinished tasks up to that template's lifetime.
+ * These cases sit on the new boundaries: an override smaller than every default, lifetime-stale
+ * tasks whose state entry is recent, and ties on the cursor's key mixing both rules.
+ */
+import { beforeEach, describe, expect, it } from '@jest/globals';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
+import { defaultOptions, detect } from '../helpers/detection.ts';
+import {
+  currentState,
+  insertTask,
+  insertTemplate,
+  minutesBefore,
+  NOW,
+  type Template,
+} from '../helpers/factories.ts';
+
+const db = useTestDatabase();
+let plain: Template;
+
+beforeEach(async () => {
+  await resetTables(db.pool);
+  plain = await insertTemplate(db.pool, { name: 'plain' });
+});
+
+/** A task that entered `state` `minutes` before NOW and was created `ageMinutes` before NOW. */
+function task(state: string, minutes: number, ageMinutes: number, template = plain): Promise<string> {
+  return insertTask(db.pool, {
+    template,
+    state,
+    enteredAt: minutesBefore(NOW, minutes),
+    createdAt: minutesBefore(NOW, ageMinutes),
+  });
+}
+
+const ids = (r: { tasks: { task_uuid: string }[] }) => r.tasks.map((x) => x.task_uuid).sort();
+
+describe('bounded discovery', () => {
+  it('a template state threshold smaller than every default is honoured at its boundary', async () => {
+    const quick = await insertTemplate(db.pool, {
+      name: 'quick',
+      lifecycle: { max_steps_in_process_minutes: 5 },
+    });
+    const over = await task('steps_in_process', 5, 65, quick);
+    await task('steps_in_process', 4, 64, quick);
+    await task('steps_in_process', 5, 65); // the default (30 min) applies to other templates
+    const result = await detect(db, defaultOptions({ dry_run: true }));
+    expect(ids(result)).toEqual([over]);
+    expect(result.tasks[0]).toMatchObject({ stale_by: 'state_threshold', staleness_threshold_minutes: 5 });
+  });
+
+  it('a task past its lifetime is found although it entered its state a minute ago', async () => {
+    const over = await task('waiting_for_retry', 1, 24 * 60);
+    await task('waiting_for_retry', 1, 24 * 60 - 1);
+    const result = await detect(db, defaultOptions({ dry_run: true }));
+    expect(ids(result)).toEqual([over]);
+    expect(result.tasks[0]).toMatchObject({ stale_by: 'task_lifetime', staleness_threshold_minutes: 1440 });
+  });
+
+  it("a template lifetime shorter than every state threshold applies to that template's tasks only", async () => {
+    const brief = await insertTemplate(db.pool, { name: 'brief', lifecycle: { max_duration_minutes: 3 } });
+    const over = await task('steps_in_process', 1, 3, brief);
+    await task('steps_in_process', 1, 2, brief);
+    await task('steps_in_process', 1, 3); // 24 h for the plain template
+    const result = await detect(db, defaultOptions({ dry_run: true }));
+    expect(ids(result)).toEqual([over]);
+    expect(result.tasks[0]).toMatchObject({ stale_by: 'task_lifetime', staleness_threshold_minutes: 3 });
+  });
+
+  it('ties on the state-entry time, across both rules, are paged exactly once, dry run and real run alike', async () => {
+    // Seven tasks entered their state at the same instant: four stale by state (waiting_for_retry,
+    // 30 min), three stale only by lifetime (pending: 1440 min, but created 25 h ago).
+    const tied: string[] = [];
+    for (let i = 0; i < 4; i++) tied.push(await task('waiting_for_retry', 100, 160));
+    for (let i = 0; i < 3; i++) tied.push(await task('pending', 100, 25 * 60));
+    await task('pending', 100, 24 * 60 - 1); // neither rule
+    const dry = await detect(db, defaultOptions({ dry_run: true, batch_size: 2, max_batches: 10 }));
+    expect(dry.batches).toBe(4);
+    expect(dry.tasks.map((x) => x.task_uuid)).toHaveLength(7);
+    expect(ids(dry)).toEqual([...tied].sort());
+    const real = await detect(db, defaultOptions({ batch_size: 2, max_batches: 10 }));
+    expect(real.tasks.map((x) => x.task_uuid)).toHaveLength(7);
+    expect(ids(real)).toEqual([...tied].sort());
+    for (const id of tied) expect(await currentState(db.pool, id)).toBe('error');
+  });
+});
