@@ -4,7 +4,19 @@ import { databaseUrl } from '../../db/pool.ts';
 import { migrateBoss } from '../../worker/boss.ts';
 import type { Command } from '../command.ts';
 import { printJson } from '../output.ts';
+import type { Runtime } from '../runtime.ts';
 import { applySettingsFromConfig } from '../settings.ts';
+
+/**
+ * Everything `migrate` does, for `start` too: this system's migrations, pg-boss's schema and the
+ * jobs' queues, and tasker_lifecycle_settings from the configuration.
+ */
+export async function migrateAll(rt: Runtime, command: string) {
+  const result = await migrate(rt.pool);
+  const pgbossSchemaVersion = await migrateBoss(rt.config, databaseUrl(rt.config), rt.logger, JOBS);
+  const settingsChanged = await applySettingsFromConfig(rt.pool, rt.config, rt.logger, command);
+  return { result, pgbossSchemaVersion, settingsChanged };
+}
 
 export const migrateCommand: Command = {
   name: 'migrate',
@@ -13,9 +25,7 @@ export const migrateCommand: Command = {
   args: { flags: {} },
   async run({ flags }, { io, runtime }) {
     const rt = runtime.get();
-    const result = await migrate(rt.pool);
-    const pgbossSchemaVersion = await migrateBoss(rt.config, databaseUrl(rt.config), rt.logger, JOBS);
-    const settingsChanged = await applySettingsFromConfig(rt.pool, rt.config, rt.logger, 'migrate');
+    const { result, pgbossSchemaVersion, settingsChanged } = await migrateAll(rt, 'migrate');
     if (flags.json)
       return printJson(io.stdout, {
         ...result,

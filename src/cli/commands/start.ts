@@ -4,7 +4,6 @@ import detectStaleTasks from '../../../jobs/detect-stale-tasks.ts';
 import { JOBS } from '../../../jobs/index.ts';
 import type { Config } from '../../config/schema.ts';
 import { startEmbeddedPostgres } from '../../db/embedded.ts';
-import { migrate } from '../../db/migrate.ts';
 import { createPool, databaseUrl, embeddedDataDir, isEmbedded } from '../../db/pool.ts';
 import {
   createDemoTask,
@@ -14,12 +13,13 @@ import {
   seedFinishedTasks,
   transition,
 } from '../../db/queries/demo-engine.ts';
+import { redactCredentials } from '../../redact.ts';
 import type { Logger } from '../../telemetry/logger.ts';
-import { createBoss, migrateBoss } from '../../worker/boss.ts';
+import { createBoss } from '../../worker/boss.ts';
 import { startWorker } from '../../worker/process.ts';
-import { ensureQueues, sendRun } from '../../worker/worker.ts';
+import { sendRun } from '../../worker/worker.ts';
 import type { Command } from '../command.ts';
-import { applySettingsFromConfig } from '../settings.ts';
+import { migrateAll } from './migrate.ts';
 import { untilAborted } from './worker.ts';
 
 /**
@@ -51,14 +51,12 @@ export const startCommand: Command = {
       if (embedded) {
         await createDatabaseIfMissing(embedded.url('postgres'), 'tasker');
         logger.info('embedded PostgreSQL running', {
-          url: embedded.url('tasker').replace(/:[^:@/]*@/, ':***@'),
+          url: redactCredentials(embedded.url('tasker')),
           data_dir: embedded.dataDir,
         });
       }
       const url = databaseUrl(config);
-      await migrate(rt.pool);
-      await migrateBoss(config, url, logger);
-      await applySettingsFromConfig(rt.pool, config, logger, 'start');
+      await migrateAll(rt, 'start');
       const worker = await startWorker({ config, url, pool: rt.pool, logger, jobs: JOBS });
       const demo = flags['no-demo'] ? undefined : await startDemo(rt.pool, config, url, logger);
       io.stderr.write(
@@ -114,7 +112,6 @@ async function startDemo(pool: pg.Pool, config: Readonly<Config>, url: string, l
   // Show detection and archival at once rather than at their next scheduled time.
   const boss = createBoss(config, url, 'client', logger);
   await boss.start();
-  await ensureQueues(boss, config, [detectStaleTasks, archiveFinishedTasks]);
   await sendRun(boss, detectStaleTasks, config, {});
   await sendRun(boss, archiveFinishedTasks, config, {});
   await boss.stop({ graceful: false });
