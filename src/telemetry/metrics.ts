@@ -80,6 +80,8 @@ export interface Metrics {
 export interface MetricsOptions {
   /** The jobs this process runs: their counters start at 0. */
   jobs?: readonly string[];
+  /** Seconds between each job's scheduled runs (null: not scheduled), for the not-succeeding alerts. */
+  scheduleIntervals?: Readonly<Record<string, number | null>>;
   /** service.instance.id (default: a random UUID per process). */
   instanceId?: string;
   /** The process environment (OTEL_* variables); default process.env. */
@@ -146,6 +148,8 @@ export function createMetrics(
       aggregation: explicitBuckets(DURATION_BUCKETS_SECONDS),
     })),
     renameWithUnit('tasker.job.last_success.timestamp', 's'),
+    renameWithUnit('tasker.job.schedule_interval', 's'),
+    renameWithUnit('tasker.worker.start_time', 's'),
     renameWithUnit('tasker.dlq.oldest_pending.age', 's'),
     renameWithUnit('tasker.queue.oldest_ready.age', 's'),
     // Node runtime (instrumentation-runtime-node) and process (host-metrics) instruments.
@@ -212,6 +216,22 @@ export function createMetrics(
     description:
       'Unix time of the last completed run of each job seen by this worker (from run history at start). Alert when too old for its schedule.',
   });
+  const scheduleInterval = meter.createObservableGauge('tasker.job.schedule_interval', {
+    unit: 's',
+    description: "Seconds between a job's scheduled runs in this worker's configuration (absent: not scheduled).",
+  });
+  const intervals = Object.entries(options.scheduleIntervals ?? {}).filter(
+    (e): e is [string, number] => e[1] !== null,
+  );
+  scheduleInterval.addCallback((result) => {
+    for (const [job, seconds] of intervals) result.observe(seconds, { tasker_job: job });
+  });
+  const startTime = meter.createObservableGauge('tasker.worker.start_time', {
+    unit: 's',
+    description: 'Unix time this worker process started.',
+  });
+  const startedAt = Math.round(performance.timeOrigin) / 1000;
+  startTime.addCallback((result) => result.observe(startedAt));
   const workDone = meter.createCounter('tasker.job.work_done', {
     unit: '{item}',
     description: 'Things runs changed (tasks acted on, entries enriched, task graphs archived), by job.',
@@ -480,4 +500,18 @@ export function createMetrics(
       context.disable();
     },
   };
+}
+
+/** Seconds between runs of a cron expression of src/worker/cron.ts (null: not one of its forms). */
+export function cronIntervalSeconds(cron: string | null): number | null {
+  if (cron === null) return null;
+  if (cron === '* * * * *') return 60;
+  if (cron === '0 * * * *') return 3600;
+  if (cron === '0 0 * * *') return 86400;
+  if (cron === '0 0 * * 0') return 7 * 86400;
+  const minutes = /^\*\/(\d+) \* \* \* \*$/.exec(cron);
+  if (minutes) return Number(minutes[1]) * 60;
+  const hours = /^0 \*\/(\d+) \* \* \*$/.exec(cron);
+  if (hours) return Number(hours[1]) * 3600;
+  return null;
 }

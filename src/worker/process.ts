@@ -3,7 +3,7 @@ import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
 import { migrationStatus } from '../db/migrate.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { createMetrics } from '../telemetry/metrics.ts';
+import { createMetrics, cronIntervalSeconds } from '../telemetry/metrics.ts';
 import { createBoss } from './boss.ts';
 import { type HealthServer, startHealthServer } from './health.ts';
 import { logRuns, RunObserver, recordRuns } from './observe.ts';
@@ -62,7 +62,12 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
   }
   const observer = new RunObserver();
   const metrics = o.config.metrics.enabled
-    ? createMetrics(observer, o.pool, o.logger, { jobs: o.jobs.map((j) => j.name) })
+    ? createMetrics(observer, o.pool, o.logger, {
+        jobs: o.jobs.map((j) => j.name),
+        scheduleIntervals: Object.fromEntries(
+          o.jobs.map((j) => [j.name, cronIntervalSeconds(j.schedule(o.config))]),
+        ),
+      })
     : undefined;
   if (metrics) observer.tracer = metrics.tracer;
   const boss = createBoss(o.config, o.url, 'worker', o.logger, metrics?.meterProvider);
