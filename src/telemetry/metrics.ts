@@ -218,7 +218,8 @@ export function createMetrics(
   });
   const scheduleInterval = meter.createObservableGauge('tasker.job.schedule_interval', {
     unit: 's',
-    description: "Seconds between a job's scheduled runs in this worker's configuration (absent: not scheduled).",
+    description:
+      "Seconds between a job's scheduled runs in this worker's configuration (absent: not scheduled).",
   });
   const intervals = Object.entries(options.scheduleIntervals ?? {}).filter(
     (e): e is [string, number] => e[1] !== null,
@@ -429,7 +430,6 @@ export function createMetrics(
   );
   observer.on('rejected', (r: RunRejected) =>
     safely(r.job, () => {
-      recordWait(r);
       runs.add(1, { tasker_job: r.job, trigger: r.trigger, outcome: 'rejected' });
       runDuration.record(r.duration_ms / 1000, { tasker_job: r.job, outcome: 'rejected' });
     }),
