@@ -10,12 +10,13 @@ import {
 } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { HostMetrics } from '@opentelemetry/host-metrics';
+import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
 import { RuntimeNodeInstrumentation } from '@opentelemetry/instrumentation-runtime-node';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { AggregationType, type ViewOptions } from '@opentelemetry/sdk-metrics';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
-import type pg from 'pg';
+import pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import { pendingSummary } from '../db/queries/dlq.ts';
 import { lastCompletedRun } from '../db/queries/job-runs.ts';
@@ -141,6 +142,7 @@ export function createMetrics(
     'tasker.queue.wait.duration',
     'messaging.client.operation.duration',
     'messaging.process.duration',
+    'db.client.operation.duration',
   ];
   const views: ViewOptions[] = [
     ...durationHistograms.map((name) => ({
@@ -174,6 +176,9 @@ export function createMetrics(
       aggregation: { type: AggregationType.DROP as const },
     },
   ];
+  // With tracing on, pg's queries (ours and pg-boss's) become spans under the run's span. pg is
+  // already loaded (imported before the SDK starts), so its client is patched here directly.
+  const pgInstrumentation = tracing ? new PgInstrumentation({ requireParentSpan: true }) : null;
   const sdk = new NodeSDK({
     resource: resourceFromAttributes({
       [ATTR_SERVICE_NAME]: SERVICE_NAME,
@@ -184,13 +189,17 @@ export function createMetrics(
     autoDetectResources: false,
     metricReaders: [exporter],
     views,
-    instrumentations: [new RuntimeNodeInstrumentation({ monitoringPrecision: 1000 })],
+    instrumentations: [
+      new RuntimeNodeInstrumentation({ monitoringPrecision: 1000 }),
+      ...(pgInstrumentation ? [pgInstrumentation] : []),
+    ],
     // Traces only when asked for: no span processor otherwise (the tracer stays a no-op).
     ...(tracing ? {} : { spanProcessors: [] }),
     // Logs go to winston, not through the SDK.
     logRecordProcessors: [],
   });
   sdk.start();
+  if (pgInstrumentation) patchLoadedPg(pgInstrumentation);
   const provider = metricsApi.getMeterProvider();
   const host = new HostMetrics({
     meterProvider: provider,
@@ -514,4 +523,11 @@ export function cronIntervalSeconds(cron: string | null): number | null {
   const hours = /^0 \*\/(\d+) \* \* \*$/.exec(cron);
   if (hours) return Number(hours[1]) * 3600;
   return null;
+}
+
+/** Applies instrumentation-pg to the pg module already loaded (its require hook only sees later loads). */
+function patchLoadedPg(instrumentation: PgInstrumentation): void {
+  const definition = instrumentation.getModuleDefinitions().find((d) => d.name === 'pg');
+  const version = (pg as unknown as { version?: string }).version;
+  definition?.patch?.(pg, version);
 }
