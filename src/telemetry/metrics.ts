@@ -179,6 +179,7 @@ export function createMetrics(
   // With tracing on, pg's queries (ours and pg-boss's) become spans under the run's span. pg is
   // already loaded (imported before the SDK starts), so its client is patched here directly.
   const pgInstrumentation = tracing ? new PgInstrumentation({ requireParentSpan: true }) : null;
+  const runtimeInstrumentation = new RuntimeNodeInstrumentation({ monitoringPrecision: 1000 });
   const sdk = new NodeSDK({
     resource: resourceFromAttributes({
       [ATTR_SERVICE_NAME]: SERVICE_NAME,
@@ -189,10 +190,7 @@ export function createMetrics(
     autoDetectResources: false,
     metricReaders: [exporter],
     views,
-    instrumentations: [
-      new RuntimeNodeInstrumentation({ monitoringPrecision: 1000 }),
-      ...(pgInstrumentation ? [pgInstrumentation] : []),
-    ],
+    instrumentations: [runtimeInstrumentation, ...(pgInstrumentation ? [pgInstrumentation] : [])],
     // Traces only when asked for: no span processor otherwise (the tracer stays a no-op).
     ...(tracing ? {} : { spanProcessors: [] }),
     // Logs go to winston, not through the SDK.
@@ -501,6 +499,9 @@ export function createMetrics(
     shutdown: async () => {
       if (shutDown) return;
       shutDown = true;
+      // NodeSDK.shutdown leaves instrumentations enabled (the runtime one keeps a timer).
+      runtimeInstrumentation.disable();
+      pgInstrumentation?.disable();
       await sdk.shutdown();
       // Unregistered, so another SDK can start in the same process (tests, library use).
       metricsApi.disable();
