@@ -37,6 +37,9 @@ export function createBoss(
     monitorIntervalSeconds: w.monitor_interval_seconds,
     cronMonitorIntervalSeconds: w.cron_monitor_interval_seconds,
     clockMonitorIntervalSeconds: w.clock_monitor_interval_seconds,
+    // Each monitor pass records wait times and the oldest ready job's age per queue (the
+    // queue_stats table, kept queueStatRetentionDays): tasker_queue_oldest_ready_age_seconds.
+    persistQueueStats: role === 'worker',
     // pg-boss's own instruments (pgboss.queue.jobs, messaging.*) join ours on /metrics.
     ...(meterProvider ? { openTelemetry: { enabled: true, meterProvider } } : {}),
   });

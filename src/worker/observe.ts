@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
+import { SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
 import type pg from 'pg';
 import { finishRun, insertRun, pruneRuns, updateRunCounts } from '../db/queries/job-runs.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { SERVICE_VERSION } from '../telemetry/service.ts';
 
 /**
  * Every run of every job, observed from one place. observeRun wraps a job's run() and emits
@@ -19,6 +21,10 @@ export interface RunStart {
   trigger: RunTrigger;
   /** pg-boss job id, for runs that came through a queue. */
   pgboss_job_id: string | null;
+  /** 1 for a request's first attempt, 2 for its first retry... (pg-boss retryCount + 1); null outside pg-boss. */
+  attempt: number | null;
+  /** How long the request waited in its queue once it could start (null outside pg-boss). */
+  wait_seconds: number | null;
   worker: string;
   started_at: Date;
   options: unknown;
@@ -71,15 +77,38 @@ export interface RunInterrupted extends RunStart {
   detail: string;
 }
 
+/**
+ * A run refused before it started: its request or options failed validation (a ZodError). It is
+ * observed like any other run (log line, history row, metrics), with outcome "rejected".
+ */
+export interface RunRejected extends RunStart {
+  duration_ms: number;
+  error: Error;
+}
+
 type RunEvents = {
   start: [RunStart];
   batch: [RunBatch];
   end: [RunEnd];
   failure: [RunFailure];
   interrupted: [RunInterrupted];
+  rejected: [RunRejected];
 };
 
-export class RunObserver extends EventEmitter<RunEvents> {}
+export class RunObserver extends EventEmitter<RunEvents> {
+  /** Makes a span per run (a no-op tracer unless tracing is on). */
+  tracer: Tracer = trace.getTracer('tasker-lifecycle');
+}
+
+/** Thrown inside a run (before it does anything) when its request or options are invalid. */
+export class RunRejection extends Error {
+  override name = 'RunRejection';
+  readonly reason: Error;
+  constructor(reason: Error) {
+    super(reason.message, { cause: reason });
+    this.reason = reason;
+  }
+}
 
 /** Emits without letting a throwing subscriber reach the run. */
 function safeEmit<K extends keyof RunEvents>(observer: RunObserver, event: K, ...args: RunEvents[K]): void {
@@ -99,6 +128,10 @@ export interface RunDescription {
   trigger: RunTrigger;
   options: unknown;
   pgbossJobId?: string | null;
+  /** pg-boss retryCount + 1. */
+  attempt?: number | null;
+  /** Seconds the request waited in its queue once it could start. */
+  waitSeconds?: number | null;
   /** Says, from the result, whether the run stopped early because it was asked to (interrupted, not completed). */
   interruptedBy?: (result: never) => string | null;
 }
@@ -113,10 +146,46 @@ export async function observeRun<R>(
     job: d.job,
     trigger: d.trigger,
     pgboss_job_id: d.pgbossJobId ?? null,
+    attempt: d.attempt ?? null,
+    wait_seconds: d.waitSeconds ?? null,
     worker: WORKER_NAME,
     started_at: new Date(),
     options: d.options,
   };
+  return observer.tracer.startActiveSpan(
+    `run ${d.job}`,
+    {
+      attributes: {
+        'tasker.job': d.job,
+        'tasker.run_id': start.run_id,
+        'tasker.trigger': d.trigger,
+        ...(start.pgboss_job_id ? { 'messaging.message.id': start.pgboss_job_id } : {}),
+        ...(start.attempt ? { 'tasker.attempt': start.attempt } : {}),
+      },
+    },
+    async (span) => {
+      try {
+        const result = await observeStarted(observer, d, start, run);
+        span.setAttribute('tasker.outcome', 'completed');
+        return result;
+      } catch (err) {
+        span.setAttribute('tasker.outcome', err instanceof RunRejection ? 'rejected' : 'failed');
+        span.recordException(err as Error);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+        throw err;
+      } finally {
+        span.end();
+      }
+    },
+  );
+}
+
+async function observeStarted<R>(
+  observer: RunObserver,
+  d: RunDescription,
+  start: RunStart,
+  run: (progress: (batch: unknown) => void) => Promise<R>,
+): Promise<R> {
   const t0 = performance.now();
   safeEmit(observer, 'start', start);
   let totals: Record<string, number> | null = null;
@@ -158,6 +227,14 @@ export async function observeRun<R>(
     });
     return result;
   } catch (thrown) {
+    if (thrown instanceof RunRejection) {
+      safeEmit(observer, 'rejected', {
+        ...start,
+        duration_ms: Math.round(performance.now() - t0),
+        error: thrown.reason,
+      });
+      throw thrown;
+    }
     const error = thrown instanceof Error ? thrown : new Error(String(thrown));
     safeEmit(observer, 'failure', {
       ...start,
@@ -194,11 +271,13 @@ export function countsOf(result: unknown): Record<string, unknown> {
  */
 export function observeLostRun(
   observer: RunObserver,
-  run: Omit<RunStart, 'trigger'> & { trigger: string },
+  run: Omit<RunStart, 'trigger' | 'attempt' | 'wait_seconds'> & { trigger: string },
   detail: string,
 ): void {
   safeEmit(observer, 'interrupted', {
     ...run,
+    attempt: null,
+    wait_seconds: null,
     trigger: run.trigger as RunTrigger,
     reason: 'worker_lost',
     duration_ms: null,
@@ -208,41 +287,58 @@ export function observeLostRun(
   });
 }
 
-/** Info when a run did something, debug when it found nothing, warn when interrupted, error when it failed. */
+/** The fixed envelope of every run log line; the job's own counts go under `counts`. */
+export function runEnvelope(
+  r: RunStart,
+  outcome: 'started' | 'completed' | 'failed' | 'interrupted' | 'rejected',
+  durationMs: number | null,
+  counts: Record<string, unknown> | null,
+) {
+  return {
+    job: r.job,
+    run_id: r.run_id,
+    pgboss_job_id: r.pgboss_job_id,
+    attempt: r.attempt,
+    trigger: r.trigger,
+    outcome,
+    duration_ms: durationMs,
+    worker: r.worker,
+    pid: process.pid,
+    version: SERVICE_VERSION,
+    counts,
+  };
+}
+
+/**
+ * One log line per run event, each with the fixed envelope (runEnvelope): info when a run did
+ * something, debug when it found nothing, warn when interrupted or rejected, error when it failed.
+ */
 export function logRuns(observer: RunObserver, logger: Logger): void {
-  observer.on('start', (r) =>
-    logger.debug(`${r.job}: run started`, { job: r.job, run_id: r.run_id, trigger: r.trigger }),
-  );
+  observer.on('start', (r) => logger.debug(`${r.job}: run started`, runEnvelope(r, 'started', null, null)));
   observer.on('end', (r) => {
-    logger.log(r.work_done > 0 ? 'info' : 'debug', `${r.job}: run finished`, {
-      job: r.job,
-      run_id: r.run_id,
-      trigger: r.trigger,
-      duration_ms: r.duration_ms,
-      ...r.counts,
-    });
+    logger.log(
+      r.work_done > 0 ? 'info' : 'debug',
+      `${r.job}: run finished`,
+      runEnvelope(r, 'completed', r.duration_ms, r.counts),
+    );
   });
   observer.on('interrupted', (r) =>
     logger.warn(`${r.job}: run interrupted (${r.reason}): ${r.detail}`, {
-      job: r.job,
-      run_id: r.run_id,
-      trigger: r.trigger,
-      outcome: 'interrupted',
+      ...runEnvelope(r, 'interrupted', r.duration_ms, r.counts),
       reason: r.reason,
-      worker: r.worker,
-      pgboss_job_id: r.pgboss_job_id,
-      ...(r.duration_ms === null ? {} : { duration_ms: r.duration_ms }),
-      ...(r.counts ?? {}),
     }),
   );
   observer.on('failure', (r) =>
     logger.error(`${r.job}: run failed: ${r.error.message}`, {
-      job: r.job,
-      run_id: r.run_id,
-      trigger: r.trigger,
-      duration_ms: r.duration_ms,
+      ...runEnvelope(r, 'failed', r.duration_ms, r.counts),
       error: r.error.message,
       stack: r.error.stack,
+    }),
+  );
+  observer.on('rejected', (r) =>
+    logger.warn(`${r.job}: run rejected: ${r.error.message}`, {
+      ...runEnvelope(r, 'rejected', r.duration_ms, null),
+      error: r.error.message,
     }),
   );
 }
@@ -307,7 +403,7 @@ export function recordRuns(
   );
   const finish = (
     r: RunStart,
-    outcome: 'completed' | 'failed' | 'interrupted',
+    outcome: 'completed' | 'failed' | 'interrupted' | 'rejected',
     duration: number | null,
     counts: unknown,
     error: string | null,
@@ -329,6 +425,7 @@ export function recordRuns(
   // Counts so far, per batch: a run that fails or is cut off later keeps what it did.
   observer.on('batch', (r) => void chain(r.run_id, () => updateRunCounts(pool, r.run_id, r.totals)));
   observer.on('failure', (r) => void finish(r, 'failed', r.duration_ms, r.counts, r.error.message));
+  observer.on('rejected', (r) => void finish(r, 'rejected', r.duration_ms, null, r.error.message));
   observer.on(
     'interrupted',
     (r) => void finish(r, 'interrupted', r.duration_ms, r.counts, `${r.reason}: ${r.detail}`),

@@ -3,12 +3,12 @@ import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
 import { migrationStatus } from '../db/migrate.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { createMetrics } from '../telemetry/metrics.ts';
+import { createMetrics, cronIntervalSeconds } from '../telemetry/metrics.ts';
 import { createBoss } from './boss.ts';
 import { type HealthServer, startHealthServer } from './health.ts';
 import { logRuns, RunObserver, recordRuns } from './observe.ts';
 import { type Recovery, startRecovery } from './recovery.ts';
-import { type AnyJob, applySchedules, ensureQueues, workQueues } from './worker.ts';
+import { type AnyJob, applySchedules, deadLetterQueue, ensureQueues, workQueues } from './worker.ts';
 
 /**
  * A worker process's life: check the schema, start pg-boss, create queues and schedules, work the
@@ -61,9 +61,25 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
     );
   }
   const observer = new RunObserver();
-  const metrics = o.config.metrics.enabled ? createMetrics(observer, o.pool, o.logger) : undefined;
+  const metrics = o.config.metrics.enabled
+    ? createMetrics(observer, o.pool, o.logger, {
+        jobs: o.jobs.map((j) => j.name),
+        scheduleIntervals: Object.fromEntries(
+          o.jobs.map((j) => [j.name, cronIntervalSeconds(j.schedule(o.config))]),
+        ),
+      })
+    : undefined;
+  if (metrics) observer.tracer = metrics.tracer;
   const boss = createBoss(o.config, o.url, 'worker', o.logger, metrics?.meterProvider);
-  await startBoss(boss);
+  metrics?.watchQueues(
+    boss,
+    o.jobs.map((j) => j.name),
+    (job) => deadLetterQueue({ name: job }),
+  );
+  await startBoss(boss).catch(async (err) => {
+    await metrics?.shutdown();
+    throw err;
+  });
   logRuns(observer, o.logger);
   const history = recordRuns(observer, o.pool, o.config.worker.run_history_days, o.logger);
   const shutdown = new AbortController();
@@ -98,6 +114,7 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
     await recovery?.stop();
     await health?.close();
     await boss.stop({ graceful: false });
+    await metrics?.shutdown();
     throw err;
   }
   state.started = true;

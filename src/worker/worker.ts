@@ -6,7 +6,7 @@ import { requeueRun, waitingRun } from '../db/queries/boss-jobs.ts';
 import { databaseNow } from '../db/queries/server.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { JobDefinition } from './job.ts';
-import { countsOf, observeRun, type RunObserver } from './observe.ts';
+import { countsOf, observeRun, type RunObserver, RunRejection } from './observe.ts';
 
 /**
  * The pg-boss side of the jobs: one queue per job (and a dead-letter queue `<job>.failed` for runs
@@ -160,15 +160,25 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
       job.name,
       {
         batchSize: job.batch?.size ?? 1,
+        includeMetadata: true,
         pollingIntervalSeconds: deps.config.worker.polling_interval_seconds,
         heartbeatRefreshSeconds: heartbeatRefreshSeconds(deps.config),
       },
       async (requests) => {
-        const parsed = requests.map((r) => RunRequest.parse(r.data));
-        const optionsList = parsed.map((p) =>
-          job.optionsSchema.parse({ ...job.optionsFromConfig(deps.config), ...p.options }),
-        );
-        const options = job.batch ? job.batch.merge(optionsList) : optionsList[0];
+        // Validation happens inside the observed run: a request or options that fail it give a
+        // run with outcome "rejected" (log line, history row, metrics), not a silent retry.
+        let parsed: RunRequest[] = [];
+        let options: unknown;
+        let rejection: RunRejection | null = null;
+        try {
+          parsed = requests.map((r) => RunRequest.parse(r.data));
+          const optionsList = parsed.map((p) =>
+            job.optionsSchema.parse({ ...job.optionsFromConfig(deps.config), ...p.options }),
+          );
+          options = job.batch ? job.batch.merge(optionsList) : optionsList[0];
+        } catch (err) {
+          rejection = new RunRejection(err as Error);
+        }
         const signal = AbortSignal.any([deps.shutdown, ...requests.map((r) => r.signal)]);
         const first = requests[0]!;
         // Follow-ups are sent per batch, so a run that fails later still sends those of its
@@ -182,15 +192,19 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
             {
               job: job.name,
               workDone: job.workDone,
-              trigger: parsed[0]!.trigger,
-              options,
+              trigger: triggerOf(first.data),
+              // As validated; as sent when they were refused.
+              options: rejection ? ((first.data as { options?: unknown } | null)?.options ?? {}) : options,
               pgbossJobId: first.id,
+              attempt: first.retryCount + 1,
+              waitSeconds: waitSeconds(first as { createdOn?: Date; startAfter?: Date; startedOn?: Date }),
               interruptedBy: (r: { handed_on_to?: string | null }) =>
                 job.stoppedEarly?.(r, options)?.reason === 'aborted'
                   ? `stopped between batches; the rest ${r.handed_on_to ? `was handed on to ${r.handed_on_to}` : 'waits for the next run'}`
                   : null,
             },
             async (progress) => {
+              if (rejection) throw rejection;
               const onBatch = (batch: unknown) => {
                 batchesReported = true;
                 progress(batch);
@@ -219,6 +233,7 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
           );
         } catch (err) {
           await Promise.all(followUps);
+          if (err instanceof RunRejection) throw err.reason;
           if (!job.batch && (await requeueOnConflict(deps, job, first, parsed[0]!, err as Error))) {
             return { failed: (err as Error).message, requeued: true };
           }
@@ -230,6 +245,19 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
       },
     );
   }
+}
+
+/** The trigger a request says it has, read before validation (a malformed one counts as ad hoc). */
+function triggerOf(data: unknown): RunRequest['trigger'] {
+  const trigger = (data as { trigger?: unknown } | null)?.trigger;
+  return trigger === 'schedule' || trigger === 'event' ? trigger : 'adhoc';
+}
+
+/** How long a request waited in its queue from when it could start until a worker took it. */
+function waitSeconds(job: { createdOn?: Date; startAfter?: Date; startedOn?: Date }): number | null {
+  if (!job.startedOn || !job.createdOn) return null;
+  const ready = Math.max(job.createdOn.getTime(), job.startAfter?.getTime() ?? 0);
+  return Math.max(0, (job.startedOn.getTime() - ready) / 1000);
 }
 
 /**

@@ -149,7 +149,9 @@ describe('one worker', () => {
       ).toBe(3);
       expect(value('tasker_staleness_tasks_detected_total{state="waiting_for_retry"}')).toBe(3);
       expect(
-        value('tasker_job_runs_total{job="tasker.detect-stale-tasks",trigger="adhoc",outcome="completed"}'),
+        value(
+          'tasker_job_runs_total{tasker_job="tasker.detect-stale-tasks",trigger="adhoc",outcome="completed"}',
+        ),
       ).toBe(1);
       expect(value('tasker_dlq_pending_investigations')).toBe(3);
       expect(metrics).toContain('pgboss_queue_jobs{');
@@ -349,7 +351,9 @@ describe('a run that fails after committing batches', () => {
           .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
       expect(value('tasker_staleness_tasks_detected_total{state="waiting_for_retry"}')).toBe(2);
       expect(
-        value('tasker_job_runs_total{job="tasker.detect-stale-tasks",trigger="adhoc",outcome="failed"}'),
+        value(
+          'tasker_job_runs_total{tasker_job="tasker.detect-stale-tasks",trigger="adhoc",outcome="failed"}',
+        ),
       ).toBe(1);
     } finally {
       worker.kill('SIGTERM');

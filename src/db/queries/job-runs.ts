@@ -23,7 +23,7 @@ export async function insertRun(db: Db, r: RunStartRow): Promise<void> {
 export interface RunEndRow {
   run_id: string;
   finished_at: Date;
-  outcome: 'completed' | 'failed' | 'interrupted';
+  outcome: 'completed' | 'failed' | 'interrupted' | 'rejected';
   duration_ms: number | null;
   counts: unknown;
   error: string | null;
@@ -116,4 +116,14 @@ export async function recentRuns(db: Db, jobName: string, limit: number): Promis
     [jobName, limit],
   );
   return rows;
+}
+
+/** When the last completed run of a job finished, or null (idx_job_runs_job_completed). */
+export async function lastCompletedRun(db: Db, jobName: string): Promise<Date | null> {
+  const { rows } = await db.query<{ finished_at: Date | null }>(
+    `SELECT finished_at FROM tasker_job_runs WHERE job_name = $1 AND outcome = 'completed'
+      ORDER BY started_at DESC LIMIT 1`,
+    [jobName],
+  );
+  return rows[0]?.finished_at ?? null;
 }
