@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
 import type pg from 'pg';
+import { z } from 'zod';
 import { finishRun, insertRun, pruneRuns, updateRunCounts } from '../db/queries/job-runs.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { SERVICE_VERSION } from '../telemetry/service.ts';
@@ -105,9 +106,15 @@ export class RunRejection extends Error {
   override name = 'RunRejection';
   readonly reason: Error;
   constructor(reason: Error) {
-    super(reason.message, { cause: reason });
+    super(describeRejection(reason), { cause: reason });
     this.reason = reason;
   }
+}
+
+/** A validation failure as one line naming each refused field: `batch_size: Too small: …`. */
+function describeRejection(reason: Error): string {
+  if (!(reason instanceof z.ZodError)) return reason.message;
+  return reason.issues.map((i) => `${i.path.length ? i.path.join('.') : 'request'}: ${i.message}`).join('; ');
 }
 
 /** Emits without letting a throwing subscriber reach the run. */

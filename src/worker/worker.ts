@@ -161,12 +161,16 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
       {
         batchSize: job.batch?.size ?? 1,
         includeMetadata: true,
+        // Each request in a batch is settled on its own: all get the run's counts as output, and a
+        // refused one goes straight to dead letters instead of being retried to the same refusal.
+        perJobResults: true,
         pollingIntervalSeconds: deps.config.worker.polling_interval_seconds,
         heartbeatRefreshSeconds: heartbeatRefreshSeconds(deps.config),
       },
       async (requests) => {
         // Validation happens inside the observed run: a request or options that fail it give a
-        // run with outcome "rejected" (log line, history row, metrics), not a silent retry.
+        // run with outcome "rejected" (log line, history row, metrics), and are dead-lettered
+        // without retries (the same options would be refused again).
         let parsed: RunRequest[] = [];
         let options: unknown;
         let rejection: RunRejection | null = null;
@@ -233,15 +237,25 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
           );
         } catch (err) {
           await Promise.all(followUps);
-          if (err instanceof RunRejection) throw err.reason;
+          if (err instanceof RunRejection) {
+            const output = { rejected: err.message };
+            return requests.map((r) => ({ id: r.id, status: 'deadletter' as const, output }));
+          }
           if (!job.batch && (await requeueOnConflict(deps, job, first, parsed[0]!, err as Error))) {
-            return { failed: (err as Error).message, requeued: true };
+            return [
+              {
+                id: first.id,
+                status: 'completed' as const,
+                output: { failed: (err as Error).message, requeued: true },
+              },
+            ];
           }
           throw err;
         }
         await Promise.all(followUps);
         if (!batchesReported) await sendFollowUps(deps, job, result, byName);
-        return countsOf(result);
+        const output = countsOf(result);
+        return requests.map((r) => ({ id: r.id, status: 'completed' as const, output }));
       },
     );
   }

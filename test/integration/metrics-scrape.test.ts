@@ -358,4 +358,4 @@ it('every instrument of a worker that detected, enriched, archived, failed once 
     ]);
     expect(archived.duration_ms).toBe(rows[0].duration_ms);
   }
-});
+}, 180_000);

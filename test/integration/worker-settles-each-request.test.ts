@@ -1,0 +1,81 @@
+/**
+ * How a worker settles the pg-boss requests of a run: a request whose options the job refuses is
+ * dead-lettered at once (retrying it would be refused the same way), and every request served by
+ * one batched run stores that run's counts as its output.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import { JOBS } from '../../jobs/index.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { silentLogger } from '../../src/telemetry/logger.ts';
+import { createBoss, migrateBoss } from '../../src/worker/boss.ts';
+import { startBoss } from '../../src/worker/process.ts';
+import { deadLetterQueue, ensureQueues } from '../../src/worker/worker.ts';
+import { useTestDatabase } from '../helpers/db.ts';
+import { waitFor } from '../helpers/wait.ts';
+import { bossJobs, runsOf, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
+
+const DETECT = 'tasker.detect-stale-tasks';
+const ENRICH = 'tasker.enrich-dlq-snapshots';
+const WORKER_ENV = {
+  TASKER__staleness_detection__enabled: 'false',
+  // Retries allowed: a refused request must still not use them.
+  TASKER__worker__retry_limit: '3',
+};
+
+const db = useTestDatabase();
+const config = loadConfig({ env: { TASKER_ENV: 'test', ...WORKER_ENV } }).config;
+let client: ReturnType<typeof createBoss>;
+beforeAll(async () => {
+  await migrateBoss(config, db.url, silentLogger());
+  client = createBoss(config, db.url, 'client', silentLogger());
+  await startBoss(client);
+  await ensureQueues(client, config, JOBS);
+});
+afterAll(async () => {
+  await client.stop({ graceful: false });
+});
+
+it('a refused request is dead-lettered without retries; a batched run stores its counts on every request', async () => {
+  // Queued before any worker runs, so the worker takes the three enrichment requests as one batch.
+  const enrichIds: (string | null)[] = [];
+  for (let i = 0; i < 3; i++)
+    enrichIds.push(
+      await client.send(
+        ENRICH,
+        { trigger: 'event', options: { entry_uuids: [randomUUID()] } },
+        { singletonKey: `entry-${i}` },
+      ),
+    );
+  const refusedId = await client.send(DETECT, { trigger: 'adhoc', options: { batch_size: 0 } });
+
+  const worker = startWorkerProcess(db.url, WORKER_ENV);
+  try {
+    await waitForWorkers(db.pool, 1);
+    await waitFor('the refused request to be dead-lettered', async () =>
+      (await bossJobs(db.pool, deadLetterQueue({ name: DETECT }))).length === 1 ? true : undefined,
+    );
+    const [refused] = (await bossJobs(db.pool, DETECT)).filter((j) => j.id === refusedId);
+    expect(refused).toMatchObject({ state: 'failed', retry_count: 0 });
+    expect(refused.output).toEqual({ rejected: 'batch_size: Too small: expected number to be >=1' });
+    const detectRuns = await runsOf(db.pool, DETECT);
+    expect(detectRuns.map((r) => r.outcome)).toEqual(['rejected']);
+
+    await waitFor('the enrichment requests completed', async () =>
+      (await bossJobs(db.pool, ENRICH)).filter((j) => enrichIds.includes(j.id) && j.state === 'completed')
+        .length === 3
+        ? true
+        : undefined,
+    );
+    const enrichRuns = (await runsOf(db.pool, ENRICH)).filter((r) => r.trigger === 'event');
+    expect(enrichRuns).toHaveLength(1);
+    const outputs = (await bossJobs(db.pool, ENRICH))
+      .filter((j) => enrichIds.includes(j.id))
+      .map((j) => j.output);
+    expect(outputs).toEqual([enrichRuns[0]!.counts, enrichRuns[0]!.counts, enrichRuns[0]!.counts]);
+    expect(outputs[0]).toEqual(expect.objectContaining({ requested: 3, not_found: 3 }));
+  } finally {
+    worker.kill('SIGTERM');
+    await worker.done;
+  }
+});
