@@ -4,7 +4,8 @@
  * then through a real PgBouncer 1.18 in transaction pooling mode (migrations through
  * database.direct_url). In each phase: no "too many clients" anywhere (worker logs, CLI output,
  * the server's and PgBouncer's logs); every scheduled detection tick runs exactly once across the
- * 24 (pgboss.job and tasker_job_runs); an ad-hoc archival run (`enqueue archive --wait`) archives
+ * 24 (pgboss.job and tasker_job_runs) and its NOTIFY events reach a listener connected straight
+ * to PostgreSQL; an ad-hoc archival run (`enqueue archive --wait`) archives
  * every finished graph; all 24 exit 0 on SIGTERM. It prints, per phase, each worker's idle RSS and
  * CPU and the connection counts (idle and busy), the figures README's "Scaling out" quotes.
  *
@@ -138,21 +139,15 @@ async function runPhase(
   const migrated = await cli(['migrate']);
   expect({ phase, code: migrated.code, output: migrated.stderr }).toMatchObject({ phase, code: 0 });
 
-  // Rows for the jobs, written straight to PostgreSQL: stale tasks for the ticks' detection, and
-  // finished graphs 40 days old (retention 30) for the ad-hoc archival run.
+  // Rows for the jobs, written straight to PostgreSQL: finished graphs 40 days old (retention 30)
+  // for the ad-hoc archival run (stale tasks come later, once a listener listens).
   const direct = new pg.Pool({ connectionString: server.url(database), max: 2 });
   const workers: CliProcess[] = [];
   let busy: ReturnType<typeof startSampling> | undefined;
+  let listener: pg.Client | undefined;
   try {
     const { rows: now } = await direct.query<{ now: Date }>('SELECT now()');
     const template = await insertTemplate(direct);
-    for (let i = 0; i < STALE_TASKS; i++) {
-      await insertTask(direct, {
-        template,
-        state: 'waiting_for_retry',
-        enteredAt: minutesBefore(now[0]!.now, 30),
-      });
-    }
     await insertFinishedGraphs(direct, {
       named_task_uuid: template.named_task_uuid,
       state: 'complete',
@@ -181,6 +176,25 @@ async function runPhase(
     const cpuAfter = workers.map((w) => cpuTicks(w.pid));
     const cpuPercent = cpuAfter.map((t, i) => ((t - cpuBefore[i]!) / 100 / (IDLE_WINDOW_MS / 1000)) * 100);
     const rssMib = workers.map((w) => rssKib(w.pid) / 1024);
+
+    // A listener straight to PostgreSQL (LISTEN needs a session: never through PgBouncer in
+    // transaction mode) hears detection's NOTIFY, sent by a worker through database.url.
+    listener = new pg.Client({
+      connectionString: server.url(database),
+      application_name: 'scale-test-listener',
+    });
+    await listener.connect();
+    const heard: string[] = [];
+    listener.on('notification', (n) => heard.push(JSON.parse(n.payload ?? '{}').task_uuid));
+    await listener.query('LISTEN task_staleness_detected');
+    // Stale tasks for the first tick's detection, once the listener listens.
+    for (let i = 0; i < STALE_TASKS; i++) {
+      await insertTask(direct, {
+        template,
+        state: 'waiting_for_retry',
+        enteredAt: minutesBefore(now[0]!.now, 30),
+      });
+    }
 
     // Busy: the ticks (detection, enrichment of what it finds) and an ad-hoc archival run, sampled.
     busy = startSampling(database, bouncer);
@@ -239,6 +253,8 @@ async function runPhase(
       [DETECT],
     );
     expect(detected[0]!.n).toBe(STALE_TASKS); // acted on once, by one worker
+    expect(new Set(heard).size).toBe(STALE_TASKS);
+    expect(heard).toHaveLength(STALE_TASKS);
 
     // SIGTERM: all 24 exit 0.
     for (const w of workers) w.kill('SIGTERM');
@@ -282,6 +298,7 @@ async function runPhase(
     };
   } finally {
     await busy?.stop();
+    await listener?.end();
     for (const w of workers) w.kill('SIGKILL');
     await Promise.all(workers.map((w) => w.done.catch(() => undefined)));
     await direct.end();
