@@ -13,7 +13,7 @@
  * minute at a time, as test/integration/worker-schedules.test.ts does. Slow (a few minutes on two
  * shared cores): run by `npm run test:e2e`, not `npm test`.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -79,6 +79,8 @@ interface PhaseFigures {
   server_connections: { idle: number; busy_peak: number };
   /** Client connections the 24 workers hold: to PostgreSQL (direct) or to PgBouncer. */
   client_connections: { idle: number; busy_peak: number };
+  /** One worker's connections (kernel count): mean over workers and samples when idle, most ever. */
+  per_worker_connections: { idle_mean: number; idle_max: number; busy_max: number };
   ticks: number;
   archived: number;
 }
@@ -172,7 +174,13 @@ async function runPhase(
 
     // Idle: RSS and CPU of each worker over a window with nothing to do, and the connections held.
     const cpuBefore = workers.map((w) => cpuTicks(w.pid));
-    const idleSamples = await sampleConnections(database, bouncer, IDLE_WINDOW_MS);
+    const sampled: Sampled = {
+      database,
+      bouncer,
+      port: bouncer?.port ?? server.port,
+      pids: workers.map((w) => w.pid),
+    };
+    const idleSamples = await sampleConnections(sampled, IDLE_WINDOW_MS);
     const cpuAfter = workers.map((w) => cpuTicks(w.pid));
     const cpuPercent = cpuAfter.map((t, i) => ((t - cpuBefore[i]!) / 100 / (IDLE_WINDOW_MS / 1000)) * 100);
     const rssMib = workers.map((w) => rssKib(w.pid) / 1024);
@@ -197,7 +205,7 @@ async function runPhase(
     }
 
     // Busy: the ticks (detection, enrichment of what it finds) and an ad-hoc archival run, sampled.
-    busy = startSampling(database, bouncer);
+    busy = startSampling(sampled);
     const ticks: Date[] = [];
     for (let tick = 0; tick < TICKS; tick++) {
       const minute = await nextTick(direct);
@@ -265,6 +273,8 @@ async function runPhase(
 
     const logs = [...outputs, ...serverLog.slice(serverLogStart)].join('\n');
     expect(logs.split('\n').filter((l) => TOO_MANY.test(l))).toEqual([]);
+    // Nor a pool that ran dry inside a worker (its budget too small for what it does at once).
+    expect(logs.split('\n').filter((l) => /timeout exceeded when trying to connect/.test(l))).toEqual([]);
     const errors = outputs
       .join('\n')
       .split('\n')
@@ -292,6 +302,11 @@ async function runPhase(
       client_connections: {
         idle: Math.max(...idleSamples.map((s) => s.clients)),
         busy_peak: Math.max(...busySamples.map((s) => s.clients)),
+      },
+      per_worker_connections: {
+        idle_mean: round(mean(idleSamples.map((s) => mean(s.perWorker)))),
+        idle_max: Math.max(...idleSamples.flatMap((s) => s.perWorker)),
+        busy_max: Math.max(...busySamples.flatMap((s) => s.perWorker)),
       },
       ticks: ticks.length,
       archived,
@@ -351,9 +366,20 @@ interface ConnectionSample {
   server: number;
   /** The workers' client connections: to PostgreSQL (direct), to PgBouncer (bouncer). */
   clients: number;
+  /** Each worker's open TCP connections to where it connects (the kernel's count, per process). */
+  perWorker: number[];
 }
 
-async function connectionSample(database: string, bouncer?: RunningPgBouncer): Promise<ConnectionSample> {
+interface Sampled {
+  database: string;
+  bouncer: RunningPgBouncer | undefined;
+  /** The port the workers connect to. */
+  port: number;
+  pids: number[];
+}
+
+async function connectionSample({ database, bouncer, port, pids }: Sampled): Promise<ConnectionSample> {
+  const perWorker = connectionsPerProcess(pids, port);
   const { rows } = await monitor.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM pg_stat_activity
       WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()
@@ -361,7 +387,7 @@ async function connectionSample(database: string, bouncer?: RunningPgBouncer): P
     [database],
   );
   const serverCount = rows[0]!.n;
-  if (!bouncer) return { server: serverCount, clients: serverCount };
+  if (!bouncer) return { server: serverCount, clients: serverCount, perWorker };
   const admin = new pg.Client({ connectionString: bouncer.adminUrl });
   await admin.connect();
   try {
@@ -370,32 +396,28 @@ async function connectionSample(database: string, bouncer?: RunningPgBouncer): P
     );
     const mine = pools.rows.filter((p) => p.database === database);
     const clients = mine.reduce((n, p) => n + Number(p.cl_active) + Number(p.cl_waiting), 0);
-    return { server: serverCount, clients };
+    return { server: serverCount, clients, perWorker };
   } finally {
     await admin.end();
   }
 }
 
-async function sampleConnections(
-  database: string,
-  bouncer: RunningPgBouncer | undefined,
-  windowMs: number,
-): Promise<ConnectionSample[]> {
+async function sampleConnections(sampled: Sampled, windowMs: number): Promise<ConnectionSample[]> {
   const samples: ConnectionSample[] = [];
   const end = Date.now() + windowMs;
   while (Date.now() < end) {
-    samples.push(await connectionSample(database, bouncer));
+    samples.push(await connectionSample(sampled));
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
   return samples;
 }
 
-function startSampling(database: string, bouncer: RunningPgBouncer | undefined) {
+function startSampling(sampled: Sampled) {
   const samples: ConnectionSample[] = [];
   let stopped = false;
   const loop = (async () => {
     while (!stopped) {
-      samples.push(await connectionSample(database, bouncer));
+      samples.push(await connectionSample(sampled));
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
   })();
@@ -418,6 +440,35 @@ function cpuTicks(pid: number): number {
 function rssKib(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]);
+}
+
+function mean(xs: number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
+
+/**
+ * Established TCP connections from each process to 127.0.0.1:port: the sockets in
+ * /proc/net/tcp whose remote port is `port`, matched to each process's file descriptors.
+ */
+function connectionsPerProcess(pids: number[], port: number): number[] {
+  const inodes = new Set<string>();
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || f[3] !== '01') continue; // 01: ESTABLISHED
+    if (Number.parseInt(f[2]!.split(':')[1]!, 16) === port) inodes.add(f[9]!);
+  }
+  return pids.map((pid) => {
+    let n = 0;
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m && inodes.has(m[1]!)) n++;
+      } catch {
+        // closed between the listing and the read
+      }
+    }
+    return n;
+  });
 }
 
 function round(x: number): number {
