@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { type LoadedConfig, loadConfig } from '../config/load.ts';
-import { createPool, databaseUrl, isEmbedded } from '../db/pool.ts';
+import { connectionShares } from '../config/schema.ts';
+import { createPool, databaseUrl, directDatabaseUrl, isEmbedded } from '../db/pool.ts';
 import { createLogger, type Logger } from '../telemetry/logger.ts';
 import { type Target, targetOf } from './failures.ts';
 import type { Out } from './output.ts';
@@ -22,10 +23,16 @@ export interface Runtime extends LoadedConfig {
   pool: pg.Pool;
   /** A short description of where we connect, for messages (no password). */
   target: string;
+  /**
+   * A pool of one connection to database.direct_url (database.url when that is empty), for work
+   * that needs a session across statements: migrations' advisory lock. Opened on first use.
+   */
+  directPool(): pg.Pool;
 }
 
 export class RuntimeHolder {
   #runtime: Runtime | undefined;
+  #direct: pg.Pool | undefined;
   readonly #io: CliIo;
 
   constructor(io: CliIo) {
@@ -38,12 +45,21 @@ export class RuntimeHolder {
     const logger = createLogger(loaded.config.logging, { service: 'tasker-lifecycle' });
     const url = databaseUrl(loaded.config);
     const pool = createPool(url, {
-      max: loaded.config.database.pool_max,
+      // This system's share of database.max_connections_per_process; pg-boss has the rest.
+      max: connectionShares(loaded.config.database).pool,
       logger,
       applicationName: 'tasker-lifecycle-cli',
     });
     const target = targetOf(url, isEmbedded(loaded.config)).display;
-    this.#runtime = { ...loaded, logger, pool, target };
+    const directPool = () => {
+      this.#direct ??= createPool(directDatabaseUrl(loaded.config), {
+        max: 1,
+        logger,
+        applicationName: 'tasker-lifecycle-migrate',
+      });
+      return this.#direct;
+    };
+    this.#runtime = { ...loaded, logger, pool, target, directPool };
     return this.#runtime;
   }
 
@@ -59,6 +75,8 @@ export class RuntimeHolder {
 
   async close(): Promise<void> {
     await this.#runtime?.pool.end();
+    await this.#direct?.end();
     this.#runtime = undefined;
+    this.#direct = undefined;
   }
 }

@@ -327,45 +327,98 @@ export const ArchiveSchema = z.strictObject({
     ),
 });
 
-export const DatabaseSchema = z.strictObject({
-  url: z
-    .string()
-    .default('')
-    .refine((v) => v === '' || /^postgres(ql)?:\/\//.test(v), {
-      error: 'expected a postgres:// or postgresql:// URL, or empty for the embedded database',
-    })
-    .meta({ allowed: 'a `postgres://` URL, or empty' })
-    .describe(
-      'PostgreSQL connection URL (DATABASE_URL sets it). Empty: the embedded PostgreSQL that npm start runs.',
-    ),
-  pool_max: z
-    .int()
-    .min(1)
-    .max(100)
-    .default(10)
-    .describe("Connections per process in this system's pool (pg-boss has its own: boss_pool_max)."),
-  boss_pool_max: z
-    .int()
-    .min(2)
-    .max(50)
-    .default(4)
-    .describe(
-      "Connections of pg-boss's own pool in a worker (fetches, heartbeats, schedules, supervision); a worker opens up to pool_max + boss_pool_max, a CLI command 2 for pg-boss.",
-    ),
-  embedded_port: z
-    .int()
-    .min(1024)
-    .max(65535)
-    .default(54329)
-    .describe('Port of the embedded PostgreSQL (used when url is empty).'),
-  embedded_data_dir: z
-    .string()
-    .min(1)
-    .default('.tasker/pg')
-    .describe(
-      'Data directory of the embedded PostgreSQL, relative to the project root (used when url is empty).',
-    ),
-});
+export const DatabaseSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .default('')
+      .refine((v) => v === '' || /^postgres(ql)?:\/\//.test(v), {
+        error: 'expected a postgres:// or postgresql:// URL, or empty for the embedded database',
+      })
+      .meta({ allowed: 'a `postgres://` URL, or empty' })
+      .describe(
+        'PostgreSQL connection URL (DATABASE_URL sets it). Empty: the embedded PostgreSQL that npm start runs.',
+      ),
+    direct_url: z
+      .string()
+      .default('')
+      .refine((v) => v === '' || /^postgres(ql)?:\/\//.test(v), {
+        error: 'expected a postgres:// or postgresql:// URL, or empty to use database.url',
+      })
+      .meta({ allowed: 'a `postgres://` URL, or empty' })
+      .describe(
+        'A URL straight to PostgreSQL, for the work that needs a session of its own: `migrate` (and the migrate step of `start`) holds a session advisory lock. Set it when url points at PgBouncer in transaction pooling mode (DATABASE_DIRECT_URL sets it). Empty: url.',
+      ),
+    max_connections_per_process: z
+      .int()
+      .min(3)
+      .max(200)
+      .default(4)
+      .describe(
+        "Most connections one process (a worker, a CLI command) opens to database.url: pg-boss's pool takes max(2, a third), rounded down, this system's pool the rest (4: 2 and 2). `migrate` opens 1 more to direct_url.",
+      ),
+    pool_max: z
+      .int()
+      .min(1)
+      .max(100)
+      .optional()
+      .describe(
+        "Overrides this system's share of max_connections_per_process (unset: the budget minus pg-boss's share). pool_max + boss_pool_max must fit in the budget.",
+      ),
+    boss_pool_max: z
+      .int()
+      .min(2)
+      .max(50)
+      .optional()
+      .describe(
+        "Overrides pg-boss's share of max_connections_per_process (unset: max(2, a third of the budget)). pool_max + boss_pool_max must fit in the budget.",
+      ),
+    embedded_port: z
+      .int()
+      .min(1024)
+      .max(65535)
+      .default(54329)
+      .describe('Port of the embedded PostgreSQL (used when url is empty).'),
+    embedded_data_dir: z
+      .string()
+      .min(1)
+      .default('.tasker/pg')
+      .describe(
+        'Data directory of the embedded PostgreSQL, relative to the project root (used when url is empty).',
+      ),
+  })
+  .superRefine((d, ctx) => {
+    const { pool, boss } = connectionShares(d);
+    if (pool < 1) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['boss_pool_max'],
+        message: `database.boss_pool_max (${boss}) leaves no connection of database.max_connections_per_process (${d.max_connections_per_process}) for this system's pool: lower boss_pool_max or raise max_connections_per_process`,
+      });
+    } else if (pool + boss > d.max_connections_per_process) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['pool_max'],
+        message: `database.pool_max (${pool}) + database.boss_pool_max (${boss}) = ${pool + boss} is more than database.max_connections_per_process (${d.max_connections_per_process}): raise max_connections_per_process to ${pool + boss}, or unset pool_max and boss_pool_max to split the budget (pg-boss max(2, a third), this system the rest)`,
+      });
+    }
+  });
+
+/**
+ * How one process's connection budget (database.max_connections_per_process) is split: pg-boss's
+ * pool takes boss_pool_max, else max(2, a third of the budget) (pg-boss needs 2: a fetch and its
+ * supervision at once); this system's pool takes pool_max, else the rest. 4 gives 2 and 2; 14 gives
+ * 10 and 4 (the sizes before the budget existed).
+ */
+export function connectionShares(d: {
+  max_connections_per_process: number;
+  pool_max?: number | undefined;
+  boss_pool_max?: number | undefined;
+}): { pool: number; boss: number } {
+  const boss = d.boss_pool_max ?? Math.max(2, Math.floor(d.max_connections_per_process / 3));
+  const pool = d.pool_max ?? d.max_connections_per_process - boss;
+  return { pool, boss };
+}
 
 export const WorkerSchema = z.strictObject({
   shutdown_timeout_seconds: z

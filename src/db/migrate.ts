@@ -18,7 +18,9 @@ import {
  * Applies migrations/NNNN_name.sql in order, each in its own transaction, and records them in
  * tasker_lifecycle_migrations (version, name, checksum, applied_at). A session advisory lock makes
  * it safe for any number of processes to run it at once: one applies, the others wait and then
- * find nothing left to do. A file changed after it was applied is refused (migrations are
+ * find nothing left to do. The lock belongs to the session, so the pool passed in must reach
+ * PostgreSQL itself (database.direct_url), never PgBouncer in transaction pooling mode, which would
+ * hand the lock's server connection to other clients between statements. A file changed after it was applied is refused (migrations are
  * forward-only and immutable), as is a database that has a migration this build does not know.
  *
  * The engine's tables belong to the engine (tasker-core). Migration 0001 creates them only where

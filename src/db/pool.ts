@@ -21,6 +21,16 @@ export function databaseUrl(config: Pick<Config, 'database'>): string {
   return `postgres://postgres:postgres@127.0.0.1:${config.database.embedded_port}/tasker`;
 }
 
+/**
+ * The URL for work that needs a session of its own across statements (migrations hold a session
+ * advisory lock): database.direct_url, else the same as databaseUrl. Where database.url points at
+ * PgBouncer in transaction pooling mode, direct_url must point at PostgreSQL itself.
+ */
+export function directDatabaseUrl(config: Pick<Config, 'database'>): string {
+  if (config.database.direct_url !== '') return config.database.direct_url;
+  return databaseUrl(config);
+}
+
 export function isEmbedded(config: Pick<Config, 'database'>): boolean {
   return config.database.url === '';
 }

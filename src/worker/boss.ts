@@ -1,6 +1,6 @@
 import type { MeterProvider } from '@opentelemetry/api';
 import { PgBoss } from 'pg-boss';
-import type { Config } from '../config/schema.ts';
+import { type Config, connectionShares } from '../config/schema.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { type AnyJob, ensureQueues } from './worker.ts';
 
@@ -27,8 +27,10 @@ export function createBoss(
     connectionString: url,
     schema: BOSS_SCHEMA,
     application_name: `tasker-lifecycle-${role}`,
-    // pg-boss's own pool, sized on its own (database.pool_max sizes this system's pool only).
-    max: role === 'worker' ? config.database.boss_pool_max : 2,
+    // pg-boss's share of database.max_connections_per_process (src/config/schema.ts): a worker's
+    // pg-boss fetches, heartbeats, evaluates schedules and supervises; a client or the migrator
+    // needs 2 (every share is at least 2).
+    max: role === 'worker' ? connectionShares(config.database).boss : 2,
     migrate: role === 'migrate',
     supervise: role === 'worker',
     schedule: role === 'worker',

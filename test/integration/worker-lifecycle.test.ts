@@ -248,6 +248,7 @@ describe('worker configuration that reaches pg-boss', () => {
     const worker = startWorkerProcess(db.url, {
       ...NO_SCHEDULES,
       TASKER__worker__retry_delay_max_seconds: '1800',
+      TASKER__database__max_connections_per_process: '13',
       TASKER__database__pool_max: '10',
       TASKER__database__boss_pool_max: '3',
     });

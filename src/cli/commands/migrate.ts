@@ -1,6 +1,6 @@
 import { JOBS } from '../../../jobs/index.ts';
 import { migrate } from '../../db/migrate.ts';
-import { databaseUrl } from '../../db/pool.ts';
+import { directDatabaseUrl } from '../../db/pool.ts';
 import { migrateBoss } from '../../worker/boss.ts';
 import type { Command } from '../command.ts';
 import { printJson } from '../output.ts';
@@ -12,8 +12,10 @@ import { applySettingsFromConfig } from '../settings.ts';
  * jobs' queues, and tasker_lifecycle_settings from the configuration.
  */
 export async function migrateAll(rt: Runtime, command: string) {
-  const result = await migrate(rt.pool);
-  const pgbossSchemaVersion = await migrateBoss(rt.config, databaseUrl(rt.config), rt.logger, JOBS);
+  // Straight to PostgreSQL (database.direct_url): the migration lock is a session advisory lock,
+  // which PgBouncer in transaction pooling mode cannot keep.
+  const result = await migrate(rt.directPool());
+  const pgbossSchemaVersion = await migrateBoss(rt.config, directDatabaseUrl(rt.config), rt.logger, JOBS);
   const settingsChanged = await applySettingsFromConfig(rt.pool, rt.config, rt.logger, command);
   return { result, pgbossSchemaVersion, settingsChanged };
 }
