@@ -58,8 +58,11 @@ it('a refused request is dead-lettered without retries; a batched run stores its
     const [refused] = (await bossJobs(db.pool, DETECT)).filter((j) => j.id === refusedId);
     expect(refused).toMatchObject({ state: 'failed', retry_count: 0 });
     expect(refused.output).toEqual({ rejected: 'batch_size: Too small: expected number to be >=1' });
-    const detectRuns = await runsOf(db.pool, DETECT);
-    expect(detectRuns.map((r) => r.outcome)).toEqual(['rejected']);
+    // The run history is written beside pg-boss's settlement, not before it.
+    await waitFor('the rejected run recorded', async () =>
+      (await runsOf(db.pool, DETECT)).some((r) => r.outcome !== null) ? true : undefined,
+    );
+    expect((await runsOf(db.pool, DETECT)).map((r) => r.outcome)).toEqual(['rejected']);
 
     await waitFor('the enrichment requests completed', async () =>
       (await bossJobs(db.pool, ENRICH)).filter((j) => enrichIds.includes(j.id) && j.state === 'completed')
