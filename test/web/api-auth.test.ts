@@ -49,17 +49,17 @@ const ROUTES: Array<{ method: string; path: string; permission: Permission; body
     body: { filter: {}, resolution_status: 'cancelled', resolution_notes: 'x' },
   },
   { method: 'GET', path: '/v1/jobs', permission: 'jobs:read' },
-  { method: 'GET', path: `/v1/jobs/detect-stale-tasks/runs/${UUID}`, permission: 'jobs:read' },
+  { method: 'GET', path: `/v1/jobs/tasker.detect-stale-tasks/runs/${UUID}`, permission: 'jobs:read' },
   // Options that fail the job's schema: the request is refused (400) after the permission check.
   {
     method: 'POST',
-    path: '/v1/jobs/detect-stale-tasks/runs',
+    path: '/v1/jobs/tasker.detect-stale-tasks/runs',
     permission: 'jobs:run',
     body: { options: { batch_size: 0 } },
   },
   {
     method: 'POST',
-    path: `/v1/jobs/archive-finished-tasks/dead-letters/${UUID}/retry`,
+    path: `/v1/jobs/tasker.archive-finished-tasks/dead-letters/${UUID}/retry`,
     permission: 'jobs:run',
   },
   { method: 'GET', path: `/v1/archive/tasks/${UUID}`, permission: 'archive:read' },
@@ -129,7 +129,7 @@ describe('401: no valid token', () => {
 });
 
 describe('403: a valid token without the permission', () => {
-  it.each(ROUTES.map((r) => [`${r.method} ${r.path}`, r]))('%s', async (_, r) => {
+  it.each(ROUTES.map((r) => [`${r.method} ${r.path}`, r] as const))('%s', async (_, r) => {
     for (const p of PERMISSIONS) {
       const res = await web.request(r.method, r.path, { token: tokens.get(p)!, body: r.body });
       const allowed = p === r.permission || p === '*';
@@ -159,7 +159,7 @@ describe('open endpoints', () => {
       const path = r.path
         .replace(UUID, r.path.includes('/dlq/task/') || r.path.includes('/archive/') ? '{task_uuid}' : '{id}')
         .replace('/dlq/entry/{id}', '/dlq/entry/{dlq_entry_uuid}')
-        .replace(/\/jobs\/[a-z-]+\//, '/jobs/{job}/');
+        .replace(/\/jobs\/[a-z.-]+\//, '/jobs/{job}/');
       expect(doc.body.paths[path]?.[r.method.toLowerCase()]).toBeDefined();
     }
     const status = doc.body.paths['/v1/dlq'].get.parameters.find(

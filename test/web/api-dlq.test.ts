@@ -402,7 +402,7 @@ describe('bad input: 400 naming the field, nothing changed', () => {
       body: '{"task_uuid":',
     });
     expect(res.status).toBe(400);
-    expect((await res.json()).error.code).toBe('BAD_REQUEST');
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('BAD_REQUEST');
   });
 });
 
