@@ -5,6 +5,7 @@
  * resolutions of one entry (one 200, nineteen 409).
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { investigationQueue } from '../../src/db/queries/dlq.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import {
@@ -225,6 +226,48 @@ describe("upstream's six endpoints", () => {
       expect(r.body[0]).toHaveProperty(f);
     }
     expect((await get('/v1/dlq/investigation-queue?limit=2')).body).toHaveLength(2);
+  });
+
+  it('the investigation queue query gives the rows of v_dlq_investigation_queue, in its order, at any limit', async () => {
+    const reasons = [
+      'staleness_timeout',
+      'max_retries_exceeded',
+      'dependency_cycle_detected',
+      'worker_unavailable',
+      'manual_dlq',
+    ];
+    // Ages chosen so that scores of different reasons interleave and some tie.
+    for (let i = 0; i < 40; i++) {
+      await insertDlqEntry(db.pool, {
+        task: await task(),
+        reason: reasons[i % 5]!,
+        status: i % 7 === 0 ? 'cancelled' : 'pending',
+        at: minutesBefore(now, (i * 137) % 1200),
+        timeInStateMinutes: i,
+      });
+    }
+    // One transaction: now() is the same for the view and the query.
+    const client = await db.pool.connect();
+    await client.query('BEGIN');
+    const view = async (limit: number) =>
+      (
+        await client.query(
+          `SELECT dlq_entry_uuid, task_uuid, original_state, dlq_reason::text AS dlq_reason, dlq_timestamp, minutes_in_dlq,
+                  namespace_name, task_name, current_state, time_in_state_minutes, priority_score, overdue
+             FROM v_dlq_investigation_queue LIMIT $1`,
+          [limit],
+        )
+      ).rows;
+    try {
+      for (const limit of [1, 3, 10, 100]) {
+        const ours = await investigationQueue(client, limit);
+        expect(ours).toEqual(await view(limit));
+      }
+      expect(await investigationQueue(client, 100)).toHaveLength(34);
+    } finally {
+      await client.query('COMMIT');
+      client.release();
+    }
   });
 
   it('GET /v1/dlq/staleness: stale, then warning, then healthy', async () => {
