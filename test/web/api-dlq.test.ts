@@ -5,7 +5,12 @@
  * resolutions of one entry (one 200, nineteen 409).
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { investigationQueue } from '../../src/db/queries/dlq.ts';
+import {
+  investigationQueue,
+  investigationQueueJson,
+  listEntries,
+  listEntriesJson,
+} from '../../src/db/queries/dlq.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import {
@@ -264,6 +269,43 @@ describe("upstream's six endpoints", () => {
         expect(ours).toEqual(await view(limit));
       }
       expect(await investigationQueue(client, 100)).toHaveLength(34);
+    } finally {
+      await client.query('COMMIT');
+      client.release();
+    }
+  });
+
+  it('the JSON the API sends (built by PostgreSQL) equals JSON.stringify of the query rows', async () => {
+    for (let i = 0; i < 12; i++) {
+      const entry = await insertDlqEntry(db.pool, {
+        task: await task(),
+        reason: i % 2 === 0 ? 'staleness_timeout' : 'worker_unavailable',
+        status: i % 3 === 0 ? 'cancelled' : 'pending',
+        at: minutesBefore(now, 17 * i + 1),
+        timeInStateMinutes: i,
+      });
+      // updated_at = now() through the trigger: microseconds, as in production.
+      if (i % 4 === 1)
+        await db.pool.query(
+          `UPDATE tasker_tasks_dlq SET metadata = '{"x": [1, "two", null]}' WHERE dlq_entry_uuid = $1`,
+          [entry],
+        );
+    }
+    const client = await db.pool.connect();
+    await client.query('BEGIN');
+    try {
+      const params = { limit: 50, offset: 0, now: new Date() };
+      expect(JSON.parse(await listEntriesJson(client, params))).toEqual(
+        JSON.parse(JSON.stringify(await listEntries(client, params))),
+      );
+      const pending = { ...params, status: 'pending' as const, limit: 3, offset: 1 };
+      expect(JSON.parse(await listEntriesJson(client, pending))).toEqual(
+        JSON.parse(JSON.stringify(await listEntries(client, pending))),
+      );
+      expect(JSON.parse(await investigationQueueJson(client, 5))).toEqual(
+        JSON.parse(JSON.stringify(await investigationQueue(client, 5))),
+      );
+      expect(JSON.parse(await listEntriesJson(client, { ...params, offset: 100 }))).toEqual([]);
     } finally {
       await client.query('COMMIT');
       client.release();

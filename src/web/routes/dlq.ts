@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import {
-  investigationQueue,
+  investigationQueueJson,
   latestEntryOfTask,
-  listEntries,
+  listEntriesJson,
   stalenessMonitoring,
   statsByReason,
 } from '../../db/queries/dlq.ts';
@@ -38,14 +38,15 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
         querystring: DlqListQuery,
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const q = request.query;
-      return listEntries(deps.pool, {
+      const json = await listEntriesJson(deps.pool, {
         status: q.resolution_status,
         limit: q.limit ?? 50,
         offset: q.offset ?? 0,
         now: deps.now(),
       });
+      return reply.type('application/json; charset=utf-8').send(json);
     },
   );
 
@@ -117,7 +118,10 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
         querystring: LimitQuery(100),
       },
     },
-    async (request) => investigationQueue(deps.pool, request.query.limit ?? 100),
+    async (request, reply) =>
+      reply
+        .type('application/json; charset=utf-8')
+        .send(await investigationQueueJson(deps.pool, request.query.limit ?? 100)),
   );
 
   app.get(
