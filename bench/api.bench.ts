@@ -12,6 +12,7 @@
  * permanently_failed, cancelled), spread over the five reasons and the last 30 days.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
@@ -74,15 +75,17 @@ export default async function apiBench(server: BenchServer): Promise<void> {
       const url = `http://127.0.0.1:${port}${path}`;
       // Warm up (plans, connections), then measure.
       await autocannon({ url, connections: 10, duration: 2, headers: { authorization: `Bearer ${token}` } });
+      const cpuBefore = cpuMs(web.pid!);
       const r = await autocannon({
         url,
         connections,
         duration: seconds,
         headers: { authorization: `Bearer ${token}` },
       });
+      const cpuPerRequest = (cpuMs(web.pid!) - cpuBefore) / Math.max(1, r.requests.total);
       const target = r.latency.p99 < 50 ? 'under' : 'OVER';
       console.log(
-        `GET ${path}: ${r.requests.average.toFixed(0)} req/s, latency p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms (${target} the 50 ms target), max ${r.latency.max} ms; ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts (${connections} connections, ${seconds} s)`,
+        `GET ${path}: ${r.requests.average.toFixed(0)} req/s, latency p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms (${target} the 50 ms target), max ${r.latency.max} ms; ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts (${connections} connections, ${seconds} s); web process CPU ${cpuPerRequest.toFixed(2)} ms per request`,
       );
     }
     console.log(
@@ -98,6 +101,12 @@ export default async function apiBench(server: BenchServer): Promise<void> {
     }
     await db.drop();
   }
+}
+
+/** CPU time (user + system) a Linux process has used, in ms (/proc/<pid>/stat, 100 ticks a second). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 export async function loadEntries(pool: import('pg').Pool, n: number, pendingPercent: number): Promise<void> {
