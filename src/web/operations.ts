@@ -94,6 +94,11 @@ export async function updateInvestigation(
   pool: pg.Pool,
   p: UpdateInvestigationParams,
 ): Promise<ResolvedEntry> {
+  if ([p.status, p.notes, p.resolvedBy, p.metadata].every((v) => v === undefined)) {
+    throw new UsageError(
+      'body: expected at least one of resolution_status, resolution_notes, resolved_by, metadata',
+    );
+  }
   return withTransaction(pool, async (client) => {
     const before = await lockEntry(client, p.uuid);
     if (!before) throw new NotFoundError(`no DLQ entry ${p.uuid}`);

@@ -457,6 +457,7 @@ describe('bad input: 400 naming the field, nothing changed', () => {
     [{ resolution_status: 'pending' }, 'resolution_status'],
     [{ resolution_status: 'cancelled', reason: 'x' }, 'reason'],
     [{ metadata: 'text' }, 'metadata'],
+    [{}, 'body'],
   ])('PATCH %j', async (body, field) => {
     const entry = await insertDlqEntry(db.pool, {
       task: await task(),

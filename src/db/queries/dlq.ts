@@ -132,42 +132,8 @@ export async function findEntry(db: Db, uuid: string): Promise<DlqEntry | undefi
   return entry;
 }
 
-export interface ResolveParams {
-  entryUuid: string;
-  status: TerminalResolutionStatus;
-  notes: string;
-  resolvedBy: string;
-  now: Date;
-}
-
 export interface ResolvedEntry extends DlqEntry {
   minutes_in_dlq: number;
-}
-
-/**
- * Ends a pending investigation. Only a pending entry can be resolved: resolving one that is already
- * resolved (or does not exist) is refused with the reason, and nothing changes.
- */
-export async function resolveEntry(db: Db, p: ResolveParams): Promise<ResolvedEntry> {
-  const { rows } = await db.query<ResolvedEntry>(
-    `UPDATE tasker_tasks_dlq d
-        SET resolution_status = $2::dlq_resolution_status, resolution_notes = $3, resolved_by = $4,
-            resolution_timestamp = $5
-      WHERE d.dlq_entry_uuid = $1 AND d.resolution_status = 'pending'
-      RETURNING ${ENTRY_COLUMNS},
-                floor(extract(epoch FROM d.resolution_timestamp - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq`,
-    [p.entryUuid, p.status, p.notes, p.resolvedBy, p.now],
-  );
-  if (rows[0]) return rows[0];
-  const { rows: existing } = await db.query<DlqEntry>(
-    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d WHERE d.dlq_entry_uuid = $1`,
-    [p.entryUuid],
-  );
-  const entry = existing[0];
-  if (!entry) throw new NotFoundError(`no DLQ entry ${p.entryUuid}`);
-  throw new UsageError(
-    `DLQ entry ${p.entryUuid} is not pending: it was ${entry.resolution_status} by ${entry.resolved_by ?? 'unknown'} at ${entry.resolution_timestamp?.toISOString() ?? '?'}; only pending entries can be resolved`,
-  );
 }
 
 export interface ManualEntryParams {

@@ -17,7 +17,7 @@ import {
   TaskUuidParams,
   UpdateEntryBody,
 } from '../schemas.ts';
-import type { WebDeps } from '../server.ts';
+import { sendError, type WebDeps } from '../server.ts';
 
 /** The actor of an API change: the token's name. */
 export function tokenActor(principal: { tokenName: string } | null): Actor {
@@ -150,6 +150,17 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
       },
     },
     async (request, reply) => {
+      // As `dlq add`: the configuration can switch manual investigations off.
+      if (!deps.config.dlq.enabled || !deps.config.dlq.reasons.manual_dlq) {
+        return sendError(
+          reply,
+          409,
+          'CONFLICT',
+          deps.config.dlq.enabled
+            ? 'manual investigations are disabled (dlq.reasons.manual_dlq = false)'
+            : 'the DLQ is disabled (dlq.enabled = false): no investigations can be opened',
+        );
+      }
       const entry = await openInvestigation(deps.pool, {
         taskUuid: request.body.task_uuid,
         notes: request.body.notes,
