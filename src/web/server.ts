@@ -168,12 +168,10 @@ export async function buildServer(deps: WebDeps): Promise<FastifyInstance> {
         "SELECT to_regclass('tasker_audit_log') IS NOT NULL AS migrated",
       );
       if (!rows[0]?.migrated) {
-        return reply
-          .code(503)
-          .send({
-            status: 'unavailable',
-            error: 'the database is not migrated: run `tasker-lifecycle migrate`',
-          });
+        return reply.code(503).send({
+          status: 'unavailable',
+          error: 'the database is not migrated: run `tasker-lifecycle migrate`',
+        });
       }
       return { status: 'ready' };
     } catch (err) {
