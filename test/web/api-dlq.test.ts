@@ -646,6 +646,55 @@ describe('POST /v1/dlq/bulk-resolve', () => {
   });
 });
 
+describe('bulk resolve at size', () => {
+  it('resolves 250 matching entries in one request, with 250 audit rows', async () => {
+    for (let i = 0; i < 250; i++) {
+      await insertDlqEntry(db.pool, {
+        task: await task(),
+        reason: 'worker_unavailable',
+        at: minutesBefore(now, i + 1),
+      });
+    }
+    const r = await web.request('POST', '/v1/dlq/bulk-resolve', {
+      token,
+      body: {
+        filter: { reason: 'worker_unavailable' },
+        resolution_status: 'cancelled',
+        resolution_notes: 'workers back',
+        dry_run: false,
+        preview_limit: 0,
+      },
+    });
+    expect(r.body).toMatchObject({ matched: 250, resolved: 250, entries: [] });
+    const audit = await auditRows(db.pool, 'dlq.bulk_resolve');
+    expect(new Set(audit.map((a) => a.target_id)).size).toBe(250);
+    expect(audit[0]).toMatchObject({
+      actor: 'ops',
+      actor_kind: 'token',
+      at: expect.any(Date),
+      after: expect.objectContaining({ resolution_status: 'cancelled', resolution_notes: 'workers back' }),
+    });
+  });
+});
+
+describe('configuration', () => {
+  it('with dlq.reasons.manual_dlq off, opening an investigation is refused (409), nothing written', async () => {
+    const off = await startWeb(db.url, { TASKER__dlq__reasons__manual_dlq: 'false' });
+    try {
+      const r = await off.request('POST', '/v1/dlq/entries', {
+        token,
+        body: { task_uuid: await task(), notes: 'x' },
+      });
+      expect(r.status).toBe(409);
+      expect(r.body.error.message).toContain('dlq.reasons.manual_dlq');
+      const { rows } = await db.pool.query('SELECT count(*) AS n FROM tasker_tasks_dlq');
+      expect(rows[0].n).toBe(0);
+    } finally {
+      await off.stop();
+    }
+  });
+});
+
 describe('concurrency', () => {
   it('20 simultaneous resolutions of one entry: exactly one 200 and nineteen 409s, one audit row', async () => {
     const entry = await insertDlqEntry(db.pool, {
