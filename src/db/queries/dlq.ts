@@ -26,9 +26,7 @@ export interface ListEntriesParams {
  * Entries, newest first. With a status: idx_dlq_resolution_status; without: idx_dlq_timestamp.
  * Always bounded by limit.
  */
-export async function listEntries(db: Db, p: ListEntriesParams): Promise<ListedEntry[]> {
-  const { rows } = await db.query<ListedEntry>(
-    `SELECT ${ENTRY_COLUMNS},
+const LIST_ENTRIES_SQL = `SELECT ${ENTRY_COLUMNS},
             floor(extract(epoch FROM coalesce(d.resolution_timestamp, $6::timestamptz) - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq,
             (d.resolution_status = 'pending'
              AND d.dlq_timestamp < $6::timestamptz - make_interval(hours => s.max_pending_age_hours)) AS overdue
@@ -39,10 +37,81 @@ export async function listEntries(db: Db, p: ListEntriesParams): Promise<ListedE
         AND (NOT $3 OR (d.resolution_status = 'pending'
                         AND d.dlq_timestamp < $6::timestamptz - make_interval(hours => s.max_pending_age_hours)))
       ORDER BY d.dlq_timestamp DESC, d.dlq_entry_uuid DESC
-      LIMIT $4 OFFSET $5`,
-    [p.status ?? null, p.reason ?? null, p.overdueOnly ?? false, p.limit, p.offset, p.now],
-  );
+      LIMIT $4 OFFSET $5`;
+
+const listValues = (p: ListEntriesParams) => [
+  p.status ?? null,
+  p.reason ?? null,
+  p.overdueOnly ?? false,
+  p.limit,
+  p.offset,
+  p.now,
+];
+
+export async function listEntries(db: Db, p: ListEntriesParams): Promise<ListedEntry[]> {
+  // Prepared once per connection: the API serves it many times a second.
+  const { rows } = await db.query<ListedEntry>({
+    name: 'dlq-list-entries',
+    text: LIST_ENTRIES_SQL,
+    values: listValues(p),
+  });
   return rows;
+}
+
+/**
+ * The rows of a query as one JSON array text, built by PostgreSQL: the API sends it as it is,
+ * instead of parsing every row into objects and serializing them again (most of a request's CPU).
+ * Timestamps are written as JavaScript writes them (UTC, milliseconds, "Z"), so the text equals
+ * JSON.stringify of the object rows; a test checks that.
+ */
+function jsonArraySql(
+  sql: string,
+  columns: readonly string[],
+  timestamps: readonly string[],
+  order: string,
+): string {
+  const fields = columns
+    .map((c) =>
+      timestamps.includes(c)
+        ? `'${c}', to_char(q.${c} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`
+        : `'${c}', q.${c}`,
+    )
+    .join(', ');
+  return `SELECT coalesce(json_agg(json_build_object(${fields}) ORDER BY ${order}), '[]')::text AS json FROM (${sql}) q`;
+}
+
+const ENTRY_FIELDS = [
+  'dlq_entry_uuid',
+  'task_uuid',
+  'original_state',
+  'dlq_reason',
+  'dlq_timestamp',
+  'resolution_status',
+  'resolution_timestamp',
+  'resolution_notes',
+  'resolved_by',
+  'task_snapshot',
+  'metadata',
+  'created_at',
+  'updated_at',
+];
+const ENTRY_TIMESTAMPS = ['dlq_timestamp', 'resolution_timestamp', 'created_at', 'updated_at'];
+
+const LIST_ENTRIES_JSON_SQL = jsonArraySql(
+  LIST_ENTRIES_SQL,
+  [...ENTRY_FIELDS, 'minutes_in_dlq', 'overdue'],
+  ENTRY_TIMESTAMPS,
+  'q.dlq_timestamp DESC, q.dlq_entry_uuid DESC',
+);
+
+/** listEntries as a JSON array text (for the API). */
+export async function listEntriesJson(db: Db, p: ListEntriesParams): Promise<string> {
+  const { rows } = await db.query<{ json: string }>({
+    name: 'dlq-list-entries-json',
+    text: LIST_ENTRIES_JSON_SQL,
+    values: listValues(p),
+  });
+  return rows[0]!.json;
 }
 
 /**
@@ -63,42 +132,8 @@ export async function findEntry(db: Db, uuid: string): Promise<DlqEntry | undefi
   return entry;
 }
 
-export interface ResolveParams {
-  entryUuid: string;
-  status: TerminalResolutionStatus;
-  notes: string;
-  resolvedBy: string;
-  now: Date;
-}
-
 export interface ResolvedEntry extends DlqEntry {
   minutes_in_dlq: number;
-}
-
-/**
- * Ends a pending investigation. Only a pending entry can be resolved: resolving one that is already
- * resolved (or does not exist) is refused with the reason, and nothing changes.
- */
-export async function resolveEntry(db: Db, p: ResolveParams): Promise<ResolvedEntry> {
-  const { rows } = await db.query<ResolvedEntry>(
-    `UPDATE tasker_tasks_dlq d
-        SET resolution_status = $2::dlq_resolution_status, resolution_notes = $3, resolved_by = $4,
-            resolution_timestamp = $5
-      WHERE d.dlq_entry_uuid = $1 AND d.resolution_status = 'pending'
-      RETURNING ${ENTRY_COLUMNS},
-                floor(extract(epoch FROM d.resolution_timestamp - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq`,
-    [p.entryUuid, p.status, p.notes, p.resolvedBy, p.now],
-  );
-  if (rows[0]) return rows[0];
-  const { rows: existing } = await db.query<DlqEntry>(
-    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d WHERE d.dlq_entry_uuid = $1`,
-    [p.entryUuid],
-  );
-  const entry = existing[0];
-  if (!entry) throw new NotFoundError(`no DLQ entry ${p.entryUuid}`);
-  throw new UsageError(
-    `DLQ entry ${p.entryUuid} is not pending: it was ${entry.resolution_status} by ${entry.resolved_by ?? 'unknown'} at ${entry.resolution_timestamp?.toISOString() ?? '?'}; only pending entries can be resolved`,
-  );
 }
 
 export interface ManualEntryParams {
@@ -183,15 +218,74 @@ export interface QueueItem {
   overdue: boolean;
 }
 
-/** v_dlq_investigation_queue: pending entries, most urgent first. */
+/**
+ * v_dlq_investigation_queue's rows (the same columns and scores), most urgent first, without
+ * sorting every pending entry: within a reason the score only grows with age, so the first `limit`
+ * overall are among the `limit` oldest pending entries of each reason. Five scans of
+ * idx_dlq_pending_reason_timestamp (at most `limit` rows each), then a sort of at most 5 x limit
+ * rows. A test checks it against the view.
+ */
+const INVESTIGATION_QUEUE_SQL = `SELECT d.dlq_entry_uuid, d.task_uuid, d.original_state, d.dlq_reason::text AS dlq_reason, d.dlq_timestamp,
+                  w.minutes_in_dlq,
+                  (d.task_snapshot ->> 'namespace')::varchar AS namespace_name,
+                  (d.task_snapshot ->> 'task_name')::varchar AS task_name,
+                  (d.task_snapshot ->> 'current_state')::varchar AS current_state,
+                  (d.metadata ->> 'time_in_state_minutes')::integer AS time_in_state_minutes,
+                  CASE d.dlq_reason
+                    WHEN 'dependency_cycle_detected' THEN 1000
+                    WHEN 'max_retries_exceeded' THEN 500
+                    WHEN 'staleness_timeout' THEN 100
+                    WHEN 'worker_unavailable' THEN 50
+                    ELSE 10
+                  END + w.minutes_in_dlq AS priority_score,
+                  d.dlq_timestamp < now() - make_interval(hours => s.max_pending_age_hours) AS overdue
+             FROM unnest(enum_range(NULL::dlq_reason)) AS r (reason)
+            CROSS JOIN LATERAL (
+              SELECT x.* FROM tasker_tasks_dlq x
+               WHERE x.resolution_status = 'pending' AND x.dlq_reason = r.reason
+               ORDER BY x.dlq_timestamp LIMIT $1) d
+            CROSS JOIN tasker_lifecycle_settings s
+            CROSS JOIN LATERAL (SELECT floor(extract(epoch FROM now() - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq) w
+            ORDER BY priority_score DESC, d.dlq_timestamp
+            LIMIT $1`;
+
 export async function investigationQueue(db: Db, limit: number): Promise<QueueItem[]> {
-  const { rows } = await db.query<QueueItem>(
-    `SELECT dlq_entry_uuid, task_uuid, original_state, dlq_reason::text AS dlq_reason, dlq_timestamp, minutes_in_dlq,
-            namespace_name, task_name, current_state, time_in_state_minutes, priority_score, overdue
-       FROM v_dlq_investigation_queue LIMIT $1`,
-    [limit],
-  );
+  const { rows } = await db.query<QueueItem>({
+    name: 'dlq-investigation-queue',
+    text: INVESTIGATION_QUEUE_SQL,
+    values: [limit],
+  });
   return rows;
+}
+
+const INVESTIGATION_QUEUE_JSON_SQL = jsonArraySql(
+  INVESTIGATION_QUEUE_SQL,
+  [
+    'dlq_entry_uuid',
+    'task_uuid',
+    'original_state',
+    'dlq_reason',
+    'dlq_timestamp',
+    'minutes_in_dlq',
+    'namespace_name',
+    'task_name',
+    'current_state',
+    'time_in_state_minutes',
+    'priority_score',
+    'overdue',
+  ],
+  ['dlq_timestamp'],
+  'q.priority_score DESC, q.dlq_timestamp',
+);
+
+/** investigationQueue as a JSON array text (for the API). */
+export async function investigationQueueJson(db: Db, limit: number): Promise<string> {
+  const { rows } = await db.query<{ json: string }>({
+    name: 'dlq-investigation-queue-json',
+    text: INVESTIGATION_QUEUE_JSON_SQL,
+    values: [limit],
+  });
+  return rows[0]!.json;
 }
 
 export interface PendingSummary {
@@ -215,4 +309,167 @@ export async function pendingSummary(db: Db, now: Date): Promise<PendingSummary>
     [now],
   );
   return rows[0]!;
+}
+
+// --- changes made by the API, the console and the CLI (src/web/operations.ts wraps each in a
+// transaction with its audit row) ----------------------------------------------------------------
+
+/** One entry, locked FOR UPDATE for the caller's transaction (primary key). */
+export async function lockEntry(db: Db, entryUuid: string): Promise<DlqEntry | undefined> {
+  const { rows } = await db.query<DlqEntry>(
+    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d WHERE d.dlq_entry_uuid = $1 FOR UPDATE`,
+    [entryUuid],
+  );
+  return rows[0];
+}
+
+export interface UpdateEntryParams {
+  entryUuid: string;
+  /** With a status, resolution_timestamp becomes now. */
+  status?: TerminalResolutionStatus | undefined;
+  notes?: string | undefined;
+  resolvedBy?: string | undefined;
+  /** Replaces the metadata (upstream's PATCH semantics: omitted fields keep their value). */
+  metadata?: Record<string, unknown> | undefined;
+  now: Date;
+}
+
+/** Upstream's PATCH: a partial update, omitted fields kept (primary key). */
+export async function updateEntry(db: Db, p: UpdateEntryParams): Promise<ResolvedEntry | undefined> {
+  const { rows } = await db.query<ResolvedEntry>(
+    `UPDATE tasker_tasks_dlq d
+        SET resolution_status = coalesce($2::dlq_resolution_status, d.resolution_status),
+            resolution_timestamp = CASE WHEN $2 IS NULL THEN d.resolution_timestamp ELSE $6 END,
+            resolution_notes = coalesce($3, d.resolution_notes),
+            resolved_by = coalesce($4, d.resolved_by),
+            metadata = coalesce($5::jsonb, d.metadata),
+            updated_at = $6
+      WHERE d.dlq_entry_uuid = $1
+      RETURNING ${ENTRY_COLUMNS},
+                floor(extract(epoch FROM coalesce(d.resolution_timestamp, $6) - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq`,
+    [
+      p.entryUuid,
+      p.status ?? null,
+      p.notes ?? null,
+      p.resolvedBy ?? null,
+      p.metadata === undefined ? null : JSON.stringify(p.metadata),
+      p.now,
+    ],
+  );
+  return rows[0];
+}
+
+/** The pending entry of a task, if any (idx_dlq_unique_pending_task). */
+export async function pendingEntryOfTask(db: Db, taskUuid: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ dlq_entry_uuid: string }>(
+    `SELECT dlq_entry_uuid FROM tasker_tasks_dlq WHERE task_uuid = $1 AND resolution_status = 'pending'`,
+    [taskUuid],
+  );
+  return rows[0]?.dlq_entry_uuid;
+}
+
+export interface BulkFilter {
+  reason?: DlqReason | undefined;
+  /** The template's namespace, as the entry's snapshot records it. */
+  namespace?: string | undefined;
+  /** The template's name, as the entry's snapshot records it. */
+  taskName?: string | undefined;
+  originalState?: string | undefined;
+  /** Only entries that entered the DLQ more than this many minutes before now. */
+  olderThanMinutes?: number | undefined;
+}
+
+const BULK_WHERE = `d.resolution_status = 'pending'
+        AND ($1::dlq_reason IS NULL OR d.dlq_reason = $1)
+        AND ($2::text IS NULL OR d.task_snapshot->>'namespace' = $2)
+        AND ($3::text IS NULL OR d.task_snapshot->>'task_name' = $3)
+        AND ($4::text IS NULL OR d.original_state = $4)
+        AND ($5::integer IS NULL OR d.dlq_timestamp < $6::timestamptz - make_interval(mins => $5))`;
+
+function bulkParams(f: BulkFilter, now: Date): unknown[] {
+  return [
+    f.reason ?? null,
+    f.namespace ?? null,
+    f.taskName ?? null,
+    f.originalState ?? null,
+    f.olderThanMinutes ?? null,
+    now,
+  ];
+}
+
+/**
+ * Pending entries matching a filter, oldest first, at most limit, locked FOR UPDATE when asked
+ * (idx_dlq_resolution_status: pending, by dlq_timestamp; the other conditions filter those rows).
+ */
+export async function pendingMatching(
+  db: Db,
+  filter: BulkFilter,
+  now: Date,
+  limit: number,
+  lock: boolean,
+): Promise<DlqEntry[]> {
+  const { rows } = await db.query<DlqEntry>(
+    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d
+      WHERE ${BULK_WHERE}
+      ORDER BY d.dlq_timestamp, d.dlq_entry_uuid
+      LIMIT $7 ${lock ? 'FOR UPDATE' : ''}`,
+    [...bulkParams(filter, now), limit],
+  );
+  return rows;
+}
+
+/** Resolves the given pending entries (primary key); returns the uuids resolved. */
+export async function resolveEntries(
+  db: Db,
+  entryUuids: readonly string[],
+  status: TerminalResolutionStatus,
+  notes: string,
+  resolvedBy: string,
+  now: Date,
+): Promise<string[]> {
+  const { rows } = await db.query<{ dlq_entry_uuid: string }>(
+    `UPDATE tasker_tasks_dlq d
+        SET resolution_status = $2::dlq_resolution_status, resolution_notes = $3, resolved_by = $4,
+            resolution_timestamp = $5, updated_at = $5
+      WHERE d.dlq_entry_uuid = ANY ($1::uuid[]) AND d.resolution_status = 'pending'
+      RETURNING d.dlq_entry_uuid`,
+    [entryUuids, status, notes, resolvedBy, now],
+  );
+  return rows.map((r) => r.dlq_entry_uuid);
+}
+
+/** The most recent entry of a task, any status (upstream's GET /v1/dlq/task/{uuid}; idx_dlq_task_lookup). */
+export async function latestEntryOfTask(db: Db, taskUuid: string): Promise<DlqEntry | undefined> {
+  const { rows } = await db.query<DlqEntry>(
+    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d WHERE d.task_uuid = $1
+      ORDER BY d.created_at DESC, d.dlq_entry_uuid DESC LIMIT 1`,
+    [taskUuid],
+  );
+  return rows[0];
+}
+
+export interface StalenessRow {
+  task_uuid: string;
+  namespace_name: string;
+  task_name: string;
+  current_state: string;
+  time_in_state_minutes: number;
+  task_age_minutes: number;
+  staleness_threshold_minutes: number;
+  health_status: 'healthy' | 'warning' | 'stale';
+  priority: number;
+}
+
+/**
+ * v_task_staleness_monitoring (upstream's GET /v1/dlq/staleness): in-flight tasks, stale first, then
+ * warning, then healthy, longest in their state first (idx_task_transitions_in_flight).
+ */
+export async function stalenessMonitoring(db: Db, limit: number): Promise<StalenessRow[]> {
+  const { rows } = await db.query<StalenessRow>(
+    `SELECT task_uuid, namespace_name, task_name, current_state, time_in_state_minutes, task_age_minutes,
+            staleness_threshold_minutes, health_status, priority
+       FROM v_task_staleness_monitoring LIMIT $1`,
+    [limit],
+  );
+  return rows;
 }
