@@ -1,0 +1,141 @@
+import type { DlqReason } from '../../domain/dlq.ts';
+import type { Db } from '../pool.ts';
+
+/**
+ * The web console's reads of tasker_tasks_dlq: the investigation queue with its filters and a
+ * page of it, and a task's earlier investigations. The queue orders pending entries as
+ * v_dlq_investigation_queue does (reason score plus minutes waiting), but against the clock passed
+ * in; it reads the pending entries through idx_dlq_resolution_status (resolution_status,
+ * dlq_timestamp), so its cost follows the pending backlog, never the resolved history.
+ */
+
+export interface QueueFilter {
+  reason?: DlqReason | undefined;
+  /** Exact namespace, as detection recorded it in the snapshot. */
+  namespace?: string | undefined;
+  /** Exact template (task) name. */
+  template?: string | undefined;
+  /** Only entries waiting at least this many minutes. */
+  minAgeMinutes?: number | undefined;
+  overdueOnly?: boolean | undefined;
+}
+
+export interface ConsoleQueueRow {
+  dlq_entry_uuid: string;
+  task_uuid: string;
+  original_state: string;
+  dlq_reason: DlqReason;
+  dlq_timestamp: Date;
+  minutes_in_dlq: number;
+  namespace_name: string | null;
+  task_name: string | null;
+  priority_score: number;
+  overdue: boolean;
+  enriched: boolean;
+  summary: string | null;
+}
+
+const FILTER_SQL = `FROM tasker_tasks_dlq d
+  CROSS JOIN tasker_lifecycle_settings s
+  CROSS JOIN LATERAL (SELECT floor(extract(epoch FROM $1::timestamptz - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq) w
+ WHERE d.resolution_status = 'pending'
+   AND ($2::dlq_reason IS NULL OR d.dlq_reason = $2)
+   AND ($3::text IS NULL OR d.task_snapshot ->> 'namespace' = $3)
+   AND ($4::text IS NULL OR d.task_snapshot ->> 'task_name' = $4)
+   AND ($5::integer IS NULL OR d.dlq_timestamp <= $1::timestamptz - make_interval(mins => $5))
+   AND (NOT $6 OR d.dlq_timestamp < $1::timestamptz - make_interval(hours => s.max_pending_age_hours))`;
+
+function filterParams(f: QueueFilter, now: Date): unknown[] {
+  return [
+    now,
+    f.reason ?? null,
+    f.namespace ?? null,
+    f.template ?? null,
+    f.minAgeMinutes ?? null,
+    f.overdueOnly ?? false,
+  ];
+}
+
+/** One page of pending entries, most urgent first, and how many match in all. */
+export async function consoleQueuePage(
+  db: Db,
+  f: QueueFilter,
+  page: { limit: number; offset: number },
+  now: Date,
+): Promise<{ total: number; rows: ConsoleQueueRow[] }> {
+  const params = filterParams(f, now);
+  const [{ rows }, { rows: count }] = await Promise.all([
+    db.query<ConsoleQueueRow>(
+      `SELECT d.dlq_entry_uuid, d.task_uuid, d.original_state, d.dlq_reason::text AS dlq_reason, d.dlq_timestamp,
+              w.minutes_in_dlq,
+              (d.task_snapshot ->> 'namespace')::varchar AS namespace_name,
+              (d.task_snapshot ->> 'task_name')::varchar AS task_name,
+              CASE d.dlq_reason
+                WHEN 'dependency_cycle_detected' THEN 1000
+                WHEN 'max_retries_exceeded' THEN 500
+                WHEN 'staleness_timeout' THEN 100
+                WHEN 'worker_unavailable' THEN 50
+                ELSE 10
+              END + w.minutes_in_dlq AS priority_score,
+              d.dlq_timestamp < $1::timestamptz - make_interval(hours => s.max_pending_age_hours) AS overdue,
+              d.task_snapshot ? 'enrichment' AS enriched,
+              d.task_snapshot #>> '{diagnosis,summary}' AS summary
+         ${FILTER_SQL}
+        ORDER BY priority_score DESC, d.dlq_timestamp, d.dlq_entry_uuid
+        LIMIT $7 OFFSET $8`,
+      [...params, page.limit, page.offset],
+    ),
+    db.query<{ total: number }>(`SELECT count(*)::integer AS total ${FILTER_SQL}`, params),
+  ]);
+  return { total: count[0]!.total, rows };
+}
+
+/** Namespaces and templates among pending entries, for the filter's choices (at most `limit` each). */
+export async function queueFilterChoices(
+  db: Db,
+  limit: number,
+): Promise<{ namespaces: string[]; templates: string[] }> {
+  const { rows } = await db.query<{ kind: string; value: string }>(
+    `(SELECT DISTINCT 'namespace' AS kind, d.task_snapshot ->> 'namespace' AS value
+        FROM tasker_tasks_dlq d WHERE d.resolution_status = 'pending' AND d.task_snapshot ? 'namespace'
+       ORDER BY 2 LIMIT $1)
+     UNION ALL
+     (SELECT DISTINCT 'template', d.task_snapshot ->> 'task_name'
+        FROM tasker_tasks_dlq d WHERE d.resolution_status = 'pending' AND d.task_snapshot ? 'task_name'
+       ORDER BY 2 LIMIT $1)`,
+    [limit],
+  );
+  return {
+    namespaces: rows.filter((r) => r.kind === 'namespace').map((r) => r.value),
+    templates: rows.filter((r) => r.kind === 'template').map((r) => r.value),
+  };
+}
+
+export interface EarlierInvestigation {
+  dlq_entry_uuid: string;
+  dlq_reason: DlqReason;
+  dlq_timestamp: Date;
+  resolution_status: string;
+  resolution_timestamp: Date | null;
+  resolved_by: string | null;
+  resolution_notes: string | null;
+}
+
+/** The task's other investigations, newest first (idx_dlq_task_lookup; at most `limit`). */
+export async function otherInvestigationsOfTask(
+  db: Db,
+  taskUuid: string,
+  exceptEntryUuid: string,
+  limit: number,
+): Promise<EarlierInvestigation[]> {
+  const { rows } = await db.query<EarlierInvestigation>(
+    `SELECT dlq_entry_uuid, dlq_reason::text AS dlq_reason, dlq_timestamp, resolution_status::text AS resolution_status,
+            resolution_timestamp, resolved_by, resolution_notes
+       FROM tasker_tasks_dlq
+      WHERE task_uuid = $1 AND dlq_entry_uuid <> $2
+      ORDER BY dlq_timestamp DESC, dlq_entry_uuid DESC
+      LIMIT $3`,
+    [taskUuid, exceptEntryUuid, limit],
+  );
+  return rows;
+}
