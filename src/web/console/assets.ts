@@ -47,7 +47,8 @@ pre { background: #f0f2f5; padding: .5rem; overflow-x: auto; white-space: pre-wr
 .summary-line { font-size: 1.1rem; font-weight: 600; }
 .graph svg { max-width: 100%; height: auto; }
 ol.timeline { list-style: none; padding: 0; margin: 0; }
-ol.timeline li { display: grid; grid-template-columns: 11rem 5rem 1fr; gap: .5rem; padding: .25rem 0; border-bottom: 1px dashed var(--line); }
+ol.timeline li { display: grid; grid-template-columns: 11rem 4rem 1fr; gap: .5rem; align-items: start; padding: .25rem 0; border-bottom: 1px dashed var(--line); }
+ol.timeline .badge { justify-self: start; }
 .pager { display: flex; gap: 1rem; align-items: center; margin-top: .75rem; }
 .signin { max-width: 26rem; margin: 4rem auto; }
 .signin input { width: 100%; }

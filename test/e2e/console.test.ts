@@ -1,0 +1,244 @@
+/**
+ * The web console in headless Chromium: sign in (with the keyboard), the queue and its filters in
+ * the URL, an entry's diagnosis, graph and timeline, resolving it and seeing it leave the queue; a
+ * token without dlq:update sees no resolve form and a forged POST is refused. axe-core checks every
+ * page (no serious or critical violations) at 1280 px and at a phone's width; screenshots go to
+ * artifacts/console/. Bounded: one browser, one database, well under a minute.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { enrichEntries } from '../../src/db/queries/dlq-enrichment.ts';
+import { launchChromium, screenshot, seriousAxeViolations } from '../helpers/browser.ts';
+import { type ConsoleHarness, startConsoleHarness } from '../helpers/console-server.ts';
+import { defaultLimits, detectAtNow, insertStuckOrder } from '../helpers/enrichment-factories.ts';
+import { hoursBefore, insertDlqEntry, insertTask, insertTemplate, NOW } from '../helpers/factories.ts';
+
+let h: ConsoleHarness;
+let browser: Browser;
+let orderEntry: string;
+let orderTask: string;
+const billingEntries: string[] = [];
+
+beforeAll(async () => {
+  h = await startConsoleHarness();
+  const order = await insertStuckOrder(h.pool);
+  orderTask = order.task;
+  // An earlier, resolved investigation of the same task.
+  await insertDlqEntry(h.pool, {
+    task: order.task,
+    reason: 'staleness_timeout',
+    status: 'manually_resolved',
+    at: hoursBefore(NOW, 48),
+    namespace: 'shop',
+    taskName: 'order',
+  });
+  const detected = await detectAtNow(h.pool);
+  expect(detected).toHaveLength(1);
+  orderEntry = detected[0]!;
+  await enrichEntries(h.pool, [orderEntry], defaultLimits());
+  const billing = await insertTemplate(h.pool, { namespace: 'billing', name: 'invoice' });
+  for (let i = 0; i < 3; i++) {
+    const task = await insertTask(h.pool, {
+      template: billing,
+      state: 'waiting_for_retry',
+      enteredAt: hoursBefore(NOW, 3),
+    });
+    billingEntries.push(
+      await insertDlqEntry(h.pool, {
+        task,
+        reason: 'staleness_timeout',
+        at: hoursBefore(NOW, 2 + i),
+        namespace: 'billing',
+        taskName: 'invoice',
+        state: 'waiting_for_retry',
+      }),
+    );
+  }
+  browser = await launchChromium();
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await h?.close();
+});
+
+async function signIn(context: BrowserContext, secret: string): Promise<Page> {
+  const page = await context.newPage();
+  await page.goto(`${h.url}/`);
+  expect(new URL(page.url()).pathname).toBe('/sign-in');
+  // The field has focus; type and press Enter, as a keyboard user does.
+  await expect(page.evaluate(() => document.activeElement?.id)).resolves.toBe('token');
+  await page.keyboard.type(secret);
+  await page.keyboard.press('Enter');
+  await page.waitForURL(`${h.url}/`);
+  return page;
+}
+
+async function expectAccessible(page: Page, name: string): Promise<void> {
+  await screenshot(page, name);
+  expect(await seriousAxeViolations(page)).toEqual([]);
+}
+
+async function isPending(entry: string): Promise<boolean> {
+  const { rows } = await h.pool.query(
+    `SELECT resolution_status::text AS s FROM tasker_tasks_dlq WHERE dlq_entry_uuid = $1`,
+    [entry],
+  );
+  return rows[0].s === 'pending';
+}
+
+describe('an operator with dlq:read and dlq:update', () => {
+  it('signs in, filters the queue, reads an entry and resolves it; it leaves the queue', async () => {
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, h.token('alice', ['dlq:read', 'dlq:update']));
+    const cookie = (await context.cookies()).find((c) => c.name === 'tasker_session')!;
+    expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/' });
+
+    await expect(page.locator('#queue tbody tr[data-entry]').count()).resolves.toBe(4);
+    // Most urgent first: the cycle outranks the timeouts.
+    await expect(
+      page.locator('#queue tbody tr[data-entry]').first().getAttribute('data-entry'),
+    ).resolves.toBe(orderEntry);
+    await expectAccessible(page, 'queue');
+
+    await page.selectOption('#f-namespace', 'billing');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.waitForURL(/namespace=billing/);
+    const rows = await page
+      .locator('#queue tbody tr[data-entry]')
+      .evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-entry')));
+    expect(rows.sort()).toEqual([...billingEntries].sort());
+    await expect(page.locator('#queue-total').textContent()).resolves.toBe('3');
+    await expectAccessible(page, 'queue-filtered');
+    // A bad filter value is refused, naming the field.
+    const bad = await page.goto(`${h.url}/?min_age_minutes=-5`);
+    expect(bad!.status()).toBe(400);
+    await expect(page.locator('[role=alert]').textContent()).resolves.toContain('min_age_minutes');
+
+    await page.goto(`${h.url}/?namespace=shop`);
+    await page.locator(`a[href="/dlq/${orderEntry}"]`).click();
+    await page.waitForURL(`${h.url}/dlq/${orderEntry}`);
+    const summary = await page.locator('#diagnosis-summary').textContent();
+    expect(summary).toMatch(/cycle/i);
+    const graph = page.locator('figure.graph svg');
+    await expect(graph.locator('g.node').count()).resolves.toBe(9);
+    await expect(graph.locator('g.node.blocking').count()).resolves.toBeGreaterThan(0);
+    await expect(
+      graph.locator('g.node.on-cycle').evaluateAll((gs) => gs.map((g) => g.getAttribute('data-step')).sort()),
+    ).resolves.toEqual(['audit_a', 'audit_b']);
+    await expect(graph.locator('g.node[data-step="charge"]').getAttribute('data-state')).resolves.toBe(
+      'error',
+    );
+    await expect(page.locator('#timeline li').count()).resolves.toBeGreaterThan(10);
+    await expect(page.locator('#steps').textContent()).resolves.toContain('card declined');
+    expect(await page.getByText('max_steps_in_process_minutes').isVisible()).toBe(true);
+    expect(await page.getByText('manually_resolved by fixture').isVisible()).toBe(true);
+    expect(await page.getByText(orderTask).isVisible()).toBe(true);
+    await expectAccessible(page, 'entry');
+
+    await page.getByLabel('Status').selectOption('manually_resolved');
+    await page.getByLabel('Notes').fill('Broke the audit_a/audit_b cycle in the template; re-ran charge.');
+    await page.getByRole('button', { name: 'Resolve' }).click();
+    await page.waitForURL(`${h.url}/dlq/${orderEntry}`);
+    await expect(page.locator('#resolved-by').textContent()).resolves.toBe('alice');
+    await expect(page.locator('#entry-status').textContent()).resolves.toBe('manually_resolved');
+    await expect(page.getByRole('button', { name: 'Resolve' }).count()).resolves.toBe(0);
+    await expectAccessible(page, 'entry-resolved');
+    expect(await isPending(orderEntry)).toBe(false);
+
+    await page.goto(`${h.url}/`);
+    await expect(page.locator(`#queue tr[data-entry="${orderEntry}"]`).count()).resolves.toBe(0);
+    await expect(page.locator('#queue-total').textContent()).resolves.toBe('3');
+    await context.close();
+  });
+
+  it('the queue updates itself: an entry resolved elsewhere disappears without a reload', async () => {
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, h.token('bob', ['*']));
+    const target = billingEntries[0]!;
+    await expect(page.locator(`#queue tr[data-entry="${target}"]`).count()).resolves.toBe(1);
+    await h.pool.query(
+      `UPDATE tasker_tasks_dlq SET resolution_status = 'cancelled', resolved_by = 'elsewhere', resolution_timestamp = now() WHERE dlq_entry_uuid = $1`,
+      [target],
+    );
+    await page.locator(`#queue tr[data-entry="${target}"]`).waitFor({ state: 'detached', timeout: 10_000 });
+    await expect(page.locator('#live-status').textContent()).resolves.toMatch(/Updated/);
+    await context.close();
+  });
+
+  it('works at a phone width', async () => {
+    const context = await browser.newContext({
+      bypassCSP: true,
+      viewport: { width: 390, height: 844 },
+      isMobile: true,
+    });
+    const page = await signIn(context, h.token('carol', ['dlq:read']));
+    await expectAccessible(page, 'queue-phone');
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow).toBeLessThanOrEqual(0);
+    await page.goto(`${h.url}/dlq/${orderEntry}`);
+    await expectAccessible(page, 'entry-phone');
+    await context.close();
+  });
+});
+
+it('the accessibility check finds what it is there to find (an unlabelled field, an image without text)', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.setContent(
+    '<!doctype html><html lang="en"><title>t</title><main><input type="text"><img src="x.png"></main></html>',
+  );
+  const ids = (await seriousAxeViolations(page)).map((v) => v.id).sort();
+  expect(ids).toEqual(expect.arrayContaining(['image-alt', 'label']));
+  await context.close();
+});
+
+describe('a token without dlq:update', () => {
+  it('sees no resolve form, and a forged POST is refused with nothing changed', async () => {
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, h.token('reader', ['dlq:read']));
+    const target = billingEntries[1]!;
+    await page.goto(`${h.url}/dlq/${target}`);
+    await expect(page.getByRole('button', { name: 'Resolve' }).count()).resolves.toBe(0);
+    await expect(page.getByLabel('Notes').count()).resolves.toBe(0);
+    expect(await page.getByText('lacks dlq:update').isVisible()).toBe(true);
+    await expectAccessible(page, 'entry-read-only');
+
+    const cookie = (await context.cookies()).find((c) => c.name === 'tasker_session')!;
+    const post = (body: Record<string, string>, withCookie = true) =>
+      fetch(`${h.url}/dlq/${target}/resolve`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          ...(withCookie ? { cookie: `tasker_session=${cookie.value}` } : {}),
+        },
+        body: new URLSearchParams(body).toString(),
+      });
+    // Without the CSRF value, with a made-up one, and without a session at all.
+    expect((await post({ status: 'cancelled', notes: 'forged' })).status).toBe(403);
+    expect((await post({ _csrf: 'x'.repeat(43), status: 'cancelled', notes: 'forged' })).status).toBe(403);
+    expect((await post({ status: 'cancelled', notes: 'forged' }, false)).status).toBe(401);
+    // Even the page's own CSRF value does not lend a permission the token lacks.
+    const csrf = await page.locator('form[action="/sign-out"] input[name=_csrf]').inputValue();
+    const refused = await post({ _csrf: csrf, status: 'cancelled', notes: 'forged' });
+    expect(refused.status).toBe(403);
+    expect(await refused.text()).toContain('lacks the permission dlq:update');
+    expect(await isPending(target)).toBe(true);
+    await context.close();
+  });
+
+  it('an unknown token is refused at sign-in', async () => {
+    const context = await browser.newContext({ bypassCSP: true });
+    const page = await context.newPage();
+    await page.goto(`${h.url}/sign-in`);
+    await page.getByLabel('Token').fill('tl_not-a-token');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect(page.locator('[role=alert]').textContent()).resolves.toContain(
+      'unknown, expired or revoked',
+    );
+    await expectAccessible(page, 'sign-in');
+    expect((await context.cookies()).some((c) => c.name === 'tasker_session')).toBe(false);
+    await context.close();
+  });
+});
