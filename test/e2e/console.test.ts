@@ -67,7 +67,7 @@ async function signIn(context: BrowserContext, secret: string): Promise<Page> {
   await page.goto(`${h.url}/`);
   expect(new URL(page.url()).pathname).toBe('/sign-in');
   // The field has focus; type and press Enter, as a keyboard user does.
-  await expect(page.evaluate(() => document.activeElement?.id)).resolves.toBe('token');
+  await expect(page.evaluate<string | undefined>('document.activeElement?.id')).resolves.toBe('token');
   await page.keyboard.type(secret);
   await page.keyboard.press('Enter');
   await page.waitForURL(`${h.url}/`);
@@ -174,7 +174,7 @@ describe('an operator with dlq:read and dlq:update', () => {
     });
     const page = await signIn(context, h.token('carol', ['dlq:read']));
     await expectAccessible(page, 'queue-phone');
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
     expect(overflow).toBeLessThanOrEqual(0);
     await page.goto(`${h.url}/dlq/${orderEntry}`);
     await expectAccessible(page, 'entry-phone');
