@@ -193,6 +193,52 @@ it('the accessibility check finds what it is there to find (an unlabelled field,
   await context.close();
 });
 
+it('staleness: per template healthy, warning and stale counts, and the tasks nearest their threshold', async () => {
+  // waiting_for_dependencies: 60 minutes by default; warning from 80%. The view measures against now().
+  const reports = await insertTemplate(h.pool, { namespace: 'reports', name: 'nightly' });
+  const now = new Date();
+  const minutesAgo = (m: number) => new Date(now.getTime() - m * 60_000);
+  const healthy = await insertTask(h.pool, {
+    template: reports,
+    state: 'waiting_for_dependencies',
+    enteredAt: minutesAgo(10),
+    createdAt: minutesAgo(20),
+  });
+  const warning = await insertTask(h.pool, {
+    template: reports,
+    state: 'waiting_for_dependencies',
+    enteredAt: minutesAgo(55),
+    createdAt: minutesAgo(70),
+  });
+  await insertTask(h.pool, {
+    template: reports,
+    state: 'waiting_for_dependencies',
+    enteredAt: minutesAgo(120),
+    createdAt: minutesAgo(130),
+  });
+  const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+  const page = await signIn(context, h.token('dana', ['dlq:read', 'dlq:stats']));
+  await page.getByRole('link', { name: 'Staleness' }).click();
+  await page.waitForURL(`${h.url}/staleness`);
+  const cells = await page
+    .locator('#staleness tr[data-template="reports/nightly"] td')
+    .evaluateAll((tds) => tds.map((td) => td.textContent?.trim()));
+  expect(cells.slice(0, 4)).toEqual(['reports/nightly', '1', '1', '1']);
+  const nearest = await page
+    .locator('#nearest tbody tr')
+    .evaluateAll((trs) => trs.map((tr) => tr.textContent ?? ''));
+  expect(nearest[0]).toContain(warning);
+  expect(nearest[1]).toContain(healthy);
+  await expectAccessible(page, 'staleness');
+  // A token without dlq:stats has no link and gets 403.
+  const readerContext = await browser.newContext();
+  const reader = await signIn(readerContext, h.token('erin', ['dlq:read']));
+  await expect(reader.getByRole('link', { name: 'Staleness' }).count()).resolves.toBe(0);
+  expect((await reader.goto(`${h.url}/staleness`))!.status()).toBe(403);
+  await readerContext.close();
+  await context.close();
+});
+
 describe('a token without dlq:update', () => {
   it('sees no resolve form, and a forged POST is refused with nothing changed', async () => {
     const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });

@@ -14,6 +14,7 @@ import { type PageContext, page } from './layout.ts';
 import { loadQueue, QueueQuerySchema, queuePage, queueRows } from './queue-page.ts';
 import { CSRF_FIELD, csrfFor, csrfMatches, SESSION_COOKIE, sessionCookieOptions } from './session.ts';
 import { signInPage } from './sign-in-page.ts';
+import { stalenessPage } from './staleness-page.ts';
 
 /**
  * The console's routes under `/`: sign-in and sign-out, the queue (with a rows fragment for live
@@ -215,6 +216,12 @@ export function registerConsoleRoutes(app: FastifyInstance, deps: ConsoleDeps): 
     if (!q.success) return badQuery(reply, q.error, ctx);
     const { rows } = await loadQueue(ctx, q.data);
     return send(reply, 200, queueRows(rows).value);
+  });
+
+  app.get('/staleness', async (request, reply) => {
+    const ctx = await guard(request, reply, 'dlq:stats');
+    if (!ctx) return reply;
+    return send(reply, 200, page('Staleness', await stalenessPage(ctx), ctx));
   });
 
   async function entryOr404(reply: FastifyReply, uuid: string, ctx: PageContext) {
