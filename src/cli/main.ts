@@ -6,6 +6,7 @@ import { redactCredentials } from '../redact.ts';
 import { type FlagSpec, parseArgs } from './args.ts';
 import type { Command } from './command.ts';
 import { archiveCommand, restoreCommand } from './commands/archive.ts';
+import { auditCommand } from './commands/audit.ts';
 import { detectStaleCommand } from './commands/detect-stale.ts';
 import {
   dlqAddCommand,
@@ -19,6 +20,8 @@ import { enqueueArchiveCommand, enqueueDetectStaleCommand } from './commands/enq
 import { migrateCommand } from './commands/migrate.ts';
 import { startCommand } from './commands/start.ts';
 import { statusCommand } from './commands/status.ts';
+import { tokenCreateCommand, tokenListCommand, tokenRevokeCommand } from './commands/token.ts';
+import { webCommand } from './commands/web.ts';
 import { workerCommand } from './commands/worker.ts';
 import { describeFailure } from './failures.ts';
 import { printJson } from './output.ts';
@@ -45,6 +48,11 @@ export const COMMANDS: readonly Command[] = [
   archiveCommand,
   enqueueArchiveCommand,
   restoreCommand,
+  webCommand,
+  tokenCreateCommand,
+  tokenListCommand,
+  tokenRevokeCommand,
+  auditCommand,
 ];
 
 const JSON_FLAG: FlagSpec = { type: 'boolean', description: 'machine-readable output' };

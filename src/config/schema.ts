@@ -479,6 +479,24 @@ export const MetricsSchema = z.strictObject({
     ),
 });
 
+export const WebSchema = z.strictObject({
+  host: z
+    .string()
+    .default('127.0.0.1')
+    .refine((v) => isIP(v) !== 0 || HOST_NAME.test(v), {
+      error:
+        'expected an IP address (127.0.0.1: this machine only; 0.0.0.0: every interface) or a host name of letters, digits, hyphens and dots',
+    })
+    .meta({ allowed: 'an IP address or a host name' })
+    .describe('Address the `web` command (HTTP API and console) listens on.'),
+  port: z
+    .int()
+    .min(0)
+    .max(65535)
+    .default(8080)
+    .describe('Port of the `web` command; 0 picks a free port (logged at start).'),
+});
+
 export const LoggingSchema = z.strictObject({
   level: z.enum(['error', 'warn', 'info', 'debug']).default('info').describe('Lowest level written.'),
   format: z
@@ -493,6 +511,7 @@ export const ConfigSchema = z.strictObject({
   archive: ArchiveSchema.prefault({}),
   worker: WorkerSchema.prefault({}),
   metrics: MetricsSchema.prefault({}),
+  web: WebSchema.prefault({}),
   database: DatabaseSchema.prefault({}),
   logging: LoggingSchema.prefault({}),
 });

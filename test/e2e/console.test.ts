@@ -90,7 +90,7 @@ async function isPending(entry: string): Promise<boolean> {
 describe('an operator with dlq:read and dlq:update', () => {
   it('signs in, filters the queue, reads an entry and resolves it; it leaves the queue', async () => {
     const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
-    const page = await signIn(context, h.token('alice', ['dlq:read', 'dlq:update']));
+    const page = await signIn(context, await h.token('alice', ['dlq:read', 'dlq:update']));
     const cookie = (await context.cookies()).find((c) => c.name === 'tasker_session')!;
     expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/' });
 
@@ -145,6 +145,11 @@ describe('an operator with dlq:read and dlq:update', () => {
     await expect(page.getByRole('button', { name: 'Resolve' }).count()).resolves.toBe(0);
     await expectAccessible(page, 'entry-resolved');
     expect(await isPending(orderEntry)).toBe(false);
+    const audit = await h.pool.query(
+      `SELECT actor, actor_kind, action FROM tasker_audit_log WHERE target_id = $1`,
+      [orderEntry],
+    );
+    expect(audit.rows).toEqual([{ actor: 'alice', actor_kind: 'console', action: 'dlq.resolve' }]);
 
     await page.goto(`${h.url}/`);
     await expect(page.locator(`#queue tr[data-entry="${orderEntry}"]`).count()).resolves.toBe(0);
@@ -154,14 +159,14 @@ describe('an operator with dlq:read and dlq:update', () => {
 
   it('the queue updates itself: an entry resolved elsewhere disappears without a reload', async () => {
     const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
-    const page = await signIn(context, h.token('bob', ['*']));
+    const page = await signIn(context, await h.token('bob', ['*']));
     const target = billingEntries[0]!;
     await expect(page.locator(`#queue tr[data-entry="${target}"]`).count()).resolves.toBe(1);
     await h.pool.query(
       `UPDATE tasker_tasks_dlq SET resolution_status = 'cancelled', resolved_by = 'elsewhere', resolution_timestamp = now() WHERE dlq_entry_uuid = $1`,
       [target],
     );
-    await page.locator(`#queue tr[data-entry="${target}"]`).waitFor({ state: 'detached', timeout: 10_000 });
+    await page.locator(`#queue tr[data-entry="${target}"]`).waitFor({ state: 'detached', timeout: 15_000 });
     await expect(page.locator('#live-status').textContent()).resolves.toMatch(/Updated/);
     await context.close();
   });
@@ -172,7 +177,7 @@ describe('an operator with dlq:read and dlq:update', () => {
       viewport: { width: 390, height: 844 },
       isMobile: true,
     });
-    const page = await signIn(context, h.token('carol', ['dlq:read']));
+    const page = await signIn(context, await h.token('carol', ['dlq:read']));
     await expectAccessible(page, 'queue-phone');
     const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
     expect(overflow).toBeLessThanOrEqual(0);
@@ -194,30 +199,26 @@ it('the accessibility check finds what it is there to find (an unlabelled field,
 });
 
 it('staleness: per template healthy, warning and stale counts, and the tasks nearest their threshold', async () => {
-  // waiting_for_dependencies: 60 minutes by default; warning from 80%. The view measures against now().
+  // Either side of the waiting_for_dependencies threshold in force (warning from 80%); the view
+  // measures against now(), so the tasks are placed relative to the database's clock.
+  const { rows } = await h.pool.query<{ threshold: number; now: Date }>(
+    'SELECT waiting_for_dependencies_minutes AS threshold, now() FROM tasker_lifecycle_settings',
+  );
+  const { threshold, now } = rows[0]!;
   const reports = await insertTemplate(h.pool, { namespace: 'reports', name: 'nightly' });
-  const now = new Date();
-  const minutesAgo = (m: number) => new Date(now.getTime() - m * 60_000);
-  const healthy = await insertTask(h.pool, {
-    template: reports,
-    state: 'waiting_for_dependencies',
-    enteredAt: minutesAgo(10),
-    createdAt: minutesAgo(20),
-  });
-  const warning = await insertTask(h.pool, {
-    template: reports,
-    state: 'waiting_for_dependencies',
-    enteredAt: minutesAgo(55),
-    createdAt: minutesAgo(70),
-  });
-  await insertTask(h.pool, {
-    template: reports,
-    state: 'waiting_for_dependencies',
-    enteredAt: minutesAgo(120),
-    createdAt: minutesAgo(130),
-  });
+  const at = (fraction: number) => new Date(now.getTime() - fraction * threshold * 60_000);
+  const place = (fraction: number) =>
+    insertTask(h.pool, {
+      template: reports,
+      state: 'waiting_for_dependencies',
+      enteredAt: at(fraction),
+      createdAt: new Date(at(fraction).getTime() - 60_000),
+    });
+  const healthy = await place(0.1);
+  const warning = await place(0.9);
+  await place(2);
   const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
-  const page = await signIn(context, h.token('dana', ['dlq:read', 'dlq:stats']));
+  const page = await signIn(context, await h.token('dana', ['dlq:read', 'dlq:stats']));
   await page.getByRole('link', { name: 'Staleness' }).click();
   await page.waitForURL(`${h.url}/staleness`);
   const cells = await page
@@ -232,7 +233,7 @@ it('staleness: per template healthy, warning and stale counts, and the tasks nea
   await expectAccessible(page, 'staleness');
   // A token without dlq:stats has no link and gets 403.
   const readerContext = await browser.newContext();
-  const reader = await signIn(readerContext, h.token('erin', ['dlq:read']));
+  const reader = await signIn(readerContext, await h.token('erin', ['dlq:read']));
   await expect(reader.getByRole('link', { name: 'Staleness' }).count()).resolves.toBe(0);
   expect((await reader.goto(`${h.url}/staleness`))!.status()).toBe(403);
   await readerContext.close();
@@ -242,7 +243,7 @@ it('staleness: per template healthy, warning and stale counts, and the tasks nea
 describe('a token without dlq:update', () => {
   it('sees no resolve form, and a forged POST is refused with nothing changed', async () => {
     const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
-    const page = await signIn(context, h.token('reader', ['dlq:read']));
+    const page = await signIn(context, await h.token('reader', ['dlq:read']));
     const target = billingEntries[1]!;
     await page.goto(`${h.url}/dlq/${target}`);
     await expect(page.getByRole('button', { name: 'Resolve' }).count()).resolves.toBe(0);

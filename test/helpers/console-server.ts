@@ -1,33 +1,28 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Fastify, { type FastifyInstance } from 'fastify';
 import pg from 'pg';
-import { type EmbeddedServer, startEmbeddedPostgres } from '../../src/db/embedded.ts';
-import { migrate } from '../../src/db/migrate.ts';
+import { type EmbeddedServer, freePort, startEmbeddedPostgres } from '../../src/db/embedded.ts';
 import { createPool } from '../../src/db/pool.ts';
-import { resolveEntry } from '../../src/db/queries/dlq.ts';
-import type { ConsolePermission, ConsolePrincipal } from '../../src/web/console/deps.ts';
-import { consoleRoutes } from '../../src/web/console/index.ts';
+import type { Permission } from '../../src/web/auth.ts';
+import { createToken } from '../../src/web/operations.ts';
+import { type CliProcess, runCli, startCli } from './cli-process.ts';
+import { waitFor } from './wait.ts';
 
 /**
- * A migrated database of its own (on DATABASE_URL's server, else an embedded PostgreSQL) and the
- * console served by fastify on a free loopback port.
- *
- * Tokens: until the branch with src/web/auth.ts (issue 11) is merged, the console is given an
- * in-memory token table here (secret -> name and permissions) with the same semantics as the
- * permissions list ("*" grants everything); resolving writes through resolveEntry with the token's
- * name as resolved_by. Once merged, this harness switches to the real `authenticateToken` and the
- * audit-writing service.
+ * A database of its own (on DATABASE_URL's server, else an embedded PostgreSQL), migrated by the
+ * real `migrate` command, and a real `web` process serving the API and the console on a free
+ * loopback port. Tokens are created with the same operation as `token create` (hashed, audited).
  */
 
 export interface ConsoleHarness {
   url: string;
+  databaseUrl: string;
   pool: pg.Pool;
+  web: CliProcess;
   /** A fresh token with these permissions; returns its secret. */
-  token(name: string, permissions: ConsolePermission[]): string;
+  token(name: string, permissions: Permission[]): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -49,35 +44,34 @@ export async function startConsoleHarness(): Promise<ConsoleHarness> {
   await admin.end();
   const dbUrl = new URL(adminUrl);
   dbUrl.pathname = `/${name}`;
-  const pool = createPool(dbUrl.toString(), { max: 10 });
-  await migrate(pool);
-
-  const tokens = new Map<string, ConsolePrincipal>();
-  const can = (p: ConsolePrincipal, permission: ConsolePermission) =>
-    p.permissions.includes('*') || p.permissions.includes(permission);
-  const app: FastifyInstance = Fastify({ logger: false });
-  await app.register(consoleRoutes, {
-    db: pool,
-    now: () => new Date(),
-    authenticate: async (secret) => tokens.get(secret),
-    can,
-    resolve: async (principal, action, now) => {
-      await resolveEntry(pool, { ...action, resolvedBy: principal.tokenName, now });
-    },
-    queueRefreshSeconds: 2,
+  const databaseUrl = dbUrl.toString();
+  const env = { DATABASE_URL: databaseUrl, TASKER__logging__level: 'info' };
+  const migrated = await runCli(['migrate'], env);
+  if (migrated.code !== 0) throw new Error(`migrate failed: ${migrated.stderr}`);
+  const pool = createPool(databaseUrl, { max: 10 });
+  const port = await freePort();
+  const web = startCli(['web'], { ...env, TASKER__web__host: '127.0.0.1', TASKER__web__port: String(port) });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(`web on ${url} (log: ${web.stderrSoFar()})`, async () => (await fetch(`${url}/readyz`)).ok, {
+    timeoutMs: 60_000,
   });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const { port } = app.server.address() as AddressInfo;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url,
+    databaseUrl,
     pool,
-    token(tokenName, permissions) {
-      const secret = `tl_${randomBytes(24).toString('base64url')}`;
-      tokens.set(secret, { tokenName, permissions });
-      return secret;
+    web,
+    async token(tokenName, permissions) {
+      const created = await createToken(pool, {
+        name: tokenName,
+        permissions,
+        actor: { kind: 'cli', name: 'e2e' },
+        now: new Date(),
+      });
+      return created.token;
     },
     async close() {
-      await app.close();
+      web.kill('SIGTERM');
+      await web.done;
       await pool.end();
       const a = new pg.Client({ connectionString: adminUrl });
       await a.connect();

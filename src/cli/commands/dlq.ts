@@ -1,15 +1,9 @@
 import { userInfo } from 'node:os';
-import {
-  findEntry,
-  investigationQueue,
-  listEntries,
-  openManualEntry,
-  resolveEntry,
-  statsByReason,
-} from '../../db/queries/dlq.ts';
+import { findEntry, investigationQueue, listEntries, statsByReason } from '../../db/queries/dlq.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { DLQ_REASONS, DLQ_RESOLUTION_STATUSES, TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import { NotFoundError, UsageError } from '../../errors.ts';
+import { openInvestigation, resolveInvestigation } from '../../web/operations.ts';
 import { oneOf, text, uuid, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
 import { diagnosisLines } from '../diagnosis.ts';
@@ -134,11 +128,12 @@ export const dlqResolveCommand: Command = {
   },
   async run({ flags, positionals }, { io, runtime }) {
     const { pool } = runtime.get();
-    const entry = await resolveEntry(pool, {
-      entryUuid: positionals[0] as string,
+    const entry = await resolveInvestigation(pool, {
+      uuid: positionals[0] as string,
       status: flags.status as never,
       notes: flags.notes as string,
       resolvedBy: flags.by as string,
+      actor: { kind: 'cli', name: flags.by as string },
       now: await databaseNow(pool),
     });
     if (flags.json) return printJson(io.stdout, entry);
@@ -176,10 +171,10 @@ export const dlqAddCommand: Command = {
     if (!config.dlq.reasons.manual_dlq) {
       throw new UsageError('manual investigations are disabled (dlq.reasons.manual_dlq = false)');
     }
-    const entry = await openManualEntry(pool, {
+    const entry = await openInvestigation(pool, {
       taskUuid: positionals[0] as string,
       notes: flags.notes as string,
-      openedBy: (flags.by as string | undefined) ?? io.env.USER ?? userInfo().username,
+      actor: { kind: 'cli', name: (flags.by as string | undefined) ?? io.env.USER ?? userInfo().username },
       now: await databaseNow(pool),
     });
     if (flags.json) return printJson(io.stdout, entry);

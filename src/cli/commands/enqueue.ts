@@ -2,11 +2,12 @@ import type { PgBoss } from 'pg-boss';
 import archiveFinishedTasks from '../../../jobs/archive-finished-tasks.ts';
 import detectStaleTasks from '../../../jobs/detect-stale-tasks.ts';
 import { databaseUrl } from '../../db/pool.ts';
-import { UsageError } from '../../errors.ts';
+import { databaseNow } from '../../db/queries/server.ts';
+import { enqueueRun } from '../../web/operations.ts';
 import { createBoss } from '../../worker/boss.ts';
 import { startBoss } from '../../worker/process.ts';
-import { type AnyJob, deadLetterQueue, sendRun } from '../../worker/worker.ts';
-import { type ArgsSpec, wholeNumber } from '../args.ts';
+import { type AnyJob, deadLetterQueue } from '../../worker/worker.ts';
+import { type ArgsSpec, text, wholeNumber } from '../args.ts';
 import type { Command, CommandContext } from '../command.ts';
 import { printFields, printJson } from '../output.ts';
 import type { Runtime } from '../runtime.ts';
@@ -17,6 +18,7 @@ import {
   refuseUnmatchedTemplateFilter,
 } from './archive.ts';
 import { detectFlags, detectOptionsFromFlags, detectOptionsGiven } from './detect-stale.ts';
+import { cliActor } from './token.ts';
 
 /**
  * enqueue <job> [options] [--wait]: hands one run, with its own options, to the workers. The
@@ -28,6 +30,12 @@ import { detectFlags, detectOptionsFromFlags, detectOptionsGiven } from './detec
 
 const waitFlags = {
   wait: { type: 'boolean', description: 'follow the run to its end and print its counts' },
+  by: {
+    type: 'string',
+    placeholder: 'NAME',
+    schema: text('a name', 255),
+    description: 'who queues it, for the audit log (default: $USER)',
+  },
   'timeout-seconds': {
     type: 'string',
     placeholder: 'N',
@@ -62,12 +70,11 @@ export function enqueueCommand(
             `the queue ${job.name} does not exist yet: start a worker (or run \`tasker-lifecycle migrate\`) first`,
           );
         }
-        const { id } = await sendRun(boss, job, rt.config, options);
-        if (id === null) {
-          throw new UsageError(
-            `a ${name} run is already waiting to start (runs of a job never overlap, and one waits at most); this request was not queued`,
-          );
-        }
+        // Queued in one transaction with its audit row; ConflictError (exit 2) when one already waits.
+        const { job_id: id } = await enqueueRun(
+          { pool: rt.pool, boss, config: rt.config },
+          { job: job.name, options, actor: cliActor(given, ctx.io), now: await databaseNow(rt.pool) },
+        );
         const workers = (await boss.getInstances()).filter((i) => i.live && i.supervise).length;
         if (!given.wait) {
           if (given.json)

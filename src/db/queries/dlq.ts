@@ -216,3 +216,166 @@ export async function pendingSummary(db: Db, now: Date): Promise<PendingSummary>
   );
   return rows[0]!;
 }
+
+// --- changes made by the API, the console and the CLI (src/web/operations.ts wraps each in a
+// transaction with its audit row) ----------------------------------------------------------------
+
+/** One entry, locked FOR UPDATE for the caller's transaction (primary key). */
+export async function lockEntry(db: Db, entryUuid: string): Promise<DlqEntry | undefined> {
+  const { rows } = await db.query<DlqEntry>(
+    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d WHERE d.dlq_entry_uuid = $1 FOR UPDATE`,
+    [entryUuid],
+  );
+  return rows[0];
+}
+
+export interface UpdateEntryParams {
+  entryUuid: string;
+  /** With a status, resolution_timestamp becomes now. */
+  status?: TerminalResolutionStatus | undefined;
+  notes?: string | undefined;
+  resolvedBy?: string | undefined;
+  /** Replaces the metadata (upstream's PATCH semantics: omitted fields keep their value). */
+  metadata?: Record<string, unknown> | undefined;
+  now: Date;
+}
+
+/** Upstream's PATCH: a partial update, omitted fields kept (primary key). */
+export async function updateEntry(db: Db, p: UpdateEntryParams): Promise<ResolvedEntry | undefined> {
+  const { rows } = await db.query<ResolvedEntry>(
+    `UPDATE tasker_tasks_dlq d
+        SET resolution_status = coalesce($2::dlq_resolution_status, d.resolution_status),
+            resolution_timestamp = CASE WHEN $2 IS NULL THEN d.resolution_timestamp ELSE $6 END,
+            resolution_notes = coalesce($3, d.resolution_notes),
+            resolved_by = coalesce($4, d.resolved_by),
+            metadata = coalesce($5::jsonb, d.metadata),
+            updated_at = $6
+      WHERE d.dlq_entry_uuid = $1
+      RETURNING ${ENTRY_COLUMNS},
+                floor(extract(epoch FROM coalesce(d.resolution_timestamp, $6) - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq`,
+    [
+      p.entryUuid,
+      p.status ?? null,
+      p.notes ?? null,
+      p.resolvedBy ?? null,
+      p.metadata === undefined ? null : JSON.stringify(p.metadata),
+      p.now,
+    ],
+  );
+  return rows[0];
+}
+
+/** The pending entry of a task, if any (idx_dlq_unique_pending_task). */
+export async function pendingEntryOfTask(db: Db, taskUuid: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ dlq_entry_uuid: string }>(
+    `SELECT dlq_entry_uuid FROM tasker_tasks_dlq WHERE task_uuid = $1 AND resolution_status = 'pending'`,
+    [taskUuid],
+  );
+  return rows[0]?.dlq_entry_uuid;
+}
+
+export interface BulkFilter {
+  reason?: DlqReason | undefined;
+  /** The template's namespace, as the entry's snapshot records it. */
+  namespace?: string | undefined;
+  /** The template's name, as the entry's snapshot records it. */
+  taskName?: string | undefined;
+  originalState?: string | undefined;
+  /** Only entries that entered the DLQ more than this many minutes before now. */
+  olderThanMinutes?: number | undefined;
+}
+
+const BULK_WHERE = `d.resolution_status = 'pending'
+        AND ($1::dlq_reason IS NULL OR d.dlq_reason = $1)
+        AND ($2::text IS NULL OR d.task_snapshot->>'namespace' = $2)
+        AND ($3::text IS NULL OR d.task_snapshot->>'task_name' = $3)
+        AND ($4::text IS NULL OR d.original_state = $4)
+        AND ($5::integer IS NULL OR d.dlq_timestamp < $6::timestamptz - make_interval(mins => $5))`;
+
+function bulkParams(f: BulkFilter, now: Date): unknown[] {
+  return [
+    f.reason ?? null,
+    f.namespace ?? null,
+    f.taskName ?? null,
+    f.originalState ?? null,
+    f.olderThanMinutes ?? null,
+    now,
+  ];
+}
+
+/**
+ * Pending entries matching a filter, oldest first, at most limit, locked FOR UPDATE when asked
+ * (idx_dlq_resolution_status: pending, by dlq_timestamp; the other conditions filter those rows).
+ */
+export async function pendingMatching(
+  db: Db,
+  filter: BulkFilter,
+  now: Date,
+  limit: number,
+  lock: boolean,
+): Promise<DlqEntry[]> {
+  const { rows } = await db.query<DlqEntry>(
+    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d
+      WHERE ${BULK_WHERE}
+      ORDER BY d.dlq_timestamp, d.dlq_entry_uuid
+      LIMIT $7 ${lock ? 'FOR UPDATE' : ''}`,
+    [...bulkParams(filter, now), limit],
+  );
+  return rows;
+}
+
+/** Resolves the given pending entries (primary key); returns the uuids resolved. */
+export async function resolveEntries(
+  db: Db,
+  entryUuids: readonly string[],
+  status: TerminalResolutionStatus,
+  notes: string,
+  resolvedBy: string,
+  now: Date,
+): Promise<string[]> {
+  const { rows } = await db.query<{ dlq_entry_uuid: string }>(
+    `UPDATE tasker_tasks_dlq d
+        SET resolution_status = $2::dlq_resolution_status, resolution_notes = $3, resolved_by = $4,
+            resolution_timestamp = $5, updated_at = $5
+      WHERE d.dlq_entry_uuid = ANY ($1::uuid[]) AND d.resolution_status = 'pending'
+      RETURNING d.dlq_entry_uuid`,
+    [entryUuids, status, notes, resolvedBy, now],
+  );
+  return rows.map((r) => r.dlq_entry_uuid);
+}
+
+/** The most recent entry of a task, any status (upstream's GET /v1/dlq/task/{uuid}; idx_dlq_task_lookup). */
+export async function latestEntryOfTask(db: Db, taskUuid: string): Promise<DlqEntry | undefined> {
+  const { rows } = await db.query<DlqEntry>(
+    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d WHERE d.task_uuid = $1
+      ORDER BY d.created_at DESC, d.dlq_entry_uuid DESC LIMIT 1`,
+    [taskUuid],
+  );
+  return rows[0];
+}
+
+export interface StalenessRow {
+  task_uuid: string;
+  namespace_name: string;
+  task_name: string;
+  current_state: string;
+  time_in_state_minutes: number;
+  task_age_minutes: number;
+  staleness_threshold_minutes: number;
+  health_status: 'healthy' | 'warning' | 'stale';
+  priority: number;
+}
+
+/**
+ * v_task_staleness_monitoring (upstream's GET /v1/dlq/staleness): in-flight tasks, stale first, then
+ * warning, then healthy, longest in their state first (idx_task_transitions_in_flight).
+ */
+export async function stalenessMonitoring(db: Db, limit: number): Promise<StalenessRow[]> {
+  const { rows } = await db.query<StalenessRow>(
+    `SELECT task_uuid, namespace_name, task_name, current_state, time_in_state_minutes, task_age_minutes,
+            staleness_threshold_minutes, health_status, priority
+       FROM v_task_staleness_monitoring LIMIT $1`,
+    [limit],
+  );
+  return rows;
+}

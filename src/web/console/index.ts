@@ -1,10 +1,17 @@
 import type { FastifyPluginAsync } from 'fastify';
-import type { ConsoleDeps } from './deps.ts';
+import { authenticateToken, can } from '../auth.ts';
+import type { WebDeps } from '../server.ts';
 import { registerConsoleRoutes } from './routes.ts';
 
-export type { ConsoleDeps, ConsolePrincipal } from './deps.ts';
-
-/** The web console under `/` (see routes.ts). */
-export const consoleRoutes: FastifyPluginAsync<ConsoleDeps> = async (app, deps) => {
-  registerConsoleRoutes(app, deps);
+/** The web console under `/` (routes.ts), registered by buildServer after the API routes. */
+export const consoleRoutes: FastifyPluginAsync<{ deps: WebDeps }> = async (app, { deps }) => {
+  registerConsoleRoutes(app, {
+    web: deps,
+    db: deps.pool,
+    now: deps.now,
+    authenticate: (secret, now) => authenticateToken(deps.pool, secret, now),
+    can,
+    secureCookies: false,
+    queueRefreshSeconds: 10,
+  });
 };

@@ -6,8 +6,9 @@ import { z } from 'zod';
 import { findEntry } from '../../db/queries/dlq.ts';
 import { TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import { NotFoundError, UsageError } from '../../errors.ts';
+import { resolveInvestigation } from '../operations.ts';
 import { CONSOLE_CSS, CONSOLE_JS } from './assets.ts';
-import type { ConsoleDeps, ConsolePermission, ConsolePrincipal } from './deps.ts';
+import { actorOf, type ConsoleDeps, type ConsolePermission, type ConsolePrincipal } from './deps.ts';
 import { entryPage } from './entry-page.ts';
 import { html, type SafeHtml } from './html.ts';
 import { type PageContext, page } from './layout.ts';
@@ -260,11 +261,13 @@ export function registerConsoleRoutes(app: FastifyInstance, deps: ConsoleDeps): 
       return send(reply, 400, page('Resolve', await entryPage(ctx, entry, notice), ctx));
     }
     try {
-      await deps.resolve(
-        ctx.principal,
-        { entryUuid: entry.dlq_entry_uuid, status: form.data.status, notes: form.data.notes },
-        deps.now(),
-      );
+      await resolveInvestigation(deps.web.pool, {
+        uuid: entry.dlq_entry_uuid,
+        status: form.data.status,
+        notes: form.data.notes,
+        actor: actorOf(ctx.principal),
+        now: deps.now(),
+      });
     } catch (err) {
       if (err instanceof NotFoundError) return problemPage(reply, 404, 'Not found', err.message, ctx);
       if (err instanceof UsageError) {

@@ -1,0 +1,44 @@
+import { databaseUrl } from '../../db/pool.ts';
+import { buildServer } from '../../web/server.ts';
+import { createBoss } from '../../worker/boss.ts';
+import { startBoss } from '../../worker/process.ts';
+import type { Command } from '../command.ts';
+import { untilAborted } from './worker.ts';
+
+/**
+ * web: the HTTP API (/v1, /openapi.json, /healthz, /readyz) and the console, on web.host:web.port,
+ * until SIGTERM/SIGINT. Any number may run beside the workers; they share only the database.
+ */
+export const webCommand: Command = {
+  name: 'web',
+  summary:
+    'Serve the HTTP API (/v1, /openapi.json) and the console on web.host:web.port until SIGTERM/SIGINT.',
+  args: { flags: {} },
+  async run(_, { runtime, signal }) {
+    const rt = runtime.get();
+    const boss = createBoss(rt.config, databaseUrl(rt.config), 'client', rt.logger);
+    await startBoss(boss);
+    try {
+      const app = await buildServer({
+        pool: rt.pool,
+        config: rt.config,
+        now: () => new Date(),
+        logger: rt.logger,
+        boss,
+      });
+      await app.listen({ host: rt.config.web.host, port: rt.config.web.port });
+      const address = app.server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : rt.config.web.port;
+      rt.logger.info(`web: listening on http://${rt.config.web.host}:${port}`, {
+        host: rt.config.web.host,
+        port,
+        database: rt.target,
+      });
+      await untilAborted(signal);
+      rt.logger.info('web: stopping');
+      await app.close();
+    } finally {
+      await boss.stop({ graceful: false });
+    }
+  },
+};

@@ -1,0 +1,89 @@
+import type { Db } from '../pool.ts';
+
+/** Queries on tasker_audit_log (migrations/0080_api_tokens_and_audit.sql). */
+
+export type ActorKind = 'token' | 'cli' | 'console';
+
+/** Who made a change: a token's name (API), the --by name or OS user (CLI), a console user. */
+export interface Actor {
+  kind: ActorKind;
+  name: string;
+}
+
+export type AuditTargetKind = 'dlq_entry' | 'task' | 'job' | 'token';
+
+export interface AuditRecord {
+  at: Date;
+  actor: Actor;
+  /** e.g. dlq.resolve, dlq.add, dlq.bulk_resolve, job.enqueue, job.retry, archive.restore, token.create. */
+  action: string;
+  targetKind: AuditTargetKind;
+  targetId: string;
+  before?: unknown;
+  after?: unknown;
+  details?: unknown;
+}
+
+export interface AuditRow {
+  audit_id: number;
+  at: Date;
+  actor: string;
+  actor_kind: ActorKind;
+  action: string;
+  target_kind: AuditTargetKind;
+  target_id: string;
+  before: unknown;
+  after: unknown;
+  details: unknown;
+}
+
+const json = (v: unknown) => (v === undefined || v === null ? null : JSON.stringify(v));
+
+/** Writes one audit row; call it with the client of the transaction that makes the change. */
+export async function insertAudit(db: Db, r: AuditRecord): Promise<number> {
+  const { rows } = await db.query<{ audit_id: number }>(
+    `INSERT INTO tasker_audit_log (at, actor, actor_kind, action, target_kind, target_id, before, after, details)
+     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9::jsonb) RETURNING audit_id`,
+    [
+      r.at,
+      r.actor.name,
+      r.actor.kind,
+      r.action,
+      r.targetKind,
+      r.targetId,
+      json(r.before),
+      json(r.after),
+      json(r.details),
+    ],
+  );
+  return rows[0]!.audit_id;
+}
+
+export interface ListAuditParams {
+  since?: Date | undefined;
+  actor?: string | undefined;
+  /** Only rows about this entry or task (target_id). */
+  targetId?: string | undefined;
+  /** Rows older than this audit_id (paging: the last audit_id of the previous page). */
+  beforeId?: number | undefined;
+  limit: number;
+}
+
+/**
+ * Audit rows, newest first, bounded by limit: idx_audit_log_actor_at with an actor,
+ * idx_audit_log_at otherwise (a target filter is applied on top of those).
+ */
+export async function listAudit(db: Db, p: ListAuditParams): Promise<AuditRow[]> {
+  const { rows } = await db.query<AuditRow>(
+    `SELECT audit_id, at, actor, actor_kind, action, target_kind, target_id, before, after, details
+       FROM tasker_audit_log
+      WHERE ($1::timestamptz IS NULL OR at >= $1)
+        AND ($2::text IS NULL OR actor = $2)
+        AND ($3::text IS NULL OR target_id = $3)
+        AND ($4::bigint IS NULL OR audit_id < $4)
+      ORDER BY at DESC, audit_id DESC
+      LIMIT $5`,
+    [p.since ?? null, p.actor ?? null, p.targetId ?? null, p.beforeId ?? null, p.limit],
+  );
+  return rows;
+}

@@ -1,0 +1,85 @@
+import type pg from 'pg';
+import type { PgBoss } from 'pg-boss';
+import { JOBS } from '../../jobs/index.ts';
+import { bossJobState } from '../db/queries/boss-jobs.ts';
+import { type DeadLetteredJob, listDeadLettered } from '../db/queries/dead-letters.ts';
+import { runsOfBossJob } from '../db/queries/job-run-lookup.ts';
+import { type RunRow, recentRuns } from '../db/queries/job-runs.ts';
+import { NotFoundError } from '../errors.ts';
+import { deadLetterQueue } from '../worker/worker.ts';
+
+/** Read-only views of the jobs for the API and the console: states, and one run followed. */
+
+export interface JobState {
+  job: string;
+  description: string;
+  /** The cron the workers filed (pgboss.schedule, UTC), or null: not scheduled. */
+  schedule: string | null;
+  last_runs: RunRow[];
+  queue: { queued: number; active: number; failed: number; total: number } | null;
+  dead_letter_queue: string;
+  dead_lettered: number;
+  /** The newest dead-lettered runs still waiting to be retried, with their error. */
+  dead_lettered_runs: DeadLetteredJob[];
+}
+
+export async function jobStates(
+  deps: { pool: pg.Pool; boss: PgBoss },
+  runsPerJob = 5,
+  deadPerJob = 20,
+): Promise<JobState[]> {
+  const names = JOBS.flatMap((j) => [j.name, deadLetterQueue(j)]);
+  const queues = new Map((await deps.boss.getQueues(names)).map((q) => [q.name, q]));
+  const schedules = new Map((await deps.boss.getSchedules()).map((s) => [s.name, s.cron]));
+  const states: JobState[] = [];
+  for (const job of JOBS) {
+    const q = queues.get(job.name);
+    const dlq = deadLetterQueue(job);
+    const dead = queues.has(dlq) ? await listDeadLettered(deps.pool, dlq, deadPerJob) : [];
+    states.push({
+      job: job.name,
+      description: job.description,
+      schedule: schedules.get(job.name) ?? null,
+      last_runs: await recentRuns(deps.pool, job.name, runsPerJob),
+      queue: q
+        ? { queued: q.queuedCount, active: q.activeCount, failed: q.failedCount, total: q.totalCount }
+        : null,
+      dead_letter_queue: dlq,
+      dead_lettered: queues.get(dlq)?.queuedCount ?? 0,
+      dead_lettered_runs: dead,
+    });
+  }
+  return states;
+}
+
+export interface FollowedRun {
+  job: string;
+  job_id: string;
+  /** pg-boss's state: created, retry, active, completed, cancelled, failed; null once pg-boss deleted it. */
+  state: string | null;
+  output: Record<string, unknown> | null;
+  /** The run stopped early and handed the rest of its work to this run (follow it next). */
+  handed_on_to: string | null;
+  /** The run was merged into this waiting run (follow it next). */
+  merged_into: string | null;
+  /** Its history rows (tasker_job_runs): one per attempt, with counts. */
+  runs: RunRow[];
+}
+
+/** One queued run: its pg-boss state and output, and its history. NotFoundError if neither exists. */
+export async function followRun(pool: pg.Pool, job: string, id: string): Promise<FollowedRun> {
+  const boss = await bossJobState(pool, job, id);
+  const runs = await runsOfBossJob(pool, id);
+  if (!boss && runs.length === 0) throw new NotFoundError(`no run ${id} of ${job}`);
+  const output = boss?.output ?? null;
+  const pick = (k: string) => (typeof output?.[k] === 'string' ? (output[k] as string) : null);
+  return {
+    job,
+    job_id: id,
+    state: boss?.state ?? null,
+    output,
+    handed_on_to: boss?.state === 'completed' ? pick('handed_on_to') : null,
+    merged_into: boss?.state === 'cancelled' ? pick('merged_into') : null,
+    runs,
+  };
+}

@@ -1,0 +1,48 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { archivedGraph } from '../../db/queries/archive-lookup.ts';
+import { NotFoundError, restoreArchivedTask } from '../operations.ts';
+import { TaskUuidParams } from '../schemas.ts';
+import type { WebDeps } from '../server.ts';
+import { tokenActor } from './dlq.ts';
+
+/** Archived task graphs: look one up, restore it. */
+export const archiveRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, { deps }) => {
+  const tags = ['archive'];
+
+  app.get(
+    '/v1/archive/tasks/:task_uuid',
+    {
+      config: { permission: 'archive:read' },
+      schema: {
+        tags,
+        description:
+          'An archived task graph: the task, its transitions, steps, edges, step transitions and DLQ entries; 404 if not archived. Permission archive:read.',
+        params: TaskUuidParams,
+      },
+    },
+    async (request) => {
+      const graph = await archivedGraph(deps.pool, request.params.task_uuid);
+      if (!graph) throw new NotFoundError(`task ${request.params.task_uuid} is not archived`);
+      return graph;
+    },
+  );
+
+  app.post(
+    '/v1/archive/tasks/:task_uuid/restore',
+    {
+      config: { permission: 'archive:restore' },
+      schema: {
+        tags,
+        description:
+          'Move an archived task graph back to the live tables, exactly as it was; 404 if not archived. Audited. Permission archive:restore.',
+        params: TaskUuidParams,
+      },
+    },
+    async (request) =>
+      restoreArchivedTask(deps.pool, {
+        taskUuid: request.params.task_uuid,
+        actor: tokenActor(request.principal),
+        now: deps.now(),
+      }),
+  );
+};

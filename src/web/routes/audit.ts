@@ -1,0 +1,30 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { listAudit } from '../../db/queries/audit.ts';
+import { AuditQuery } from '../schemas.ts';
+import type { WebDeps } from '../server.ts';
+
+/** The audit log, newest first. */
+export const auditRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, { deps }) => {
+  app.get(
+    '/v1/audit',
+    {
+      config: { permission: 'audit:read' },
+      schema: {
+        tags: ['audit'],
+        description:
+          'Changes made through the API, the CLI and the console, newest first: who, when, what, on which entry/task/job/token, before and after. Page with before_id. Permission audit:read.',
+        querystring: AuditQuery,
+      },
+    },
+    async (request) => {
+      const q = request.query;
+      return listAudit(deps.pool, {
+        since: q.since === undefined ? undefined : new Date(q.since),
+        actor: q.actor,
+        targetId: q.target_id,
+        beforeId: q.before_id,
+        limit: q.limit ?? 100,
+      });
+    },
+  );
+};

@@ -1,0 +1,189 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import {
+  investigationQueue,
+  latestEntryOfTask,
+  listEntries,
+  stalenessMonitoring,
+  statsByReason,
+} from '../../db/queries/dlq.ts';
+import type { Actor } from '../operations.ts';
+import { bulkResolve, NotFoundError, openInvestigation, updateInvestigation } from '../operations.ts';
+import {
+  BulkResolveBody,
+  DlqListQuery,
+  EntryUuidParams,
+  LimitQuery,
+  OpenEntryBody,
+  TaskUuidParams,
+  UpdateEntryBody,
+} from '../schemas.ts';
+import type { WebDeps } from '../server.ts';
+
+/** The actor of an API change: the token's name. */
+export function tokenActor(principal: { tokenName: string } | null): Actor {
+  return { kind: 'token', name: principal?.tokenName ?? 'unknown' };
+}
+
+/** Upstream's six /v1/dlq endpoints (same paths, parameters, defaults, orderings), and ours. */
+export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, { deps }) => {
+  const tags = ['dlq'];
+
+  app.get(
+    '/v1/dlq',
+    {
+      config: { permission: 'dlq:read' },
+      schema: {
+        tags,
+        description: 'Entries, newest first (dlq_timestamp DESC). Permission dlq:read.',
+        querystring: DlqListQuery,
+      },
+    },
+    async (request) => {
+      const q = request.query;
+      return listEntries(deps.pool, {
+        status: q.resolution_status,
+        limit: q.limit ?? 50,
+        offset: q.offset ?? 0,
+        now: deps.now(),
+      });
+    },
+  );
+
+  app.get(
+    '/v1/dlq/task/:task_uuid',
+    {
+      config: { permission: 'dlq:read' },
+      schema: {
+        tags,
+        description: 'The most recent entry of a task, any status; 404 if none. Permission dlq:read.',
+        params: TaskUuidParams,
+      },
+    },
+    async (request) => {
+      const entry = await latestEntryOfTask(deps.pool, request.params.task_uuid);
+      if (!entry) throw new NotFoundError(`no DLQ entry for task ${request.params.task_uuid}`);
+      return entry;
+    },
+  );
+
+  app.patch(
+    '/v1/dlq/entry/:dlq_entry_uuid',
+    {
+      config: { permission: 'dlq:update' },
+      schema: {
+        tags,
+        description:
+          'Update an investigation (omitted fields keep their value). A resolution_status resolves it: only a pending entry (409 naming who resolved it and when). Audited. Permission dlq:update.',
+        params: EntryUuidParams,
+        body: UpdateEntryBody,
+      },
+    },
+    async (request) => {
+      const b = request.body;
+      const entry = await updateInvestigation(deps.pool, {
+        uuid: request.params.dlq_entry_uuid,
+        status: b.resolution_status,
+        notes: b.resolution_notes,
+        resolvedBy: b.resolved_by,
+        metadata: b.metadata,
+        actor: tokenActor(request.principal),
+        now: deps.now(),
+      });
+      return {
+        success: true,
+        message: 'Investigation status updated successfully',
+        dlq_entry_uuid: entry.dlq_entry_uuid,
+        entry,
+      };
+    },
+  );
+
+  app.get(
+    '/v1/dlq/stats',
+    {
+      config: { permission: 'dlq:stats' },
+      schema: { tags, description: 'Entries by reason (v_dlq_dashboard). Permission dlq:stats.' },
+    },
+    async () => statsByReason(deps.pool),
+  );
+
+  app.get(
+    '/v1/dlq/investigation-queue',
+    {
+      config: { permission: 'dlq:read' },
+      schema: {
+        tags,
+        description: 'Pending entries, most urgent first (v_dlq_investigation_queue). Permission dlq:read.',
+        querystring: LimitQuery(100),
+      },
+    },
+    async (request) => investigationQueue(deps.pool, request.query.limit ?? 100),
+  );
+
+  app.get(
+    '/v1/dlq/staleness',
+    {
+      config: { permission: 'dlq:read' },
+      schema: {
+        tags,
+        description:
+          'In-flight tasks: stale, then warning, then healthy, longest in their state first (v_task_staleness_monitoring). Permission dlq:read.',
+        querystring: LimitQuery(100),
+      },
+    },
+    async (request) => stalenessMonitoring(deps.pool, request.query.limit ?? 100),
+  );
+
+  app.post(
+    '/v1/dlq/entries',
+    {
+      config: { permission: 'dlq:update' },
+      schema: {
+        tags,
+        description:
+          'Open a manual_dlq investigation for a task (the task is not changed); 404 no such task, 409 it already has a pending one. Audited. Permission dlq:update.',
+        body: OpenEntryBody,
+      },
+    },
+    async (request, reply) => {
+      const entry = await openInvestigation(deps.pool, {
+        taskUuid: request.body.task_uuid,
+        notes: request.body.notes,
+        actor: tokenActor(request.principal),
+        now: deps.now(),
+      });
+      return reply.code(201).send(entry);
+    },
+  );
+
+  app.post(
+    '/v1/dlq/bulk-resolve',
+    {
+      config: { permission: 'dlq:update' },
+      schema: {
+        tags,
+        description:
+          'Resolve every pending entry matching the filter, in one transaction (one audit row per entry). dry_run (the default) changes nothing and returns the count and the first entries. Permission dlq:update.',
+        body: BulkResolveBody,
+      },
+    },
+    async (request) => {
+      const b = request.body;
+      return bulkResolve(deps.pool, {
+        filter: {
+          reason: b.filter.reason,
+          namespace: b.filter.namespace,
+          taskName: b.filter.task_name,
+          originalState: b.filter.original_state,
+          olderThanMinutes: b.filter.older_than_minutes,
+        },
+        status: b.resolution_status,
+        notes: b.resolution_notes,
+        dryRun: b.dry_run,
+        previewLimit: b.preview_limit,
+        actor: tokenActor(request.principal),
+        now: deps.now(),
+      });
+    },
+  );
+};

@@ -1,0 +1,127 @@
+import { z } from 'zod';
+import archiveFinishedTasks, { ArchiveFinishedTasksOptions } from '../../jobs/archive-finished-tasks.ts';
+import detectStaleTasks, { DetectStaleTasksOptions } from '../../jobs/detect-stale-tasks.ts';
+import { oneOf, text, uuid, wholeNumber } from '../cli/args.ts';
+import { DLQ_REASONS, DLQ_RESOLUTION_STATUSES, TERMINAL_RESOLUTION_STATUSES } from '../domain/dlq.ts';
+
+/**
+ * Request schemas of the API: the CLI's own value schemas (src/cli/args.ts) and the jobs' option
+ * schemas, so the CLI, the API and the OpenAPI document (/openapi.json) agree. Query values arrive
+ * as strings (wholeNumber parses them); objects are strict, so an unknown field is a 400 naming it.
+ */
+
+export { uuid };
+
+export const limitQuery = (def: number, max = 1000) =>
+  wholeNumber(1, max).optional().describe(`rows to return, 1 to ${max} (default ${def})`);
+
+export const DlqListQuery = z.strictObject({
+  resolution_status: oneOf(DLQ_RESOLUTION_STATUSES).optional().describe('only entries with this status'),
+  limit: limitQuery(50),
+  offset: wholeNumber(0, 1_000_000).optional().describe('rows to skip (default 0)'),
+});
+
+export const LimitQuery = (def: number) => z.strictObject({ limit: limitQuery(def) });
+
+export const TaskUuidParams = z.strictObject({ task_uuid: uuid });
+export const EntryUuidParams = z.strictObject({ dlq_entry_uuid: uuid });
+
+export const UpdateEntryBody = z.strictObject({
+  resolution_status: oneOf(TERMINAL_RESOLUTION_STATUSES)
+    .optional()
+    .describe('a final status; only a pending entry can be given one'),
+  resolution_notes: text('notes').optional(),
+  resolved_by: text('a name', 255).optional().describe("default: the token's name"),
+  metadata: z.record(z.string(), z.unknown()).optional().describe('replaces the metadata'),
+});
+
+export const OpenEntryBody = z.strictObject({
+  task_uuid: uuid,
+  notes: text('notes').describe('why it needs looking at'),
+});
+
+export const BulkResolveBody = z.strictObject({
+  filter: z
+    .strictObject({
+      reason: oneOf(DLQ_REASONS).optional(),
+      namespace: text('a namespace name', 64).optional(),
+      task_name: text('a task template name', 64).optional(),
+      original_state: text('a task state', 64).optional(),
+      older_than_minutes: z
+        .int()
+        .min(0)
+        .max(5_256_000)
+        .optional()
+        .describe('entered the DLQ more than this long ago'),
+    })
+    .describe('pending entries matching all of these'),
+  resolution_status: oneOf(TERMINAL_RESOLUTION_STATUSES),
+  resolution_notes: text('notes'),
+  dry_run: z
+    .boolean()
+    .default(true)
+    .describe('true (the default): change nothing, report what would be resolved'),
+  preview_limit: z.int().min(0).max(1000).default(20).describe('how many of the matching entries to return'),
+});
+
+const detectShape = DetectStaleTasksOptions.shape;
+/** The options `enqueue detect-stale` takes (its flags), from the job's own schema. */
+export const DetectRunOptions = z.strictObject({
+  dry_run: detectShape.dry_run.optional(),
+  batch_size: detectShape.batch_size.optional(),
+  max_batches: detectShape.max_batches.optional(),
+});
+
+const archiveShape = ArchiveFinishedTasksOptions.shape;
+/** The options `enqueue archive` takes (its flags), from the job's own schema. */
+export const ArchiveRunOptions = z.strictObject({
+  dry_run: archiveShape.dry_run.optional(),
+  retention_days: archiveShape.retention_days.optional(),
+  batch_size: archiveShape.batch_size.optional(),
+  max_batches: archiveShape.max_batches.optional(),
+  namespace: z.string().min(1).max(64).optional(),
+  task_name: z.string().min(1).max(64).optional(),
+  finished_before: z.iso.datetime({ offset: true }).optional(),
+});
+
+export const RUN_OPTION_SCHEMAS = {
+  [detectStaleTasks.name]: DetectRunOptions,
+  [archiveFinishedTasks.name]: ArchiveRunOptions,
+} as const;
+
+export const JobParams = z.strictObject({
+  job: oneOf([detectStaleTasks.name, archiveFinishedTasks.name] as [string, string]),
+});
+export const EnqueueBody = z.strictObject({
+  options: z
+    .record(z.string(), z.unknown())
+    .default({})
+    .describe(
+      `the run's options: for ${detectStaleTasks.name} dry_run, batch_size, max_batches; for ${archiveFinishedTasks.name} dry_run, retention_days, batch_size, max_batches, namespace, task_name, finished_before`,
+    ),
+});
+export const JobRunParams = JobParams.extend({ id: uuid });
+export const DeadJobParams = JobParams.extend({ id: uuid });
+
+const isoTime = z.iso.datetime({
+  offset: true,
+  error: 'expected an ISO 8601 time with a zone, such as 2026-05-01T00:00:00Z',
+});
+
+export const AuditQuery = z.strictObject({
+  since: isoTime.optional().describe('only rows at or after this time'),
+  actor: text('an actor name', 255).optional().describe('only rows by this actor'),
+  target_id: text('an entry, task, job or token id', 255).optional(),
+  before_id: wholeNumber(1, Number.MAX_SAFE_INTEGER)
+    .optional()
+    .describe('rows older than this audit_id (paging)'),
+  limit: limitQuery(100),
+});
+
+export const ErrorBody = z.object({
+  error: z.object({
+    code: z.string(),
+    message: z.string(),
+    details: z.record(z.string(), z.unknown()).optional(),
+  }),
+});
