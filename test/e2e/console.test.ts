@@ -7,8 +7,15 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { JOBS } from '../../jobs/index.ts';
+import { ConfigSchema } from '../../src/config/schema.ts';
 import { enrichEntries } from '../../src/db/queries/dlq-enrichment.ts';
+import { silentLogger } from '../../src/telemetry/logger.ts';
+import { createBoss } from '../../src/worker/boss.ts';
+import { deadLetterQueue } from '../../src/worker/worker.ts';
+import { insertFinishedGraph } from '../helpers/archive-factories.ts';
 import { launchChromium, screenshot, seriousAxeViolations } from '../helpers/browser.ts';
+import { runCli } from '../helpers/cli-process.ts';
 import { type ConsoleHarness, startConsoleHarness } from '../helpers/console-server.ts';
 import { defaultLimits, detectAtNow, insertStuckOrder } from '../helpers/enrichment-factories.ts';
 import { hoursBefore, insertDlqEntry, insertTask, insertTemplate, NOW } from '../helpers/factories.ts';
@@ -286,6 +293,154 @@ describe('a token without dlq:update', () => {
     );
     await expectAccessible(page, 'sign-in');
     expect((await context.cookies()).some((c) => c.name === 'tasker_session')).toBe(false);
+    await context.close();
+  });
+});
+
+describe('bulk work, jobs, archive and audit', () => {
+  it('bulk resolve: the preview count matches the API, "Resolve all" resolves them in one action', async () => {
+    const batch = await insertTemplate(h.pool, { namespace: 'bulkns', name: 'sync' });
+    const entries: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const task = await insertTask(h.pool, {
+        template: batch,
+        state: 'waiting_for_retry',
+        enteredAt: hoursBefore(NOW, 5),
+      });
+      entries.push(
+        await insertDlqEntry(h.pool, {
+          task,
+          reason: 'worker_unavailable',
+          at: hoursBefore(NOW, 4 + i),
+          namespace: 'bulkns',
+          taskName: 'sync',
+        }),
+      );
+    }
+    const secret = await h.token('frank', ['dlq:read', 'dlq:update']);
+    const api = await fetch(`${h.url}/v1/dlq/bulk-resolve`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        filter: { namespace: 'bulkns', reason: 'worker_unavailable' },
+        resolution_status: 'cancelled',
+        resolution_notes: 'x',
+        dry_run: true,
+      }),
+    });
+    expect(api.status).toBe(200);
+    const apiPreview = (await api.json()) as { matched: number };
+    expect(apiPreview.matched).toBe(4);
+
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, secret);
+    await page.getByRole('link', { name: 'Bulk resolve' }).click();
+    await page.getByLabel('Namespace').fill('bulkns');
+    await page.getByLabel('Reason').selectOption('worker_unavailable');
+    await page.getByRole('button', { name: 'Preview' }).click();
+    await page.waitForURL(/preview=1/);
+    await expect(page.locator('#bulk-count').textContent()).resolves.toBe(String(apiPreview.matched));
+    const listed = await page
+      .locator('#bulk-preview a')
+      .evaluateAll((as) => as.map((a) => a.getAttribute('href')));
+    expect(listed.sort()).toEqual(entries.map((e) => `/dlq/${e}`).sort());
+    await expectAccessible(page, 'bulk-preview');
+    await page.getByLabel('Status').selectOption('cancelled');
+    await page.getByLabel('Notes').fill('workers were redeployed; the engine re-ran these');
+    await page.getByRole('button', { name: 'Resolve all' }).click();
+    await expect(page.locator('#bulk-outcome').textContent()).resolves.toContain('Resolved 4 of 4');
+    for (const e of entries) expect(await isPending(e)).toBe(false);
+    const audit = await h.pool.query<{ action: string; actor: string; n: number }>(
+      `SELECT action, actor, count(*)::integer AS n FROM tasker_audit_log WHERE target_id = ANY($1) GROUP BY 1, 2`,
+      [entries],
+    );
+    expect(audit.rows).toEqual([{ action: 'dlq.bulk_resolve', actor: 'frank', n: 4 }]);
+    await page.goto(`${h.url}/?namespace=bulkns`);
+    await expect(page.locator('#queue-total').textContent()).resolves.toBe('0');
+    await context.close();
+  });
+
+  it('jobs: a dead-lettered run shows its error and "Retry" queues it again', async () => {
+    const job = JOBS.find((j) => j.name.startsWith('detect'))!;
+    const config = ConfigSchema.parse({});
+    const boss = createBoss(config, h.databaseUrl, 'client', silentLogger());
+    await boss.start();
+    let deadId: string;
+    try {
+      const id = await boss.send(job.name, { trigger: 'adhoc', options: {} }, { retryLimit: 0 });
+      const [fetched] = await boss.fetch(job.name);
+      expect(fetched?.id).toBe(id);
+      await boss.fail(job.name, id!, { message: 'connection to the database was lost' });
+      const dead = await h.pool.query<{ id: string }>(
+        `SELECT id FROM pgboss.job WHERE name = $1 AND state = 'created'`,
+        [deadLetterQueue(job)],
+      );
+      expect(dead.rows).toHaveLength(1);
+      deadId = dead.rows[0]!.id;
+    } finally {
+      await boss.stop({ graceful: false });
+    }
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('gina', ['dlq:read', 'jobs:read', 'jobs:run']));
+    await page.getByRole('link', { name: 'Jobs' }).click();
+    const item = page.locator(`li[data-dead="${deadId}"]`);
+    await expect(item.locator('.dead-error').textContent()).resolves.toBe(
+      'connection to the database was lost',
+    );
+    await expectAccessible(page, 'jobs');
+    await item.getByRole('button', { name: `Retry dead-lettered run ${deadId}` }).click();
+    await expect(page.locator('#jobs-notice').textContent()).resolves.toMatch(/^Retried dead-lettered run/);
+    await expect(page.locator(`li[data-dead="${deadId}"]`).count()).resolves.toBe(0);
+    const queued = await h.pool.query(`SELECT state FROM pgboss.job WHERE name = $1 AND state = 'created'`, [
+      job.name,
+    ]);
+    expect(queued.rows).toHaveLength(1);
+    const audit = await h.pool.query(`SELECT actor, action FROM tasker_audit_log WHERE target_id = $1`, [
+      deadId,
+    ]);
+    expect(audit.rows).toEqual([{ actor: 'gina', action: 'job.retry' }]);
+    // A second run cannot wait beside it: the enqueue form says so.
+    await page.getByRole('button', { name: 'Queue detection' }).click();
+    await expect(page.locator('#jobs-notice').textContent()).resolves.toContain('already waiting');
+    await context.close();
+  });
+
+  it('archive: monthly statistics, look up an archived task and restore it; the audit log shows it', async () => {
+    const template = await insertTemplate(h.pool, { namespace: 'archive', name: 'old' });
+    const task = await insertFinishedGraph(h.pool, {
+      named_task_uuid: template.named_task_uuid,
+      state: 'complete',
+      finishedAt: new Date(Date.now() - 40 * 86_400_000),
+    });
+    const archived = await runCli(['archive', '--retention-days', '30'], { DATABASE_URL: h.databaseUrl });
+    expect(archived.code).toBe(0);
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(
+      context,
+      await h.token('hana', ['dlq:read', 'archive:read', 'archive:restore', 'audit:read']),
+    );
+    await page.getByRole('link', { name: 'Archive' }).click();
+    await expect(page.locator('#archive-months tbody tr').count()).resolves.toBeGreaterThan(0);
+    await page.getByLabel('Task uuid').fill(task);
+    await page.getByRole('button', { name: 'Look up' }).click();
+    await expect(page.locator('#archived-task h2').textContent()).resolves.toContain(task);
+    await expectAccessible(page, 'archive');
+    await page.getByRole('button', { name: 'Restore' }).click();
+    await expect(page.locator('#archive-notice').textContent()).resolves.toBe(
+      `Restored task ${task} to the live tables.`,
+    );
+    const live = await h.pool.query('SELECT 1 FROM tasker_tasks WHERE task_uuid = $1', [task]);
+    expect(live.rows).toHaveLength(1);
+
+    await page.getByRole('link', { name: 'Audit log' }).click();
+    await page.getByLabel('Actor').fill('hana');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.waitForURL(/actor=hana/);
+    const actions = await page
+      .locator('#audit tbody tr')
+      .evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-action')));
+    expect(actions).toEqual(['archive.restore']);
+    await expectAccessible(page, 'audit');
     await context.close();
   });
 });

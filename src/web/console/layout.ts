@@ -5,7 +5,11 @@ import { CSRF_FIELD } from './session.ts';
 /** The pages of the console, each shown only to a token with its permission. */
 export const NAV: ReadonlyArray<{ path: string; label: string; permission: ConsolePermission }> = [
   { path: '/', label: 'Queue', permission: 'dlq:read' },
+  { path: '/bulk', label: 'Bulk resolve', permission: 'dlq:update' },
   { path: '/staleness', label: 'Staleness', permission: 'dlq:stats' },
+  { path: '/jobs', label: 'Jobs', permission: 'jobs:read' },
+  { path: '/archive', label: 'Archive', permission: 'archive:read' },
+  { path: '/audit', label: 'Audit log', permission: 'audit:read' },
 ];
 
 export interface PageContext {

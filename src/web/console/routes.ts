@@ -3,14 +3,30 @@ import fastifyCookie from '@fastify/cookie';
 import fastifyFormbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { archiveStatistics } from '../../db/queries/archive.ts';
+import { archivedGraph } from '../../db/queries/archive-lookup.ts';
+import { listAudit } from '../../db/queries/audit.ts';
 import { findEntry } from '../../db/queries/dlq.ts';
 import { TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import { NotFoundError, UsageError } from '../../errors.ts';
-import { resolveInvestigation } from '../operations.ts';
+import { jobStates } from '../job-states.ts';
+import {
+  bulkResolve,
+  ENQUEUEABLE_JOBS,
+  enqueueRun,
+  resolveInvestigation,
+  restoreArchivedTask,
+  retryDeadJob,
+} from '../operations.ts';
+import { RUN_OPTION_SCHEMAS } from '../schemas.ts';
+import { archivePage } from './archive-page.ts';
 import { CONSOLE_CSS, CONSOLE_JS } from './assets.ts';
+import { AUDIT_PAGE_SIZE, AuditFilterQuery, auditPage } from './audit-page.ts';
+import { BULK_PREVIEW_LIMIT, BulkFilterQuery, BulkResolveForm, bulkFilterOf, bulkPage } from './bulk-page.ts';
 import { actorOf, type ConsoleDeps, type ConsolePermission, type ConsolePrincipal } from './deps.ts';
 import { entryPage } from './entry-page.ts';
 import { html, type SafeHtml } from './html.ts';
+import { jobsPage } from './jobs-page.ts';
 import { type PageContext, page } from './layout.ts';
 import { loadQueue, QueueQuerySchema, queuePage, queueRows } from './queue-page.ts';
 import { CSRF_FIELD, csrfFor, csrfMatches, SESSION_COOKIE, sessionCookieOptions } from './session.ts';
@@ -223,6 +239,208 @@ export function registerConsoleRoutes(app: FastifyInstance, deps: ConsoleDeps): 
     const ctx = await guard(request, reply, 'dlq:stats');
     if (!ctx) return reply;
     return send(reply, 200, page('Staleness', await stalenessPage(ctx), ctx));
+  });
+
+  const issuesText = (error: z.ZodError) =>
+    error.issues
+      .map(
+        (i) =>
+          `${i.path.join('.') || 'form'}: ${i.message}${'keys' in i ? ` (${(i as { keys: string[] }).keys.join(', ')})` : ''}`,
+      )
+      .join('; ');
+
+  app.get('/bulk', async (request, reply) => {
+    const ctx = await guard(request, reply, 'dlq:update');
+    if (!ctx) return reply;
+    const q = BulkFilterQuery.safeParse(request.query ?? {});
+    if (!q.success) return problemPage(reply, 400, 'Bad filter', issuesText(q.error), ctx);
+    let preview: Awaited<ReturnType<typeof bulkResolve>> | undefined;
+    if (q.data.preview === '1') {
+      try {
+        preview = await bulkResolve(deps.web.pool, {
+          filter: bulkFilterOf(q.data),
+          status: 'cancelled',
+          notes: 'preview',
+          dryRun: true,
+          previewLimit: BULK_PREVIEW_LIMIT,
+          actor: actorOf(ctx.principal),
+          now: deps.now(),
+        });
+      } catch (err) {
+        if (!(err instanceof UsageError)) throw err;
+        return send(
+          reply,
+          400,
+          page('Bulk resolve', bulkPage(ctx, q.data, undefined, { problem: err.message }), ctx),
+        );
+      }
+    }
+    return send(reply, 200, page('Bulk resolve', bulkPage(ctx, q.data, preview), ctx));
+  });
+
+  app.post('/bulk/resolve', async (request, reply) => {
+    const ctx = await guard(request, reply, 'dlq:update');
+    if (!ctx) return reply;
+    const form = BulkResolveForm.safeParse(request.body ?? {});
+    if (!form.success) return problemPage(reply, 400, 'Bad form', issuesText(form.error), ctx);
+    const { _csrf, status, notes, ...filter } = form.data;
+    try {
+      const result = await bulkResolve(deps.web.pool, {
+        filter: bulkFilterOf(filter),
+        status,
+        notes,
+        dryRun: false,
+        previewLimit: 0,
+        actor: actorOf(ctx.principal),
+        now: deps.now(),
+      });
+      return send(reply, 200, page('Bulk resolve', bulkPage(ctx, filter, undefined, result), ctx));
+    } catch (err) {
+      if (!(err instanceof UsageError)) throw err;
+      return send(
+        reply,
+        400,
+        page('Bulk resolve', bulkPage(ctx, filter, undefined, { problem: err.message }), ctx),
+      );
+    }
+  });
+
+  const renderJobs = async (
+    ctx: PageContext,
+    reply: FastifyReply,
+    status: number,
+    notice?: { ok: boolean; text: string },
+  ) => send(reply, status, page('Jobs', jobsPage(ctx, await jobStates(deps.web), notice), ctx));
+
+  app.get('/jobs', async (request, reply) => {
+    const ctx = await guard(request, reply, 'jobs:read');
+    if (!ctx) return reply;
+    return renderJobs(ctx, reply, 200);
+  });
+
+  app.post('/jobs/:job/dead-letters/:id/retry', async (request, reply) => {
+    const ctx = await guard(request, reply, 'jobs:run');
+    if (!ctx) return reply;
+    const { job, id } = request.params as { job: string; id: string };
+    if (!UUID.test(id)) return renderJobs(ctx, reply, 400, { ok: false, text: `id: ${id} is not a uuid` });
+    try {
+      const run = await retryDeadJob(deps.web, {
+        job,
+        deadJobId: id,
+        actor: actorOf(ctx.principal),
+        now: deps.now(),
+      });
+      return renderJobs(ctx, reply, 200, {
+        ok: true,
+        text: `Retried dead-lettered run ${id} of ${job} as run ${run.job_id}.`,
+      });
+    } catch (err) {
+      if (!(err instanceof UsageError)) throw err;
+      return renderJobs(ctx, reply, err instanceof NotFoundError ? 404 : 409, {
+        ok: false,
+        text: err.message,
+      });
+    }
+  });
+
+  app.post('/jobs/:job/runs', async (request, reply) => {
+    const ctx = await guard(request, reply, 'jobs:run');
+    if (!ctx) return reply;
+    const { job } = request.params as { job: string };
+    const schema = RUN_OPTION_SCHEMAS[job as keyof typeof RUN_OPTION_SCHEMAS];
+    if (!schema || !ENQUEUEABLE_JOBS[job])
+      return renderJobs(ctx, reply, 404, { ok: false, text: `no job ${job}` });
+    // Form values are text: empty fields are left out, numbers and the dry-run box converted.
+    const raw: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries((request.body ?? {}) as Record<string, unknown>)) {
+      if (k === CSRF_FIELD || v === '' || typeof v !== 'string') continue;
+      raw[k] =
+        k === 'dry_run'
+          ? v === 'true'
+          : /^-?\d+$/.test(v) && k !== 'namespace' && k !== 'task_name'
+            ? Number(v)
+            : v;
+    }
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) return renderJobs(ctx, reply, 400, { ok: false, text: issuesText(parsed.error) });
+    try {
+      const run = await enqueueRun(deps.web, {
+        job,
+        options: parsed.data,
+        actor: actorOf(ctx.principal),
+        now: deps.now(),
+      });
+      return renderJobs(ctx, reply, 202, { ok: true, text: `Queued a ${job} run: ${run.job_id}.` });
+    } catch (err) {
+      if (!(err instanceof UsageError)) throw err;
+      return renderJobs(ctx, reply, err instanceof NotFoundError ? 404 : 409, {
+        ok: false,
+        text: err.message,
+      });
+    }
+  });
+
+  const ArchiveQuery = z.strictObject({
+    task_uuid: z.string().trim().regex(UUID, 'expected a task uuid').or(z.literal('')).optional(),
+  });
+
+  app.get('/archive', async (request, reply) => {
+    const ctx = await guard(request, reply, 'archive:read');
+    if (!ctx) return reply;
+    const q = ArchiveQuery.safeParse(request.query ?? {});
+    if (!q.success) return problemPage(reply, 400, 'Bad task uuid', issuesText(q.error), ctx);
+    const taskUuid = q.data.task_uuid || undefined;
+    const [months, graph] = await Promise.all([
+      archiveStatistics(deps.db, 24),
+      taskUuid ? archivedGraph(deps.db, taskUuid) : Promise.resolve(undefined),
+    ]);
+    return send(
+      reply,
+      200,
+      page('Archive', archivePage(ctx, months, taskUuid ? { taskUuid, graph } : undefined), ctx),
+    );
+  });
+
+  app.post('/archive/:task/restore', async (request, reply) => {
+    const ctx = await guard(request, reply, 'archive:restore');
+    if (!ctx) return reply;
+    const { task } = request.params as { task: string };
+    let notice: { ok: boolean; text: string };
+    let status = 200;
+    if (!UUID.test(task)) {
+      notice = { ok: false, text: `task: ${task} is not a uuid` };
+      status = 400;
+    } else {
+      try {
+        const restored = await restoreArchivedTask(deps.web.pool, {
+          taskUuid: task,
+          actor: actorOf(ctx.principal),
+          now: deps.now(),
+        });
+        notice = { ok: true, text: `Restored task ${restored.task_uuid} to the live tables.` };
+      } catch (err) {
+        if (!(err instanceof UsageError)) throw err;
+        notice = { ok: false, text: err.message };
+        status = err instanceof NotFoundError ? 404 : 409;
+      }
+    }
+    const months = await archiveStatistics(deps.db, 24);
+    return send(reply, status, page('Archive', archivePage(ctx, months, undefined, notice), ctx));
+  });
+
+  app.get('/audit', async (request, reply) => {
+    const ctx = await guard(request, reply, 'audit:read');
+    if (!ctx) return reply;
+    const q = AuditFilterQuery.safeParse(request.query ?? {});
+    if (!q.success) return problemPage(reply, 400, 'Bad filter', issuesText(q.error), ctx);
+    const rows = await listAudit(deps.db, {
+      since: q.data.since ? new Date(q.data.since) : undefined,
+      actor: q.data.actor || undefined,
+      targetId: q.data.target_id || undefined,
+      beforeId: q.data.before_id,
+      limit: AUDIT_PAGE_SIZE,
+    });
+    return send(reply, 200, page('Audit log', auditPage(ctx, q.data, rows), ctx));
   });
 
   async function entryOr404(reply: FastifyReply, uuid: string, ctx: PageContext) {
