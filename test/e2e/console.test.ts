@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { JOBS } from '../../jobs/index.ts';
+import detectStaleTasks from '../../jobs/detect-stale-tasks.ts';
 import { ConfigSchema } from '../../src/config/schema.ts';
 import { enrichEntries } from '../../src/db/queries/dlq-enrichment.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
@@ -361,7 +361,7 @@ describe('bulk work, jobs, archive and audit', () => {
   });
 
   it('jobs: a dead-lettered run shows its error and "Retry" queues it again', async () => {
-    const job = JOBS.find((j) => j.name.startsWith('detect'))!;
+    const job = detectStaleTasks;
     const config = ConfigSchema.parse({});
     const boss = createBoss(config, h.databaseUrl, 'client', silentLogger());
     await boss.start();

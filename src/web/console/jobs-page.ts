@@ -1,5 +1,6 @@
+import archiveFinishedTasks from '../../../jobs/archive-finished-tasks.ts';
+import detectStaleTasks from '../../../jobs/detect-stale-tasks.ts';
 import type { JobState } from '../job-states.ts';
-import { ENQUEUEABLE_JOBS } from '../operations.ts';
 import { formatTime, html, jsonPreview, type SafeHtml } from './html.ts';
 import { csrfInput, type PageContext } from './layout.ts';
 
@@ -69,9 +70,8 @@ ${mayRun ? enqueueForms(ctx) : ''}`;
 }
 
 function enqueueForms(ctx: PageContext): SafeHtml {
-  const jobs = Object.keys(ENQUEUEABLE_JOBS);
-  const detect = jobs.find((j) => j.startsWith('detect'));
-  const archive = jobs.find((j) => j.startsWith('archive'));
+  const detect = detectStaleTasks.name;
+  const archive = archiveFinishedTasks.name;
   return html`<section class="card" aria-labelledby="enqueue-h"><h2 id="enqueue-h">Queue a run</h2>
 <div class="grid2">
 ${
