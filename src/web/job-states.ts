@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import { JOBS } from '../../jobs/index.ts';
 import { bossJobState } from '../db/queries/boss-jobs.ts';
-import { type DeadLetteredJob, listDeadLettered } from '../db/queries/dead-letters.ts';
+import { type DeadLetteredJob, listDeadLettered, queueDepths } from '../db/queries/dead-letters.ts';
 import { runsOfBossJob } from '../db/queries/job-run-lookup.ts';
 import { type RunRow, recentRuns } from '../db/queries/job-runs.ts';
 import { NotFoundError } from '../errors.ts';
@@ -16,7 +16,8 @@ export interface JobState {
   /** The cron the workers filed (pgboss.schedule, UTC), or null: not scheduled. */
   schedule: string | null;
   last_runs: RunRow[];
-  queue: { queued: number; active: number; failed: number; total: number } | null;
+  /** Jobs in its queue now: waiting (created or retry), active, failed for good. */
+  queue: { queued: number; active: number; failed: number };
   dead_letter_queue: string;
   dead_lettered: number;
   /** The newest dead-lettered runs still waiting to be retried, with their error. */
@@ -29,23 +30,21 @@ export async function jobStates(
   deadPerJob = 20,
 ): Promise<JobState[]> {
   const names = JOBS.flatMap((j) => [j.name, deadLetterQueue(j)]);
-  const queues = new Map((await deps.boss.getQueues(names)).map((q) => [q.name, q]));
+  const depths = await queueDepths(deps.pool, names);
   const schedules = new Map((await deps.boss.getSchedules()).map((s) => [s.name, s.cron]));
   const states: JobState[] = [];
   for (const job of JOBS) {
-    const q = queues.get(job.name);
+    const { queued, active, failed } = depths.get(job.name)!;
     const dlq = deadLetterQueue(job);
-    const dead = queues.has(dlq) ? await listDeadLettered(deps.pool, dlq, deadPerJob) : [];
+    const dead = await listDeadLettered(deps.pool, dlq, deadPerJob);
     states.push({
       job: job.name,
       description: job.description,
       schedule: schedules.get(job.name) ?? null,
       last_runs: await recentRuns(deps.pool, job.name, runsPerJob),
-      queue: q
-        ? { queued: q.queuedCount, active: q.activeCount, failed: q.failedCount, total: q.totalCount }
-        : null,
+      queue: { queued, active, failed },
       dead_letter_queue: dlq,
-      dead_lettered: queues.get(dlq)?.queuedCount ?? 0,
+      dead_lettered: depths.get(dlq)!.queued,
       dead_lettered_runs: dead,
     });
   }

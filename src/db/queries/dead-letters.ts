@@ -59,3 +59,33 @@ export async function markDeadLetterRetried(
     [queue, id, JSON.stringify(output)],
   );
 }
+
+export interface QueueDepth {
+  queue: string;
+  /** Waiting to start (created or retry). */
+  queued: number;
+  active: number;
+  /** Failed for good, kept until pg-boss deletes them. */
+  failed: number;
+}
+
+/**
+ * Jobs of each queue by state, counted now (pg-boss's getQueues reports counts its monitor cached,
+ * up to a monitor interval old). Only the unsettled states and failed: job_common_i14 (name, state,
+ * ...) WHERE state IN (created, retry, active, failed).
+ */
+export async function queueDepths(db: Db, queues: readonly string[]): Promise<Map<string, QueueDepth>> {
+  const { rows } = await db.query<QueueDepth>(
+    `SELECT name AS queue,
+            count(*) FILTER (WHERE state IN ('created', 'retry')) AS queued,
+            count(*) FILTER (WHERE state = 'active') AS active,
+            count(*) FILTER (WHERE state = 'failed') AS failed
+       FROM pgboss.job
+      WHERE name = ANY ($1::text[]) AND state IN ('created', 'retry', 'active', 'failed')
+      GROUP BY name`,
+    [queues],
+  );
+  const depths = new Map(rows.map((r) => [r.queue, r]));
+  for (const q of queues) if (!depths.has(q)) depths.set(q, { queue: q, queued: 0, active: 0, failed: 0 });
+  return depths;
+}

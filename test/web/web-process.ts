@@ -1,0 +1,115 @@
+import type pg from 'pg';
+import { JOBS } from '../../jobs/index.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { silentLogger } from '../../src/telemetry/logger.ts';
+import type { Permission } from '../../src/web/auth.ts';
+import { createToken } from '../../src/web/operations.ts';
+import { migrateBoss } from '../../src/worker/boss.ts';
+import { type CliProcess, startCli } from '../helpers/cli-process.ts';
+import { waitFor } from '../helpers/wait.ts';
+
+/**
+ * A real `web` process on a free loopback port (web.port 0, read back from its start log line),
+ * and a small client for it. Tests stop it with stop(), which waits for the process to exit.
+ */
+export interface WebProcess {
+  process: CliProcess;
+  baseUrl: string;
+  request(method: string, path: string, o?: { token?: string | null; body?: unknown }): Promise<ApiResponse>;
+  stop(): Promise<void>;
+}
+
+export interface ApiResponse {
+  status: number;
+  // biome-ignore lint/suspicious/noExplicitAny: tests assert on the shape
+  body: any;
+  headers: Headers;
+}
+
+export async function installBoss(url: string): Promise<void> {
+  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, url, silentLogger(), JOBS);
+}
+
+export async function startWeb(databaseUrl: string, env: Record<string, string> = {}): Promise<WebProcess> {
+  const child = startCli(['web'], {
+    DATABASE_URL: databaseUrl,
+    TASKER__web__host: '"127.0.0.1"',
+    TASKER__web__port: '0',
+    TASKER__logging__format: '"json"',
+    TASKER__logging__level: '"info"',
+    ...env,
+  });
+  const exited = child.done.then((r) => {
+    throw new Error(`web exited early (code ${r.code}): ${r.stderr}`);
+  });
+  exited.catch(() => undefined);
+  const port = await Promise.race([
+    waitFor('web to log its port', async () => {
+      const line = child
+        .stderrSoFar()
+        .split('\n')
+        .find((l) => l.includes('web: listening on'));
+      return line ? (JSON.parse(line).port as number) : undefined;
+    }),
+    exited,
+  ]);
+  const baseUrl = `http://127.0.0.1:${port}`;
+  return {
+    process: child,
+    baseUrl,
+    async request(method, path, o = {}) {
+      const headers: Record<string, string> = {};
+      if (o.token) headers.authorization = `Bearer ${o.token}`;
+      if (o.body !== undefined) headers['content-type'] = 'application/json';
+      const res = await fetch(`${baseUrl}${path}`, {
+        method,
+        headers,
+        body: o.body === undefined ? undefined : JSON.stringify(o.body),
+      });
+      const text = await res.text();
+      let body: unknown = text;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        // not JSON: left as text
+      }
+      return { status: res.status, body, headers: res.headers };
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      const r = await child.done;
+      if (r.code !== 0) throw new Error(`web exited with ${r.code}: ${r.stderr}`);
+    },
+  };
+}
+
+/** A token with these permissions, created the way `token create` does (audited, by "test"). */
+export async function tokenWith(
+  pool: pg.Pool,
+  name: string,
+  permissions: Permission[],
+  o: { now?: Date; expiresInDays?: number } = {},
+): Promise<string> {
+  const created = await createToken(pool, {
+    name,
+    permissions,
+    expiresInDays: o.expiresInDays,
+    actor: { kind: 'cli', name: 'test' },
+    now: o.now ?? new Date(),
+  });
+  return created.token;
+}
+
+/** Empties the API's tables (the shared resetTables does not know them). */
+export async function resetApiTables(pool: pg.Pool): Promise<void> {
+  await pool.query('TRUNCATE tasker_api_tokens, tasker_audit_log');
+}
+
+export async function auditRows(pool: pg.Pool, action?: string) {
+  const { rows } = await pool.query(
+    `SELECT audit_id, at, actor, actor_kind, action, target_kind, target_id, before, after, details
+       FROM tasker_audit_log WHERE ($1::text IS NULL OR action = $1) ORDER BY audit_id`,
+    [action ?? null],
+  );
+  return rows;
+}
