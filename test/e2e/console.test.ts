@@ -14,7 +14,7 @@ import { silentLogger } from '../../src/telemetry/logger.ts';
 import { createBoss } from '../../src/worker/boss.ts';
 import { deadLetterQueue } from '../../src/worker/worker.ts';
 import { insertFinishedGraph } from '../helpers/archive-factories.ts';
-import { launchChromium, screenshot, seriousAxeViolations } from '../helpers/browser.ts';
+import { docsScreenshot, launchChromium, screenshot, seriousAxeViolations } from '../helpers/browser.ts';
 import { runCli } from '../helpers/cli-process.ts';
 import { type ConsoleHarness, startConsoleHarness } from '../helpers/console-server.ts';
 import { defaultLimits, detectAtNow, insertStuckOrder } from '../helpers/enrichment-factories.ts';
@@ -107,6 +107,7 @@ describe('an operator with dlq:read and dlq:update', () => {
       page.locator('#queue tbody tr[data-entry]').first().getAttribute('data-entry'),
     ).resolves.toBe(orderEntry);
     await expectAccessible(page, 'queue');
+    await docsScreenshot(page, 'queue', 560);
 
     await page.selectOption('#f-namespace', 'billing');
     await page.getByRole('button', { name: 'Filter' }).click();
@@ -142,6 +143,7 @@ describe('an operator with dlq:read and dlq:update', () => {
     expect(await page.getByText('manually_resolved by fixture').isVisible()).toBe(true);
     expect(await page.getByText(orderTask).isVisible()).toBe(true);
     await expectAccessible(page, 'entry');
+    await docsScreenshot(page, 'entry', 1320);
 
     await page.getByLabel('Status').selectOption('manually_resolved');
     await page.getByLabel('Notes').fill('Broke the audit_a/audit_b cycle in the template; re-ran charge.');
@@ -279,6 +281,16 @@ describe('a token without dlq:update', () => {
     expect(refused.status).toBe(403);
     expect(await refused.text()).toContain('lacks the permission dlq:update');
     expect(await isPending(target)).toBe(true);
+    await context.close();
+  });
+
+  it('a link /sign-in#token=… (as npm start prints) signs in, and the token leaves the address bar', async () => {
+    const context = await browser.newContext({ bypassCSP: true });
+    const page = await context.newPage();
+    await page.goto(`${h.url}/sign-in#token=${await h.token('linked', ['dlq:read'])}`);
+    await page.waitForURL(`${h.url}/`);
+    await expect(page.locator('header.top .who strong').textContent()).resolves.toBe('linked');
+    expect(page.url()).not.toContain('tlk_');
     await context.close();
   });
 

@@ -72,3 +72,19 @@ export async function screenshot(page: Page, name: string, dir = ARTIFACTS_DIR):
   await page.screenshot({ path, fullPage: true });
   return path;
 }
+
+/**
+ * The README's pictures (docs/screenshots/, tracked): written only when DOCS_SCREENSHOTS=1, so an
+ * ordinary run changes no tracked file. The top heightPx pixels only, to keep them small.
+ */
+export async function docsScreenshot(page: Page, name: string, heightPx = 720): Promise<void> {
+  if (process.env.DOCS_SCREENSHOTS !== '1') return;
+  const dir = join(projectRoot, 'docs', 'screenshots');
+  mkdirSync(dir, { recursive: true });
+  const width = page.viewportSize()?.width ?? 1280;
+  await page.screenshot({
+    path: join(dir, `${name}.png`),
+    fullPage: true,
+    clip: { x: 0, y: 0, width, height: heightPx },
+  });
+}
