@@ -143,7 +143,7 @@ describe('an operator with dlq:read and dlq:update', () => {
     expect(await page.getByText('manually_resolved by fixture').isVisible()).toBe(true);
     expect(await page.getByText(orderTask).isVisible()).toBe(true);
     await expectAccessible(page, 'entry');
-    await docsScreenshot(page, 'entry', 1320);
+    await docsScreenshot(page, 'entry', 1700);
 
     await page.getByLabel('Status').selectOption('manually_resolved');
     await page.getByLabel('Notes').fill('Broke the audit_a/audit_b cycle in the template; re-ran charge.');
