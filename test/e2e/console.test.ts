@@ -180,6 +180,31 @@ describe('an operator with dlq:read and dlq:update', () => {
     await context.close();
   });
 
+  it('works with the keyboard alone: skip link, an entry opened with Enter, the resolve form reached with Tab', async () => {
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('kim', ['dlq:read', 'dlq:update']));
+    const focused = () =>
+      page.evaluate<string>(
+        "(() => { const e = document.activeElement; return e ? e.tagName + ' ' + (e.getAttribute('href') || e.id || '') : ''; })()",
+      );
+    await page.keyboard.press('Tab');
+    expect(await focused()).toBe('A #main');
+    await page.keyboard.press('Enter');
+    const tabUntil = async (match: RegExp) => {
+      for (let i = 0; i < 40; i++) {
+        await page.keyboard.press('Tab');
+        const now = await focused();
+        if (match.test(now)) return now;
+      }
+      throw new Error(`never reached ${match} with Tab`);
+    };
+    const link = await tabUntil(/^A \/dlq\//);
+    await page.keyboard.press('Enter');
+    await page.waitForURL(`${h.url}${link.slice(2)}`);
+    await tabUntil(/^TEXTAREA r-notes$/);
+    await context.close();
+  });
+
   it('works at a phone width', async () => {
     const context = await browser.newContext({
       bypassCSP: true,
