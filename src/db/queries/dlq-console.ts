@@ -4,9 +4,10 @@ import type { Db } from '../pool.ts';
 /**
  * The web console's reads of tasker_tasks_dlq: the investigation queue with its filters and a
  * page of it, and a task's earlier investigations. The queue orders pending entries as
- * v_dlq_investigation_queue does (reason score plus minutes waiting), but against the clock passed
- * in; it reads the pending entries through idx_dlq_resolution_status (resolution_status,
- * dlq_timestamp), so its cost follows the pending backlog, never the resolved history.
+ * v_dlq_investigation_queue does (reason score plus minutes waiting), against the clock passed in.
+ * A page takes the first offset+limit entries of each reason from idx_dlq_pending_reason_age
+ * (migrations/0110: within a reason, older is more urgent) and merges them; the total is a count
+ * over the pending entries through the same index, so neither touches the resolved history.
  */
 
 export interface QueueFilter {
@@ -37,7 +38,6 @@ export interface ConsoleQueueRow {
 
 const FILTER_SQL = `FROM tasker_tasks_dlq d
   CROSS JOIN tasker_lifecycle_settings s
-  CROSS JOIN LATERAL (SELECT floor(extract(epoch FROM $1::timestamptz - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq) w
  WHERE d.resolution_status = 'pending'
    AND ($2::dlq_reason IS NULL OR d.dlq_reason = $2)
    AND ($3::text IS NULL OR d.task_snapshot ->> 'namespace' = $3)
@@ -66,22 +66,34 @@ export async function consoleQueuePage(
   const params = filterParams(f, now);
   const [{ rows }, { rows: count }] = await Promise.all([
     db.query<ConsoleQueueRow>(
-      `SELECT d.dlq_entry_uuid, d.task_uuid, d.original_state, d.dlq_reason::text AS dlq_reason, d.dlq_timestamp,
+      `WITH firsts AS (
+         SELECT p.*
+           FROM unnest(enum_range(NULL::dlq_reason)) AS r(reason)
+          CROSS JOIN LATERAL (
+                SELECT d.dlq_entry_uuid, d.task_uuid, d.original_state, d.dlq_reason, d.dlq_timestamp, d.task_snapshot,
+                       s.max_pending_age_hours
+                  ${FILTER_SQL}
+                   AND d.dlq_reason = r.reason
+                 ORDER BY d.dlq_timestamp, d.dlq_entry_uuid
+                 LIMIT $7::integer + $8::integer) p
+       )
+       SELECT f.dlq_entry_uuid, f.task_uuid, f.original_state, f.dlq_reason::text AS dlq_reason, f.dlq_timestamp,
               w.minutes_in_dlq,
-              (d.task_snapshot ->> 'namespace')::varchar AS namespace_name,
-              (d.task_snapshot ->> 'task_name')::varchar AS task_name,
-              CASE d.dlq_reason
+              (f.task_snapshot ->> 'namespace')::varchar AS namespace_name,
+              (f.task_snapshot ->> 'task_name')::varchar AS task_name,
+              CASE f.dlq_reason
                 WHEN 'dependency_cycle_detected' THEN 1000
                 WHEN 'max_retries_exceeded' THEN 500
                 WHEN 'staleness_timeout' THEN 100
                 WHEN 'worker_unavailable' THEN 50
                 ELSE 10
               END + w.minutes_in_dlq AS priority_score,
-              d.dlq_timestamp < $1::timestamptz - make_interval(hours => s.max_pending_age_hours) AS overdue,
-              d.task_snapshot ? 'enrichment' AS enriched,
-              d.task_snapshot #>> '{diagnosis,summary}' AS summary
-         ${FILTER_SQL}
-        ORDER BY priority_score DESC, d.dlq_timestamp, d.dlq_entry_uuid
+              f.dlq_timestamp < $1::timestamptz - make_interval(hours => f.max_pending_age_hours) AS overdue,
+              f.task_snapshot ? 'enrichment' AS enriched,
+              f.task_snapshot #>> '{diagnosis,summary}' AS summary
+         FROM firsts f
+        CROSS JOIN LATERAL (SELECT floor(extract(epoch FROM $1::timestamptz - f.dlq_timestamp) / 60)::integer AS minutes_in_dlq) w
+        ORDER BY priority_score DESC, f.dlq_timestamp, f.dlq_entry_uuid
         LIMIT $7 OFFSET $8`,
       [...params, page.limit, page.offset],
     ),
@@ -90,19 +102,19 @@ export async function consoleQueuePage(
   return { total: count[0]!.total, rows };
 }
 
-/** Namespaces and templates among pending entries, for the filter's choices (at most `limit` each). */
+/**
+ * The namespaces and template names the engine knows, for the filter's choices (at most `limit`
+ * each): tasker_task_namespaces and tasker_named_tasks are small, and their unique indexes give
+ * the names in order.
+ */
 export async function queueFilterChoices(
   db: Db,
   limit: number,
 ): Promise<{ namespaces: string[]; templates: string[] }> {
   const { rows } = await db.query<{ kind: string; value: string }>(
-    `(SELECT DISTINCT 'namespace' AS kind, d.task_snapshot ->> 'namespace' AS value
-        FROM tasker_tasks_dlq d WHERE d.resolution_status = 'pending' AND d.task_snapshot ? 'namespace'
-       ORDER BY 2 LIMIT $1)
+    `(SELECT 'namespace' AS kind, n.name::text AS value FROM tasker_task_namespaces n ORDER BY n.name LIMIT $1)
      UNION ALL
-     (SELECT DISTINCT 'template', d.task_snapshot ->> 'task_name'
-        FROM tasker_tasks_dlq d WHERE d.resolution_status = 'pending' AND d.task_snapshot ? 'task_name'
-       ORDER BY 2 LIMIT $1)`,
+     (SELECT DISTINCT 'template', t.name::text FROM tasker_named_tasks t ORDER BY 2 LIMIT $1)`,
     [limit],
   );
   return {
