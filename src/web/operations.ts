@@ -5,7 +5,7 @@ import detectStaleTasks from '../../jobs/detect-stale-tasks.ts';
 import type { Config } from '../config/schema.ts';
 import { withTransaction } from '../db/pool.ts';
 import { restoreArchivedTask as restoreArchivedRows } from '../db/queries/archive.ts';
-import { type Actor, insertAudit } from '../db/queries/audit.ts';
+import { type Actor, insertAudit, insertAuditRows } from '../db/queries/audit.ts';
 import { lockDeadLettered, markDeadLetterRetried } from '../db/queries/dead-letters.ts';
 import {
   type BulkFilter,
@@ -94,6 +94,11 @@ export async function updateInvestigation(
   pool: pg.Pool,
   p: UpdateInvestigationParams,
 ): Promise<ResolvedEntry> {
+  if ([p.status, p.notes, p.resolvedBy, p.metadata].every((v) => v === undefined)) {
+    throw new UsageError(
+      'body: expected at least one of resolution_status, resolution_notes, resolved_by, metadata',
+    );
+  }
   return withTransaction(pool, async (client) => {
     const before = await lockEntry(client, p.uuid);
     if (!before) throw new NotFoundError(`no DLQ entry ${p.uuid}`);
@@ -232,25 +237,28 @@ export async function bulkResolve(pool: pg.Pool, p: BulkResolveParams): Promise<
       p.now,
     );
     const done = new Set(resolved);
-    for (const before of rows) {
-      if (!done.has(before.dlq_entry_uuid)) continue;
-      await insertAudit(client, {
-        at: p.now,
-        actor: p.actor,
-        action: 'dlq.bulk_resolve',
-        targetKind: 'dlq_entry',
-        targetId: before.dlq_entry_uuid,
-        before: entryValues(before),
-        after: {
-          ...entryValues(before),
-          resolution_status: p.status,
-          resolution_notes: p.notes,
-          resolved_by: p.actor.name,
-          resolution_timestamp: p.now,
-        },
-        details: { task_uuid: before.task_uuid, filter: p.filter, matched: rows.length },
-      });
-    }
+    // One statement for all the rows (a bulk resolution may change thousands of entries).
+    await insertAuditRows(
+      client,
+      rows
+        .filter((before) => done.has(before.dlq_entry_uuid))
+        .map((before) => ({
+          at: p.now,
+          actor: p.actor,
+          action: 'dlq.bulk_resolve',
+          targetKind: 'dlq_entry' as const,
+          targetId: before.dlq_entry_uuid,
+          before: entryValues(before),
+          after: {
+            ...entryValues(before),
+            resolution_status: p.status,
+            resolution_notes: p.notes,
+            resolved_by: p.actor.name,
+            resolution_timestamp: p.now,
+          },
+          details: { task_uuid: before.task_uuid, filter: p.filter, matched: rows.length },
+        })),
+    );
     return {
       dry_run: false,
       matched: rows.length,

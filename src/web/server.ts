@@ -164,7 +164,15 @@ export async function buildServer(deps: WebDeps): Promise<FastifyInstance> {
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
     try {
-      await deps.pool.query("SELECT to_regclass('tasker_audit_log') IS NOT NULL AS migrated");
+      const { rows } = await deps.pool.query<{ migrated: boolean }>(
+        "SELECT to_regclass('tasker_audit_log') IS NOT NULL AS migrated",
+      );
+      if (!rows[0]?.migrated) {
+        return reply.code(503).send({
+          status: 'unavailable',
+          error: 'the database is not migrated: run `tasker-lifecycle migrate`',
+        });
+      }
       return { status: 'ready' };
     } catch (err) {
       return reply.code(503).send({ status: 'unavailable', error: (err as Error).message });

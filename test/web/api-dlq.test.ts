@@ -5,6 +5,12 @@
  * resolutions of one entry (one 200, nineteen 409).
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import {
+  investigationQueue,
+  investigationQueueJson,
+  listEntries,
+  listEntriesJson,
+} from '../../src/db/queries/dlq.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import {
@@ -227,6 +233,85 @@ describe("upstream's six endpoints", () => {
     expect((await get('/v1/dlq/investigation-queue?limit=2')).body).toHaveLength(2);
   });
 
+  it('the investigation queue query gives the rows of v_dlq_investigation_queue, in its order, at any limit', async () => {
+    const reasons = [
+      'staleness_timeout',
+      'max_retries_exceeded',
+      'dependency_cycle_detected',
+      'worker_unavailable',
+      'manual_dlq',
+    ];
+    // Ages chosen so that scores of different reasons interleave and some tie.
+    for (let i = 0; i < 40; i++) {
+      await insertDlqEntry(db.pool, {
+        task: await task(),
+        reason: reasons[i % 5]!,
+        status: i % 7 === 0 ? 'cancelled' : 'pending',
+        at: minutesBefore(now, (i * 137) % 1200),
+        timeInStateMinutes: i,
+      });
+    }
+    // One transaction: now() is the same for the view and the query.
+    const client = await db.pool.connect();
+    await client.query('BEGIN');
+    const view = async (limit: number) =>
+      (
+        await client.query(
+          `SELECT dlq_entry_uuid, task_uuid, original_state, dlq_reason::text AS dlq_reason, dlq_timestamp, minutes_in_dlq,
+                  namespace_name, task_name, current_state, time_in_state_minutes, priority_score, overdue
+             FROM v_dlq_investigation_queue LIMIT $1`,
+          [limit],
+        )
+      ).rows;
+    try {
+      for (const limit of [1, 3, 10, 100]) {
+        const ours = await investigationQueue(client, limit);
+        expect(ours).toEqual(await view(limit));
+      }
+      expect(await investigationQueue(client, 100)).toHaveLength(34);
+    } finally {
+      await client.query('COMMIT');
+      client.release();
+    }
+  });
+
+  it('the JSON the API sends (built by PostgreSQL) equals JSON.stringify of the query rows', async () => {
+    for (let i = 0; i < 12; i++) {
+      const entry = await insertDlqEntry(db.pool, {
+        task: await task(),
+        reason: i % 2 === 0 ? 'staleness_timeout' : 'worker_unavailable',
+        status: i % 3 === 0 ? 'cancelled' : 'pending',
+        at: minutesBefore(now, 17 * i + 1),
+        timeInStateMinutes: i,
+      });
+      // updated_at = now() through the trigger: microseconds, as in production.
+      if (i % 4 === 1)
+        await db.pool.query(
+          `UPDATE tasker_tasks_dlq SET metadata = '{"x": [1, "two", null]}' WHERE dlq_entry_uuid = $1`,
+          [entry],
+        );
+    }
+    const client = await db.pool.connect();
+    await client.query('BEGIN');
+    try {
+      const params = { limit: 50, offset: 0, now: new Date() };
+      expect(JSON.parse(await listEntriesJson(client, params))).toEqual(
+        JSON.parse(JSON.stringify(await listEntries(client, params))),
+      );
+      const pending = { ...params, status: 'pending' as const, limit: 3, offset: 1 };
+      expect(JSON.parse(await listEntriesJson(client, pending))).toEqual(
+        JSON.parse(JSON.stringify(await listEntries(client, pending))),
+      );
+      expect(JSON.parse(await investigationQueueJson(client, 5))).toEqual(
+        JSON.parse(JSON.stringify(await investigationQueue(client, 5))),
+      );
+      expect(JSON.parse(await listEntriesJson(client, { ...params, offset: 100 }))).toEqual([]);
+    } finally {
+      await client.query('COMMIT');
+      client.release();
+    }
+  });
+
   it('GET /v1/dlq/staleness: stale, then warning, then healthy', async () => {
     // Default thresholds: waiting_for_dependencies 60 minutes; warning from 80 %.
     const healthy = await task('waiting_for_dependencies', 10);
@@ -372,6 +457,7 @@ describe('bad input: 400 naming the field, nothing changed', () => {
     [{ resolution_status: 'pending' }, 'resolution_status'],
     [{ resolution_status: 'cancelled', reason: 'x' }, 'reason'],
     [{ metadata: 'text' }, 'metadata'],
+    [{}, 'body'],
   ])('PATCH %j', async (body, field) => {
     const entry = await insertDlqEntry(db.pool, {
       task: await task(),
@@ -557,6 +643,55 @@ describe('POST /v1/dlq/bulk-resolve', () => {
     });
     const again = await web.request('POST', '/v1/dlq/bulk-resolve', { token, body: request(false) });
     expect(again.body).toMatchObject({ matched: 0, resolved: 0 });
+  });
+});
+
+describe('bulk resolve at size', () => {
+  it('resolves 250 matching entries in one request, with 250 audit rows', async () => {
+    for (let i = 0; i < 250; i++) {
+      await insertDlqEntry(db.pool, {
+        task: await task(),
+        reason: 'worker_unavailable',
+        at: minutesBefore(now, i + 1),
+      });
+    }
+    const r = await web.request('POST', '/v1/dlq/bulk-resolve', {
+      token,
+      body: {
+        filter: { reason: 'worker_unavailable' },
+        resolution_status: 'cancelled',
+        resolution_notes: 'workers back',
+        dry_run: false,
+        preview_limit: 0,
+      },
+    });
+    expect(r.body).toMatchObject({ matched: 250, resolved: 250, entries: [] });
+    const audit = await auditRows(db.pool, 'dlq.bulk_resolve');
+    expect(new Set(audit.map((a) => a.target_id)).size).toBe(250);
+    expect(audit[0]).toMatchObject({
+      actor: 'ops',
+      actor_kind: 'token',
+      at: expect.any(Date),
+      after: expect.objectContaining({ resolution_status: 'cancelled', resolution_notes: 'workers back' }),
+    });
+  });
+});
+
+describe('configuration', () => {
+  it('with dlq.reasons.manual_dlq off, opening an investigation is refused (409), nothing written', async () => {
+    const off = await startWeb(db.url, { TASKER__dlq__reasons__manual_dlq: 'false' });
+    try {
+      const r = await off.request('POST', '/v1/dlq/entries', {
+        token,
+        body: { task_uuid: await task(), notes: 'x' },
+      });
+      expect(r.status).toBe(409);
+      expect(r.body.error.message).toContain('dlq.reasons.manual_dlq');
+      const { rows } = await db.pool.query('SELECT count(*) AS n FROM tasker_tasks_dlq');
+      expect(rows[0].n).toBe(0);
+    } finally {
+      await off.stop();
+    }
   });
 });
 

@@ -26,9 +26,7 @@ export interface ListEntriesParams {
  * Entries, newest first. With a status: idx_dlq_resolution_status; without: idx_dlq_timestamp.
  * Always bounded by limit.
  */
-export async function listEntries(db: Db, p: ListEntriesParams): Promise<ListedEntry[]> {
-  const { rows } = await db.query<ListedEntry>(
-    `SELECT ${ENTRY_COLUMNS},
+const LIST_ENTRIES_SQL = `SELECT ${ENTRY_COLUMNS},
             floor(extract(epoch FROM coalesce(d.resolution_timestamp, $6::timestamptz) - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq,
             (d.resolution_status = 'pending'
              AND d.dlq_timestamp < $6::timestamptz - make_interval(hours => s.max_pending_age_hours)) AS overdue
@@ -39,10 +37,81 @@ export async function listEntries(db: Db, p: ListEntriesParams): Promise<ListedE
         AND (NOT $3 OR (d.resolution_status = 'pending'
                         AND d.dlq_timestamp < $6::timestamptz - make_interval(hours => s.max_pending_age_hours)))
       ORDER BY d.dlq_timestamp DESC, d.dlq_entry_uuid DESC
-      LIMIT $4 OFFSET $5`,
-    [p.status ?? null, p.reason ?? null, p.overdueOnly ?? false, p.limit, p.offset, p.now],
-  );
+      LIMIT $4 OFFSET $5`;
+
+const listValues = (p: ListEntriesParams) => [
+  p.status ?? null,
+  p.reason ?? null,
+  p.overdueOnly ?? false,
+  p.limit,
+  p.offset,
+  p.now,
+];
+
+export async function listEntries(db: Db, p: ListEntriesParams): Promise<ListedEntry[]> {
+  // Prepared once per connection: the API serves it many times a second.
+  const { rows } = await db.query<ListedEntry>({
+    name: 'dlq-list-entries',
+    text: LIST_ENTRIES_SQL,
+    values: listValues(p),
+  });
   return rows;
+}
+
+/**
+ * The rows of a query as one JSON array text, built by PostgreSQL: the API sends it as it is,
+ * instead of parsing every row into objects and serializing them again (most of a request's CPU).
+ * Timestamps are written as JavaScript writes them (UTC, milliseconds, "Z"), so the text equals
+ * JSON.stringify of the object rows; a test checks that.
+ */
+function jsonArraySql(
+  sql: string,
+  columns: readonly string[],
+  timestamps: readonly string[],
+  order: string,
+): string {
+  const fields = columns
+    .map((c) =>
+      timestamps.includes(c)
+        ? `'${c}', to_char(q.${c} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`
+        : `'${c}', q.${c}`,
+    )
+    .join(', ');
+  return `SELECT coalesce(json_agg(json_build_object(${fields}) ORDER BY ${order}), '[]')::text AS json FROM (${sql}) q`;
+}
+
+const ENTRY_FIELDS = [
+  'dlq_entry_uuid',
+  'task_uuid',
+  'original_state',
+  'dlq_reason',
+  'dlq_timestamp',
+  'resolution_status',
+  'resolution_timestamp',
+  'resolution_notes',
+  'resolved_by',
+  'task_snapshot',
+  'metadata',
+  'created_at',
+  'updated_at',
+];
+const ENTRY_TIMESTAMPS = ['dlq_timestamp', 'resolution_timestamp', 'created_at', 'updated_at'];
+
+const LIST_ENTRIES_JSON_SQL = jsonArraySql(
+  LIST_ENTRIES_SQL,
+  [...ENTRY_FIELDS, 'minutes_in_dlq', 'overdue'],
+  ENTRY_TIMESTAMPS,
+  'q.dlq_timestamp DESC, q.dlq_entry_uuid DESC',
+);
+
+/** listEntries as a JSON array text (for the API). */
+export async function listEntriesJson(db: Db, p: ListEntriesParams): Promise<string> {
+  const { rows } = await db.query<{ json: string }>({
+    name: 'dlq-list-entries-json',
+    text: LIST_ENTRIES_JSON_SQL,
+    values: listValues(p),
+  });
+  return rows[0]!.json;
 }
 
 /**
@@ -63,42 +132,8 @@ export async function findEntry(db: Db, uuid: string): Promise<DlqEntry | undefi
   return entry;
 }
 
-export interface ResolveParams {
-  entryUuid: string;
-  status: TerminalResolutionStatus;
-  notes: string;
-  resolvedBy: string;
-  now: Date;
-}
-
 export interface ResolvedEntry extends DlqEntry {
   minutes_in_dlq: number;
-}
-
-/**
- * Ends a pending investigation. Only a pending entry can be resolved: resolving one that is already
- * resolved (or does not exist) is refused with the reason, and nothing changes.
- */
-export async function resolveEntry(db: Db, p: ResolveParams): Promise<ResolvedEntry> {
-  const { rows } = await db.query<ResolvedEntry>(
-    `UPDATE tasker_tasks_dlq d
-        SET resolution_status = $2::dlq_resolution_status, resolution_notes = $3, resolved_by = $4,
-            resolution_timestamp = $5
-      WHERE d.dlq_entry_uuid = $1 AND d.resolution_status = 'pending'
-      RETURNING ${ENTRY_COLUMNS},
-                floor(extract(epoch FROM d.resolution_timestamp - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq`,
-    [p.entryUuid, p.status, p.notes, p.resolvedBy, p.now],
-  );
-  if (rows[0]) return rows[0];
-  const { rows: existing } = await db.query<DlqEntry>(
-    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d WHERE d.dlq_entry_uuid = $1`,
-    [p.entryUuid],
-  );
-  const entry = existing[0];
-  if (!entry) throw new NotFoundError(`no DLQ entry ${p.entryUuid}`);
-  throw new UsageError(
-    `DLQ entry ${p.entryUuid} is not pending: it was ${entry.resolution_status} by ${entry.resolved_by ?? 'unknown'} at ${entry.resolution_timestamp?.toISOString() ?? '?'}; only pending entries can be resolved`,
-  );
 }
 
 export interface ManualEntryParams {
@@ -183,15 +218,74 @@ export interface QueueItem {
   overdue: boolean;
 }
 
-/** v_dlq_investigation_queue: pending entries, most urgent first. */
+/**
+ * v_dlq_investigation_queue's rows (the same columns and scores), most urgent first, without
+ * sorting every pending entry: within a reason the score only grows with age, so the first `limit`
+ * overall are among the `limit` oldest pending entries of each reason. Five scans of
+ * idx_dlq_pending_reason_timestamp (at most `limit` rows each), then a sort of at most 5 x limit
+ * rows. A test checks it against the view.
+ */
+const INVESTIGATION_QUEUE_SQL = `SELECT d.dlq_entry_uuid, d.task_uuid, d.original_state, d.dlq_reason::text AS dlq_reason, d.dlq_timestamp,
+                  w.minutes_in_dlq,
+                  (d.task_snapshot ->> 'namespace')::varchar AS namespace_name,
+                  (d.task_snapshot ->> 'task_name')::varchar AS task_name,
+                  (d.task_snapshot ->> 'current_state')::varchar AS current_state,
+                  (d.metadata ->> 'time_in_state_minutes')::integer AS time_in_state_minutes,
+                  CASE d.dlq_reason
+                    WHEN 'dependency_cycle_detected' THEN 1000
+                    WHEN 'max_retries_exceeded' THEN 500
+                    WHEN 'staleness_timeout' THEN 100
+                    WHEN 'worker_unavailable' THEN 50
+                    ELSE 10
+                  END + w.minutes_in_dlq AS priority_score,
+                  d.dlq_timestamp < now() - make_interval(hours => s.max_pending_age_hours) AS overdue
+             FROM unnest(enum_range(NULL::dlq_reason)) AS r (reason)
+            CROSS JOIN LATERAL (
+              SELECT x.* FROM tasker_tasks_dlq x
+               WHERE x.resolution_status = 'pending' AND x.dlq_reason = r.reason
+               ORDER BY x.dlq_timestamp LIMIT $1) d
+            CROSS JOIN tasker_lifecycle_settings s
+            CROSS JOIN LATERAL (SELECT floor(extract(epoch FROM now() - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq) w
+            ORDER BY priority_score DESC, d.dlq_timestamp
+            LIMIT $1`;
+
 export async function investigationQueue(db: Db, limit: number): Promise<QueueItem[]> {
-  const { rows } = await db.query<QueueItem>(
-    `SELECT dlq_entry_uuid, task_uuid, original_state, dlq_reason::text AS dlq_reason, dlq_timestamp, minutes_in_dlq,
-            namespace_name, task_name, current_state, time_in_state_minutes, priority_score, overdue
-       FROM v_dlq_investigation_queue LIMIT $1`,
-    [limit],
-  );
+  const { rows } = await db.query<QueueItem>({
+    name: 'dlq-investigation-queue',
+    text: INVESTIGATION_QUEUE_SQL,
+    values: [limit],
+  });
   return rows;
+}
+
+const INVESTIGATION_QUEUE_JSON_SQL = jsonArraySql(
+  INVESTIGATION_QUEUE_SQL,
+  [
+    'dlq_entry_uuid',
+    'task_uuid',
+    'original_state',
+    'dlq_reason',
+    'dlq_timestamp',
+    'minutes_in_dlq',
+    'namespace_name',
+    'task_name',
+    'current_state',
+    'time_in_state_minutes',
+    'priority_score',
+    'overdue',
+  ],
+  ['dlq_timestamp'],
+  'q.priority_score DESC, q.dlq_timestamp',
+);
+
+/** investigationQueue as a JSON array text (for the API). */
+export async function investigationQueueJson(db: Db, limit: number): Promise<string> {
+  const { rows } = await db.query<{ json: string }>({
+    name: 'dlq-investigation-queue-json',
+    text: INVESTIGATION_QUEUE_JSON_SQL,
+    values: [limit],
+  });
+  return rows[0]!.json;
 }
 
 export interface PendingSummary {

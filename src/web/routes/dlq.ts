@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import {
-  investigationQueue,
+  investigationQueueJson,
   latestEntryOfTask,
-  listEntries,
+  listEntriesJson,
   stalenessMonitoring,
   statsByReason,
 } from '../../db/queries/dlq.ts';
@@ -17,7 +17,7 @@ import {
   TaskUuidParams,
   UpdateEntryBody,
 } from '../schemas.ts';
-import type { WebDeps } from '../server.ts';
+import { sendError, type WebDeps } from '../server.ts';
 
 /** The actor of an API change: the token's name. */
 export function tokenActor(principal: { tokenName: string } | null): Actor {
@@ -38,14 +38,15 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
         querystring: DlqListQuery,
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const q = request.query;
-      return listEntries(deps.pool, {
+      const json = await listEntriesJson(deps.pool, {
         status: q.resolution_status,
         limit: q.limit ?? 50,
         offset: q.offset ?? 0,
         now: deps.now(),
       });
+      return reply.type('application/json; charset=utf-8').send(json);
     },
   );
 
@@ -117,7 +118,10 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
         querystring: LimitQuery(100),
       },
     },
-    async (request) => investigationQueue(deps.pool, request.query.limit ?? 100),
+    async (request, reply) =>
+      reply
+        .type('application/json; charset=utf-8')
+        .send(await investigationQueueJson(deps.pool, request.query.limit ?? 100)),
   );
 
   app.get(
@@ -146,6 +150,17 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
       },
     },
     async (request, reply) => {
+      // As `dlq add`: the configuration can switch manual investigations off.
+      if (!deps.config.dlq.enabled || !deps.config.dlq.reasons.manual_dlq) {
+        return sendError(
+          reply,
+          409,
+          'CONFLICT',
+          deps.config.dlq.enabled
+            ? 'manual investigations are disabled (dlq.reasons.manual_dlq = false)'
+            : 'the DLQ is disabled (dlq.enabled = false): no investigations can be opened',
+        );
+      }
       const entry = await openInvestigation(deps.pool, {
         taskUuid: request.body.task_uuid,
         notes: request.body.notes,
