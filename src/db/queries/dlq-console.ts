@@ -5,9 +5,10 @@ import type { Db } from '../pool.ts';
  * The web console's reads of tasker_tasks_dlq: the investigation queue with its filters and a
  * page of it, and a task's earlier investigations. The queue orders pending entries as
  * v_dlq_investigation_queue does (reason score plus minutes waiting), against the clock passed in.
- * A page takes the first offset+limit entries of each reason from idx_dlq_pending_reason_age
- * (migrations/0110: within a reason, older is more urgent) and merges them; the total is a count
- * over the pending entries through the same index, so neither touches the resolved history.
+ * A page takes the first offset+limit entries of each reason from idx_dlq_pending_reason_timestamp
+ * (migrations/0081: within a reason, older is more urgent) and merges them, so a page reads at most
+ * five times offset+limit entries; the total counts every matching pending entry (its cost follows
+ * the pending backlog).
  */
 
 export interface QueueFilter {
