@@ -17,6 +17,7 @@ it('npm start shows enriched investigations within three minutes and stops clean
     ...process.env,
     TASKER__database__embedded_port: String(await freePort()),
     TASKER__metrics__port: String(await freePort()),
+    TASKER__web__port: String(await freePort()),
   };
   delete env.DATABASE_URL;
   delete env.TASKER_ENV;
@@ -57,6 +58,13 @@ it('npm start shows enriched investigations within three minutes and stops clean
       throw new Error(`${err.message}\nnpm start printed:\n${output}`);
     });
     expect(investigations.pending).toBeGreaterThan(0);
+    // The console link: its token (in the fragment) is a live one, and the sign-in page answers.
+    const link = /(http:\/\/\S+)\/sign-in#token=(tlk_\S+)/.exec(output);
+    expect(link).not.toBeNull();
+    const [, base, token] = link!;
+    expect((await fetch(`${base}/sign-in`)).status).toBe(200);
+    const stats = await fetch(`${base}/v1/dlq/stats`, { headers: { authorization: `Bearer ${token}` } });
+    expect(stats.status).toBe(200);
     console.log(
       `enriched investigations after ${Math.round((Date.now() - started) / 1000)} s`,
       investigations,

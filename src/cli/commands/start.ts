@@ -15,8 +15,10 @@ import {
 } from '../../db/queries/demo-engine.ts';
 import { redactCredentials } from '../../redact.ts';
 import type { Logger } from '../../telemetry/logger.ts';
+import { createToken } from '../../web/operations.ts';
+import { buildServer } from '../../web/server.ts';
 import { createBoss } from '../../worker/boss.ts';
-import { startWorker } from '../../worker/process.ts';
+import { startBoss, startWorker } from '../../worker/process.ts';
 import { sendRun } from '../../worker/worker.ts';
 import type { Command } from '../command.ts';
 import { migrateAll } from './migrate.ts';
@@ -59,10 +61,13 @@ export const startCommand: Command = {
       await migrateAll(rt, 'start');
       const worker = await startWorker({ config, url, pool: rt.pool, logger, jobs: JOBS });
       const demo = flags['no-demo'] ? undefined : await startDemo(rt.pool, config, url, logger);
+      const web = await startConsole(rt.pool, config, url, logger);
       io.stderr.write(
         [
           '',
           `tasker-lifecycle is running on ${rt.target}.${demo ? ' A demo workload creates tasks; some get stuck.' : ''}`,
+          `Console (signed in with a fresh token, ${web.tokenName}, valid for a day):`,
+          `  ${web.link}`,
           'In another terminal (same directory):',
           '  npm run cli -- status             jobs, investigations, staleness, archive',
           '  npm run cli -- dlq queue          pending investigations, most urgent first',
@@ -73,6 +78,7 @@ export const startCommand: Command = {
         ].join('\n'),
       );
       await untilAborted(signal);
+      await web.stop();
       await demo?.stop();
       await worker.stop();
     } finally {
@@ -90,6 +96,37 @@ async function createDatabaseIfMissing(adminUrl: string, name: string): Promise<
   } finally {
     await admin.end();
   }
+}
+
+/**
+ * The web server (API and console) on web.host:web.port, and a fresh token with every permission
+ * for this demo (expiring in a day, recorded in the audit log like any token). The link carries the
+ * token in its fragment, which the browser keeps to itself: the sign-in page submits it.
+ */
+async function startConsole(pool: pg.Pool, config: Readonly<Config>, url: string, logger: Logger) {
+  const boss = createBoss(config, url, 'client', logger);
+  await startBoss(boss);
+  const app = await buildServer({ pool, config, now: () => new Date(), logger, boss });
+  await app.listen({ host: config.web.host, port: config.web.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : config.web.port;
+  const now = new Date();
+  const token = await createToken(pool, {
+    name: `demo-${now.getTime().toString(36)}`,
+    permissions: ['*'],
+    expiresInDays: 1,
+    actor: { kind: 'cli', name: 'npm start' },
+    now,
+  });
+  const host = config.web.host === '0.0.0.0' || config.web.host === '::' ? '127.0.0.1' : config.web.host;
+  return {
+    tokenName: token.name,
+    link: `http://${host.includes(':') ? `[${host}]` : host}:${port}/sign-in#token=${token.token}`,
+    stop: async () => {
+      await app.close();
+      await boss.stop({ graceful: false });
+    },
+  };
 }
 
 /** The engine stand-in: a task every 2 s, moved along every 2 s; about one in six left stuck. */

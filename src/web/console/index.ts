@@ -1,5 +1,17 @@
 import type { FastifyPluginAsync } from 'fastify';
+import { authenticateToken, can } from '../auth.ts';
 import type { WebDeps } from '../server.ts';
+import { registerConsoleRoutes } from './routes.ts';
 
-/** The web console (issue 12). Empty until the console lands; registered after the API routes. */
-export const consoleRoutes: FastifyPluginAsync<{ deps: WebDeps }> = async () => {};
+/** The web console under `/` (routes.ts), registered by buildServer after the API routes. */
+export const consoleRoutes: FastifyPluginAsync<{ deps: WebDeps }> = async (app, { deps }) => {
+  registerConsoleRoutes(app, {
+    web: deps,
+    db: deps.pool,
+    now: deps.now,
+    authenticate: (secret, now) => authenticateToken(deps.pool, secret, now),
+    can,
+    secureCookies: false,
+    queueRefreshSeconds: 10,
+  });
+};

@@ -1,0 +1,104 @@
+import { z } from 'zod';
+import { type ConsoleQueueRow, consoleQueuePage, queueFilterChoices } from '../../db/queries/dlq-console.ts';
+import { DLQ_REASONS } from '../../domain/dlq.ts';
+import { formatMinutes, formatTime, html, queryString, type SafeHtml } from './html.ts';
+import type { PageContext } from './layout.ts';
+
+/** The queue's filters as they appear in the URL; unknown keys are refused with their name. */
+export const QueueQuerySchema = z.strictObject({
+  reason: z.enum(DLQ_REASONS).or(z.literal('')).optional(),
+  namespace: z.string().max(200).optional(),
+  template: z.string().max(200).optional(),
+  min_age_minutes: z.union([z.literal(''), z.coerce.number().int().min(0).max(525_600)]).optional(),
+  overdue: z.enum(['1', '']).optional(),
+  page: z.coerce.number().int().min(1).max(100_000).optional(),
+});
+export type QueueQuery = z.infer<typeof QueueQuerySchema>;
+
+export const QUEUE_PAGE_SIZE = 25;
+
+function filterOf(q: QueueQuery) {
+  return {
+    reason: q.reason || undefined,
+    namespace: q.namespace || undefined,
+    template: q.template || undefined,
+    minAgeMinutes: typeof q.min_age_minutes === 'number' ? q.min_age_minutes : undefined,
+    overdueOnly: q.overdue === '1',
+  };
+}
+
+function linkParams(q: QueueQuery, page?: number) {
+  return {
+    reason: q.reason,
+    namespace: q.namespace,
+    template: q.template,
+    min_age_minutes: q.min_age_minutes,
+    overdue: q.overdue,
+    page: page && page > 1 ? page : undefined,
+  };
+}
+
+export async function loadQueue(ctx: PageContext, q: QueueQuery) {
+  const page = q.page ?? 1;
+  return consoleQueuePage(
+    ctx.deps.db,
+    filterOf(q),
+    { limit: QUEUE_PAGE_SIZE, offset: (page - 1) * QUEUE_PAGE_SIZE },
+    ctx.deps.now(),
+  );
+}
+
+const REASON_BADGE: Record<string, string> = {
+  dependency_cycle_detected: 'bad',
+  max_retries_exceeded: 'bad',
+  staleness_timeout: 'warn',
+  worker_unavailable: 'warn',
+  manual_dlq: 'muted',
+};
+
+export function queueRows(rows: readonly ConsoleQueueRow[]): SafeHtml {
+  if (rows.length === 0)
+    return html`<tr><td colspan="6">No pending investigations match these filters.</td></tr>`;
+  return html`${rows.map(
+    (r) => html`<tr data-entry="${r.dlq_entry_uuid}">
+<td data-label="Priority">${r.priority_score}</td>
+<td data-label="Task"><a href="/dlq/${r.dlq_entry_uuid}">${r.namespace_name ?? '?'}/${r.task_name ?? '?'}</a><br><span class="muted">${r.task_uuid}</span></td>
+<td data-label="Reason"><span class="badge ${REASON_BADGE[r.dlq_reason] ?? 'muted'}">${r.dlq_reason}</span></td>
+<td data-label="Was">${r.original_state}</td>
+<td data-label="Waiting">${formatMinutes(r.minutes_in_dlq)}${r.overdue ? html` <span class="badge bad">overdue</span>` : ''}<br><span class="muted">${formatTime(r.dlq_timestamp)}</span></td>
+<td data-label="Diagnosis">${r.summary ?? html`<span class="muted">${r.enriched ? '' : 'awaiting enrichment'}</span>`}</td>
+</tr>`,
+  )}`;
+}
+
+export async function queuePage(ctx: PageContext, q: QueueQuery): Promise<SafeHtml> {
+  const page = q.page ?? 1;
+  const [{ total, rows }, choices] = await Promise.all([
+    loadQueue(ctx, q),
+    queueFilterChoices(ctx.deps.db, 200),
+  ]);
+  const pages = Math.max(1, Math.ceil(total / QUEUE_PAGE_SIZE));
+  const fragmentUrl = `/queue/rows${queryString(linkParams(q, page))}`;
+  const option = (value: string, current: string | undefined, label = value) =>
+    html`<option value="${value}"${value === (current ?? '') ? html` selected` : ''}>${label}</option>`;
+  return html`<h1>Pending investigations</h1>
+<form class="filters" method="get" action="/" role="search" aria-label="Filter the queue">
+  <div><label for="f-reason">Reason</label><select id="f-reason" name="reason">${option('', q.reason, 'any')}${DLQ_REASONS.map((r) => option(r, q.reason))}</select></div>
+  <div><label for="f-namespace">Namespace</label><select id="f-namespace" name="namespace">${option('', q.namespace, 'any')}${choices.namespaces.map((n) => option(n, q.namespace))}</select></div>
+  <div><label for="f-template">Template</label><select id="f-template" name="template">${option('', q.template, 'any')}${choices.templates.map((t) => option(t, q.template))}</select></div>
+  <div><label for="f-age">Waiting at least (minutes)</label><input id="f-age" name="min_age_minutes" type="number" min="0" inputmode="numeric" value="${q.min_age_minutes ?? ''}"></div>
+  <div><label for="f-overdue"><input id="f-overdue" type="checkbox" name="overdue" value="1"${q.overdue === '1' ? html` checked` : ''}> Overdue only</label></div>
+  <div><button type="submit">Filter</button> <a href="/">Clear</a></div>
+</form>
+<p><strong id="queue-total">${total}</strong> pending ${total === 1 ? 'entry matches' : 'entries match'}; most urgent first (reason, then minutes waiting). <span id="live-status" class="muted" role="status" aria-live="polite"></span></p>
+<div class="table-wrap"><table class="responsive" id="queue">
+<caption class="muted">Page ${page} of ${pages}</caption>
+<thead><tr><th scope="col">Priority</th><th scope="col">Task</th><th scope="col">Reason</th><th scope="col">Was</th><th scope="col">Waiting</th><th scope="col">Diagnosis</th></tr></thead>
+<tbody data-refresh-url="${fragmentUrl}" data-refresh-seconds="${ctx.deps.queueRefreshSeconds ?? 10}">${queueRows(rows)}</tbody>
+</table></div>
+<nav class="pager" aria-label="Pages">
+${page > 1 ? html`<a href="/${queryString(linkParams(q, page - 1))}" rel="prev">Previous page</a>` : ''}
+<span>Page ${page} of ${pages}</span>
+${page < pages ? html`<a href="/${queryString(linkParams(q, page + 1))}" rel="next">Next page</a>` : ''}
+</nav>`;
+}
