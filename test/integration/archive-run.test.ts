@@ -358,8 +358,21 @@ describe('the commands', () => {
     expect(archived.code).toBe(0);
     expect(JSON.parse(archived.stdout)).toMatchObject({ tasks_archived: 3, steps_archived: 15, batches: 2 });
 
-    const restored = await cli(['restore', tasks[0]!, '--json']);
+    const restored = await cli(['restore', tasks[0]!, '--json', '--by', 'ops-alice']);
     expect(restored.code).toBe(0);
+    // Audited in the restore's transaction, as restores through the API are.
+    const audit = await db.pool.query(
+      `SELECT actor, actor_kind, action, target_kind, target_id FROM tasker_audit_log WHERE action = 'archive.restore'`,
+    );
+    expect(audit.rows).toEqual([
+      {
+        actor: 'ops-alice',
+        actor_kind: 'cli',
+        action: 'archive.restore',
+        target_kind: 'task',
+        target_id: tasks[0],
+      },
+    ]);
     expect(JSON.parse(restored.stdout)).toEqual({
       task_uuid: tasks[0],
       tasks_restored: 1,

@@ -7,15 +7,17 @@ import archiveFinishedTasks, {
 } from '../../../jobs/archive-finished-tasks.ts';
 import type { Config } from '../../config/schema.ts';
 import type { Db } from '../../db/pool.ts';
-import { countArchiveCandidates, restoreArchivedTask } from '../../db/queries/archive.ts';
+import { countArchiveCandidates } from '../../db/queries/archive.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { checkTemplateFilter, templateFilterProblem } from '../../db/queries/templates.ts';
 import { UsageError } from '../../errors.ts';
+import { restoreArchivedTask } from '../../web/operations.ts';
 import { type FlagSpec, text, uuid, wholeNumber } from '../args.ts';
 import type { Command } from '../command.ts';
 import { chooseDryRun, DRY_RUN_FLAGS, type DryRunChoice, dryRunGiven, modeLine } from '../dry-run.ts';
 import { runInline } from '../inline-run.ts';
 import { type Out, printFields, printJson } from '../output.ts';
+import { BY_FLAG, cliActor } from './token.ts';
 
 /**
  * archive (one archival run, inline) and restore (one archived task graph back). ARCHIVE_FLAGS and
@@ -168,13 +170,18 @@ export const archiveCommand: Command = {
 export const restoreCommand: Command = {
   name: 'restore',
   summary: 'Move one archived task graph back to the live tables, exactly as it was.',
-  args: { flags: {}, positionals: [{ name: 'task_uuid', schema: uuid }] },
+  args: { flags: { by: BY_FLAG }, positionals: [{ name: 'task_uuid', schema: uuid }] },
   async run({ flags, positionals }, { io, runtime }) {
     const { pool } = runtime.get();
     const taskUuid = positionals[0] as string;
-    const restored = await restoreArchivedTask(pool, taskUuid);
-    if (flags.json) return printJson(io.stdout, { task_uuid: taskUuid, ...restored });
-    io.stdout.write(`restored task ${taskUuid}\n`);
+    // Audited like a restore through the API: the row commits with the move.
+    const { task_uuid, ...restored } = await restoreArchivedTask(pool, {
+      taskUuid,
+      actor: cliActor(flags, io),
+      now: await databaseNow(pool),
+    });
+    if (flags.json) return printJson(io.stdout, { task_uuid, ...restored });
+    io.stdout.write(`restored task ${task_uuid}\n`);
     printFields(io.stdout, { ...restored });
   },
 };

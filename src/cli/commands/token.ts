@@ -24,7 +24,7 @@ const permissionList = z
       .min(1, { error: 'expected at least one permission' }),
   );
 
-const byFlag = {
+export const BY_FLAG = {
   type: 'string',
   placeholder: 'NAME',
   schema: text('a name', 255),
@@ -60,7 +60,7 @@ export const tokenCreateCommand: Command = {
         schema: wholeNumber(1, 3650),
         description: 'it stops working after N days (default: never)',
       },
-      by: byFlag,
+      by: BY_FLAG,
     },
   },
   async run({ flags }, { io, runtime }) {
@@ -115,7 +115,7 @@ export const tokenListCommand: Command = {
 export const tokenRevokeCommand: Command = {
   name: 'token revoke',
   summary: 'Revoke an API token by name: requests with it get 401 at once, on every web process.',
-  args: { flags: { by: byFlag }, positionals: [{ name: 'name', schema: TOKEN_NAME }] },
+  args: { flags: { by: BY_FLAG }, positionals: [{ name: 'name', schema: TOKEN_NAME }] },
   async run({ flags, positionals }, { io, runtime }) {
     const { pool } = runtime.get();
     const row = await revokeToken(pool, {
