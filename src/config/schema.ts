@@ -325,7 +325,7 @@ export const ArchiveSchema = z.strictObject({
     .max(600000)
     .default(500)
     .describe(
-      'Milliseconds an archival batch should take: after each batch the next one is sized from the last one\'s pace (n x target / took, at most double, never above archive_batch_size), so batches stay near this length when the server is busy. Keep it well under batch_statement_timeout_ms.',
+      "Milliseconds an archival batch should take: after each batch the next one is sized from the last one's pace (n x target / took, at most double, never above archive_batch_size), so batches stay near this length when the server is busy. Keep it well under batch_statement_timeout_ms.",
     ),
   dry_run: z
     .boolean()
