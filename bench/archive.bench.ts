@@ -186,8 +186,8 @@ export default async function archiveBench(server: BenchServer): Promise<void> {
         `${rate(live.archival.duration_ms, live.archival.tasks_archived)} graphs/s, ${live.archival.batches} batches, longest batch ${live.archival.longest_batch_ms} ms; ` +
         `live p99 ${live.quiet.latencies.p99.toFixed(2)} ms quiet, ${live.busy.latencies.p99.toFixed(2)} ms during: ratio ${ratio.toFixed(2)}; load ${live.load}`,
     );
-    console.log(`        without archival: ${describe(live.quiet.latencies)}`);
-    console.log(`        during archival:  ${describe(live.busy.latencies)}`);
+    console.log(`        without archival: ${describe(live.quiet.latencies)}${keptUp(live.quiet)}`);
+    console.log(`        during archival:  ${describe(live.busy.latencies)}${keptUp(live.busy)}`);
     const split = splitByBatches(live.busy.calls, live.batches);
     console.log(
       `        of those, overlapping a batch: ${split.inside.count} calls (${((100 * split.inside.count) / Math.max(1, live.busy.latencies.count)).toFixed(0)} %), p99 ${split.inside.p99.toFixed(2)} ms, p50 ${split.inside.p50.toFixed(2)} ms; ` +
@@ -323,6 +323,8 @@ function summarize(latencies: number[]): Latencies {
 
 interface LiveWindow {
   latencies: Latencies;
+  /** Length of the window, ms. */
+  ms: number;
   /** Each call's [start, end] (performance.now(); start is when the call was due). */
   calls: [number, number][];
   /** What the live backends were waiting on, sampled every 20 ms: wait event (or CPU) -> samples. */
@@ -379,6 +381,7 @@ async function liveWorkload(db: BenchDatabase, during: () => Promise<void>): Pro
       await sleep(20);
     }
   })();
+  const windowStart = performance.now();
   try {
     await during();
   } finally {
@@ -387,7 +390,12 @@ async function liveWorkload(db: BenchDatabase, during: () => Promise<void>): Pro
     await sampler;
     await Promise.all(clients.map((c) => c.end()));
   }
-  return { latencies: summarize(calls.map(([a, b]) => b - a)), calls, waits };
+  return {
+    latencies: summarize(calls.map(([a, b]) => b - a)),
+    ms: performance.now() - windowStart,
+    calls,
+    waits,
+  };
 }
 
 /** The calls that overlapped a batch [start, end], and those that ran wholly between batches. */
@@ -413,6 +421,19 @@ function describeWaits(waits: Map<string, number>): string {
     .map(([w, n]) => `${w} ${((100 * n) / total).toFixed(0)} %`)
     .join(', ')
     .concat(` (${total} samples)`);
+}
+
+/**
+ * The rate the live workload achieved against the rate it was asked for. Below it, the workload
+ * fell behind: latencies are measured from when each call was due, so they then include a backlog
+ * that grows with the window's length, and the p99 ratio compares backlogs rather than calls.
+ */
+function keptUp(w: LiveWindow): string {
+  const achieved = w.latencies.count / (w.ms / 1000);
+  if (LIVE_RATE === 0) return `; ${achieved.toFixed(0)} calls/s`;
+  const asked = LIVE_RATE * LIVE_CONNECTIONS;
+  const behind = achieved < 0.95 * asked ? ' - FELL BEHIND: latencies include its backlog' : '';
+  return `; ${achieved.toFixed(0)} of ${asked} calls/s${behind}`;
 }
 
 function load(): string {
