@@ -23,8 +23,8 @@
  * the archive could not store as it is. A batch that times out (SQLSTATE
  * 57014) is rolled back and retried at half the size; after three successes in a row the size
  * doubles again, up to batch_size. Each batch is also sized from the previous one's pace, so that
- * it takes about batch_target_ms (at most double the last size, never above batch_size): on a busy
- * server batches get smaller instead of longer. (So the batch boundaries of a paced run depend on
+ * it takes about batch_target_ms (at most double the last size, never above batch_size; the first
+ * batch assumes FIRST_BATCH_GRAPHS_PER_MS): on a busy server batches get smaller, not longer. (So the batch boundaries of a paced run depend on
  * time: a dry run and a real run agree on every count only where no batch was resized.) Deadlocks and serialization failures are retried up to three
  * times. Between batches: a pause (the fixed pause, or longer so that batches take at most
  * duty_cycle_percent of the run's wall time), and the abort signal is checked. The run stops when no
@@ -145,6 +145,12 @@ export type ArchiveProgress =
   | { kind: 'retry'; batch_size: number; code: string };
 
 const GROW_AFTER_SUCCESSES = 3;
+/**
+ * The pace the first batch of a run assumes: 0.5 graphs per millisecond, about what a 2-core
+ * server shared with other work managed (README, Benchmarks), so that the first batch, which has
+ * no pace to go by, keeps to batch_target_ms there too (250 graphs at the default 500 ms).
+ */
+export const FIRST_BATCH_GRAPHS_PER_MS = 0.5;
 const MAX_RETRIES = 3;
 const RETRYABLE = new Set(['40P01', '40001', '55P03']);
 
@@ -183,8 +189,9 @@ export async function runArchival(
     dlq_entries_archived: 0,
   };
   // The size the last batch's pace allows for batch_target_ms (never above batch_size); the batch
-  // size is the smaller of this and the timeout breaker's.
-  let paced = options.batch_size;
+  // size is the smaller of this and the timeout breaker's. Before any batch has shown the pace, the
+  // first one assumes FIRST_BATCH_GRAPHS_PER_MS.
+  let paced = firstBatchSize(options);
   let cursor: ArchiveCursor | null = null;
   let cutoff: Date | null = null;
   let batches = 0;
@@ -367,6 +374,13 @@ function cutoffOf(now: Date, o: ArchiveFinishedTasksOptions): Date {
   if (o.finished_before === null) return byRetention;
   const before = new Date(o.finished_before);
   return before < byRetention ? before : byRetention;
+}
+
+/** The first batch's size: what batch_target_ms allows at FIRST_BATCH_GRAPHS_PER_MS, within 1..batch_size. */
+export function firstBatchSize(
+  o: Pick<ArchiveFinishedTasksOptions, 'batch_size' | 'batch_target_ms'>,
+): number {
+  return Math.max(1, Math.min(o.batch_size, Math.floor(o.batch_target_ms * FIRST_BATCH_GRAPHS_PER_MS)));
 }
 
 /**

@@ -11,6 +11,7 @@ import { beforeEach, describe, expect, it } from '@jest/globals';
 import type pg from 'pg';
 import archiveJob, {
   type ArchiveFinishedTasksOptions,
+  firstBatchSize,
   runArchival,
   sizeForTarget,
 } from '../../jobs/archive-finished-tasks.ts';
@@ -217,20 +218,42 @@ describe('batches sized to batch_target_ms', () => {
     expect(sizeForTarget(500, 120, 2000, o)).toBe(500);
   });
 
+  it('the first batch, with no pace to go by, assumes half a graph per millisecond', () => {
+    expect(firstBatchSize({ batch_size: 1000, batch_target_ms: 500 })).toBe(250);
+    expect(firstBatchSize({ batch_size: 100, batch_target_ms: 500 })).toBe(100);
+    expect(firstBatchSize({ batch_size: 1000, batch_target_ms: 10 })).toBe(5);
+    expect(firstBatchSize({ batch_size: 1000, batch_target_ms: 600_000 })).toBe(1000);
+  });
+
+  it('a run starts at the first batch size and grows by pace, at most doubling, up to batch_size', async () => {
+    await graphs(700);
+    const sizes: number[] = [];
+    const result = await runArchival(
+      { pool: db.pool, now: NOW, logger: silentLogger(), signal: new AbortController().signal },
+      { ...OPTIONS, batch_size: 1000, batch_target_ms: 200 },
+      (p) => {
+        if (p.kind === 'batch') sizes.push(p.batch_size);
+      },
+    );
+    expect(result.tasks_archived).toBe(700);
+    expect(sizes[0]).toBe(100);
+    for (let i = 1; i < sizes.length; i++) expect(sizes[i]!).toBeLessThanOrEqual(2 * sizes[i - 1]!);
+  });
+
   it('a target far below what a batch takes: batches shrink, and every task still moves once', async () => {
     const tasks = await graphs(120);
     const totals = await totalCounts(db.pool);
     const sizes: number[] = [];
     const result = await runArchival(
       { pool: db.pool, now: NOW, logger: silentLogger(), signal: new AbortController().signal },
-      // 60 graphs take far longer than 10 ms on any machine
+      // 60 graphs take far longer than 10 ms on any machine (the first batch: 5 at 0.5/ms)
       { ...OPTIONS, batch_size: 60, batch_target_ms: 10 },
       (p) => {
         if (p.kind === 'batch') sizes.push(p.batch_size);
       },
     );
-    expect(sizes[0]).toBe(60);
-    expect(sizes[1]).toBeLessThan(60);
+    expect(sizes[0]).toBe(5);
+    expect(Math.max(...sizes)).toBeLessThan(60);
     expect(result).toMatchObject({ tasks_archived: 120, stopped_by: 'no_more_candidates', timeouts: 0 });
     expect(result.final_batch_size).toBeLessThan(60);
     expect(await archivedTaskUuids(db.pool)).toEqual([...tasks].sort());
