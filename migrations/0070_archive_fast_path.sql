@@ -16,7 +16,8 @@
 --   fast path's subtransaction is rolled back whole, and the batch takes 0030's careful path
 --   (every row locked SKIP LOCKED, counted, a task with a held row passed over whole), so the
 --   outcome is the same as before: the held task stays live and whole, the others move.
---   * step 2's lock now also bounds tasker_tasks by the candidates (it read tasker_tasks_pkey whole
+--   * step 3's re-check probes each locked task (it could read the whole finished range of
+--     idx_task_transitions_finished, as long as the backlog); step 2's lock also bounds tasker_tasks by the candidates (it read tasker_tasks_pkey whole
 --     in a merge join when a batch was a large share of the table), and the function runs with
 --     enable_seqscan off: every statement reads the batch's rows through the index named beside it,
 --     where the planner, seeing a batch that is a few percent of a table, read the whole table.
@@ -232,15 +233,21 @@ BEGIN
 
   -- 3. re-check the locked tasks in this statement's fresh snapshot
   --    (idx_task_transitions_uuid_most_recent, idx_dlq_unique_pending_task, idx_dlq_task_lookup)
-  SELECT coalesce(array_agg(tr.task_uuid ORDER BY tr.created_at, tr.task_uuid), ARRAY[]::uuid[]) INTO v_ids
-    FROM tasker_task_transitions tr
-   WHERE tr.task_uuid = ANY (coalesce(v_locked, ARRAY[]::uuid[]))
-     AND tr.most_recent = true
-     AND tr.to_state = ANY (v_states)
-     AND tr.created_at < v_cutoff
-     AND NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d
-                      WHERE d.task_uuid = tr.task_uuid AND d.resolution_status = 'pending')
-     AND (v_dlq_resolved OR NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d WHERE d.task_uuid = tr.task_uuid));
+  --    One probe per locked task (a LATERAL with LIMIT 1 is never turned into a join over the
+  --    whole finished range, which the planner chose as an index-only scan of
+  --    idx_task_transitions_finished: as long as the backlog, not the batch). v_locked is in
+  --    (created_at, task_uuid) order already, and keeps it.
+  SELECT coalesce(array_agg(l.task_uuid ORDER BY l.n), ARRAY[]::uuid[]) INTO v_ids
+    FROM unnest(coalesce(v_locked, ARRAY[]::uuid[])) WITH ORDINALITY AS l(task_uuid, n)
+   CROSS JOIN LATERAL (SELECT 1 FROM tasker_task_transitions tr
+                        WHERE tr.task_uuid = l.task_uuid
+                          AND tr.most_recent = true
+                          AND tr.to_state = ANY (v_states)
+                          AND tr.created_at < v_cutoff
+                        LIMIT 1) still
+   WHERE NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d
+                      WHERE d.task_uuid = l.task_uuid AND d.resolution_status = 'pending')
+     AND (v_dlq_resolved OR NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d WHERE d.task_uuid = l.task_uuid));
 
 
   -- 4. the fast path, for a real run: lock the steps (the parents of every other child row) with
