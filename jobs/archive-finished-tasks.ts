@@ -10,8 +10,8 @@
  * archived_at = ctx.now, into the six tasker_*_archive tables; one transaction per batch.
  *
  * Options (from [archive] and [archive.policies]; an ad-hoc run may set each): retention_days,
- * batch_size (graphs per transaction, the starting size), max_batches (per run),
- * batch_statement_timeout_ms, pause_between_batches_ms, duty_cycle_percent, batch_target_ms, dry_run, the per-state policies and
+ * batch_size (graphs per transaction, at most), max_batches (per run), batch_statement_timeout_ms,
+ * pause_between_batches_ms, duty_cycle_percent, batch_target_ms, dry_run, the per-state policies and
  * archive_dlq_resolved, and the filters namespace / task_name (template) / finished_before (ISO
  * 8601; it narrows the retention window, never widens it).
  *
@@ -24,9 +24,10 @@
  * 57014) is rolled back and retried at half the size; after three successes in a row the size
  * doubles again, up to batch_size. Each batch is also sized from the previous one's pace, so that
  * it takes about batch_target_ms (at most double the last size, never above batch_size; the first
- * batch assumes FIRST_BATCH_GRAPHS_PER_MS): on a busy server batches get smaller, not longer. (So the batch boundaries of a paced run depend on
- * time: a dry run and a real run agree on every count only where no batch was resized.) Deadlocks and serialization failures are retried up to three
- * times. Between batches: a pause (the fixed pause, or longer so that batches take at most
+ * batch assumes FIRST_BATCH_GRAPHS_PER_MS): on a busy server batches get smaller, not longer. So
+ * batch boundaries depend on time: a dry run and a real run report the same tasks when both run to
+ * the end; where max_batches stops them, each covers what its own batch sizes allowed. Deadlocks
+ * and serialization failures are retried up to three times. Between batches: a pause (the fixed pause, or longer so that batches take at most
  * duty_cycle_percent of the run's wall time), and the abort signal is checked. The run stops when no
  * candidates are left, after max_batches, or when aborted. All batches judge age against ctx.now.
  * A dry run walks the same batches (same choice, same locks) and counts instead of moving.
