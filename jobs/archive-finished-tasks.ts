@@ -10,8 +10,8 @@
  * archived_at = ctx.now, into the six tasker_*_archive tables; one transaction per batch.
  *
  * Options (from [archive] and [archive.policies]; an ad-hoc run may set each): retention_days,
- * batch_size (graphs per transaction, the starting size), max_batches (per run),
- * batch_statement_timeout_ms, pause_between_batches_ms, duty_cycle_percent, dry_run, the per-state policies and
+ * batch_size (graphs per transaction, at most), max_batches (per run), batch_statement_timeout_ms,
+ * pause_between_batches_ms, duty_cycle_percent, batch_target_ms, dry_run, the per-state policies and
  * archive_dlq_resolved, and the filters namespace / task_name (template) / finished_before (ISO
  * 8601; it narrows the retention window, never widens it).
  *
@@ -22,8 +22,12 @@
  * date with the live tables' columns (a dry run only checks), and refuses, naming the column, what
  * the archive could not store as it is. A batch that times out (SQLSTATE
  * 57014) is rolled back and retried at half the size; after three successes in a row the size
- * doubles again, up to batch_size. Deadlocks and serialization failures are retried up to three
- * times. Between batches: a pause (the fixed pause, or longer so that batches take at most
+ * doubles again, up to batch_size. Each batch is also sized from the previous one's pace, so that
+ * it takes about batch_target_ms (at most double the last size, never above batch_size; the first
+ * batch assumes FIRST_BATCH_GRAPHS_PER_MS): on a busy server batches get smaller, not longer. So
+ * batch boundaries depend on time: a dry run and a real run report the same tasks when both run to
+ * the end; where max_batches stops them, each covers what its own batch sizes allowed. Deadlocks
+ * and serialization failures are retried up to three times. Between batches: a pause (the fixed pause, or longer so that batches take at most
  * duty_cycle_percent of the run's wall time), and the abort signal is checked. The run stops when no
  * candidates are left, after max_batches, or when aborted. All batches judge age against ctx.now.
  * A dry run walks the same batches (same choice, same locks) and counts instead of moving.
@@ -33,10 +37,14 @@
  * Logs: warn on each timeout (batch size before and after), debug per batch. The result has counts
  * per table, batches, timeouts, retries, the final batch size, the longest batch and why it stopped.
  *
- * Safe with N workers: each batch locks the task rows and current transitions it moves, then every
- * other row of their graphs (FOR UPDATE SKIP LOCKED), so concurrent runs take disjoint tasks and
- * never wait for each other or for the engine; a task with a row held elsewhere is skipped whole
- * and stays live for a later run; every graph
+ * Safe with N workers: each batch locks the task rows and current transitions it moves (FOR UPDATE
+ * SKIP LOCKED), so concurrent runs take disjoint tasks. A real run then locks the tasks' steps
+ * (NOWAIT) and moves the rest without locking it row by row first: no row can be added to a graph
+ * whose task and steps it holds (the foreign-key checks wait for its locks), and a row another
+ * session holds fails the move within 1 ms (lock_timeout), after which the batch is redone the
+ * careful way (every row locked SKIP LOCKED and counted, migration 0070), as a dry run always
+ * does. Either way it never waits for the engine; a task with a row held elsewhere is skipped
+ * whole and stays live for a later run; every graph
  * moves whole in one transaction, so a crash or kill at any point leaves each task exactly once,
  * live or archived, and the next run carries on.
  */
@@ -70,6 +78,11 @@ export const ArchiveFinishedTasksOptions = z
      * Defaults to 100 so that runs queued before this option existed still parse.
      */
     duty_cycle_percent: z.int().min(1).max(100).default(100),
+    /**
+     * How long a batch should take, in milliseconds: each batch is sized from the previous one's
+     * pace. Defaults to 500 so that runs queued before this option existed still parse.
+     */
+    batch_target_ms: z.int().min(10).max(600000).default(500),
     policies: ArchivePoliciesOptions,
     /** Only tasks of templates in this namespace. */
     namespace: z.string().min(1).max(64).nullable(),
@@ -133,6 +146,12 @@ export type ArchiveProgress =
   | { kind: 'retry'; batch_size: number; code: string };
 
 const GROW_AFTER_SUCCESSES = 3;
+/**
+ * The pace the first batch of a run assumes: 0.5 graphs per millisecond, about what a 2-core
+ * server shared with other work managed (README, Benchmarks), so that the first batch, which has
+ * no pace to go by, keeps to batch_target_ms there too (250 graphs at the default 500 ms).
+ */
+export const FIRST_BATCH_GRAPHS_PER_MS = 0.5;
 const MAX_RETRIES = 3;
 const RETRYABLE = new Set(['40P01', '40001', '55P03']);
 
@@ -146,6 +165,7 @@ export function archiveOptionsFromConfig(config: Readonly<Config>): ArchiveFinis
     batch_statement_timeout_ms: a.batch_statement_timeout_ms,
     pause_between_batches_ms: a.pause_between_batches_ms,
     duty_cycle_percent: a.duty_cycle_percent,
+    batch_target_ms: a.batch_target_ms,
     policies: { ...a.policies },
     namespace: null,
     task_name: null,
@@ -169,6 +189,10 @@ export async function runArchival(
     step_transitions_archived: 0,
     dlq_entries_archived: 0,
   };
+  // The size the last batch's pace allows for batch_target_ms (never above batch_size); the batch
+  // size is the smaller of this and the timeout breaker's. Before any batch has shown the pace, the
+  // first one assumes FIRST_BATCH_GRAPHS_PER_MS.
+  let paced = firstBatchSize(options);
   let cursor: ArchiveCursor | null = null;
   let cutoff: Date | null = null;
   let batches = 0;
@@ -193,7 +217,7 @@ export async function runArchival(
       stoppedBy = 'aborted';
       break;
     }
-    const batchSize = size.current;
+    const batchSize = Math.min(size.current, paced);
     const batchStarted = performance.now();
     let result: ArchiveBatchResult;
     try {
@@ -223,7 +247,9 @@ export async function runArchival(
             { cause: err },
           );
         }
-        const next = size.shrink();
+        size.shrink();
+        paced = Math.max(1, Math.floor(batchSize / 2));
+        const next = Math.min(size.current, paced);
         ctx.logger.warn('archival batch timed out; retrying smaller', {
           job: 'tasker.archive-finished-tasks',
           batch_size: batchSize,
@@ -258,12 +284,14 @@ export async function runArchival(
     for (const key of ARCHIVE_TABLE_COUNTS) totals[key] += result[key];
     if (result.cursor !== null) cursor = result.cursor;
     size.succeeded();
+    paced = sizeForTarget(batchSize, result.tasks_archived + result.tasks_skipped, batchMs, options);
     ctx.logger.debug('archival batch', {
       job: 'tasker.archive-finished-tasks',
       batch: batches,
       batch_size: batchSize,
       duration_ms: Math.round(batchMs),
       tasks_archived: result.tasks_archived,
+      locked_row_by_row: result.locked_row_by_row,
       dry_run: options.dry_run,
     });
     ctx.progress?.({
@@ -304,7 +332,7 @@ export async function runArchival(
     tasks_skipped: skipped,
     timeouts,
     retries,
-    final_batch_size: size.current,
+    final_batch_size: Math.min(size.current, paced),
     longest_batch_ms: Math.round(longest),
     duration_ms: Math.round(performance.now() - started),
     stopped_by: stoppedBy,
@@ -347,6 +375,30 @@ function cutoffOf(now: Date, o: ArchiveFinishedTasksOptions): Date {
   if (o.finished_before === null) return byRetention;
   const before = new Date(o.finished_before);
   return before < byRetention ? before : byRetention;
+}
+
+/** The first batch's size: what batch_target_ms allows at FIRST_BATCH_GRAPHS_PER_MS, within 1..batch_size. */
+export function firstBatchSize(
+  o: Pick<ArchiveFinishedTasksOptions, 'batch_size' | 'batch_target_ms'>,
+): number {
+  return Math.max(1, Math.min(o.batch_size, Math.floor(o.batch_target_ms * FIRST_BATCH_GRAPHS_PER_MS)));
+}
+
+/**
+ * The next batch's size from the last one's pace: a batch of `size` that examined `examined` tasks
+ * (moved or skipped) in batchMs gets size x batch_target_ms / batchMs, at most double the last
+ * size and never above batch_size or below 1. A short batch (fewer tasks than its size: the last
+ * one of a run) says nothing about the pace of a full one and keeps the size.
+ */
+export function sizeForTarget(
+  size: number,
+  examined: number,
+  batchMs: number,
+  o: Pick<ArchiveFinishedTasksOptions, 'batch_size' | 'batch_target_ms'>,
+): number {
+  if (examined < size || batchMs <= 0) return Math.min(size, o.batch_size);
+  const byPace = Math.floor((size * o.batch_target_ms) / batchMs);
+  return Math.max(1, Math.min(o.batch_size, 2 * size, byPace));
 }
 
 /**

@@ -319,6 +319,14 @@ export const ArchiveSchema = z.strictObject({
     .describe(
       "Percent of an archival run's wall time spent in batches: after a batch of t ms the run waits t x (100 - p) / p ms (at least pause_between_batches_ms), so 50 halves the rate at which archival takes the database and 25 quarters it. 100: only the fixed pause.",
     ),
+  batch_target_ms: z
+    .int()
+    .min(10)
+    .max(600000)
+    .default(500)
+    .describe(
+      "Milliseconds an archival batch should take: after each batch the next one is sized from the last one's pace (n x target / took, at most double, never above archive_batch_size), so batches stay near this length when the server is busy. Keep it well under batch_statement_timeout_ms.",
+    ),
   dry_run: z
     .boolean()
     .default(false)

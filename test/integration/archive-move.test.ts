@@ -37,6 +37,7 @@ const OPTIONS: ArchiveFinishedTasksOptions = {
   batch_statement_timeout_ms: 30_000,
   pause_between_batches_ms: 0,
   duty_cycle_percent: 100,
+  batch_target_ms: 500,
   policies: {
     archive_completed: true,
     archive_failed: true,

@@ -62,6 +62,7 @@ describe('the run', () => {
       batch_statement_timeout_ms: 5000,
       pause_between_batches_ms: 20,
       duty_cycle_percent: 100,
+      batch_target_ms: 500,
       policies: {
         archive_completed: true,
         archive_failed: true,

@@ -53,6 +53,7 @@ const OPTIONS: ArchiveFinishedTasksOptions = {
   dry_run: false,
   pause_between_batches_ms: 0,
   duty_cycle_percent: 100,
+  batch_target_ms: 500,
 };
 
 async function engineDatabase(extraSql: string): Promise<TestDatabase> {

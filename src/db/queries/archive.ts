@@ -59,6 +59,12 @@ export interface ArchiveBatchResult {
   last_task_uuid: string | null;
   cutoff: Date;
   task_uuids: string[];
+  /**
+   * The batch locked every row of each graph SKIP LOCKED and compared counts (migration 0070's
+   * careful path): always in a dry run; in a real run only when its fast path met a row another
+   * session holds.
+   */
+  locked_row_by_row: boolean;
   /** Where the next batch starts (last_state_entered_at exactly, and last_task_uuid), or null. */
   cursor: ArchiveCursor | null;
 }
