@@ -49,9 +49,7 @@ const listValues = (p: ListEntriesParams) => [
 ];
 
 export async function listEntries(db: Db, p: ListEntriesParams): Promise<ListedEntry[]> {
-  // Prepared once per connection: the API serves it many times a second.
   const { rows } = await db.query<ListedEntry>({
-    name: 'dlq-list-entries',
     text: LIST_ENTRIES_SQL,
     values: listValues(p),
   });
@@ -107,7 +105,6 @@ const LIST_ENTRIES_JSON_SQL = jsonArraySql(
 /** listEntries as a JSON array text (for the API). */
 export async function listEntriesJson(db: Db, p: ListEntriesParams): Promise<string> {
   const { rows } = await db.query<{ json: string }>({
-    name: 'dlq-list-entries-json',
     text: LIST_ENTRIES_JSON_SQL,
     values: listValues(p),
   });
@@ -251,7 +248,6 @@ const INVESTIGATION_QUEUE_SQL = `SELECT d.dlq_entry_uuid, d.task_uuid, d.origina
 
 export async function investigationQueue(db: Db, limit: number): Promise<QueueItem[]> {
   const { rows } = await db.query<QueueItem>({
-    name: 'dlq-investigation-queue',
     text: INVESTIGATION_QUEUE_SQL,
     values: [limit],
   });
@@ -281,7 +277,6 @@ const INVESTIGATION_QUEUE_JSON_SQL = jsonArraySql(
 /** investigationQueue as a JSON array text (for the API). */
 export async function investigationQueueJson(db: Db, limit: number): Promise<string> {
   const { rows } = await db.query<{ json: string }>({
-    name: 'dlq-investigation-queue-json',
     text: INVESTIGATION_QUEUE_JSON_SQL,
     values: [limit],
   });

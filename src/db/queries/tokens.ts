@@ -44,8 +44,8 @@ export async function insertToken(db: Db, p: InsertTokenParams): Promise<TokenRo
 /** A token by its public id, with its hash (primary key). */
 export async function findTokenById(db: Db, tokenId: string): Promise<TokenWithHash | undefined> {
   const { rows } = await db.query<TokenWithHash>({
-    // Prepared once per connection: every API request runs it.
-    name: 'api-token-by-id',
+    // An unnamed statement, like every query here: PgBouncer in transaction mode (1.18) does not
+    // carry named prepared statements from one server connection to the next.
     text: `SELECT ${COLUMNS}, secret_sha256 FROM tasker_api_tokens WHERE token_id = $1`,
     values: [tokenId],
   });
