@@ -37,7 +37,7 @@ CREATE TABLE tasker_audit_log (
   actor text NOT NULL CHECK (actor <> ''),
   actor_kind text NOT NULL CHECK (actor_kind IN ('token', 'cli', 'console')),
   action text NOT NULL CHECK (action ~ '^[a-z_]+\.[a-z_]+$'),
-  target_kind text NOT NULL CHECK (target_kind IN ('dlq_entry', 'task', 'job', 'token')),
+  target_kind text NOT NULL CHECK (target_kind IN ('dlq_entry', 'dlq_filter', 'task', 'job', 'token')),
   target_id text NOT NULL,
   before jsonb,
   after jsonb,

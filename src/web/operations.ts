@@ -5,7 +5,7 @@ import detectStaleTasks from '../../jobs/detect-stale-tasks.ts';
 import type { Config } from '../config/schema.ts';
 import { withTransaction } from '../db/pool.ts';
 import { restoreArchivedTask as restoreArchivedRows } from '../db/queries/archive.ts';
-import { type Actor, insertAudit, insertAuditRows } from '../db/queries/audit.ts';
+import { type Actor, insertAudit } from '../db/queries/audit.ts';
 import { lockDeadLettered, markDeadLetterRetried } from '../db/queries/dead-letters.ts';
 import {
   type BulkFilter,
@@ -236,29 +236,24 @@ export async function bulkResolve(pool: pg.Pool, p: BulkResolveParams): Promise<
       p.actor.name,
       p.now,
     );
-    const done = new Set(resolved);
-    // One statement for all the rows (a bulk resolution may change thousands of entries).
-    await insertAuditRows(
-      client,
-      rows
-        .filter((before) => done.has(before.dlq_entry_uuid))
-        .map((before) => ({
-          at: p.now,
-          actor: p.actor,
-          action: 'dlq.bulk_resolve',
-          targetKind: 'dlq_entry' as const,
-          targetId: before.dlq_entry_uuid,
-          before: entryValues(before),
-          after: {
-            ...entryValues(before),
-            resolution_status: p.status,
-            resolution_notes: p.notes,
-            resolved_by: p.actor.name,
-            resolution_timestamp: p.now,
-          },
-          details: { task_uuid: before.task_uuid, filter: p.filter, matched: rows.length },
-        })),
-    );
+    // One action, one audit row: the filter, what every entry went from and to, and which entries
+    // (their uuids; each entry also keeps resolved_by and resolution_timestamp itself).
+    if (resolved.length > 0)
+      await insertAudit(client, {
+        at: p.now,
+        actor: p.actor,
+        action: 'dlq.bulk_resolve',
+        targetKind: 'dlq_filter',
+        targetId: JSON.stringify(p.filter),
+        before: { resolution_status: 'pending' },
+        after: { resolution_status: p.status, resolution_notes: p.notes, resolved_by: p.actor.name },
+        details: {
+          filter: p.filter,
+          matched: rows.length,
+          resolved: resolved.length,
+          dlq_entry_uuids: resolved,
+        },
+      });
     return {
       dry_run: false,
       matched: rows.length,

@@ -622,7 +622,7 @@ describe('POST /v1/dlq/bulk-resolve', () => {
     expect(await auditRows(db.pool, 'dlq.bulk_resolve')).toHaveLength(0);
   });
 
-  it('applied: resolves exactly the matching entries, one audit row each', async () => {
+  it('applied: resolves exactly the matching entries, one audit row for the action', async () => {
     const { match, misses } = await fixture();
     const r = await web.request('POST', '/v1/dlq/bulk-resolve', { token, body: request(false) });
     expect(r.status).toBe(200);
@@ -636,18 +636,28 @@ describe('POST /v1/dlq/bulk-resolve', () => {
     }
     for (const m of misses.slice(0, 5)) expect((await entryRow(m)).resolution_status).toBe('pending');
     const audit = await auditRows(db.pool, 'dlq.bulk_resolve');
-    expect(audit.map((a) => a.target_id).sort()).toEqual([...match].sort());
+    expect(audit).toHaveLength(1);
     expect(audit[0]).toMatchObject({
       actor: 'ops',
-      before: expect.objectContaining({ resolution_status: 'pending' }),
+      target_kind: 'dlq_filter',
+      before: { resolution_status: 'pending' },
+      after: {
+        resolution_status: 'permanently_failed',
+        resolution_notes: 'upstream outage, abandoned',
+        resolved_by: 'ops',
+      },
+      details: expect.objectContaining({ matched: 3, resolved: 3 }),
     });
+    expect([...audit[0].details.dlq_entry_uuids].sort()).toEqual([...match].sort());
     const again = await web.request('POST', '/v1/dlq/bulk-resolve', { token, body: request(false) });
     expect(again.body).toMatchObject({ matched: 0, resolved: 0 });
+    // Nothing resolved, nothing recorded.
+    expect(await auditRows(db.pool, 'dlq.bulk_resolve')).toHaveLength(1);
   });
 });
 
 describe('bulk resolve at size', () => {
-  it('resolves 250 matching entries in one request, with 250 audit rows', async () => {
+  it('resolves 250 matching entries in one request, recorded as one audit row naming all 250', async () => {
     for (let i = 0; i < 250; i++) {
       await insertDlqEntry(db.pool, {
         task: await task(),
@@ -667,12 +677,13 @@ describe('bulk resolve at size', () => {
     });
     expect(r.body).toMatchObject({ matched: 250, resolved: 250, entries: [] });
     const audit = await auditRows(db.pool, 'dlq.bulk_resolve');
-    expect(new Set(audit.map((a) => a.target_id)).size).toBe(250);
+    expect(audit).toHaveLength(1);
+    expect(new Set(audit[0].details.dlq_entry_uuids).size).toBe(250);
     expect(audit[0]).toMatchObject({
       actor: 'ops',
       actor_kind: 'token',
       at: expect.any(Date),
-      after: expect.objectContaining({ resolution_status: 'cancelled', resolution_notes: 'workers back' }),
+      after: { resolution_status: 'cancelled', resolution_notes: 'workers back', resolved_by: 'ops' },
     });
   });
 });

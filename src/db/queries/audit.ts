@@ -10,7 +10,8 @@ export interface Actor {
   name: string;
 }
 
-export type AuditTargetKind = 'dlq_entry' | 'task' | 'job' | 'token';
+/** dlq_filter: a bulk resolution, one row for every entry it resolved (target_id: the filter as JSON). */
+export type AuditTargetKind = 'dlq_entry' | 'dlq_filter' | 'task' | 'job' | 'token';
 
 export interface AuditRecord {
   at: Date;
@@ -57,34 +58,6 @@ export async function insertAudit(db: Db, r: AuditRecord): Promise<number> {
     ],
   );
   return rows[0]!.audit_id;
-}
-
-/** Writes many audit rows in one statement (a bulk change: one row per entry, up to thousands). */
-export async function insertAuditRows(db: Db, records: readonly AuditRecord[]): Promise<number> {
-  if (records.length === 0) return 0;
-  const { rowCount } = await db.query(
-    `INSERT INTO tasker_audit_log (at, actor, actor_kind, action, target_kind, target_id, before, after, details)
-     SELECT r.at, r.actor, r.actor_kind, r.action, r.target_kind, r.target_id, r.before, r.after, r.details
-       FROM jsonb_to_recordset($1::jsonb) AS r (at timestamptz, actor text, actor_kind text, action text,
-                                                target_kind text, target_id text, before jsonb, after jsonb,
-                                                details jsonb)`,
-    [
-      JSON.stringify(
-        records.map((r) => ({
-          at: r.at,
-          actor: r.actor.name,
-          actor_kind: r.actor.kind,
-          action: r.action,
-          target_kind: r.targetKind,
-          target_id: r.targetId,
-          before: r.before ?? null,
-          after: r.after ?? null,
-          details: r.details ?? null,
-        })),
-      ),
-    ],
-  );
-  return rowCount ?? 0;
 }
 
 export interface ListAuditParams {

@@ -8,7 +8,7 @@ import { csrfInput, type PageContext } from './layout.ts';
 /**
  * Bulk resolve: a filter, "Preview" (a dry run of the API's bulk resolve: how many and which), then
  * "Resolve all" with a status and notes, applied in one transaction by the same operation as
- * POST /v1/dlq/bulk-resolve (an audit row for each entry, all with action dlq.bulk_resolve).
+ * POST /v1/dlq/bulk-resolve (one audit row, action dlq.bulk_resolve, naming every entry).
  */
 
 const text = (max: number) => z.string().trim().max(max).optional();
