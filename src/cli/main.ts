@@ -80,6 +80,7 @@ export async function runCli(
       return argv.length === 0 ? 2 : 0;
     }
     const { command, rest } = findCommand(argv);
+    runtime.nameConnectionsFor(command.name);
     if (rest.includes('--help') || rest.includes('-h')) {
       io.stdout.write(commandUsage(command));
       return 0;

@@ -33,10 +33,19 @@ export interface Runtime extends LoadedConfig {
 export class RuntimeHolder {
   #runtime: Runtime | undefined;
   #direct: pg.Pool | undefined;
+  #applicationName = 'tasker-lifecycle-cli';
   readonly #io: CliIo;
 
   constructor(io: CliIo) {
     this.#io = io;
+  }
+
+  /**
+   * Names this process's connections in pg_stat_activity after its command (`tasker-lifecycle-worker`,
+   * `tasker-lifecycle-web`, …), as pg-boss's pool already is; call before get().
+   */
+  nameConnectionsFor(command: string): void {
+    this.#applicationName = `tasker-lifecycle-${command.replaceAll(' ', '-')}`;
   }
 
   get(): Runtime {
@@ -48,7 +57,7 @@ export class RuntimeHolder {
       // This system's share of database.max_connections_per_process; pg-boss has the rest.
       max: connectionShares(loaded.config.database).pool,
       logger,
-      applicationName: 'tasker-lifecycle-cli',
+      applicationName: this.#applicationName,
     });
     const target = targetOf(url, isEmbedded(loaded.config)).display;
     const directPool = () => {

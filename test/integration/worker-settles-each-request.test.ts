@@ -77,6 +77,15 @@ it('a refused request is dead-lettered without retries; a batched run stores its
       .map((j) => j.output);
     expect(outputs).toEqual([enrichRuns[0]!.counts, enrichRuns[0]!.counts, enrichRuns[0]!.counts]);
     expect(outputs[0]).toEqual(expect.objectContaining({ requested: 3, not_found: 3 }));
+
+    // The worker's own pool names its connections after the command, as pg-boss's does.
+    const { rows } = await db.pool.query<{ name: string }>(
+      `SELECT DISTINCT application_name AS name FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name LIKE 'tasker-lifecycle-%'`,
+    );
+    const names = rows.map((r) => r.name);
+    expect(names).toContain('tasker-lifecycle-worker');
+    expect(names).not.toContain('tasker-lifecycle-cli');
   } finally {
     worker.kill('SIGTERM');
     await worker.done;
