@@ -212,6 +212,29 @@ describe('bounded batches', () => {
     expect(ms).toBeLessThan(5000);
   });
 
+  it('the cycle check stays linear whatever join method the planner picks (CI once saw nested loops: 5 s)', async () => {
+    // A planner that misjudges a graph's size may join with nested loops; where one side cannot use
+    // an index, a 5,000-step chain then costs 25 million comparisons per join. Forbid hash and
+    // merge joins on one connection to force that choice, and bound the check by a timeout.
+    const chain = await stale(100);
+    await insertStepChain(db.pool, chain, 5000);
+    const loop = await stale(90);
+    await insertStepChain(db.pool, loop, 5000, { cycle: true });
+    const client = await db.connect();
+    try {
+      await client.query('SET enable_hashjoin = off');
+      await client.query('SET enable_mergejoin = off');
+      await client.query(`SET statement_timeout = '2s'`);
+      const { rows } = await client.query<{ chain: boolean; loop: boolean }>(
+        'SELECT task_has_dependency_cycle($1) AS chain, task_has_dependency_cycle($2) AS loop',
+        [chain, loop],
+      );
+      expect(rows[0]).toEqual({ chain: false, loop: true });
+    } finally {
+      await client.end();
+    }
+  });
+
   it('a batch that exceeds batch_statement_timeout_ms is rolled back and fails the run, naming the batch', async () => {
     const first = await stale(100);
     const second = await stale(90);
