@@ -79,6 +79,8 @@ export const ArchiveRunOptions = z.strictObject({
   retention_days: archiveShape.retention_days.optional(),
   batch_size: archiveShape.batch_size.optional(),
   max_batches: archiveShape.max_batches.optional(),
+  batch_target_ms: archiveShape.batch_target_ms.unwrap().optional(),
+  duty_cycle_percent: archiveShape.duty_cycle_percent.unwrap().optional(),
   namespace: z.string().min(1).max(64).optional(),
   task_name: z.string().min(1).max(64).optional(),
   finished_before: z.iso.datetime({ offset: true }).optional(),
@@ -97,7 +99,7 @@ export const EnqueueBody = z.strictObject({
     .record(z.string(), z.unknown())
     .default({})
     .describe(
-      `the run's options: for ${detectStaleTasks.name} dry_run, batch_size, max_batches; for ${archiveFinishedTasks.name} dry_run, retention_days, batch_size, max_batches, namespace, task_name, finished_before`,
+      `the run's options: for ${detectStaleTasks.name} dry_run, batch_size, max_batches; for ${archiveFinishedTasks.name} dry_run, retention_days, batch_size, max_batches, batch_target_ms, duty_cycle_percent, namespace, task_name, finished_before`,
     ),
 });
 export const JobRunParams = JobParams.extend({ id: uuid });

@@ -309,6 +309,10 @@ describe('configuration and flags', () => {
       'invoice',
       '--finished-before',
       '2026-05-01T02:00:00+02:00',
+      '--batch-target-ms',
+      '200',
+      '--duty-cycle-percent',
+      '25',
     ];
     const { flags } = parseArgs(argv, { flags: ARCHIVE_FLAGS });
     expect(archiveOptionsFromFlags(config, flags)).toEqual({
@@ -317,6 +321,8 @@ describe('configuration and flags', () => {
       batch_size: 50,
       task_name: 'invoice',
       finished_before: '2026-05-01T00:00:00.000Z',
+      batch_target_ms: 200,
+      duty_cycle_percent: 25,
     });
     const { flags: dateOnly } = parseArgs(['--finished-before', '2026-05-01'], { flags: ARCHIVE_FLAGS });
     expect(archiveOptionsFromFlags(config, dateOnly).finished_before).toBe('2026-05-01T00:00:00.000Z');
@@ -335,6 +341,14 @@ describe('configuration and flags', () => {
     [
       ['archive', '--finished-before', 'yesterday'],
       '--finished-before "yesterday": expected an ISO 8601 time with a zone, such as 2026-05-01T00:00:00Z, or a date such as 2026-05-01 (UTC)',
+    ],
+    [
+      ['archive', '--duty-cycle-percent', '0'],
+      '--duty-cycle-percent "0": expected a whole number from 1 to 100',
+    ],
+    [
+      ['archive', '--batch-target-ms', '5'],
+      '--batch-target-ms "5": expected a whole number from 10 to 600000',
     ],
     [['archive', '--bach-size', '5'], "Unknown option '--bach-size'"],
     [['restore', 'not-a-uuid'], '<task_uuid> "not-a-uuid": expected a UUID'],

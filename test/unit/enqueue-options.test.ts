@@ -20,5 +20,9 @@ it('sends --dry-run and --no-dry-run as they were given, and refuses both at onc
     dry_run: false,
     task_name: 'invoice',
   });
+  expect(archiveOptionsGiven({ 'batch-target-ms': 200, 'duty-cycle-percent': 25 })).toEqual({
+    batch_target_ms: 200,
+    duty_cycle_percent: 25,
+  });
   expect(() => archiveOptionsGiven({ 'dry-run': true, 'no-dry-run': true })).toThrow(UsageError);
 });

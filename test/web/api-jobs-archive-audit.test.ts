@@ -99,10 +99,24 @@ describe('jobs', () => {
     );
   });
 
+  it('enqueue archive takes the throttle (batch_target_ms, duty_cycle_percent) as given', async () => {
+    const options = { dry_run: true, batch_target_ms: 200, duty_cycle_percent: 25 };
+    const r = await web.request('POST', '/v1/jobs/tasker.archive-finished-tasks/runs', {
+      token,
+      body: { options },
+    });
+    expect(r.status).toBe(202);
+    expect(await bossJobs(db.pool, 'tasker.archive-finished-tasks')).toEqual([
+      expect.objectContaining({ id: r.body.job_id, data: { trigger: 'adhoc', options } }),
+    ]);
+  });
+
   it.each([
     ['tasker.detect-stale-tasks', { options: { batch_size: 0 } }, 'options.batch_size'],
     ['tasker.detect-stale-tasks', { options: { colour: 'red' } }, 'options.colour'],
     ['tasker.archive-finished-tasks', { options: { retention_days: -1 } }, 'options.retention_days'],
+    ['tasker.archive-finished-tasks', { options: { duty_cycle_percent: 0 } }, 'options.duty_cycle_percent'],
+    ['tasker.archive-finished-tasks', { options: { batch_target_ms: 5 } }, 'options.batch_target_ms'],
     [
       'tasker.archive-finished-tasks',
       { options: { finished_before: 'yesterday' } },

@@ -59,6 +59,20 @@ export const ARCHIVE_FLAGS = {
     schema: wholeNumber(1, 100000),
     description: 'batches in this run (default: archive.max_batches_per_run)',
   },
+  'batch-target-ms': {
+    type: 'string',
+    placeholder: 'MS',
+    schema: wholeNumber(10, 600000),
+    description:
+      "how long each batch should take: batches are sized from the last one's pace (default: archive.batch_target_ms)",
+  },
+  'duty-cycle-percent': {
+    type: 'string',
+    placeholder: 'N',
+    schema: wholeNumber(1, 100),
+    description:
+      "share of the run's wall time spent in batches; the rest is pauses that let the live workload through (default: archive.duty_cycle_percent)",
+  },
   namespace: {
     type: 'string',
     placeholder: 'NAME',
@@ -91,6 +105,8 @@ export function archiveOptionsFromFlags(
     retention_days: (flags['retention-days'] as number | undefined) ?? configured.retention_days,
     batch_size: (flags['batch-size'] as number | undefined) ?? configured.batch_size,
     max_batches: (flags['max-batches'] as number | undefined) ?? configured.max_batches,
+    batch_target_ms: (flags['batch-target-ms'] as number | undefined) ?? configured.batch_target_ms,
+    duty_cycle_percent: (flags['duty-cycle-percent'] as number | undefined) ?? configured.duty_cycle_percent,
     namespace: (flags.namespace as string | undefined) ?? configured.namespace,
     task_name: (flags.template as string | undefined) ?? configured.task_name,
     finished_before: (flags['finished-before'] as string | undefined) ?? configured.finished_before,
@@ -125,6 +141,8 @@ export function archiveOptionsGiven(flags: Record<string, unknown>): Partial<Arc
     retention_days: flags['retention-days'],
     batch_size: flags['batch-size'],
     max_batches: flags['max-batches'],
+    batch_target_ms: flags['batch-target-ms'],
+    duty_cycle_percent: flags['duty-cycle-percent'],
     namespace: flags.namespace,
     task_name: flags.template,
     finished_before: flags['finished-before'],

@@ -89,6 +89,8 @@ ${
 <p><label for="a-ret">Retention (days)</label><input id="a-ret" name="retention_days" type="number" min="0"></p>
 <p><label for="a-batch">Batch size</label><input id="a-batch" name="batch_size" type="number" min="1"></p>
 <p><label for="a-max">Max batches</label><input id="a-max" name="max_batches" type="number" min="1"></p>
+<p><label for="a-target">Batch target (ms)</label><input id="a-target" name="batch_target_ms" type="number" min="10"></p>
+<p><label for="a-duty">Duty cycle (%)</label><input id="a-duty" name="duty_cycle_percent" type="number" min="1" max="100"></p>
 <p><label for="a-ns">Namespace</label><input id="a-ns" name="namespace"></p>
 <p><label for="a-tn">Template</label><input id="a-tn" name="task_name"></p>
 <p><label for="a-dry"><input id="a-dry" type="checkbox" name="dry_run" value="true"> Dry run</label></p>
