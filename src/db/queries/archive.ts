@@ -113,6 +113,13 @@ export async function archiveBatch(db: Db, p: ArchiveBatchParams): Promise<Archi
 /**
  * One batch as its own transaction, with statement_timeout set for this transaction only (SET
  * LOCAL), so a batch that runs too long is cancelled (SQLSTATE 57014) and rolled back whole.
+ *
+ * A real batch also commits with synchronous_commit off, so its COMMIT does not wait for its WAL
+ * to reach the disk: that wait was the part of a batch's time that varied most, and a batch is a
+ * move that is safe to lose. A server crash in the fraction of a second before the WAL writer
+ * flushes it undoes the whole batch, never half of it: every graph is then still live, exactly
+ * once, and the next run moves it again. The first synchronous commit after it (the run's own
+ * end in pg-boss, any live transaction) flushes it with everything before it.
  */
 export async function runArchiveBatch(
   pool: pg.Pool,
@@ -121,7 +128,10 @@ export async function runArchiveBatch(
 ): Promise<ArchiveBatchResult> {
   // withStatementTimeout also turns a connection lost mid-batch into this batch's error, instead
   // of an 'error' event nobody listens to (which would crash the worker).
-  return withStatementTimeout(pool, statementTimeoutMs, (client) => archiveBatch(client, p));
+  return withStatementTimeout(pool, statementTimeoutMs, async (client) => {
+    if (!p.dryRun) await client.query(`SELECT set_config('synchronous_commit', 'off', true)`);
+    return archiveBatch(client, p);
+  });
 }
 
 export interface CandidateCountParams {
