@@ -120,8 +120,8 @@ export async function archiveBatch(db: Db, p: ArchiveBatchParams): Promise<Archi
  * flushes it undoes the whole batch, never half of it: every graph is then still live, exactly
  * once, and the next run moves it again. The first synchronous commit after it (the run's own
  * record: its completion in pg-boss, or an inline run's tasker_job_runs row; any live transaction)
- * flushes it with everything before it. The flush itself still happens, just after the batch: the
- * live commits of the next moment wait for it (README, Benchmarks).
+ * flushes it with everything before it. The flush itself still happens, and live commits wait
+ * behind it as before (README, Benchmarks).
  */
 export async function runArchiveBatch(
   pool: pg.Pool,
