@@ -73,7 +73,10 @@ async function signIn(context: BrowserContext, secret: string): Promise<Page> {
   const page = await context.newPage();
   await page.goto(`${h.url}/`);
   expect(new URL(page.url()).pathname).toBe('/sign-in');
-  // The field has focus; type and press Enter, as a keyboard user does.
+  // The field takes focus (autofocus, which the browser applies at its next rendering update, not
+  // at once: reading activeElement straight after load failed once in a full .ci/run); then type
+  // and press Enter, as a keyboard user does.
+  await page.waitForFunction("document.activeElement?.id === 'token'", undefined, { timeout: 5000 });
   await expect(page.evaluate<string | undefined>('document.activeElement?.id')).resolves.toBe('token');
   await page.keyboard.type(secret);
   await page.keyboard.press('Enter');
