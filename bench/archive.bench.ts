@@ -12,10 +12,11 @@
  *       and, as a control, the same workload next to a query that only burns one core for as long
  *       as (a)'s median archival run (before the first of those runs, so that autovacuum after
  *       archival's mass delete is not counted as its cost), which shows how much of (c) is the
- *       machine running out of CPU rather than archival itself. Why a duty cycle does or does not lower the p99: the
- *       live calls of each window are split into those that overlapped a batch and those that ran
- *       between batches (p99 of each, and the share inside batches), and what the live backends
- *       were waiting on is sampled every 20 ms from pg_stat_activity (CPU: not waiting).
+ *       machine running out of CPU rather than archival itself. Why a duty cycle does or does not
+ *       lower the p99: the live calls of each window are split into those that overlapped a batch
+ *       and those that ran between batches (p99 of each, and the share inside batches), and what
+ *       the live backends were waiting on is sampled every 20 ms from pg_stat_activity (CPU: not
+ *       waiting).
  * The load average (os.loadavg, 1 minute) is printed beside every figure: the machine is shared.
  *
  * Data: BENCH_TASKS finished graphs (default 50,000), each 1 task, 5 steps, 4 edges, 4 task

@@ -99,7 +99,7 @@ export const EnqueueBody = z.strictObject({
     .record(z.string(), z.unknown())
     .default({})
     .describe(
-      `the run's options: for ${detectStaleTasks.name} dry_run, batch_size, max_batches; for ${archiveFinishedTasks.name} dry_run, retention_days, batch_size, max_batches, batch_target_ms, duty_cycle_percent, namespace, task_name, finished_before`,
+      `the run's options: for ${detectStaleTasks.name} ${Object.keys(DetectRunOptions.shape).join(', ')}; for ${archiveFinishedTasks.name} ${Object.keys(ArchiveRunOptions.shape).join(', ')}`,
     ),
 });
 export const JobRunParams = JobParams.extend({ id: uuid });

@@ -101,15 +101,8 @@ export function archiveOptionsFromFlags(
   const configured = archiveFinishedTasks.optionsFromConfig(config);
   const result = archiveFinishedTasks.optionsSchema.safeParse({
     ...configured,
+    ...archiveOptionsGiven(flags),
     dry_run: chooseDryRun(flags, configured.dry_run, 'archive.dry_run').dry_run,
-    retention_days: (flags['retention-days'] as number | undefined) ?? configured.retention_days,
-    batch_size: (flags['batch-size'] as number | undefined) ?? configured.batch_size,
-    max_batches: (flags['max-batches'] as number | undefined) ?? configured.max_batches,
-    batch_target_ms: (flags['batch-target-ms'] as number | undefined) ?? configured.batch_target_ms,
-    duty_cycle_percent: (flags['duty-cycle-percent'] as number | undefined) ?? configured.duty_cycle_percent,
-    namespace: (flags.namespace as string | undefined) ?? configured.namespace,
-    task_name: (flags.template as string | undefined) ?? configured.task_name,
-    finished_before: (flags['finished-before'] as string | undefined) ?? configured.finished_before,
   });
   if (!result.success) {
     const issue = result.error.issues[0];
