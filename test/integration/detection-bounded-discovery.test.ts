@@ -69,6 +69,41 @@ describe('bounded discovery', () => {
     expect(result.tasks[0]).toMatchObject({ stale_by: 'task_lifetime', staleness_threshold_minutes: 3 });
   });
 
+  it('past their lifetime: finished tasks the engine left unmarked are no candidates; a task that left error for pending is found', async () => {
+    const old = 25 * 60;
+    const finished = [
+      await task('error', 10, old),
+      await task('cancelled', 10, old),
+      await task('resolved_manually', 10, old),
+    ];
+    const completeUnmarked = await task('complete', 10, old); // complete = false: the judge passes it over
+    const retried = await task('error', 30, old);
+    await db.pool.query(
+      `WITH cur AS (UPDATE tasker_task_transitions SET most_recent = false
+                     WHERE task_uuid = $1 AND most_recent RETURNING task_uuid)
+       INSERT INTO tasker_task_transitions (task_uuid, to_state, from_state, sort_key, most_recent, created_at, updated_at)
+       SELECT task_uuid, 'pending', 'error', 2, true, $2, $2 FROM cur`,
+      [retried, minutesBefore(NOW, 1)],
+    );
+    const { rows } = await db.pool.query<{ ids: string[] }>(
+      'SELECT stale_lifetime_candidates($1, 24) AS ids',
+      [NOW],
+    );
+    expect(rows[0]!.ids).toContain(retried);
+    for (const id of finished) expect(rows[0]!.ids).not.toContain(id);
+
+    const dry = await detect(db, defaultOptions({ dry_run: true }));
+    expect(ids(dry)).toEqual([retried]);
+    expect(dry.tasks[0]).toMatchObject({ stale_by: 'task_lifetime', current_state: 'pending' });
+    const real = await detect(db, defaultOptions());
+    expect(ids(real)).toEqual([retried]);
+    expect(await currentState(db.pool, retried)).toBe('error');
+    expect(await currentState(db.pool, completeUnmarked)).toBe('complete');
+    const after = [];
+    for (const id of finished) after.push(await currentState(db.pool, id));
+    expect(after).toEqual(['error', 'cancelled', 'resolved_manually']);
+  });
+
   it('ties on the state-entry time, across both rules, are paged exactly once, dry run and real run alike', async () => {
     // Seven tasks entered their state at the same instant: four stale by state (waiting_for_retry,
     // 30 min), three stale only by lifetime (pending: 1440 min, but created 25 h ago).

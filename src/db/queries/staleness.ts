@@ -89,8 +89,9 @@ export async function detectStaleTasksBatch(
 
 /**
  * The tasks in flight at this moment that are past their template's lifetime at `now`
- * (stale_lifetime_candidates, migration 0060: a range scan of idx_tasks_unfinished_by_template per
- * lifetime in force, each row probed through idx_task_transitions_state_lookup). A detection pass
+ * (stale_lifetime_candidates, migrations 0060 and 0120: a range scan of
+ * idx_tasks_unfinished_by_template per lifetime in force, less the finished tasks read from
+ * idx_task_transitions_finished in one hash anti-join). A detection pass
  * gathers them once and hands them to every page, so the lifetime scan is not repeated per page.
  * Its own transaction under SET LOCAL statement_timeout.
  */
