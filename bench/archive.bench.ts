@@ -3,7 +3,9 @@
  *
  *   (a) throughput of the archival run at the configuration (default: batch 1000; TASKER__archive__*
  *       variables override keys as everywhere, e.g. to try another pause or batch size),
- *       as a ratio to one set-based transaction moving the same rows on the same server (≥ 0.75);
+ *       as a ratio to one set-based transaction moving the same rows on the same server (≥ 0.75),
+ *       with autovacuum off on the graph and archive tables for both (see below), what the server
+ *       did in the background while each side was timed, and each run's batch pace in fifths;
  *   (b) the longest batch transaction of that run (≤ 1 s);
  *   (c) p99 latency of a steady live workload (connections calling transition_task_state_atomic on
  *       in-flight tasks in a loop) during archival, as a ratio to its p99 without archival (≤ 1.5);
@@ -37,7 +39,7 @@ import { archiveOptionsFromConfig, runArchival } from '../jobs/archive-finished-
 import { loadConfig } from '../src/config/load.ts';
 import { databaseNow } from '../src/db/queries/server.ts';
 import { silentLogger } from '../src/telemetry/logger.ts';
-import { insertFinishedGraphs, type TABLES } from '../test/helpers/archive-factories.ts';
+import { insertFinishedGraphs, TABLES } from '../test/helpers/archive-factories.ts';
 import { insertTemplate } from '../test/helpers/factories.ts';
 import type { BenchDatabase, BenchServer } from './db.ts';
 import { timed } from './db.ts';
@@ -48,16 +50,19 @@ const LIVE_CONNECTIONS = positive('BENCH_LIVE_CONNECTIONS', 4);
 /** Transitions per second per connection; 0: as fast as each connection can (a closed loop). */
 const LIVE_RATE = whole('BENCH_LIVE_RATE', 25);
 /** Duty cycles (archive.duty_cycle_percent) at which (c) runs archival beside the live workload. */
-const DUTY_CYCLES = (process.env.BENCH_DUTY_CYCLES ?? '100,50,25').split(',').map((d) => {
-  const n = Number(d);
-  if (!Number.isInteger(n) || n < 1 || n > 100) {
-    console.error(
-      `BENCH_DUTY_CYCLES=${JSON.stringify(process.env.BENCH_DUTY_CYCLES)}: expected percents from 1 to 100`,
-    );
-    process.exit(2);
-  }
-  return n;
-});
+const DUTY_CYCLES = (process.env.BENCH_DUTY_CYCLES ?? '100,50,25')
+  .split(',')
+  .filter(Boolean)
+  .map((d) => {
+    const n = Number(d);
+    if (!Number.isInteger(n) || n < 1 || n > 100) {
+      console.error(
+        `BENCH_DUTY_CYCLES=${JSON.stringify(process.env.BENCH_DUTY_CYCLES)}: expected percents from 1 to 100`,
+      );
+      process.exit(2);
+    }
+    return n;
+  });
 /** How many (baseline, archival run) pairs (a) measures. */
 const REPEATS = positive('BENCH_ARCHIVE_REPEATS', 3);
 const ROWS_PER_GRAPH = 1 + 5 + 4 + 4 + 15;
@@ -77,7 +82,14 @@ export default async function archiveBench(server: BenchServer): Promise<void> {
   // repeated BENCH_ARCHIVE_REPEATS times (both sides under the same conditions each time) and the
   // median of the pair ratios reported beside every pair
   const batchMs: number[] = [];
-  const batchList: { ms: number; size: number; n: number; pair: number; rowByRow: boolean }[] = [];
+  const batchList: {
+    ms: number;
+    size: number;
+    archived: number;
+    n: number;
+    pair: number;
+    rowByRow: boolean;
+  }[] = [];
   const pairs: {
     baseline: number;
     run: number;
@@ -87,35 +99,52 @@ export default async function archiveBench(server: BenchServer): Promise<void> {
     rowByRow: number;
     load: string;
     order: string;
+    background: string;
   }[] = [];
   for (let i = 0; i < REPEATS; i++) {
     const loadAtStart = load();
     let rowByRow = 0;
     const measureBaseline = () =>
-      withLoadedDatabase(server, 0, async (db, now) => timed(() => moveSetBased(db.pool, now)));
+      withLoadedDatabase(
+        server,
+        0,
+        async (db, now) => withBackgroundSamples(db.pool, () => timed(() => moveSetBased(db.pool, now))),
+        { autovacuum: false },
+      );
     // Odd pairs run the baseline first, even pairs the archival run first, so that a load that
-    // rises (or falls) through a pair does not always favour the same side.
+    // rises (or falls) through a pair does not always favour the same side. Autovacuum is off on
+    // the graph and archive tables for both sides: the baseline commits once, at its end, so
+    // autovacuum can only clean up after it once it is no longer timed, while it ran during the
+    // archival run's later batches (in 37-55 % of samples in 3 of 6 pairs measured with it on),
+    // slowing them by up to a quarter on two cores for the same cleanup the baseline leaves for later.
     const baselineFirst = i % 2 === 0;
     const earlyBaseline = baselineFirst ? await measureBaseline() : undefined;
-    const run = await withLoadedDatabase(server, 0, async (db, now) =>
-      timed(() =>
-        runArchival(
-          { pool: db.pool, now, logger: silentLogger(), signal: new AbortController().signal },
-          options,
-          (p) => {
-            if (p.kind !== 'batch') return;
-            batchMs.push(p.batch_ms);
-            batchList.push({
-              ms: p.batch_ms,
-              size: p.batch_size,
-              n: p.batch,
-              pair: i + 1,
-              rowByRow: p.result.locked_row_by_row,
-            });
-            if (p.result.locked_row_by_row) rowByRow += 1;
-          },
+    const run = await withLoadedDatabase(
+      server,
+      0,
+      async (db, now) =>
+        withBackgroundSamples(db.pool, () =>
+          timed(() =>
+            runArchival(
+              { pool: db.pool, now, logger: silentLogger(), signal: new AbortController().signal },
+              options,
+              (p) => {
+                if (p.kind !== 'batch') return;
+                batchMs.push(p.batch_ms);
+                batchList.push({
+                  ms: p.batch_ms,
+                  size: p.batch_size,
+                  archived: p.result.tasks_archived,
+                  n: p.batch,
+                  pair: i + 1,
+                  rowByRow: p.result.locked_row_by_row,
+                });
+                if (p.result.locked_row_by_row) rowByRow += 1;
+              },
+            ),
+          ),
         ),
-      ),
+      { autovacuum: false },
     );
     check(run.result.tasks_archived === TASKS, `archival run archived ${run.result.tasks_archived} tasks`);
     const baseline = earlyBaseline ?? (await measureBaseline());
@@ -129,6 +158,7 @@ export default async function archiveBench(server: BenchServer): Promise<void> {
       rowByRow,
       load: `${loadAtStart} -> ${load()}`,
       order: baselineFirst ? 'baseline first' : 'archival run first',
+      background: `baseline ${baseline.background}; archival run ${run.background}`,
     });
   }
   const rate = (ms: number, n: number) => Math.round(n / (ms / 1000));
@@ -136,7 +166,28 @@ export default async function archiveBench(server: BenchServer): Promise<void> {
   for (const [i, p] of pairs.entries()) {
     console.log(
       `    pair ${i + 1}: one set-based transaction (DELETE ... USING ids) ${seconds(p.baseline)}, ${rate(p.baseline, TASKS)} graphs/s; ` +
-        `archival run ${seconds(p.run)}, ${rate(p.run, TASKS)} graphs/s, ${rate(p.run, p.rows)} rows/s (${p.batches} batches, ${p.rowByRow} row by row, ${p.timeouts} timeouts); ratio ${(p.baseline / p.run).toFixed(2)}; ${p.order}, load ${p.load}`,
+        `archival run ${seconds(p.run)}, ${rate(p.run, TASKS)} graphs/s, ${rate(p.run, p.rows)} rows/s (${p.batches} batches, ${p.rowByRow} row by row, ${p.timeouts} timeouts); ratio ${(p.baseline / p.run).toFixed(2)}; ${p.order}, load ${p.load}\n` +
+        `        server background work while timed (sampled every 100 ms): ${p.background}`,
+    );
+  }
+  // Each run's batches in five consecutive groups: graphs per second of batch time in each, so a run
+  // that slows as it goes (or one slow stretch) shows apart from a run that is slow throughout.
+  for (const [i] of pairs.entries()) {
+    const own = batchList.filter((b) => b.pair === i + 1);
+    const groups = [0, 1, 2, 3, 4].map((g) =>
+      own.slice(Math.floor((g * own.length) / 5), Math.floor(((g + 1) * own.length) / 5)),
+    );
+    console.log(
+      `    pair ${i + 1}: batch pace through the run, in fifths: ${groups
+        .map((g) =>
+          rate(
+            g.reduce((a, b) => a + b.ms, 0),
+            g.reduce((a, b) => a + b.archived, 0),
+          ),
+        )
+        .join(' / ')} graphs/s of batch time; time outside batches ${seconds(
+        pairs[i]!.run - own.reduce((a, b) => a + b.ms, 0),
+      )}`,
     );
   }
   const ratios = pairs.map((p) => p.baseline / p.run);
@@ -171,6 +222,7 @@ export default async function archiveBench(server: BenchServer): Promise<void> {
   // (c) the live workload alone, then during an archival run, at each duty cycle; for each, a
   // fresh database (archival consumes its data) and its own quiet window
   const duties = DUTY_CYCLES;
+  if (duties.length === 0) return; // BENCH_DUTY_CYCLES= (empty): (a) and (b) only
   const pace = LIVE_RATE === 0 ? 'as fast as they can' : `${LIVE_RATE}/s each`;
   console.log(
     `(c) live workload: ${LIVE_CONNECTIONS} connections calling transition_task_state_atomic, ${pace}; archival at duty cycles ${duties.join(', ')} %`,
@@ -239,6 +291,7 @@ async function withLoadedDatabase<T>(
   server: BenchServer,
   liveTasks: number,
   fn: (db: BenchDatabase, now: Date) => Promise<T>,
+  { autovacuum = true }: { autovacuum?: boolean } = {},
 ): Promise<T> {
   const db = await server.createDatabase();
   try {
@@ -266,10 +319,65 @@ async function withLoadedDatabase<T>(
       `    (loaded ${TASKS} graphs${liveTasks ? ` + ${liveTasks} in-flight tasks` : ''} in ${seconds(loaded.ms)})`,
     );
     await db.pool.query('VACUUM ANALYZE');
+    if (!autovacuum) {
+      for (const table of TABLES.flatMap((t) => [t, `${t}_archive`])) {
+        await db.pool.query(
+          `ALTER TABLE ${table} SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)`,
+        );
+      }
+    }
     await db.pool.query('CHECKPOINT');
     return await fn(db, now);
   } finally {
     await db.drop();
+  }
+}
+
+/**
+ * fn's result, with what the server did in the background meanwhile: the share of 100 ms samples in
+ * which an autovacuum worker ran (and on which tables) or the checkpointer was writing. A side
+ * that meets them pays for work the other may not (the baseline commits once, at its end, so
+ * autovacuum cannot start on its deletes while it is timed).
+ */
+async function withBackgroundSamples<T extends object>(
+  pool: pg.Pool,
+  fn: () => Promise<T>,
+): Promise<T & { background: string }> {
+  const client = await pool.connect();
+  let samples = 0;
+  let autovacuum = 0;
+  let checkpointer = 0;
+  const tables = new Set<string>();
+  let done = false;
+  const sampling = (async () => {
+    while (!done) {
+      const { rows } = await client.query<{ backend_type: string; wait_event: string | null; query: string }>(
+        `SELECT backend_type, wait_event, query FROM pg_stat_activity
+          WHERE backend_type IN ('autovacuum worker', 'checkpointer')`,
+      );
+      samples += 1;
+      const workers = rows.filter((r) => r.backend_type === 'autovacuum worker');
+      if (workers.length > 0) autovacuum += 1;
+      for (const w of workers) tables.add(w.query.replace(/^autovacuum: /, '').replace(/public\./, ''));
+      if (rows.some((r) => r.backend_type === 'checkpointer' && r.wait_event !== 'CheckpointerMain')) {
+        checkpointer += 1;
+      }
+      await sleep(100);
+    }
+  })();
+  try {
+    const result = await fn();
+    done = true;
+    await sampling;
+    const pct = (n: number) => `${Math.round((100 * n) / Math.max(1, samples))} %`;
+    return {
+      ...result,
+      background: `autovacuum ${pct(autovacuum)}${tables.size ? ` (${[...tables].join(', ')})` : ''}, checkpointer writing ${pct(checkpointer)}`,
+    };
+  } finally {
+    done = true;
+    await sampling.catch(() => undefined);
+    client.release();
   }
 }
 
