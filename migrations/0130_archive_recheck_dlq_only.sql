@@ -9,7 +9,43 @@
 -- index idx_task_transitions_uuid_most_recent allows one current row per task; and inserting any
 -- transition takes FOR KEY SHARE on the task row, also locked). The probe could only agree. The
 -- DLQ checks stay: a pending entry can be added between step 1's read and step 2's lock without
--- touching the rows step 2 locks. Everything else is 0070's function, unchanged.
+-- touching the rows step 2 locks. The move that the fast path and the careful path both end with
+-- is one function, tasker_lifecycle_archive_graphs, instead of the same six calls written twice.
+-- Everything else is 0070's function, unchanged.
+
+-- The move both paths end with: the graphs of p_ids (whose steps are p_step_ids) from the live
+-- tables to the archive tables, children first, every column (tasker_lifecycle_archive_rows), in
+-- the caller's transaction and under its locks; rows moved per table. Indexes:
+-- idx_step_transitions_uuid_sort_key, idx_step_edges_from_step_uuid + idx_step_edges_to_step_uuid,
+-- idx_workflow_steps_task_uuid, idx_task_transitions_uuid_sort_key, idx_dlq_task_lookup,
+-- tasker_tasks_pkey. Pending DLQ entries never move (a task with one is not a candidate).
+CREATE FUNCTION tasker_lifecycle_archive_graphs(
+  p_ids uuid[], p_step_ids uuid[], p_archived_at timestamptz,
+  OUT step_transitions integer, OUT edges integer, OUT steps integer, OUT transitions integer,
+  OUT dlq_entries integer, OUT tasks integer
+)
+LANGUAGE plpgsql VOLATILE
+SET enable_seqscan = off
+AS $$
+BEGIN
+  step_transitions := tasker_lifecycle_archive_rows(
+    'tasker_workflow_step_transitions', 'tasker_workflow_step_transitions_archive',
+    'x.workflow_step_uuid = ANY ($1)', p_step_ids, p_archived_at);
+  edges := tasker_lifecycle_archive_rows(
+    'tasker_workflow_step_edges', 'tasker_workflow_step_edges_archive',
+    'x.from_step_uuid = ANY ($1) OR x.to_step_uuid = ANY ($1)', p_step_ids, p_archived_at);
+  steps := tasker_lifecycle_archive_rows(
+    'tasker_workflow_steps', 'tasker_workflow_steps_archive', 'x.task_uuid = ANY ($1)', p_ids, p_archived_at);
+  transitions := tasker_lifecycle_archive_rows(
+    'tasker_task_transitions', 'tasker_task_transitions_archive', 'x.task_uuid = ANY ($1)', p_ids,
+    p_archived_at);
+  dlq_entries := tasker_lifecycle_archive_rows(
+    'tasker_tasks_dlq', 'tasker_tasks_dlq_archive',
+    $w$x.task_uuid = ANY ($1) AND x.resolution_status <> 'pending'$w$, p_ids, p_archived_at);
+  tasks := tasker_lifecycle_archive_rows(
+    'tasker_tasks', 'tasker_tasks_archive', 'x.task_uuid = ANY ($1)', p_ids, p_archived_at);
+END
+$$;
 
 -- One archival batch: see above and 0030 (steps 1-3 as there; 4 the fast path; 4b and 5 0030's).
 CREATE OR REPLACE FUNCTION archive_completed_tasks(
@@ -242,24 +278,11 @@ BEGIN
       SELECT coalesce(array_agg(s.workflow_step_uuid), ARRAY[]::uuid[]) INTO v_step_ids
         FROM (SELECT ws.workflow_step_uuid FROM tasker_workflow_steps ws
                WHERE ws.task_uuid = ANY (v_ids) FOR UPDATE NOWAIT) s;
-      -- children first, every column (tasker_lifecycle_archive_rows): idx_step_transitions_uuid_sort_key,
-      -- idx_step_edges_from_step_uuid + idx_step_edges_to_step_uuid, idx_workflow_steps_task_uuid,
-      -- idx_task_transitions_uuid_sort_key, idx_dlq_task_lookup, tasker_tasks_pkey
-      step_transitions_archived := tasker_lifecycle_archive_rows(
-        'tasker_workflow_step_transitions', 'tasker_workflow_step_transitions_archive',
-        'x.workflow_step_uuid = ANY ($1)', v_step_ids, p_now);
-      edges_archived := tasker_lifecycle_archive_rows(
-        'tasker_workflow_step_edges', 'tasker_workflow_step_edges_archive',
-        'x.from_step_uuid = ANY ($1) OR x.to_step_uuid = ANY ($1)', v_step_ids, p_now);
-      steps_archived := tasker_lifecycle_archive_rows(
-        'tasker_workflow_steps', 'tasker_workflow_steps_archive', 'x.task_uuid = ANY ($1)', v_ids, p_now);
-      transitions_archived := tasker_lifecycle_archive_rows(
-        'tasker_task_transitions', 'tasker_task_transitions_archive', 'x.task_uuid = ANY ($1)', v_ids, p_now);
-      dlq_entries_archived := tasker_lifecycle_archive_rows(
-        'tasker_tasks_dlq', 'tasker_tasks_dlq_archive',
-        $w$x.task_uuid = ANY ($1) AND x.resolution_status <> 'pending'$w$, v_ids, p_now);
-      tasks_archived := tasker_lifecycle_archive_rows(
-        'tasker_tasks', 'tasker_tasks_archive', 'x.task_uuid = ANY ($1)', v_ids, p_now);
+      -- children first, every column (tasker_lifecycle_archive_graphs)
+      SELECT g.step_transitions, g.edges, g.steps, g.transitions, g.dlq_entries, g.tasks
+        INTO step_transitions_archived, edges_archived, steps_archived, transitions_archived,
+             dlq_entries_archived, tasks_archived
+        FROM tasker_lifecycle_archive_graphs(v_ids, v_step_ids, p_now) g;
       PERFORM set_config('lock_timeout', v_lock_timeout, true);
       v_moved := true;
     EXCEPTION WHEN lock_not_available THEN
@@ -376,22 +399,11 @@ BEGIN
          WHERE task_uuid = ANY (v_ids) AND resolution_status <> 'pending';
         SELECT count(*) INTO tasks_archived FROM tasker_tasks WHERE task_uuid = ANY (v_ids);
       ELSE
-        -- 5. move, children first, every column (tasker_lifecycle_archive_rows)
-        step_transitions_archived := tasker_lifecycle_archive_rows(
-          'tasker_workflow_step_transitions', 'tasker_workflow_step_transitions_archive',
-          'x.workflow_step_uuid = ANY ($1)', v_step_ids, p_now);
-        edges_archived := tasker_lifecycle_archive_rows(
-          'tasker_workflow_step_edges', 'tasker_workflow_step_edges_archive',
-          'x.from_step_uuid = ANY ($1) OR x.to_step_uuid = ANY ($1)', v_step_ids, p_now);
-        steps_archived := tasker_lifecycle_archive_rows(
-          'tasker_workflow_steps', 'tasker_workflow_steps_archive', 'x.task_uuid = ANY ($1)', v_ids, p_now);
-        transitions_archived := tasker_lifecycle_archive_rows(
-          'tasker_task_transitions', 'tasker_task_transitions_archive', 'x.task_uuid = ANY ($1)', v_ids, p_now);
-        dlq_entries_archived := tasker_lifecycle_archive_rows(
-          'tasker_tasks_dlq', 'tasker_tasks_dlq_archive',
-          $w$x.task_uuid = ANY ($1) AND x.resolution_status <> 'pending'$w$, v_ids, p_now);
-        tasks_archived := tasker_lifecycle_archive_rows(
-          'tasker_tasks', 'tasker_tasks_archive', 'x.task_uuid = ANY ($1)', v_ids, p_now);
+        -- 5. move, children first, every column (tasker_lifecycle_archive_graphs)
+        SELECT g.step_transitions, g.edges, g.steps, g.transitions, g.dlq_entries, g.tasks
+          INTO step_transitions_archived, edges_archived, steps_archived, transitions_archived,
+               dlq_entries_archived, tasks_archived
+          FROM tasker_lifecycle_archive_graphs(v_ids, v_step_ids, p_now) g;
       END IF;
     END IF;
   END IF;
