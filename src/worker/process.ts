@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
-import { migrationStatus } from '../db/migrate.ts';
+import { migrationStatus } from '../install/sql.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createMetrics, cronIntervalSeconds } from '../telemetry/metrics.ts';
 import { createBoss } from './boss.ts';

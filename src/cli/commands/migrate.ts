@@ -1,6 +1,6 @@
 import { JOBS } from '../../../jobs/index.ts';
-import { migrate } from '../../db/migrate.ts';
 import { directDatabaseUrl } from '../../db/pool.ts';
+import { migrate } from '../../install/sql.ts';
 import { migrateBoss } from '../../worker/boss.ts';
 import type { Command } from '../command.ts';
 import { printJson } from '../output.ts';
@@ -40,12 +40,12 @@ export const migrateCommand: Command = {
         "found the workflow engine's tables: checked, kept as they are (0001 recorded, not run)\n",
       );
     }
-    for (const file of result.applied) io.stdout.write(`applied ${file}\n`);
+    for (const file of [...result.applied, ...result.objectsApplied]) io.stdout.write(`applied ${file}\n`);
     for (const change of result.archiveChanges)
       io.stdout.write(`archive table follows its live table: ${change}\n`);
     if (settingsChanged) io.stdout.write('tasker_lifecycle_settings updated from the configuration\n');
     io.stdout.write(
-      `database ${rt.target} is up to date (${result.alreadyApplied + result.applied.length} migrations, pg-boss schema ${pgbossSchemaVersion})\n`,
+      `database ${rt.target} is up to date (${result.alreadyApplied + result.applied.length} migrations, ${result.objectsApplied.length + result.objectsUnchanged} function, view and trigger files, pg-boss schema ${pgbossSchemaVersion})\n`,
     );
   },
 };

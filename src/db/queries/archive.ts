@@ -209,7 +209,7 @@ export interface ArchiveTableChange {
 
 /**
  * Brings the archive tables up to date with the live tables (every column, widened types), as
- * archive_completed_tasks does before each batch (migrations/0030_archive_follows_live.sql).
+ * archive_completed_tasks does before each batch (migrations/functions/sync_archive_tables.sql).
  * What cannot be done without changing or losing a value raises SQLSTATE TL001, naming each column.
  */
 export async function syncArchiveTables(db: Db, apply = true): Promise<ArchiveTableChange[]> {
