@@ -112,9 +112,9 @@ DECLARE
   v_lock_timeout text := current_setting('lock_timeout');
   v_moved boolean := false;
 BEGIN
-  -- Policies not given take the configured ones (tasker_lifecycle_settings, written by every
-  -- archival run from [archive.policies]), so upstream's three-argument call follows the
-  -- configuration; the constants cover a settings row that was deleted.
+  -- Policies not given take the configured ones (tasker_lifecycle_settings, which `migrate` writes
+  -- from [archive.policies]), so upstream's three-argument call follows the configuration; the
+  -- constants cover a settings row that was deleted.
   SELECT coalesce(p_archive_completed, s.archive_completed, true),
          coalesce(p_archive_failed, s.archive_failed, true),
          coalesce(p_archive_cancelled, s.archive_cancelled, false),

@@ -16,7 +16,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import {
   CHECKSUMS_BEFORE_OBJECT_FILES,
@@ -31,16 +31,22 @@ import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 
 /** The last commit whose numbered migrations restated every function, view and trigger. */
 const PREVIOUS_LAYOUT = '7ef2c80896932dc9faa2f3fe707e856bcb3b6af3';
+/** The commit that moved them to files of their own, changing no object. */
+const LAYOUT_CHANGE = '5ffe197ab757246e3e74fc5f00f25e87c93ad4d1';
 const BOOKKEEPING = ['tasker_lifecycle_migrations', 'tasker_lifecycle_sql_objects'];
 
-/** The previous layout's migration files (from git), up to a version, in a directory of their own. */
-function previousLayout(upToVersion = Number.POSITIVE_INFINITY): string {
-  const dir = mkdtempSync(join(tmpdir(), 'tasker-previous-layout-'));
+/**
+ * A commit's migrations directory (from git), with numbered files up to a version only, in a
+ * directory of its own.
+ */
+function migrationsAt(commit: string, upToVersion = Number.POSITIVE_INFINITY): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tasker-migrations-at-'));
   const git = (...args: string[]) => execFileSync('git', args, { cwd: projectRoot, encoding: 'utf8' });
-  for (const path of git('ls-tree', '--name-only', PREVIOUS_LAYOUT, 'migrations/').trim().split('\n')) {
+  for (const path of git('ls-tree', '-r', '--name-only', commit, 'migrations/').trim().split('\n')) {
     const file = path.slice('migrations/'.length);
-    if (Number(file.slice(0, 4)) > upToVersion) continue;
-    writeFileSync(join(dir, file), git('show', `${PREVIOUS_LAYOUT}:${path}`));
+    if (!file.endsWith('.sql') || Number(file.slice(0, 4)) > upToVersion) continue;
+    mkdirSync(join(dir, dirname(file)), { recursive: true });
+    writeFileSync(join(dir, file), git('show', `${commit}:${path}`));
   }
   return dir;
 }
@@ -71,7 +77,7 @@ describe('a database migrated by the previous layout', () => {
   });
 
   it('moves to the object files with no change to any object, and ends identical to one migrated from scratch', async () => {
-    const old = previousLayout();
+    const old = migrationsAt(PREVIOUS_LAYOUT);
     // The previous layout's files are exactly the ones whose checksums this build accepts.
     for (const m of readMigrations(old)) {
       const now = readMigrations().find((n) => n.version === m.version)!;
@@ -81,17 +87,22 @@ describe('a database migrated by the previous layout', () => {
     const before = await catalogSnapshot(db.pool, BOOKKEEPING);
     expect(Object.keys(before.functions).length).toBeGreaterThan(30);
 
-    const result = await migrate(db.pool);
+    // The commit that moved every object to its file changed none of them…
+    const moved = migrationsAt(LAYOUT_CHANGE);
+    const result = await migrate(db.pool, moved);
     expect(result.applied).toEqual([]);
     expect(result.objectsApplied.sort()).toEqual(
-      readObjectFiles()
+      readObjectFiles(moved)
         .map((o) => o.file)
         .sort(),
     );
+    expect(await catalogSnapshot(db.pool, BOOKKEEPING)).toEqual(before); // every pg_get_functiondef, and the rest
 
-    const after = await catalogSnapshot(db.pool, BOOKKEEPING);
-    expect(after).toEqual(before); // pg_get_functiondef of every function, and every other object
-    expect(after).toEqual(await catalogSnapshot(fromScratch.pool, BOOKKEEPING));
+    // …and this build's files take it where they take a database migrated from scratch.
+    await migrate(db.pool);
+    expect(await catalogSnapshot(db.pool, BOOKKEEPING)).toEqual(
+      await catalogSnapshot(fromScratch.pool, BOOKKEEPING),
+    );
     expect(await migrationStatus(db.pool)).toEqual({
       pending: [],
       unknown: [],
@@ -104,7 +115,7 @@ describe('a database migrated by the previous layout', () => {
 it('a database the previous layout took only up to 0060 ends identical to one migrated from scratch', async () => {
   const db = await createTestDatabase({ template: false });
   try {
-    await migrate(db.pool, previousLayout(60));
+    await migrate(db.pool, migrationsAt(PREVIOUS_LAYOUT, 60));
     const result = await migrate(db.pool);
     expect(result.applied).toEqual(
       readMigrations()
