@@ -8,8 +8,8 @@
  * template lifecycle config, pending DLQ entries (idx_dlq_unique_pending_task); for the tasks acted on, their
  * steps, step transitions and edges (to pick the reason).
  * Writes: an `error` transition and/or a pending tasker_tasks_dlq row per stale task, both in one
- * statement per batch; NOTIFY events. Never tasker_lifecycle_settings: `migrate` and worker start
- * write that from the configuration (applyConfiguredSettings), so a dry run or an ad-hoc run with
+ * statement per batch; NOTIFY events. Never tasker_lifecycle_settings: `migrate` writes that from
+ * the configuration (src/install/settings.ts), so a dry run or an ad-hoc run with
  * its own thresholds changes nothing the views and the 6-argument function read.
  *
  * Options (from [staleness_detection] and [dlq]): thresholds in minutes (lifetime in hours),

@@ -1,8 +1,8 @@
 /**
  * tasker_lifecycle_settings (what the views, upstream's 6-argument detection function and the
- * 3-argument archive function read) is written from the configuration by `migrate` and at worker
- * start, deliberately, and by nothing else: no detection or archival run, dry or real, scheduled
- * or ad hoc, changes it.
+ * 3-argument archive function read) is written from the configuration by `migrate`, deliberately,
+ * and by nothing else: no worker at start, and no detection or archival run, dry or real,
+ * scheduled or ad hoc, changes it.
  */
 import { beforeEach, describe, expect, it } from '@jest/globals';
 import { archiveOptionsFromConfig, runArchival } from '../../jobs/archive-finished-tasks.ts';
@@ -12,6 +12,7 @@ import { cli } from '../helpers/cli.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { applySettings, configWith, defaultOptions, detect } from '../helpers/detection.ts';
 import { insertTask, insertTemplate, minutesBefore, NOW } from '../helpers/factories.ts';
+import { startWorkerProcess, workerPort } from '../helpers/workers.ts';
 
 const db = useTestDatabase();
 
@@ -21,7 +22,7 @@ beforeEach(async () => {
 
 const withoutStamp = ({ updated_at: _at, updated_by: _by, ...rest }: Record<string, unknown>) => rest;
 
-describe('written from the configuration at migrate and worker start', () => {
+describe('written from the configuration by migrate only', () => {
   it('migrate writes dlq.max_pending_age_hours and the thresholds, even with detection disabled', async () => {
     const run = await cli(['migrate', '--json'], {
       DATABASE_URL: db.url,
@@ -59,35 +60,20 @@ describe('written from the configuration at migrate and worker start', () => {
     expect(again.json()).toMatchObject({ settings_changed: false });
   });
 
-  it('worker start writes it', async () => {
-    const stop = new AbortController();
-    const io = { stdout: { write: () => true }, stderr: { write: () => true }, isTTY: false };
-    const { runCli } = await import('../../src/cli/main.ts');
-    const running = runCli(
-      ['worker'],
-      {
-        ...io,
-        env: {
-          TASKER_ENV: 'test',
-          DATABASE_URL: db.url,
-          TASKER__metrics__enabled: 'false',
-          TASKER__staleness_detection__enabled: 'false',
-          TASKER__archive__enabled: 'false',
-          TASKER__dlq__max_pending_age_hours: '7',
-        },
-      },
-      stop.signal,
-    );
+  it('a worker with another configuration leaves it as migrate wrote it', async () => {
+    const before = await readLifecycleSettings(db.pool);
+    const worker = startWorkerProcess(db.url, {
+      TASKER__staleness_detection__enabled: 'false',
+      TASKER__archive__enabled: 'false',
+      TASKER__dlq__max_pending_age_hours: '7',
+    });
     try {
-      const deadline = Date.now() + 30_000;
-      while ((await readLifecycleSettings(db.pool)).max_pending_age_hours !== 7) {
-        if (Date.now() > deadline) throw new Error('the worker did not write the settings within 30 s');
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      expect((await readLifecycleSettings(db.pool)).updated_by).toMatch(/^worker@/);
+      await workerPort(worker); // logged once past its start-up checks
+      expect(await readLifecycleSettings(db.pool)).toEqual(before);
+      expect(before.max_pending_age_hours).toBe(168); // the worker's 7 is not in force
     } finally {
-      stop.abort();
-      expect(await running).toBe(0);
+      worker.kill('SIGTERM');
+      expect((await worker.done).code).toBe(0);
     }
   });
 });

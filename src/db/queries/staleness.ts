@@ -194,7 +194,7 @@ export interface ConfiguredSettings extends LifecycleSettings {
 
 /**
  * Makes tasker_lifecycle_settings equal to the configuration: the one place it is written, called
- * deliberately by `migrate` and at worker start (never by a run, so dry runs and ad-hoc runs with
+ * deliberately by `migrate` (src/install/settings.ts; never by a worker or a run, so dry runs and ad-hoc runs with
  * their own options leave it alone). Writes only when something differs; returns whether it wrote.
  * One primary-key UPDATE.
  */
