@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { JOBS } from '../jobs/index.ts';
 import { ConfigSchema } from '../src/config/schema.ts';
+import { createToken } from '../src/operations/tokens.ts';
 import { projectRoot } from '../src/paths.ts';
 import { silentLogger } from '../src/telemetry/logger.ts';
-import { createToken } from '../src/web/operations.ts';
 import { migrateBoss } from '../src/worker/boss.ts';
 import { type BenchServer, timed } from './db.ts';
 

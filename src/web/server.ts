@@ -14,11 +14,11 @@ import {
 import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
-import { UsageError } from '../errors.ts';
+import { NotFoundError, UsageError } from '../errors.ts';
+import { ConflictError } from '../operations/errors.ts';
+import { authenticateToken, can, type Permission, type Principal } from '../operations/tokens.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { authenticateToken, can, type Permission, type Principal } from './auth.ts';
 import { consoleRoutes } from './console/index.ts';
-import { ConflictError, NotFoundError } from './operations.ts';
 import { archiveRoutes } from './routes/archive.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { dlqRoutes } from './routes/dlq.ts';

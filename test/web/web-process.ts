@@ -1,9 +1,8 @@
 import type pg from 'pg';
 import { JOBS } from '../../jobs/index.ts';
 import { loadConfig } from '../../src/config/load.ts';
+import { createToken, type Permission } from '../../src/operations/tokens.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
-import type { Permission } from '../../src/web/auth.ts';
-import { createToken } from '../../src/web/operations.ts';
 import { migrateBoss } from '../../src/worker/boss.ts';
 import { type CliProcess, startCli } from '../helpers/cli-process.ts';
 import { waitFor } from '../helpers/wait.ts';

@@ -3,6 +3,7 @@ import { findEntry, investigationQueue, listEntries, statsByReason } from '../..
 import { databaseNow } from '../../db/queries/server.ts';
 import { TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import { NotFoundError, UsageError } from '../../errors.ts';
+import { openInvestigation, resolveInvestigation } from '../../operations/investigations.ts';
 import {
   dlqReason,
   finalResolutionStatus,
@@ -12,7 +13,6 @@ import {
   rowOffset,
 } from '../../validation/fields.ts';
 import { uuid, wholeNumber } from '../../validation/values.ts';
-import { openInvestigation, resolveInvestigation } from '../../web/operations.ts';
 import type { Command } from '../command.ts';
 import { diagnosisLines } from '../diagnosis.ts';
 import { formatMinutes, printable, printableLines, printFields, printJson, printTable } from '../output.ts';

@@ -1,11 +1,11 @@
 import { userInfo } from 'node:os';
 import { z } from 'zod';
+import type { Actor } from '../../db/queries/audit.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { listTokens } from '../../db/queries/tokens.ts';
+import { createToken, PERMISSIONS, type Permission, revokeToken } from '../../operations/tokens.ts';
 import { personName } from '../../validation/fields.ts';
 import { wholeNumber } from '../../validation/values.ts';
-import { PERMISSIONS, type Permission } from '../../web/auth.ts';
-import { type Actor, createToken, revokeToken } from '../../web/operations.ts';
 import type { Command } from '../command.ts';
 import { printJson, printTable } from '../output.ts';
 import type { CliIo } from '../runtime.ts';

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
-import { authenticateToken, can } from '../auth.ts';
+import { authenticateToken, can } from '../../operations/tokens.ts';
 import type { WebDeps } from '../server.ts';
 import { registerConsoleRoutes } from './routes.ts';
 

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { archivedGraph } from '../../db/queries/archive-lookup.ts';
-import { NotFoundError, restoreArchivedTask } from '../operations.ts';
+import { NotFoundError } from '../../errors.ts';
+import { restoreArchivedTask } from '../../operations/archive.ts';
 import { TaskUuidParams } from '../schemas.ts';
 import type { WebDeps } from '../server.ts';
 import { tokenActor } from './dlq.ts';

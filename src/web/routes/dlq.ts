@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import type { Actor } from '../../db/queries/audit.ts';
 import {
   investigationQueueJson,
   latestEntryOfTask,
@@ -6,8 +7,8 @@ import {
   stalenessMonitoring,
   statsByReason,
 } from '../../db/queries/dlq.ts';
-import type { Actor } from '../operations.ts';
-import { bulkResolve, NotFoundError, openInvestigation, updateInvestigation } from '../operations.ts';
+import { NotFoundError } from '../../errors.ts';
+import { bulkResolve, openInvestigation, updateInvestigation } from '../../operations/investigations.ts';
 import {
   BulkResolveBody,
   DlqListQuery,

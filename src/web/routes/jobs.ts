@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { enqueueRun, retryDeadJob } from '../../operations/runs.ts';
 import { followRun, jobStates } from '../job-states.ts';
-import { enqueueRun, retryDeadJob } from '../operations.ts';
 import { DeadJobParams, EnqueueBody, JobParams, JobRunParams, RUN_OPTION_SCHEMAS } from '../schemas.ts';
 import type { WebDeps } from '../server.ts';
 import { sendError } from '../server.ts';
