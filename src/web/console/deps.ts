@@ -1,7 +1,7 @@
 import type { Db } from '../../db/pool.ts';
 import type { Actor } from '../../db/queries/audit.ts';
 import type { Permission, Principal } from '../../operations/tokens.ts';
-import type { WebDeps } from '../server.ts';
+import type { WebDeps } from '../context.ts';
 
 /**
  * What the console works with: the web server's dependencies (pool, config, clock, pg-boss

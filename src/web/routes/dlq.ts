@@ -1,5 +1,4 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import type { Actor } from '../../db/queries/audit.ts';
 import {
   investigationQueueJson,
   latestEntryOfTask,
@@ -9,6 +8,8 @@ import {
 } from '../../db/queries/dlq.ts';
 import { NotFoundError } from '../../errors.ts';
 import { bulkResolve, openInvestigation, updateInvestigation } from '../../operations/investigations.ts';
+import { tokenActor, type WebDeps } from '../context.ts';
+import { sendError } from '../errors.ts';
 import {
   BulkResolveBody,
   DlqListQuery,
@@ -18,12 +19,6 @@ import {
   TaskUuidParams,
   UpdateEntryBody,
 } from '../schemas.ts';
-import { sendError, type WebDeps } from '../server.ts';
-
-/** The actor of an API change: the token's name. */
-export function tokenActor(principal: { tokenName: string } | null): Actor {
-  return { kind: 'token', name: principal?.tokenName ?? 'unknown' };
-}
 
 /** Upstream's six /v1/dlq endpoints (same paths, parameters, defaults, orderings), and ours. */
 export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, { deps }) => {
