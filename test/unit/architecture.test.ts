@@ -22,6 +22,7 @@ type Layer =
   | 'worker'
   | 'jobs'
   | 'install'
+  | 'worker process'
   | 'operations'
   | 'web'
   | 'cli';
@@ -40,6 +41,9 @@ const LAYER_OF: readonly [string, Layer][] = [
   // and never the machinery that schedules and runs them.
   ['src/worker/job.ts', 'job kit'],
   ['src/worker/cron.ts', 'job kit'],
+  // A worker process's start and stop: it checks that the database is installed before it works,
+  // so it sits above install, which in turn uses the worker's queue wiring.
+  ['src/worker/process.ts', 'worker process'],
   ['src/worker/', 'worker'],
   ['jobs/', 'jobs'],
   ['src/install/', 'install'],
@@ -58,9 +62,22 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   worker: ['base', 'db', 'telemetry', 'job kit'],
   jobs: ['base', 'db', 'job kit'],
   install: ['base', 'db', 'telemetry', 'job kit', 'worker', 'jobs'],
+  'worker process': ['base', 'db', 'telemetry', 'job kit', 'worker', 'install'],
   operations: ['base', 'validation', 'db', 'telemetry', 'job kit', 'worker', 'jobs'],
   web: ['base', 'validation', 'db', 'telemetry', 'job kit', 'worker', 'jobs', 'install', 'operations'],
-  cli: ['base', 'validation', 'db', 'telemetry', 'job kit', 'worker', 'jobs', 'install', 'operations', 'web'],
+  cli: [
+    'base',
+    'validation',
+    'db',
+    'telemetry',
+    'job kit',
+    'worker',
+    'jobs',
+    'install',
+    'worker process',
+    'operations',
+    'web',
+  ],
 };
 
 /** Type-only imports a layer may make beyond MAY_IMPORT: they are erased, nothing of it runs. */
