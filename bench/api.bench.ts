@@ -18,10 +18,10 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { JOBS } from '../jobs/index.ts';
 import { ConfigSchema } from '../src/config/schema.ts';
+import { installPgBoss } from '../src/install/pgboss.ts';
 import { createToken } from '../src/operations/tokens.ts';
 import { projectRoot } from '../src/paths.ts';
 import { silentLogger } from '../src/telemetry/logger.ts';
-import { migrateBoss } from '../src/worker/boss.ts';
 import { type BenchServer, timed } from './db.ts';
 
 export default async function apiBench(server: BenchServer): Promise<void> {
@@ -33,7 +33,7 @@ export default async function apiBench(server: BenchServer): Promise<void> {
   const db = await server.createDatabase();
   let web: ReturnType<typeof spawn> | undefined;
   try {
-    await migrateBoss(ConfigSchema.parse({}), db.url, silentLogger(), JOBS);
+    await installPgBoss(ConfigSchema.parse({}), db.url, silentLogger(), JOBS);
     const load = await timed(() => loadEntries(db.pool, entries, pendingPercent));
     console.log(
       `loaded ${entries} DLQ entries (${pendingPercent} % pending) in ${(load.ms / 1000).toFixed(1)} s`,

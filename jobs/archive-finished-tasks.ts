@@ -148,7 +148,7 @@ export type ArchiveProgress =
 const GROW_AFTER_SUCCESSES = 3;
 /**
  * The pace the first batch of a run assumes: 0.5 graphs per millisecond, about what a 2-core
- * server shared with other work managed (README, Benchmarks), so that the first batch, which has
+ * server shared with other work managed (docs/benchmarks.md), so that the first batch, which has
  * no pace to go by, keeps to batch_target_ms there too (250 graphs at the default 500 ms).
  */
 export const FIRST_BATCH_GRAPHS_PER_MS = 0.5;

@@ -3,6 +3,10 @@
 -- A DLQ entry never changes the task. It records why (reason), what the task looked like
 -- (snapshot), and how the investigation went (pending -> manually_resolved | permanently_failed |
 -- cancelled). One pending entry per task; resolved entries stay as history.
+--
+-- The functions, views and triggers it defined live one per file under migrations/functions/,
+-- views/ and triggers/ (migrations/README.md); this file keeps its tables, indexes and data
+-- changes, and the record of why.
 
 CREATE TYPE dlq_resolution_status AS ENUM ('pending', 'manually_resolved', 'permanently_failed', 'cancelled');
 
@@ -35,9 +39,6 @@ CREATE INDEX idx_dlq_reason ON tasker_tasks_dlq (dlq_reason);
 CREATE INDEX idx_dlq_timestamp ON tasker_tasks_dlq (dlq_timestamp DESC);
 -- One pending investigation per task; this is also the arbiter of ON CONFLICT in detection.
 CREATE UNIQUE INDEX idx_dlq_unique_pending_task ON tasker_tasks_dlq (task_uuid) WHERE resolution_status = 'pending';
-
-CREATE TRIGGER update_dlq_updated_at BEFORE UPDATE ON tasker_tasks_dlq
-  FOR EACH ROW EXECUTE FUNCTION update_updated_at_column();
 
 -- Per-template lifecycle settings are read from configuration->'lifecycle' (upstream's GIN index).
 CREATE INDEX idx_named_tasks_lifecycle_config ON tasker_named_tasks

@@ -29,40 +29,7 @@
 --          PostgreSQL 15 20 ms, PostgreSQL 18 32 ms
 -- Called as the detection job calls it, alternating, 7 times each: PostgreSQL 15 111-217 ms
 -- against 14-27 ms; PostgreSQL 18 214-248 ms against 28-56 ms.
-CREATE OR REPLACE FUNCTION stale_lifetime_candidates(p_now timestamptz, p_max_lifetime_hours integer)
-RETURNS uuid[]
-LANGUAGE plpgsql STABLE
-SET jit = off
-SET max_parallel_workers_per_gather = 0
-AS $fn$
-DECLARE
-  v_candidates uuid[] := '{}';
-  v_lifetime_candidates uuid[];
-  v_group record;
-BEGIN
-  FOR v_group IN
-    SELECT coalesce(lifecycle_minutes(nt.configuration -> 'lifecycle', 'max_duration_minutes'),
-                    p_max_lifetime_hours * 60) AS minutes,
-           array_agg(nt.named_task_uuid) AS templates
-      FROM tasker_named_tasks nt
-     GROUP BY 1
-  LOOP
-    CONTINUE WHEN v_group.minutes IS NULL;
-    EXECUTE $q$
-      SELECT coalesce(array_agg(x.task_uuid), '{}')
-        FROM tasker_tasks x
-       WHERE x.named_task_uuid = ANY ($1)
-         AND NOT x.complete
-         AND x.created_at <= $2
-         AND NOT EXISTS (SELECT 1 FROM tasker_task_transitions s
-                          WHERE s.task_uuid = x.task_uuid
-                            AND s.most_recent = true
-                            AND s.to_state IN ('error', 'cancelled', 'resolved_manually'))$q$
-      INTO v_lifetime_candidates
-      USING v_group.templates, p_now - make_interval(mins => v_group.minutes);
-    v_candidates := v_candidates || v_lifetime_candidates;
-  END LOOP;
-
-  RETURN v_candidates;
-END
-$fn$;
+--
+-- The functions, views and triggers it defined live one per file under migrations/functions/,
+-- views/ and triggers/ (migrations/README.md); this file keeps its tables, indexes and data
+-- changes, and the record of why.

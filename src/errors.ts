@@ -37,6 +37,11 @@ export class EngineSchemaError extends UsageError {
   }
 }
 
+/** The database lacks what this build needs: `migrate` has not run with it (exit 1). */
+export class NotMigratedError extends Error {
+  override name = 'NotMigratedError';
+}
+
 /** Wraps anything thrown into an Error, keeping the original as cause. */
 export function asError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { type EmbeddedServer, startEmbeddedPostgres } from '../src/db/embedded.ts';
-import { migrate } from '../src/db/migrate.ts';
+import { migrate } from '../src/install/sql.ts';
 
 /**
  * Starts the database for the whole run (DATABASE_URL's server, or an embedded PostgreSQL 18) and

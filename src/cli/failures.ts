@@ -57,7 +57,7 @@ export function describeFailure(err: Error, target: Target | undefined): string 
     case '3D000':
       return `the database ${JSON.stringify(target.database)} does not exist on ${target.host}:${target.port}: create it (createdb ${target.database}) or fix the database name in DATABASE_URL`;
     case '53300':
-      return `PostgreSQL at ${where} has no free connection slots (${message}): raise the server's max_connections, lower database.max_connections_per_process, or put PgBouncer in front (README: Scaling out)`;
+      return `PostgreSQL at ${where} has no free connection slots (${message}): raise the server's max_connections, lower database.max_connections_per_process, or put PgBouncer in front (docs/operating.md, "Scaling out")`;
     case '57P03':
       return `PostgreSQL at ${where} is starting up or shutting down: try again in a moment`;
   }

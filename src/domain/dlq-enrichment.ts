@@ -1,6 +1,6 @@
 /**
  * The shape of an enriched DLQ snapshot (built by dlq_enriched_snapshot in
- * migrations/0010_dlq_enrichment.sql), and how people read its diagnosis. The detection-time keys
+ * migrations/functions/dlq_enriched_snapshot.sql), and how people read its diagnosis. The detection-time keys
  * (task_uuid, namespace, task_name, current_state, ...) stay as they were; enrichment adds the keys
  * below. Every list is a BoundedList, so a cut is always visible.
  */
@@ -8,7 +8,7 @@
 /** full: everything; compact: counts and diagnosis; minimal: compact with the diagnosis lists emptied. */
 export type EnrichmentDetail = 'full' | 'compact' | 'minimal' | 'none';
 
-/** The "version" dlq_enriched_snapshot writes (migrations/0010); a new shape gets a new number. */
+/** The "version" dlq_enriched_snapshot writes (migrations/functions/dlq_enriched_snapshot.sql); a new shape gets a new number. */
 export const ENRICHMENT_VERSION = 1;
 
 export interface BoundedList<T> {

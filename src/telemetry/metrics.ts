@@ -31,7 +31,7 @@ import { SERVICE_NAME, SERVICE_VERSION } from './service.ts';
  * reader is the Prometheus exporter served on the worker's /metrics, with a resource
  * (service.name, service.version, service.instance.id), Node runtime and process metrics, and
  * pg-boss's own instruments. Traces are off unless the standard OTEL_TRACES_EXPORTER or
- * OTEL_EXPORTER_OTLP_ENDPOINT ask for them (see tracing in README).
+ * OTEL_EXPORTER_OTLP_ENDPOINT ask for them (see docs/metrics.md, "Traces").
  *
  * Names and units follow the OpenTelemetry conventions and render cleanly in Prometheus: the
  * exporter adds `_total` to counters but no unit suffix, so every instrument with a unit is renamed

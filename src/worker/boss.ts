@@ -2,12 +2,11 @@ import type { MeterProvider } from '@opentelemetry/api';
 import { PgBoss } from 'pg-boss';
 import { type Config, connectionShares } from '../config/schema.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { type AnyJob, ensureQueues } from './worker.ts';
 
 /**
  * pg-boss instances, in three roles: the worker (runs jobs, evaluates schedules, supervises), a
  * client (enqueue, status: sends and reads only) and the migrator (installs or upgrades pg-boss's
- * schema). pg-boss's `error` and `warning` events are always logged: an unhandled `error` event
+ * schema, queues and schedules: src/install/pgboss.ts). pg-boss's `error` and `warning` events are always logged: an unhandled `error` event
  * would end the process.
  */
 
@@ -52,24 +51,4 @@ export function createBoss(
     logger.warn(`pg-boss warning: ${warning.message}`, { component: 'pg-boss', data: warning.data }),
   );
   return boss;
-}
-
-/**
- * Installs or upgrades pg-boss's schema (under its own advisory lock, safe in parallel), and creates
- * the jobs' queues with the configured settings (like a worker at start; clients never change them).
- */
-export async function migrateBoss(
-  config: Readonly<Config>,
-  url: string,
-  logger: Logger,
-  jobs: readonly AnyJob[] = [],
-): Promise<number | null> {
-  const boss = createBoss(config, url, 'migrate', logger);
-  await boss.start();
-  try {
-    await ensureQueues(boss, config, jobs);
-    return await boss.schemaVersion();
-  } finally {
-    await boss.stop({ graceful: false });
-  }
 }

@@ -1,19 +1,22 @@
 import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
-import { migrationStatus } from '../db/migrate.ts';
+import { NotMigratedError } from '../errors.ts';
+import { checkInstall, reportInstallCheck } from '../install/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createMetrics, cronIntervalSeconds } from '../telemetry/metrics.ts';
 import { createBoss } from './boss.ts';
 import { type HealthServer, startHealthServer } from './health.ts';
 import { logRuns, RunObserver, recordRuns } from './observe.ts';
 import { type Recovery, startRecovery } from './recovery.ts';
-import { type AnyJob, applySchedules, deadLetterQueue, ensureQueues, workQueues } from './worker.ts';
+import { type AnyJob, deadLetterQueue, RUN_KEY, workQueues } from './worker.ts';
 
 /**
- * A worker process's life: check the schema, start pg-boss, create queues and schedules, work the
- * queues, serve /healthz and /readyz; and on stop, stop taking work, let running jobs finish their
- * current batch (they see the abort between batches), and close everything.
+ * A worker process's life: start pg-boss, check that the database has what this build needs
+ * (src/install: it writes nothing shared, and logs every queue setting, schedule or setting that
+ * differs from its configuration), work the queues, serve /healthz and /readyz; and on stop, stop
+ * taking work, let running jobs finish their current batch (they see the abort between batches),
+ * and close everything.
  */
 
 export interface StartWorkerOptions {
@@ -29,10 +32,6 @@ export interface RunningWorker {
   port: number | null;
   observer: RunObserver;
   stop(): Promise<void>;
-}
-
-export class NotMigratedError extends Error {
-  override name = 'NotMigratedError';
 }
 
 /**
@@ -53,13 +52,14 @@ export async function startBoss(boss: PgBoss): Promise<void> {
   }
 }
 
+async function installedSchedules(boss: PgBoss, jobs: readonly AnyJob[]): Promise<Record<string, string>> {
+  const schedules = await boss.getSchedules().catch(() => []);
+  return Object.fromEntries(
+    jobs.map((j) => [j.name, schedules.find((s) => s.name === j.name && s.key === RUN_KEY)?.cron ?? 'off']),
+  );
+}
+
 export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker> {
-  const status = await migrationStatus(o.pool);
-  if (status.pending.length > 0) {
-    throw new NotMigratedError(
-      `the database is missing migration(s) ${status.pending.map((m) => m.file).join(', ')}: run \`tasker-lifecycle migrate\` first`,
-    );
-  }
   const observer = new RunObserver();
   const metrics = o.config.metrics.enabled
     ? createMetrics(observer, o.pool, o.logger, {
@@ -96,8 +96,11 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
   try {
     if (o.config.metrics.enabled)
       health = await startHealthServer(o.config.metrics.host, o.config.metrics.port, state);
-    await ensureQueues(boss, o.config, o.jobs);
-    await applySchedules(boss, o.config, o.jobs, o.logger);
+    reportInstallCheck(
+      await checkInstall({ pool: o.pool, config: o.config, jobs: o.jobs, boss }),
+      o.logger,
+      'worker',
+    );
     // Runs of lost workers are requeued before this worker takes work, so it can resume them.
     recovery = startRecovery({ config: o.config, pool: o.pool, logger: o.logger, observer, jobs: o.jobs });
     await recovery.pass();
@@ -120,7 +123,8 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
   state.started = true;
   o.logger.info('worker started', {
     jobs: o.jobs.map((j) => j.name),
-    schedules: Object.fromEntries(o.jobs.map((j) => [j.name, j.schedule(o.config) ?? 'off'])),
+    // The schedules in force: pg-boss's (src/install writes them), whatever this configuration says.
+    schedules: await installedSchedules(boss, o.jobs),
     http_port: health?.port ?? null,
   });
 

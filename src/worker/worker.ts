@@ -50,39 +50,6 @@ export function deadLetterQueue(job: { name: string }): string {
 // biome-ignore lint/suspicious/noExplicitAny: the registry holds jobs of every option and result type
 export type AnyJob = JobDefinition<any, any>;
 
-/** Creates each job's queue and dead-letter queue (idempotent) and applies the retry settings. */
-export async function ensureQueues(
-  boss: PgBoss,
-  config: Readonly<Config>,
-  jobs: readonly AnyJob[],
-): Promise<void> {
-  const settings = queueSettings(config);
-  for (const job of jobs) {
-    await boss.createQueue(deadLetterQueue(job), { policy: 'standard' });
-    await boss.createQueue(job.name, {
-      policy: job.batch ? 'exclusive' : 'stately',
-      deadLetter: deadLetterQueue(job),
-      ...settings,
-    });
-    await boss.updateQueue(job.name, settings);
-  }
-}
-
-/** The retry, expiry and heartbeat settings of every job queue (set by `worker` and `migrate` only). */
-export function queueSettings(config: Readonly<Config>) {
-  const w = config.worker;
-  return {
-    retryLimit: w.retry_limit,
-    retryDelay: w.retry_delay_seconds,
-    retryBackoff: true,
-    retryDelayMax: w.retry_delay_max_seconds,
-    expireInSeconds: w.job_expire_seconds,
-    // pg-boss fails a run with a missed heartbeat itself only as a backstop, at twice our threshold:
-    // the recovery pass requeues it first, without the dead-letter conflict and the used-up retry.
-    heartbeatSeconds: 2 * w.heartbeat_seconds,
-  };
-}
-
 /** How often a running job's heartbeat is written: three times per worker.heartbeat_seconds. */
 export function heartbeatRefreshSeconds(config: Readonly<Config>): number {
   return config.worker.heartbeat_seconds / 3;
@@ -97,26 +64,6 @@ export function retryDelaySeconds(
   const w = config.worker;
   const exp = 2 ** Math.min(16, retryCount + 1) / 2;
   return Math.min(w.retry_delay_max_seconds, Math.max(w.retry_delay_seconds, 1) * (exp + exp * random));
-}
-
-/** Upserts each job's schedule from the configuration, or removes it when the job is disabled. */
-export async function applySchedules(
-  boss: PgBoss,
-  config: Readonly<Config>,
-  jobs: readonly AnyJob[],
-  logger: Logger,
-): Promise<void> {
-  for (const job of jobs) {
-    const cron = job.schedule(config);
-    if (cron === null) {
-      await boss.unschedule(job.name, RUN_KEY);
-      logger.info(`${job.name}: not scheduled (disabled in configuration)`, { job: job.name });
-      continue;
-    }
-    const data: RunRequest = { trigger: 'schedule' };
-    await boss.schedule(job.name, cron, data, { key: RUN_KEY, tz: 'UTC', singletonKey: RUN_KEY });
-    logger.debug(`${job.name}: scheduled`, { job: job.name, cron });
-  }
 }
 
 export interface SendResult {

@@ -16,12 +16,12 @@ import { expect, it } from '@jest/globals';
 import pg from 'pg';
 import { loadConfig } from '../../src/config/load.ts';
 import { type EmbeddedServer, freePort, startEmbeddedPostgres } from '../../src/db/embedded.ts';
-import { migrate } from '../../src/db/migrate.ts';
 import { createPool } from '../../src/db/pool.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
+import { migrate } from '../../src/install/sql.ts';
 import { projectRoot } from '../../src/paths.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
-import { createBoss, migrateBoss } from '../../src/worker/boss.ts';
+import { createBoss } from '../../src/worker/boss.ts';
 import { startBoss } from '../../src/worker/process.ts';
 import { insertFinishedGraphs } from '../helpers/archive-factories.ts';
 import { type CliProcess, runCli } from '../helpers/cli-process.ts';
@@ -30,6 +30,7 @@ import { waitFor } from '../helpers/wait.ts';
 import {
   FAST_WORKER_ENV,
   holdDetectionAtStart,
+  installFor,
   runsOf,
   startWorkerProcess,
   waitForWorkers,
@@ -96,7 +97,7 @@ it('a real Prometheus scraping two workers: every dashboard query has data, ever
   try {
     await migrate(pool);
     const config = loadConfig({ env: { TASKER_ENV: 'test' } }).config;
-    await migrateBoss(config, db.url, silentLogger());
+    await installFor(db.url, WORKER_ENV);
     const now = await databaseNow(pool);
     const template = await insertTemplate(pool);
     for (let i = 0; i < 12; i++)

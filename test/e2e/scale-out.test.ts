@@ -7,7 +7,7 @@
  * 24 (pgboss.job and tasker_job_runs) and its NOTIFY events reach a listener connected straight
  * to PostgreSQL; an ad-hoc archival run (`enqueue archive --wait`) archives
  * every finished graph; all 24 exit 0 on SIGTERM. It prints, per phase, each worker's idle RSS and
- * CPU and the connection counts (idle and busy), the figures README's "Scaling out" quotes.
+ * CPU and the connection counts (idle and busy), the figures docs/benchmarks.md quotes.
  *
  * Cron has minute resolution, so the ticks come from moving pg-boss's clock (pgboss.job_now()) a
  * minute at a time, as test/integration/worker-schedules.test.ts does. Slow (a few minutes on two
@@ -30,7 +30,7 @@ const MAX_CONNECTIONS = 100;
 const TICKS = 3;
 const FINISHED_GRAPHS = 300;
 const STALE_TASKS = 5;
-/** Server connections PgBouncer may open to the database (README's recommended pool size). */
+/** Server connections PgBouncer may open to the database (the pool size docs/operating.md recommends). */
 const BOUNCER_POOL_SIZE = 20;
 const IDLE_WINDOW_MS = 20_000;
 const DETECT = 'tasker.detect-stale-tasks';

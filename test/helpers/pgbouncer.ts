@@ -7,7 +7,7 @@ import { freePort } from '../../src/db/embedded.ts';
 
 /**
  * A real PgBouncer (Debian's /usr/sbin/pgbouncer, 1.18) in transaction pooling mode in front of a
- * PostgreSQL on 127.0.0.1, for the scale-out test. Its settings are the ones README's "Scaling out"
+ * PostgreSQL on 127.0.0.1, for the scale-out test. Its settings are the ones docs/operating.md's "Scaling out"
  * recommends. PgBouncer refuses to run as root: as root it runs as the `postgres` user, with its
  * configuration and password file in a temporary directory that user owns.
  */

@@ -1,4 +1,8 @@
-import type pg from 'pg';
+import pg from 'pg';
+import { JOBS } from '../../jobs/index.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { install } from '../../src/install/index.ts';
+import { silentLogger } from '../../src/telemetry/logger.ts';
 import { type CliProcess, startCli } from './cli-process.ts';
 import { waitFor } from './wait.ts';
 
@@ -18,6 +22,32 @@ export const FAST_WORKER_ENV = {
   TASKER__logging__format: '"json"',
   TASKER__logging__level: '"info"',
 };
+
+/**
+ * The release step before the workers a test starts: `migrate`'s install (this system's SQL,
+ * pg-boss's schema, the queues with their retry settings, the schedules and the settings row),
+ * with the configuration those workers get (TASKER_ENV=test, FAST_WORKER_ENV, then env). Workers
+ * only check what is installed: a setting given to a worker alone is not in force.
+ */
+export async function installFor(url: string, env: Record<string, string> = {}): Promise<void> {
+  const { config } = loadConfig({
+    env: { TASKER_ENV: 'test', DATABASE_URL: url, ...FAST_WORKER_ENV, ...env },
+  });
+  const pool = new pg.Pool({ connectionString: url, max: 1 });
+  try {
+    await install({
+      config,
+      pool,
+      directPool: pool,
+      directUrl: url,
+      logger: silentLogger(),
+      command: 'test',
+      jobs: JOBS,
+    });
+  } finally {
+    await pool.end();
+  }
+}
 
 export function startWorkerProcess(databaseUrl: string, env: Record<string, string> = {}): CliProcess {
   return startCli(['worker'], { DATABASE_URL: databaseUrl, ...FAST_WORKER_ENV, ...env });

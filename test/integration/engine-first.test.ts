@@ -12,9 +12,9 @@ import archiveJob, {
   runArchival,
 } from '../../jobs/archive-finished-tasks.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { migrate, readMigrations } from '../../src/db/migrate.ts';
 import { restoreArchivedTask } from '../../src/db/queries/archive.ts';
 import { EngineSchemaError } from '../../src/errors.ts';
+import { migrate, readMigrations } from '../../src/install/sql.ts';
 import { migrationsDir } from '../../src/paths.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { graphRows, insertFinishedGraphs, tableCounts, totalCounts } from '../helpers/archive-factories.ts';

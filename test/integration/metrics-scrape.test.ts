@@ -10,7 +10,7 @@ import { loadConfig } from '../../src/config/load.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { DURATION_BUCKETS_SECONDS } from '../../src/telemetry/metrics.ts';
-import { createBoss, migrateBoss } from '../../src/worker/boss.ts';
+import { createBoss } from '../../src/worker/boss.ts';
 import { startBoss } from '../../src/worker/process.ts';
 import { insertFinishedGraphs } from '../helpers/archive-factories.ts';
 import { runCli } from '../helpers/cli-process.ts';
@@ -20,6 +20,7 @@ import { waitFor } from '../helpers/wait.ts';
 import {
   FAST_WORKER_ENV,
   holdDetectionAtStart,
+  installFor,
   runsOf,
   startWorkerProcess,
   waitForWorkers,
@@ -39,7 +40,7 @@ const WORKER_ENV = {
 
 const db = useTestDatabase();
 beforeAll(async () => {
-  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, db.url, silentLogger());
+  await installFor(db.url, WORKER_ENV);
 });
 
 /** A Prometheus text exposition, parsed: every sample by its name and labels. */

@@ -6,18 +6,15 @@
  */
 import { createServer } from 'node:http';
 import { beforeAll, expect, it } from '@jest/globals';
-import { loadConfig } from '../../src/config/load.ts';
-import { silentLogger } from '../../src/telemetry/logger.ts';
 import { tracesRequested } from '../../src/telemetry/metrics.ts';
-import { migrateBoss } from '../../src/worker/boss.ts';
 import { runCli } from '../helpers/cli-process.ts';
 import { useTestDatabase } from '../helpers/db.ts';
 import { waitFor } from '../helpers/wait.ts';
-import { FAST_WORKER_ENV, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
+import { FAST_WORKER_ENV, installFor, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
 
 const db = useTestDatabase();
 beforeAll(async () => {
-  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, db.url, silentLogger());
+  await installFor(db.url, { TASKER__staleness_detection__enabled: 'false' });
 });
 
 interface Span {

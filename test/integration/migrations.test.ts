@@ -7,7 +7,7 @@ import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { migrate, migrationStatus, readMigrations } from '../../src/db/migrate.ts';
+import { migrate, migrationStatus, readMigrations, readObjectFiles } from '../../src/install/sql.ts';
 import { migrationsDir } from '../../src/paths.ts';
 import { runCli } from '../helpers/cli-process.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
@@ -36,7 +36,19 @@ describe('on an empty database', () => {
       'SELECT version, name FROM tasker_lifecycle_migrations ORDER BY version',
     );
     expect(rows.map((r) => r.version)).toEqual(readMigrations().map((m) => m.version));
-    expect(await migrationStatus(empty.pool)).toEqual({ pending: [], unknown: [] });
+    // The object files too: each applied by exactly one of the four.
+    const objects = runs.flatMap((r) => JSON.parse(r.stdout).objectsApplied);
+    expect(objects.sort()).toEqual(
+      readObjectFiles()
+        .map((o) => o.file)
+        .sort(),
+    );
+    expect(await migrationStatus(empty.pool)).toEqual({
+      pending: [],
+      unknown: [],
+      objectsMissing: [],
+      objectsChanged: [],
+    });
   });
 });
 
@@ -53,6 +65,8 @@ describe('on a migrated database', () => {
     expect(await migrate(db.pool)).toEqual({
       applied: [],
       alreadyApplied: readMigrations().length,
+      objectsApplied: [],
+      objectsUnchanged: readObjectFiles().length,
       engineTables: 'verified',
       archiveChanges: [],
     });

@@ -12,17 +12,17 @@ import { createPool } from '../../src/db/pool.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { createMetrics } from '../../src/telemetry/metrics.ts';
-import { createBoss, migrateBoss } from '../../src/worker/boss.ts';
+import { createBoss } from '../../src/worker/boss.ts';
 import { RunObserver } from '../../src/worker/observe.ts';
 import { startBoss } from '../../src/worker/process.ts';
 import { runCli } from '../helpers/cli-process.ts';
 import { useTestDatabase } from '../helpers/db.ts';
 import { insertDlqEntry, insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
-import { FAST_WORKER_ENV, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
+import { FAST_WORKER_ENV, installFor, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
 
 const db = useTestDatabase();
 beforeAll(async () => {
-  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, db.url, silentLogger());
+  await installFor(db.url, { TASKER__staleness_detection__detection_interval_seconds: '120' });
 });
 
 it("status shows the workers' schedules from pg-boss and interrupted runs as such", async () => {

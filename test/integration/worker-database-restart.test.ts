@@ -8,13 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
 import pg from 'pg';
-import { loadConfig } from '../../src/config/load.ts';
 import { type EmbeddedServer, freePort, startEmbeddedPostgres } from '../../src/db/embedded.ts';
-import { migrate } from '../../src/db/migrate.ts';
 import { createPool } from '../../src/db/pool.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
-import { silentLogger } from '../../src/telemetry/logger.ts';
-import { migrateBoss } from '../../src/worker/boss.ts';
+import { migrate } from '../../src/install/sql.ts';
 import { runCli } from '../helpers/cli-process.ts';
 import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
@@ -22,6 +19,7 @@ import {
   FAST_WORKER_ENV,
   HELD_DETECTION_ENV,
   holdDetectionAtStart,
+  installFor,
   startWorkerProcess,
   workerPort,
 } from '../helpers/workers.ts';
@@ -42,7 +40,7 @@ beforeAll(async () => {
   const pool = createPool(url, { max: 2 });
   await migrate(pool);
   await pool.end();
-  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, url, silentLogger());
+  await installFor(url, { TASKER__staleness_detection__enabled: 'false', ...HELD_DETECTION_ENV });
 });
 afterAll(async () => {
   await server.stop();

@@ -6,16 +6,20 @@
  * database; every wait is on database state.
  */
 import { beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { loadConfig } from '../../src/config/load.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
-import { silentLogger } from '../../src/telemetry/logger.ts';
-import { migrateBoss } from '../../src/worker/boss.ts';
 import { insertFinishedGraphs } from '../helpers/archive-factories.ts';
 import { type CliProcess, runCli } from '../helpers/cli-process.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { insertTemplate } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
-import { bossJobs, FAST_WORKER_ENV, runsOf, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
+import {
+  bossJobs,
+  FAST_WORKER_ENV,
+  installFor,
+  runsOf,
+  startWorkerProcess,
+  waitForWorkers,
+} from '../helpers/workers.ts';
 
 const ARCHIVE = 'tasker.archive-finished-tasks';
 const GRAPHS = 120;
@@ -31,7 +35,7 @@ const RUN_FLAGS = ['--retention-days', '1', '--batch-size', '5'];
 const db = useTestDatabase();
 
 beforeAll(async () => {
-  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, db.url, silentLogger());
+  await installFor(db.url, WORKER_ENV);
 });
 beforeEach(async () => {
   await resetTables(db.pool);

@@ -4,12 +4,9 @@
  * the job), and health endpoints answer. Real `worker` processes on a real database; every wait is
  * on database state or an HTTP answer.
  */
-import { beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import type pg from 'pg';
-import { loadConfig } from '../../src/config/load.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
-import { silentLogger } from '../../src/telemetry/logger.ts';
-import { migrateBoss } from '../../src/worker/boss.ts';
 import { runCli, startCli } from '../helpers/cli-process.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
@@ -19,6 +16,7 @@ import {
   FAST_WORKER_ENV,
   HELD_DETECTION_ENV,
   holdDetectionAtStart,
+  installFor,
   runsOf,
   startWorkerProcess,
   waitForBlockedDetection,
@@ -33,10 +31,8 @@ const NO_SCHEDULES = { TASKER__staleness_detection__enabled: 'false', ...HELD_DE
 
 const db = useTestDatabase();
 
-beforeAll(async () => {
-  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, db.url, silentLogger());
-});
 beforeEach(async () => {
+  await installFor(db.url, NO_SCHEDULES); // the release step, as the workers below are configured
   await resetTables(db.pool);
   await db.pool.query(`DELETE FROM pgboss.job WHERE name LIKE 'tasker.%'`);
 });
@@ -192,7 +188,7 @@ describe('one worker', () => {
 });
 
 describe('enqueue from a process with another configuration', () => {
-  it("sends only the flags given: the run uses the worker's configuration, and queue settings stay the worker's", async () => {
+  it("sends only the flags given: the run uses the worker's configuration, and queue settings stay the installed ones", async () => {
     const now = await databaseNow(db.pool);
     const t = await insertTemplate(db.pool);
     // 50 minutes in waiting_for_retry: stale for the enqueuing process (1 minute), not for the worker (100).
@@ -236,6 +232,13 @@ describe('enqueue from a process with another configuration', () => {
       ]);
       expect(rows[0].options).toMatchObject({ batch_size: 7, waiting_for_retry_minutes: 100 });
       expect(await settings()).toEqual(before);
+      // The worker's own thresholds differ from the installed settings row: said, not written.
+      expect(worker.stderrSoFar()).toContain(
+        'tasker_lifecycle_settings.waiting_for_retry_minutes: the database has 30, this configuration says 100',
+      );
+      expect(
+        (await db.pool.query('SELECT waiting_for_retry_minutes FROM tasker_lifecycle_settings')).rows,
+      ).toEqual([{ waiting_for_retry_minutes: 30 }]);
     } finally {
       worker.kill('SIGTERM');
       expect((await worker.done).code).toBe(0);
@@ -244,14 +247,16 @@ describe('enqueue from a process with another configuration', () => {
 });
 
 describe('worker configuration that reaches pg-boss', () => {
-  it("worker.retry_delay_max_seconds caps the backoff; database.boss_pool_max sizes pg-boss's pool", async () => {
-    const worker = startWorkerProcess(db.url, {
+  it("worker.retry_delay_max_seconds, installed by migrate, caps the backoff; database.boss_pool_max sizes pg-boss's pool", async () => {
+    const env = {
       ...NO_SCHEDULES,
       TASKER__worker__retry_delay_max_seconds: '1800',
       TASKER__database__max_connections_per_process: '13',
       TASKER__database__pool_max: '10',
       TASKER__database__boss_pool_max: '3',
-    });
+    };
+    await installFor(db.url, env);
+    const worker = startWorkerProcess(db.url, env);
     try {
       await workerPort(worker); // it logs its port once its queues are set up
       const { rows: queues } = await db.pool.query(
@@ -324,7 +329,9 @@ describe('a run that fails after committing batches', () => {
   it('its committed batches are in the metrics, its history counts and its enrichment follow-ups', async () => {
     const ids = await staleTasks(6); // oldest first: batches of 2
     const blocker = await blockEntryFor(await db.connect(), ids[2]!);
-    const worker = startWorkerProcess(db.url, { ...NO_SCHEDULES, TASKER__worker__retry_limit: '0' });
+    const env = { ...NO_SCHEDULES, TASKER__worker__retry_limit: '0' };
+    await installFor(db.url, env);
+    const worker = startWorkerProcess(db.url, env);
     try {
       const port = await workerPort(worker);
       await waitForWorkers(db.pool, 1);

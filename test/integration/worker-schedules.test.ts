@@ -12,21 +12,18 @@
  * real processes.
  */
 import { beforeAll, expect, it } from '@jest/globals';
-import { loadConfig } from '../../src/config/load.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
-import { silentLogger } from '../../src/telemetry/logger.ts';
-import { migrateBoss } from '../../src/worker/boss.ts';
 import { useTestDatabase } from '../helpers/db.ts';
 import { insertDlqEntry, insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
-import { type RunRow, runsOf, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
+import { installFor, type RunRow, runsOf, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
 
 const DETECT = 'tasker.detect-stale-tasks';
 const ENRICH = 'tasker.enrich-dlq-snapshots';
 
 const db = useTestDatabase();
 beforeAll(async () => {
-  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, db.url, silentLogger());
+  await installFor(db.url, TICK_ENV);
 });
 
 const TICK_ENV = {

@@ -5,15 +5,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
-import { JOBS } from '../../jobs/index.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
-import { createBoss, migrateBoss } from '../../src/worker/boss.ts';
+import { createBoss } from '../../src/worker/boss.ts';
 import { startBoss } from '../../src/worker/process.ts';
-import { deadLetterQueue, ensureQueues } from '../../src/worker/worker.ts';
+import { deadLetterQueue } from '../../src/worker/worker.ts';
 import { useTestDatabase } from '../helpers/db.ts';
 import { waitFor } from '../helpers/wait.ts';
-import { bossJobs, runsOf, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
+import { bossJobs, installFor, runsOf, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
 
 const DETECT = 'tasker.detect-stale-tasks';
 const ENRICH = 'tasker.enrich-dlq-snapshots';
@@ -27,10 +26,9 @@ const db = useTestDatabase();
 const config = loadConfig({ env: { TASKER_ENV: 'test', ...WORKER_ENV } }).config;
 let client: ReturnType<typeof createBoss>;
 beforeAll(async () => {
-  await migrateBoss(config, db.url, silentLogger());
+  await installFor(db.url, WORKER_ENV);
   client = createBoss(config, db.url, 'client', silentLogger());
   await startBoss(client);
-  await ensureQueues(client, config, JOBS);
 });
 afterAll(async () => {
   await client.stop({ graceful: false });

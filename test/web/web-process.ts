@@ -1,11 +1,8 @@
 import type pg from 'pg';
-import { JOBS } from '../../jobs/index.ts';
-import { loadConfig } from '../../src/config/load.ts';
 import { createToken, type Permission } from '../../src/operations/tokens.ts';
-import { silentLogger } from '../../src/telemetry/logger.ts';
-import { migrateBoss } from '../../src/worker/boss.ts';
 import { type CliProcess, startCli } from '../helpers/cli-process.ts';
 import { waitFor } from '../helpers/wait.ts';
+import { installFor } from '../helpers/workers.ts';
 
 /**
  * A real `web` process on a free loopback port (web.port 0, read back from its start log line),
@@ -26,7 +23,7 @@ export interface ApiResponse {
 }
 
 export async function installBoss(url: string): Promise<void> {
-  await migrateBoss(loadConfig({ env: { TASKER_ENV: 'test' } }).config, url, silentLogger(), JOBS);
+  await installFor(url);
 }
 
 export async function startWeb(databaseUrl: string, env: Record<string, string> = {}): Promise<WebProcess> {

@@ -1,33 +1,36 @@
 import { JOBS } from '../../../jobs/index.ts';
-import { migrate } from '../../db/migrate.ts';
 import { directDatabaseUrl } from '../../db/pool.ts';
-import { migrateBoss } from '../../worker/boss.ts';
+import { install } from '../../install/index.ts';
 import type { Command } from '../command.ts';
 import { printJson } from '../output.ts';
 import type { Runtime } from '../runtime.ts';
-import { applySettingsFromConfig } from '../settings.ts';
 
 /**
- * Everything `migrate` does, for `start` too: this system's migrations, pg-boss's schema and the
- * jobs' queues, and tasker_lifecycle_settings from the configuration.
+ * Everything `migrate` does, for `start` too (src/install): this system's SQL, pg-boss's schema,
+ * the jobs' queues and schedules, and tasker_lifecycle_settings, from this process's configuration.
  */
-export async function migrateAll(rt: Runtime, command: string) {
+export function migrateAll(rt: Runtime, command: string) {
   // Straight to PostgreSQL (database.direct_url): the migration lock is a session advisory lock,
   // which PgBouncer in transaction pooling mode cannot keep.
-  const result = await migrate(rt.directPool());
-  const pgbossSchemaVersion = await migrateBoss(rt.config, directDatabaseUrl(rt.config), rt.logger, JOBS);
-  const settingsChanged = await applySettingsFromConfig(rt.pool, rt.config, rt.logger, command);
-  return { result, pgbossSchemaVersion, settingsChanged };
+  return install({
+    config: rt.config,
+    pool: rt.pool,
+    directPool: rt.directPool(),
+    directUrl: directDatabaseUrl(rt.config),
+    logger: rt.logger,
+    command,
+    jobs: JOBS,
+  });
 }
 
 export const migrateCommand: Command = {
   name: 'migrate',
   summary:
-    "Apply this system's migrations and pg-boss's schema, and write tasker_lifecycle_settings from the configuration (safe to run from several processes at once).",
+    "Bring the database to this build: this system's migrations and function files, pg-boss's schema, the jobs' queues and schedules, and tasker_lifecycle_settings, from the configuration (safe to run from several processes at once).",
   args: { flags: {} },
   async run({ flags }, { io, runtime }) {
     const rt = runtime.get();
-    const { result, pgbossSchemaVersion, settingsChanged } = await migrateAll(rt, 'migrate');
+    const { sql: result, pgbossSchemaVersion, settingsChanged } = await migrateAll(rt, 'migrate');
     if (flags.json)
       return printJson(io.stdout, {
         ...result,
@@ -40,12 +43,12 @@ export const migrateCommand: Command = {
         "found the workflow engine's tables: checked, kept as they are (0001 recorded, not run)\n",
       );
     }
-    for (const file of result.applied) io.stdout.write(`applied ${file}\n`);
+    for (const file of [...result.applied, ...result.objectsApplied]) io.stdout.write(`applied ${file}\n`);
     for (const change of result.archiveChanges)
       io.stdout.write(`archive table follows its live table: ${change}\n`);
     if (settingsChanged) io.stdout.write('tasker_lifecycle_settings updated from the configuration\n');
     io.stdout.write(
-      `database ${rt.target} is up to date (${result.alreadyApplied + result.applied.length} migrations, pg-boss schema ${pgbossSchemaVersion})\n`,
+      `database ${rt.target} is up to date (${result.alreadyApplied + result.applied.length} migrations, ${result.objectsApplied.length + result.objectsUnchanged} function, view and trigger files, pg-boss schema ${pgbossSchemaVersion})\n`,
     );
   },
 };

@@ -1,4 +1,6 @@
+import { JOBS } from '../../../jobs/index.ts';
 import { databaseUrl } from '../../db/pool.ts';
+import { checkInstall } from '../../install/index.ts';
 import { buildServer } from '../../web/server.ts';
 import { createBoss } from '../../worker/boss.ts';
 import { startBoss } from '../../worker/process.ts';
@@ -19,6 +21,13 @@ export const webCommand: Command = {
     const boss = createBoss(rt.config, databaseUrl(rt.config), 'client', rt.logger);
     await startBoss(boss);
     try {
+      // What the API and console need and how it differs from this configuration, logged; /readyz
+      // answers 503 while this build's tables are missing.
+      const check = await checkInstall({ pool: rt.pool, config: rt.config, jobs: JOBS, boss });
+      for (const gap of check.missing)
+        rt.logger.warn(`web: ${gap}: run \`tasker-lifecycle migrate\` with this build`);
+      for (const difference of check.differences)
+        rt.logger.info(`web: ${difference} (the database's is in force)`, { install_difference: difference });
       const app = await buildServer({
         pool: rt.pool,
         config: rt.config,

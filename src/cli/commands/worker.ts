@@ -2,7 +2,6 @@ import { JOBS } from '../../../jobs/index.ts';
 import { databaseUrl } from '../../db/pool.ts';
 import { startWorker } from '../../worker/process.ts';
 import type { Command } from '../command.ts';
-import { applySettingsFromConfig } from '../settings.ts';
 
 export const workerCommand: Command = {
   name: 'worker',
@@ -17,12 +16,6 @@ export const workerCommand: Command = {
       logger: rt.logger,
       jobs: JOBS,
     });
-    try {
-      await applySettingsFromConfig(rt.pool, rt.config, rt.logger, 'worker');
-    } catch (err) {
-      await worker.stop();
-      throw err;
-    }
     await untilAborted(signal);
     await worker.stop();
   },

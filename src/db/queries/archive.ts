@@ -115,7 +115,7 @@ export async function archiveBatch(db: Db, p: ArchiveBatchParams): Promise<Archi
  * LOCAL), so a batch that runs too long is cancelled (SQLSTATE 57014) and rolled back whole.
  *
  * A real batch also commits with synchronous_commit off, so its COMMIT does not wait for its WAL
- * to reach the disk (batches were mostly shorter so: README, Benchmarks), and a batch is a move
+ * to reach the disk (batches were mostly shorter so: docs/benchmarks.md), and a batch is a move
  * that is safe to lose. A server crash in the fraction of a second before the WAL writer
  * flushes it undoes the whole batch, never half of it: every graph is then still live, exactly
  * once, and the next run moves it again. The first synchronous commit after it (the run's own
@@ -209,7 +209,7 @@ export interface ArchiveTableChange {
 
 /**
  * Brings the archive tables up to date with the live tables (every column, widened types), as
- * archive_completed_tasks does before each batch (migrations/0030_archive_follows_live.sql).
+ * archive_completed_tasks does before each batch (migrations/functions/sync_archive_tables.sql).
  * What cannot be done without changing or losing a value raises SQLSTATE TL001, naming each column.
  */
 export async function syncArchiveTables(db: Db, apply = true): Promise<ArchiveTableChange[]> {

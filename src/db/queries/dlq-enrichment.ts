@@ -2,7 +2,7 @@ import type { EnrichmentDetail } from '../../domain/dlq-enrichment.ts';
 import type { Db } from '../pool.ts';
 
 /**
- * Snapshot enrichment writes on tasker_tasks_dlq (migrations/0010_dlq_enrichment.sql). Each call
+ * Snapshot enrichment writes on tasker_tasks_dlq (migrations/functions/dlq_enriched_snapshot.sql). Each call
  * is one statement: it locks the entries it takes (FOR UPDATE SKIP LOCKED, so concurrent enrichers
  * take disjoint entries), builds each snapshot with dlq_enriched_snapshot and writes it only where
  * task_snapshot has no "enrichment" key yet. An entry is therefore written at most once.

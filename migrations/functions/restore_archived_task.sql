@@ -1,0 +1,62 @@
+-- Moves one archived graph back to the live tables exactly as it was (archived_at dropped), parents
+-- first, every column (after sync_archive_tables brought the archive tables up to date, so a column
+-- the engine added since archival comes back with its default, as it did for the live rows), and
+-- returns the rows moved per table. A task that is not archived is an error with SQLSTATE P0002
+-- (no_data_found) whose message says whether the task is live or unknown. Two restores of the same
+-- task: the second waits for the first and then finds nothing to restore. A row whose value sits
+-- in an archive column the live table no longer has is refused (SQLSTATE TL002), not dropped.
+-- Reads tasker_tasks_archive_pkey, idx_steps_archive_task_uuid, idx_task_transitions_archive_task_uuid,
+-- idx_dlq_archive_task_uuid, idx_step_edges_archive_from_step / _to_step,
+-- idx_step_transitions_archive_step_uuid.
+CREATE OR REPLACE FUNCTION restore_archived_task(p_task_uuid uuid)
+RETURNS TABLE (
+  tasks_restored integer,
+  steps_restored integer,
+  transitions_restored integer,
+  edges_restored integer,
+  step_transitions_restored integer,
+  dlq_entries_restored integer
+)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+  v_task uuid[] := ARRAY[p_task_uuid];
+  v_step_ids uuid[];
+  v_state varchar;
+BEGIN
+  PERFORM sync_archive_tables(true);
+
+  tasks_restored := tasker_lifecycle_restore_rows(
+    'tasker_tasks_archive', 'tasker_tasks', 'x.task_uuid = ANY ($1)', v_task);
+
+  IF tasks_restored = 0 THEN
+    SELECT tr.to_state INTO v_state FROM tasker_task_transitions tr
+     WHERE tr.task_uuid = p_task_uuid AND tr.most_recent = true;
+    IF EXISTS (SELECT 1 FROM tasker_tasks t WHERE t.task_uuid = p_task_uuid) THEN
+      RAISE EXCEPTION 'task % is not archived: it is in the live tables (current state %)',
+        p_task_uuid, coalesce(v_state, 'none') USING ERRCODE = 'P0002';
+    END IF;
+    RAISE EXCEPTION 'task % is not archived: no task, live or archived, has this uuid', p_task_uuid
+      USING ERRCODE = 'P0002';
+  END IF;
+
+  transitions_restored := tasker_lifecycle_restore_rows(
+    'tasker_task_transitions_archive', 'tasker_task_transitions', 'x.task_uuid = ANY ($1)', v_task);
+  dlq_entries_restored := tasker_lifecycle_restore_rows(
+    'tasker_tasks_dlq_archive', 'tasker_tasks_dlq', 'x.task_uuid = ANY ($1)', v_task);
+
+  -- idx_steps_archive_task_uuid
+  SELECT coalesce(array_agg(s.workflow_step_uuid), ARRAY[]::uuid[]) INTO v_step_ids
+    FROM tasker_workflow_steps_archive s WHERE s.task_uuid = p_task_uuid;
+  steps_restored := tasker_lifecycle_restore_rows(
+    'tasker_workflow_steps_archive', 'tasker_workflow_steps', 'x.task_uuid = ANY ($1)', v_task);
+  edges_restored := tasker_lifecycle_restore_rows(
+    'tasker_workflow_step_edges_archive', 'tasker_workflow_step_edges',
+    'x.from_step_uuid = ANY ($1) OR x.to_step_uuid = ANY ($1)', v_step_ids);
+  step_transitions_restored := tasker_lifecycle_restore_rows(
+    'tasker_workflow_step_transitions_archive', 'tasker_workflow_step_transitions',
+    'x.workflow_step_uuid = ANY ($1)', v_step_ids);
+
+  RETURN NEXT;
+END
+$$;
