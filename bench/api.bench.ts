@@ -19,9 +19,9 @@ import autocannon from 'autocannon';
 import { JOBS } from '../jobs/index.ts';
 import { ConfigSchema } from '../src/config/schema.ts';
 import { installPgBoss } from '../src/install/pgboss.ts';
+import { createToken } from '../src/operations/tokens.ts';
 import { projectRoot } from '../src/paths.ts';
 import { silentLogger } from '../src/telemetry/logger.ts';
-import { createToken } from '../src/web/operations.ts';
 import { type BenchServer, timed } from './db.ts';
 
 export default async function apiBench(server: BenchServer): Promise<void> {

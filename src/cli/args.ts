@@ -1,10 +1,12 @@
 import { parseArgs as parseNodeArgs } from 'node:util';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { UsageError } from '../errors.ts';
 
 /**
  * Command-line parsing: node:util parseArgs (strict: unknown flags are errors) plus a zod schema per
- * value, so every bad argument is reported as "<flag> <value>: <what is allowed>" and exits 2.
+ * value, so every bad argument is reported as "<flag> <value>: <what is allowed>" and exits 2. The
+ * value schemas themselves (wholeNumber, oneOf, uuid, text) are shared with the API and live in
+ * src/validation/values.ts; what is here is the command line's own.
  */
 
 export type FlagSpec =
@@ -80,34 +82,4 @@ function cleanNodeMessage(message: string, known: string[]): string {
   // node says e.g. "Unknown option '--bach-size'. To specify a positional argument starting with a '-' ..."
   const first = message.split('. ')[0] ?? message;
   return `${first}; known options: ${known.map((k) => `--${k}`).join(', ')}`;
-}
-
-// --- value schemas ----------------------------------------------------------------------------------
-
-export function wholeNumber(min: number, max: number): z.ZodType<number> {
-  const error = `expected a whole number from ${min} to ${max}`;
-  return z
-    .string()
-    .regex(/^\d+$/, { error })
-    .transform(Number)
-    .pipe(z.int().min(min, { error }).max(max, { error }));
-}
-
-export function oneOf<const T extends readonly [string, ...string[]]>(values: T): z.ZodType<T[number]> {
-  return z.enum(values, { error: `expected one of ${values.join(', ')}` });
-}
-
-export const uuid = z
-  .string()
-  .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, {
-    error: 'expected a UUID such as 0199c2a4-5e1f-7b3a-9d2e-4f6a8b0c1d2e',
-  })
-  .transform((s) => s.toLowerCase());
-
-export function text(what: string, maxLength = 10_000): z.ZodType<string> {
-  return z
-    .string()
-    .trim()
-    .min(1, { error: `expected ${what}, not empty` })
-    .max(maxLength, { error: `expected ${what} of at most ${maxLength} characters` });
 }

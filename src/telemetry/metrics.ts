@@ -22,15 +22,8 @@ import { pendingSummary } from '../db/queries/dlq.ts';
 import { lastCompletedRun } from '../db/queries/job-runs.ts';
 import { databaseNow } from '../db/queries/server.ts';
 import { TASK_STATES, TERMINAL_TASK_STATES } from '../domain/task-states.ts';
-import type {
-  RunBatch,
-  RunEnd,
-  RunFailure,
-  RunInterrupted,
-  RunObserver,
-  RunRejected,
-} from '../worker/observe.ts';
 import type { Logger } from './logger.ts';
+import type { RunBatch, RunEnd, RunFailure, RunInterrupted, RunObserver, RunRejected } from './run-events.ts';
 import { SERVICE_NAME, SERVICE_VERSION } from './service.ts';
 
 /**

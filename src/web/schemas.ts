@@ -1,24 +1,32 @@
 import { z } from 'zod';
 import archiveFinishedTasks, { ArchiveFinishedTasksOptions } from '../../jobs/archive-finished-tasks.ts';
 import detectStaleTasks, { DetectStaleTasksOptions } from '../../jobs/detect-stale-tasks.ts';
-import { oneOf, text, uuid, wholeNumber } from '../cli/args.ts';
-import { DLQ_REASONS, DLQ_RESOLUTION_STATUSES, TERMINAL_RESOLUTION_STATUSES } from '../domain/dlq.ts';
+import {
+  dlqReason,
+  finalResolutionStatus,
+  investigationNotes,
+  namespaceName,
+  personName,
+  resolutionStatus,
+  rowOffset,
+  taskTemplateName,
+} from '../validation/fields.ts';
+import { oneOf, text, uuid, wholeNumber } from '../validation/values.ts';
 
 /**
- * Request schemas of the API: the CLI's own value schemas (src/cli/args.ts) and the jobs' option
- * schemas, so the CLI, the API and the OpenAPI document (/openapi.json) agree. Query values arrive
- * as strings (wholeNumber parses them); objects are strict, so an unknown field is a 400 naming it.
+ * Request schemas of the API: the value schemas and fields it shares with the CLI
+ * (src/validation/) and the jobs' option schemas, so the CLI, the API and the OpenAPI document
+ * (/openapi.json) agree. Query values arrive as strings (wholeNumber parses them); objects are
+ * strict, so an unknown field is a 400 naming it.
  */
-
-export { uuid };
 
 export const limitQuery = (def: number, max = 1000) =>
   wholeNumber(1, max).optional().describe(`rows to return, 1 to ${max} (default ${def})`);
 
 export const DlqListQuery = z.strictObject({
-  resolution_status: oneOf(DLQ_RESOLUTION_STATUSES).optional().describe('only entries with this status'),
+  resolution_status: resolutionStatus.optional().describe('only entries with this status'),
   limit: limitQuery(50),
-  offset: wholeNumber(0, 1_000_000).optional().describe('rows to skip (default 0)'),
+  offset: rowOffset.optional().describe('rows to skip (default 0)'),
 });
 
 export const LimitQuery = (def: number) => z.strictObject({ limit: limitQuery(def) });
@@ -27,25 +35,25 @@ export const TaskUuidParams = z.strictObject({ task_uuid: uuid });
 export const EntryUuidParams = z.strictObject({ dlq_entry_uuid: uuid });
 
 export const UpdateEntryBody = z.strictObject({
-  resolution_status: oneOf(TERMINAL_RESOLUTION_STATUSES)
+  resolution_status: finalResolutionStatus
     .optional()
     .describe('a final status; only a pending entry can be given one'),
-  resolution_notes: text('notes').optional(),
-  resolved_by: text('a name', 255).optional().describe("default: the token's name"),
+  resolution_notes: investigationNotes.optional(),
+  resolved_by: personName.optional().describe("default: the token's name"),
   metadata: z.record(z.string(), z.unknown()).optional().describe('replaces the metadata'),
 });
 
 export const OpenEntryBody = z.strictObject({
   task_uuid: uuid,
-  notes: text('notes').describe('why it needs looking at'),
+  notes: investigationNotes.describe('why it needs looking at'),
 });
 
 export const BulkResolveBody = z.strictObject({
   filter: z
     .strictObject({
-      reason: oneOf(DLQ_REASONS).optional(),
-      namespace: text('a namespace name', 64).optional(),
-      task_name: text('a task template name', 64).optional(),
+      reason: dlqReason.optional(),
+      namespace: namespaceName.optional(),
+      task_name: taskTemplateName.optional(),
       original_state: text('a task state', 64).optional(),
       older_than_minutes: z
         .int()
@@ -55,8 +63,8 @@ export const BulkResolveBody = z.strictObject({
         .describe('entered the DLQ more than this long ago'),
     })
     .describe('pending entries matching all of these'),
-  resolution_status: oneOf(TERMINAL_RESOLUTION_STATUSES),
-  resolution_notes: text('notes'),
+  resolution_status: finalResolutionStatus,
+  resolution_notes: investigationNotes,
   dry_run: z
     .boolean()
     .default(true)

@@ -1,24 +1,10 @@
 import swagger from '@fastify/swagger';
-import Fastify, {
-  type FastifyError,
-  type FastifyInstance,
-  type FastifyReply,
-  type FastifyRequest,
-} from 'fastify';
-import {
-  hasZodFastifySchemaValidationErrors,
-  jsonSchemaTransform,
-  serializerCompiler,
-  validatorCompiler,
-} from 'fastify-type-provider-zod';
-import type pg from 'pg';
-import type { PgBoss } from 'pg-boss';
-import type { Config } from '../config/schema.ts';
-import { UsageError } from '../errors.ts';
-import type { Logger } from '../telemetry/logger.ts';
-import { authenticateToken, can, type Permission, type Principal } from './auth.ts';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import { authenticateToken, can } from '../operations/tokens.ts';
 import { consoleRoutes } from './console/index.ts';
-import { ConflictError, NotFoundError } from './operations.ts';
+import type { WebDeps } from './context.ts';
+import { errorHandler, sendError } from './errors.ts';
 import { archiveRoutes } from './routes/archive.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { dlqRoutes } from './routes/dlq.ts';
@@ -29,52 +15,6 @@ import { jobRoutes } from './routes/jobs.ts';
  * route), /openapi.json generated from the request schemas, /healthz and /readyz, then the console.
  * Any number of web processes may run: they share nothing but the database.
  */
-
-export interface WebDeps {
-  pool: pg.Pool;
-  config: Readonly<Config>;
-  /** The clock of this server: every change is stamped with it. */
-  now: () => Date;
-  logger: Logger;
-  /** A pg-boss client (role 'client': it sends and reads, it does not work queues). */
-  boss: PgBoss;
-}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** The token's principal on /v1 routes (set by the auth hook); null elsewhere. */
-    principal: Principal | null;
-  }
-  interface FastifyContextConfig {
-    /** The permission a /v1 route needs; routes without one are open (health, OpenAPI, console). */
-    permission?: Permission;
-  }
-}
-
-/** The API's error body: {"error": {"code", "message", "details"?}}. */
-export function sendError(
-  reply: FastifyReply,
-  status: number,
-  code: string,
-  message: string,
-  details?: Record<string, unknown>,
-): FastifyReply {
-  return reply.code(status).send({ error: details ? { code, message, details } : { code, message } });
-}
-
-/** "limit: expected a whole number ...", "body: unknown field \"x\"": the field first. */
-function validationMessage(error: FastifyError & { validationContext?: string }): string {
-  if (!hasZodFastifySchemaValidationErrors(error)) return error.message;
-  const first = error.validation[0]!;
-  const params = first.params as { keys?: string[] } | undefined;
-  const path = first.instancePath.replace(/^\//, '').replaceAll('/', '.');
-  if (first.keyword === 'unrecognized_keys' && params?.keys) {
-    const where = path === '' ? (error.validationContext ?? 'request') : path;
-    return `${params.keys.map((k) => (path === '' ? k : `${path}.${k}`)).join(', ')}: unknown field in ${where}; remove it`;
-  }
-  const field = path === '' ? (error.validationContext ?? 'request') : path;
-  return `${field}: ${first.message}`;
-}
 
 function bearerSecret(request: FastifyRequest): string | null {
   const header = request.headers.authorization;
@@ -140,22 +80,7 @@ export async function buildServer(deps: WebDeps): Promise<FastifyInstance> {
     });
   });
 
-  app.setErrorHandler((error: FastifyError & { validationContext?: string }, request, reply) => {
-    if (error.validation) return sendError(reply, 400, 'BAD_REQUEST', validationMessage(error));
-    if (error instanceof NotFoundError) return sendError(reply, 404, 'NOT_FOUND', error.message);
-    if (error instanceof ConflictError)
-      return sendError(reply, 409, 'CONFLICT', error.message, error.details);
-    if (error instanceof UsageError) return sendError(reply, 400, 'BAD_REQUEST', error.message);
-    const status = error.statusCode ?? 500;
-    if (status >= 400 && status < 500) return sendError(reply, status, 'BAD_REQUEST', error.message);
-    deps.logger.error('request failed', {
-      method: request.method,
-      route: request.routeOptions.url,
-      error: error.message,
-      stack: error.stack,
-    });
-    return sendError(reply, 500, 'INTERNAL_ERROR', 'internal error (logged by the server)');
-  });
+  app.setErrorHandler(errorHandler(deps.logger));
 
   app.setNotFoundHandler((request, reply) =>
     sendError(reply, 404, 'NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`),

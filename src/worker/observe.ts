@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
-import { SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
+import { SpanStatusCode } from '@opentelemetry/api';
 import type pg from 'pg';
 import { z } from 'zod';
 import { finishRun, insertRun, pruneRuns, updateRunCounts } from '../db/queries/job-runs.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { type RunEvents, RunObserver, type RunStart, type RunTrigger } from '../telemetry/run-events.ts';
 import { SERVICE_VERSION } from '../telemetry/service.ts';
 
 /**
@@ -14,92 +14,9 @@ import { SERVICE_VERSION } from '../telemetry/service.ts';
  * and metrics are subscribers; a subscriber can never break the run it observes.
  */
 
-export type RunTrigger = 'schedule' | 'adhoc' | 'event' | 'cli';
-
-export interface RunStart {
-  run_id: string;
-  job: string;
-  trigger: RunTrigger;
-  /** pg-boss job id, for runs that came through a queue. */
-  pgboss_job_id: string | null;
-  /** 1 for a request's first attempt, 2 for its first retry... (pg-boss retryCount + 1); null outside pg-boss. */
-  attempt: number | null;
-  /** How long the request waited in its queue once it could start (null outside pg-boss). */
-  wait_seconds: number | null;
-  worker: string;
-  started_at: Date;
-  options: unknown;
-}
-
-export interface RunEnd extends RunStart {
-  duration_ms: number;
-  /** How many things the run changed (the job's workDone). */
-  work_done: number;
-  /** The run's result without its lists (see countsOf). */
-  counts: Record<string, unknown>;
-  /** The run's whole result, for subscribers that need its lists (metrics by state). */
-  result: unknown;
-  /** The run reported its batches (`batch` events), which carried its counts as it went. */
-  batches_reported: boolean;
-}
-
-export interface RunFailure extends RunStart {
-  duration_ms: number;
-  error: Error;
-  /** Sums of the counts of the batches it committed before failing (null: it reported none). */
-  counts: Record<string, number> | null;
-}
-
-/** One batch of a run (JobContext.progress). */
-export interface RunBatch extends RunStart {
-  /** The batch's own result, in the shape of the job's result. */
-  result: unknown;
-  counts: Record<string, unknown>;
-  /** Sums of the numeric counts of the run's batches so far. */
-  totals: Record<string, number>;
-  work_done: number;
-}
-
-/**
- * Why a run ended without finishing or failing: its worker was asked to stop and the run stopped
- * between batches ('shutdown'), or its worker was lost (SIGKILL, lost host, connections cut) and
- * another worker's recovery pass requeued it ('worker_lost'). Neither is a failure of the run.
- */
-export type InterruptReason = 'shutdown' | 'worker_lost';
-
-export interface RunInterrupted extends RunStart {
-  reason: InterruptReason;
-  /** null when the run's own process could not say (worker lost). */
-  duration_ms: number | null;
-  /** Counts so far, as for RunEnd; null when the worker was lost. */
-  counts: Record<string, unknown> | null;
-  result: unknown;
-  /** What happened, for people: e.g. "no heartbeat for 15 s; requeued (retry)". */
-  detail: string;
-}
-
-/**
- * A run refused before it started: its request or options failed validation (a ZodError). It is
- * observed like any other run (log line, history row, metrics), with outcome "rejected".
- */
-export interface RunRejected extends RunStart {
-  duration_ms: number;
-  error: Error;
-}
-
-type RunEvents = {
-  start: [RunStart];
-  batch: [RunBatch];
-  end: [RunEnd];
-  failure: [RunFailure];
-  interrupted: [RunInterrupted];
-  rejected: [RunRejected];
-};
-
-export class RunObserver extends EventEmitter<RunEvents> {
-  /** Makes a span per run (a no-op tracer unless tracing is on). */
-  tracer: Tracer = trace.getTracer('tasker-lifecycle');
-}
+// The observer and its events are defined in telemetry (metrics subscribes to them without
+// importing the worker); the worker's modules take the observer from here, with what drives it.
+export { RunObserver };
 
 /** Thrown inside a run (before it does anything) when its request or options are invalid. */
 export class RunRejection extends Error {

@@ -5,8 +5,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { type EmbeddedServer, freePort, startEmbeddedPostgres } from '../../src/db/embedded.ts';
 import { createPool } from '../../src/db/pool.ts';
-import type { Permission } from '../../src/web/auth.ts';
-import { createToken } from '../../src/web/operations.ts';
+import { createToken, type Permission } from '../../src/operations/tokens.ts';
 import { type CliProcess, runCli, startCli } from './cli-process.ts';
 import { waitFor } from './wait.ts';
 

@@ -5,7 +5,7 @@
  * (create --json, list, revoke) and what it stores (a hash, never the secret).
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { PERMISSIONS, type Permission } from '../../src/web/auth.ts';
+import { PERMISSIONS, type Permission } from '../../src/operations/tokens.ts';
 import { cli } from '../helpers/cli.ts';
 import { useTestDatabase } from '../helpers/db.ts';
 import {

@@ -1,6 +1,5 @@
 import type pg from 'pg';
-import type { Permission } from '../../src/web/auth.ts';
-import { createToken } from '../../src/web/operations.ts';
+import { createToken, type Permission } from '../../src/operations/tokens.ts';
 import { type CliProcess, startCli } from '../helpers/cli-process.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { installFor } from '../helpers/workers.ts';

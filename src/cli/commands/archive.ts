@@ -11,8 +11,10 @@ import { countArchiveCandidates } from '../../db/queries/archive.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { checkTemplateFilter, templateFilterProblem } from '../../db/queries/templates.ts';
 import { UsageError } from '../../errors.ts';
-import { restoreArchivedTask } from '../../web/operations.ts';
-import { type FlagSpec, text, uuid, wholeNumber } from '../args.ts';
+import { restoreArchivedTask } from '../../operations/archive.ts';
+import { namespaceName, taskTemplateName } from '../../validation/fields.ts';
+import { uuid, wholeNumber } from '../../validation/values.ts';
+import type { FlagSpec } from '../args.ts';
 import type { Command } from '../command.ts';
 import { chooseDryRun, DRY_RUN_FLAGS, type DryRunChoice, dryRunGiven, modeLine } from '../dry-run.ts';
 import { runInline } from '../inline-run.ts';
@@ -76,13 +78,13 @@ export const ARCHIVE_FLAGS = {
   namespace: {
     type: 'string',
     placeholder: 'NAME',
-    schema: text('a namespace name', 64),
+    schema: namespaceName,
     description: 'only tasks of templates in this namespace',
   },
   template: {
     type: 'string',
     placeholder: 'NAME',
-    schema: text('a task template name', 64),
+    schema: taskTemplateName,
     description: 'only tasks of templates with this name (any version)',
   },
   'finished-before': {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { listAudit } from '../../db/queries/audit.ts';
-import { text, wholeNumber } from '../args.ts';
+import { personName } from '../../validation/fields.ts';
+import { wholeNumber } from '../../validation/values.ts';
 import type { Command } from '../command.ts';
 import { printJson, printTable } from '../output.ts';
 
@@ -33,7 +34,7 @@ export const auditCommand: Command = {
       actor: {
         type: 'string',
         placeholder: 'NAME',
-        schema: text('a name', 255),
+        schema: personName,
         description: 'only changes by this actor',
       },
       limit: {

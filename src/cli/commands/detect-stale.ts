@@ -4,7 +4,8 @@ import detectStaleTasks, {
 } from '../../../jobs/detect-stale-tasks.ts';
 import type { Config } from '../../config/schema.ts';
 import { databaseNow } from '../../db/queries/server.ts';
-import { type ArgsSpec, wholeNumber } from '../args.ts';
+import { wholeNumber } from '../../validation/values.ts';
+import type { ArgsSpec } from '../args.ts';
 import type { Command } from '../command.ts';
 import { chooseDryRun, DRY_RUN_FLAGS, type DryRunChoice, dryRunGiven, modeLine } from '../dry-run.ts';
 import { runInline } from '../inline-run.ts';

@@ -1,10 +1,18 @@
 import { userInfo } from 'node:os';
 import { findEntry, investigationQueue, listEntries, statsByReason } from '../../db/queries/dlq.ts';
 import { databaseNow } from '../../db/queries/server.ts';
-import { DLQ_REASONS, DLQ_RESOLUTION_STATUSES, TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
+import { TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import { NotFoundError, UsageError } from '../../errors.ts';
-import { openInvestigation, resolveInvestigation } from '../../web/operations.ts';
-import { oneOf, text, uuid, wholeNumber } from '../args.ts';
+import { openInvestigation, resolveInvestigation } from '../../operations/investigations.ts';
+import {
+  dlqReason,
+  finalResolutionStatus,
+  investigationNotes,
+  personName,
+  resolutionStatus,
+  rowOffset,
+} from '../../validation/fields.ts';
+import { uuid, wholeNumber } from '../../validation/values.ts';
 import type { Command } from '../command.ts';
 import { diagnosisLines } from '../diagnosis.ts';
 import { formatMinutes, printable, printableLines, printFields, printJson, printTable } from '../output.ts';
@@ -27,13 +35,13 @@ export const dlqListCommand: Command = {
       status: {
         type: 'string',
         placeholder: 'S',
-        schema: oneOf(DLQ_RESOLUTION_STATUSES),
+        schema: resolutionStatus,
         description: 'only this status',
       },
       reason: {
         type: 'string',
         placeholder: 'R',
-        schema: oneOf(DLQ_REASONS),
+        schema: dlqReason,
         description: 'only this reason',
       },
       overdue: { type: 'boolean', description: 'only pending entries older than dlq.max_pending_age_hours' },
@@ -41,7 +49,7 @@ export const dlqListCommand: Command = {
       offset: {
         type: 'string',
         placeholder: 'N',
-        schema: wholeNumber(0, 1_000_000),
+        schema: rowOffset,
         description: 'rows to skip (default 0)',
       },
     },
@@ -106,21 +114,21 @@ export const dlqResolveCommand: Command = {
         type: 'string',
         placeholder: 'S',
         required: true,
-        schema: oneOf(TERMINAL_RESOLUTION_STATUSES),
+        schema: finalResolutionStatus,
         description: `final status: ${TERMINAL_RESOLUTION_STATUSES.join(', ')}`,
       },
       notes: {
         type: 'string',
         placeholder: 'TEXT',
         required: true,
-        schema: text('notes'),
+        schema: investigationNotes,
         description: 'what was found and done',
       },
       by: {
         type: 'string',
         placeholder: 'NAME',
         required: true,
-        schema: text('a name', 255),
+        schema: personName,
         description: 'who resolved it',
       },
     },
@@ -152,13 +160,13 @@ export const dlqAddCommand: Command = {
         type: 'string',
         placeholder: 'TEXT',
         required: true,
-        schema: text('notes'),
+        schema: investigationNotes,
         description: 'why it needs looking at',
       },
       by: {
         type: 'string',
         placeholder: 'NAME',
-        schema: text('a name', 255),
+        schema: personName,
         description: 'who opened it (default: $USER)',
       },
     },

@@ -3,11 +3,13 @@ import archiveFinishedTasks from '../../../jobs/archive-finished-tasks.ts';
 import detectStaleTasks from '../../../jobs/detect-stale-tasks.ts';
 import { databaseUrl } from '../../db/pool.ts';
 import { databaseNow } from '../../db/queries/server.ts';
-import { enqueueRun } from '../../web/operations.ts';
+import { enqueueRun } from '../../operations/runs.ts';
+import { personName } from '../../validation/fields.ts';
+import { wholeNumber } from '../../validation/values.ts';
 import { createBoss } from '../../worker/boss.ts';
 import { startBoss } from '../../worker/process.ts';
 import { type AnyJob, deadLetterQueue } from '../../worker/worker.ts';
-import { type ArgsSpec, text, wholeNumber } from '../args.ts';
+import type { ArgsSpec } from '../args.ts';
 import type { Command, CommandContext } from '../command.ts';
 import { printFields, printJson } from '../output.ts';
 import type { Runtime } from '../runtime.ts';
@@ -33,7 +35,7 @@ const waitFlags = {
   by: {
     type: 'string',
     placeholder: 'NAME',
-    schema: text('a name', 255),
+    schema: personName,
     description: 'who queues it, for the audit log (default: $USER)',
   },
   'timeout-seconds': {

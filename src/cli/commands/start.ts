@@ -13,9 +13,9 @@ import {
   seedFinishedTasks,
   transition,
 } from '../../db/queries/demo-engine.ts';
+import { createToken } from '../../operations/tokens.ts';
 import { redactCredentials } from '../../redact.ts';
 import type { Logger } from '../../telemetry/logger.ts';
-import { createToken } from '../../web/operations.ts';
 import { buildServer } from '../../web/server.ts';
 import { createBoss } from '../../worker/boss.ts';
 import { startBoss, startWorker } from '../../worker/process.ts';

@@ -1,10 +1,11 @@
 import { userInfo } from 'node:os';
 import { z } from 'zod';
+import type { Actor } from '../../db/queries/audit.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { listTokens } from '../../db/queries/tokens.ts';
-import { PERMISSIONS, type Permission } from '../../web/auth.ts';
-import { type Actor, createToken, revokeToken } from '../../web/operations.ts';
-import { text, wholeNumber } from '../args.ts';
+import { createToken, PERMISSIONS, type Permission, revokeToken } from '../../operations/tokens.ts';
+import { personName } from '../../validation/fields.ts';
+import { wholeNumber } from '../../validation/values.ts';
 import type { Command } from '../command.ts';
 import { printJson, printTable } from '../output.ts';
 import type { CliIo } from '../runtime.ts';
@@ -27,7 +28,7 @@ const permissionList = z
 export const BY_FLAG = {
   type: 'string',
   placeholder: 'NAME',
-  schema: text('a name', 255),
+  schema: personName,
   description: 'who does it, for the audit log (default: $USER)',
 } as const;
 

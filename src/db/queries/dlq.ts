@@ -306,8 +306,8 @@ export async function pendingSummary(db: Db, now: Date): Promise<PendingSummary>
   return rows[0]!;
 }
 
-// --- changes made by the API, the console and the CLI (src/web/operations.ts wraps each in a
-// transaction with its audit row) ----------------------------------------------------------------
+// --- changes made by the API, the console and the CLI (src/operations/investigations.ts wraps
+// each in a transaction with its audit row) ------------------------------------------------------
 
 /** One entry, locked FOR UPDATE for the caller's transaction (primary key). */
 export async function lockEntry(db: Db, entryUuid: string): Promise<DlqEntry | undefined> {

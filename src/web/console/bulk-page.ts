@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { BulkFilter } from '../../db/queries/dlq.ts';
 import { DLQ_REASONS, TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
-import { BULK_RESOLVE_MAX_ENTRIES, type BulkResolveResult } from '../operations.ts';
+import { BULK_RESOLVE_MAX_ENTRIES, type BulkResolveResult } from '../../operations/investigations.ts';
 import { formatTime, html, type SafeHtml } from './html.ts';
 import { csrfInput, type PageContext } from './layout.ts';
 

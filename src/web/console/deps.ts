@@ -1,13 +1,13 @@
 import type { Db } from '../../db/pool.ts';
 import type { Actor } from '../../db/queries/audit.ts';
-import type { Permission, Principal } from '../auth.ts';
-import type { WebDeps } from '../server.ts';
+import type { Permission, Principal } from '../../operations/tokens.ts';
+import type { WebDeps } from '../context.ts';
 
 /**
  * What the console works with: the web server's dependencies (pool, config, clock, pg-boss
- * client), and the same authentication and permissions as the API (src/web/auth.ts), so the console
- * shows a token exactly what the API would let it see. Changes go through src/web/operations.ts,
- * which writes their audit rows.
+ * client), and the same authentication and permissions as the API (src/operations/tokens.ts), so
+ * the console shows a token exactly what the API would let it see. Changes go through
+ * src/operations/, which writes their audit rows.
  */
 
 export type ConsolePermission = Permission;

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
-import { authenticateToken, can } from '../auth.ts';
-import type { WebDeps } from '../server.ts';
+import { authenticateToken, can } from '../../operations/tokens.ts';
+import type { WebDeps } from '../context.ts';
 import { registerConsoleRoutes } from './routes.ts';
 
 /** The web console under `/` (routes.ts), registered by buildServer after the API routes. */

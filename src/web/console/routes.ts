@@ -9,15 +9,10 @@ import { listAudit } from '../../db/queries/audit.ts';
 import { findEntry } from '../../db/queries/dlq.ts';
 import { TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import { NotFoundError, UsageError } from '../../errors.ts';
+import { restoreArchivedTask } from '../../operations/archive.ts';
+import { bulkResolve, resolveInvestigation } from '../../operations/investigations.ts';
+import { ENQUEUEABLE_JOBS, enqueueRun, retryDeadJob } from '../../operations/runs.ts';
 import { jobStates } from '../job-states.ts';
-import {
-  bulkResolve,
-  ENQUEUEABLE_JOBS,
-  enqueueRun,
-  resolveInvestigation,
-  restoreArchivedTask,
-  retryDeadJob,
-} from '../operations.ts';
 import { RUN_OPTION_SCHEMAS } from '../schemas.ts';
 import { archivePage } from './archive-page.ts';
 import { CONSOLE_CSS, CONSOLE_JS } from './assets.ts';

@@ -1,9 +1,9 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { archivedGraph } from '../../db/queries/archive-lookup.ts';
-import { NotFoundError, restoreArchivedTask } from '../operations.ts';
+import { NotFoundError } from '../../errors.ts';
+import { restoreArchivedTask } from '../../operations/archive.ts';
+import { tokenActor, type WebDeps } from '../context.ts';
 import { TaskUuidParams } from '../schemas.ts';
-import type { WebDeps } from '../server.ts';
-import { tokenActor } from './dlq.ts';
 
 /** Archived task graphs: look one up, restore it. */
 export const archiveRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, { deps }) => {

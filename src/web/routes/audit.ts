@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { listAudit } from '../../db/queries/audit.ts';
+import type { WebDeps } from '../context.ts';
 import { AuditQuery } from '../schemas.ts';
-import type { WebDeps } from '../server.ts';
 
 /** The audit log, newest first. */
 export const auditRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, { deps }) => {

@@ -6,8 +6,10 @@ import {
   stalenessMonitoring,
   statsByReason,
 } from '../../db/queries/dlq.ts';
-import type { Actor } from '../operations.ts';
-import { bulkResolve, NotFoundError, openInvestigation, updateInvestigation } from '../operations.ts';
+import { NotFoundError } from '../../errors.ts';
+import { bulkResolve, openInvestigation, updateInvestigation } from '../../operations/investigations.ts';
+import { tokenActor, type WebDeps } from '../context.ts';
+import { sendError } from '../errors.ts';
 import {
   BulkResolveBody,
   DlqListQuery,
@@ -17,12 +19,6 @@ import {
   TaskUuidParams,
   UpdateEntryBody,
 } from '../schemas.ts';
-import { sendError, type WebDeps } from '../server.ts';
-
-/** The actor of an API change: the token's name. */
-export function tokenActor(principal: { tokenName: string } | null): Actor {
-  return { kind: 'token', name: principal?.tokenName ?? 'unknown' };
-}
 
 /** Upstream's six /v1/dlq endpoints (same paths, parameters, defaults, orderings), and ours. */
 export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, { deps }) => {

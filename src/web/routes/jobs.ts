@@ -1,10 +1,9 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { enqueueRun, retryDeadJob } from '../../operations/runs.ts';
+import { tokenActor, type WebDeps } from '../context.ts';
+import { sendError } from '../errors.ts';
 import { followRun, jobStates } from '../job-states.ts';
-import { enqueueRun, retryDeadJob } from '../operations.ts';
 import { DeadJobParams, EnqueueBody, JobParams, JobRunParams, RUN_OPTION_SCHEMAS } from '../schemas.ts';
-import type { WebDeps } from '../server.ts';
-import { sendError } from '../server.ts';
-import { tokenActor } from './dlq.ts';
 
 /** Job states, ad-hoc runs and following them, retrying dead-lettered runs. */
 export const jobRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, { deps }) => {

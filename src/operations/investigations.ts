@@ -1,0 +1,239 @@
+import type pg from 'pg';
+import { withTransaction } from '../db/pool.ts';
+import { type Actor, insertAudit } from '../db/queries/audit.ts';
+import {
+  type BulkFilter,
+  lockEntry,
+  openManualEntry,
+  pendingEntryOfTask,
+  pendingMatching,
+  type ResolvedEntry,
+  resolveEntries,
+  updateEntry,
+} from '../db/queries/dlq.ts';
+import type { DlqEntry, TerminalResolutionStatus } from '../domain/dlq.ts';
+import { NotFoundError, UsageError } from '../errors.ts';
+import { ConflictError } from './errors.ts';
+
+/**
+ * The changes an operator makes to investigations (DLQ entries), for the API, the console and the
+ * CLI alike: update or resolve one, open one by hand, resolve many by a filter. Each runs in one
+ * transaction with its audit row (tasker_audit_log), so a change is never without its record and a
+ * record never without its change. Errors are typed (src/operations/errors.ts), for each surface to
+ * map.
+ */
+
+/** What changed on an entry, for the audit row. */
+function entryValues(e: DlqEntry) {
+  return {
+    resolution_status: e.resolution_status,
+    resolution_notes: e.resolution_notes,
+    resolved_by: e.resolved_by,
+    resolution_timestamp: e.resolution_timestamp,
+    metadata: e.metadata,
+  };
+}
+
+function notPending(e: DlqEntry): ConflictError {
+  const at = e.resolution_timestamp?.toISOString() ?? 'an unknown time';
+  return new ConflictError(
+    `DLQ entry ${e.dlq_entry_uuid} is not pending: it was ${e.resolution_status} by ${e.resolved_by ?? 'unknown'} at ${at}; only pending entries can be resolved`,
+    {
+      dlq_entry_uuid: e.dlq_entry_uuid,
+      resolution_status: e.resolution_status,
+      resolved_by: e.resolved_by,
+      resolution_timestamp: e.resolution_timestamp,
+    },
+  );
+}
+
+export interface UpdateInvestigationParams {
+  uuid: string;
+  /** A final status: only a pending entry can be given one (else ConflictError, who and when). */
+  status?: TerminalResolutionStatus | undefined;
+  notes?: string | undefined;
+  /** Defaults to the actor's name when a status is given. */
+  resolvedBy?: string | undefined;
+  metadata?: Record<string, unknown> | undefined;
+  actor: Actor;
+  now: Date;
+}
+
+/**
+ * Upstream's PATCH /v1/dlq/entry/{uuid}: a partial update (omitted fields keep their value). With a
+ * status it resolves the entry, which must be pending; without one it amends notes or metadata of
+ * any entry. The entry is locked first, so of simultaneous resolutions exactly one wins and the
+ * others get a ConflictError naming it.
+ */
+export async function updateInvestigation(
+  pool: pg.Pool,
+  p: UpdateInvestigationParams,
+): Promise<ResolvedEntry> {
+  if ([p.status, p.notes, p.resolvedBy, p.metadata].every((v) => v === undefined)) {
+    throw new UsageError(
+      'body: expected at least one of resolution_status, resolution_notes, resolved_by, metadata',
+    );
+  }
+  return withTransaction(pool, async (client) => {
+    const before = await lockEntry(client, p.uuid);
+    if (!before) throw new NotFoundError(`no DLQ entry ${p.uuid}`);
+    if (p.status !== undefined && before.resolution_status !== 'pending') throw notPending(before);
+    const after = await updateEntry(client, {
+      entryUuid: p.uuid,
+      status: p.status,
+      notes: p.notes,
+      resolvedBy: p.resolvedBy ?? (p.status === undefined ? undefined : p.actor.name),
+      metadata: p.metadata,
+      now: p.now,
+    });
+    await insertAudit(client, {
+      at: p.now,
+      actor: p.actor,
+      action: p.status === undefined ? 'dlq.update' : 'dlq.resolve',
+      targetKind: 'dlq_entry',
+      targetId: p.uuid,
+      before: entryValues(before),
+      after: entryValues(after!),
+      details: { task_uuid: before.task_uuid },
+    });
+    return after!;
+  });
+}
+
+export interface ResolveInvestigationParams {
+  uuid: string;
+  status: TerminalResolutionStatus;
+  notes: string;
+  /** Who resolved it, as recorded on the entry; defaults to the actor's name. */
+  resolvedBy?: string | undefined;
+  actor: Actor;
+  now: Date;
+}
+
+/** Ends a pending investigation with a final status and notes (ConflictError if not pending). */
+export function resolveInvestigation(pool: pg.Pool, p: ResolveInvestigationParams): Promise<ResolvedEntry> {
+  return updateInvestigation(pool, p);
+}
+
+export interface OpenInvestigationParams {
+  taskUuid: string;
+  notes: string;
+  actor: Actor;
+  now: Date;
+}
+
+/**
+ * Opens a manual_dlq investigation for a task (the task is not changed). NotFoundError when there is
+ * no such task; ConflictError when it already has a pending entry.
+ */
+export async function openInvestigation(pool: pg.Pool, p: OpenInvestigationParams): Promise<DlqEntry> {
+  return withTransaction(pool, async (client) => {
+    let entry: DlqEntry;
+    try {
+      entry = await openManualEntry(client, {
+        taskUuid: p.taskUuid,
+        notes: p.notes,
+        openedBy: p.actor.name,
+        now: p.now,
+      });
+    } catch (err) {
+      if (err instanceof NotFoundError || !(err instanceof UsageError)) throw err;
+      const pending = await pendingEntryOfTask(client, p.taskUuid);
+      throw new ConflictError(err.message, {
+        task_uuid: p.taskUuid,
+        pending_dlq_entry_uuid: pending ?? null,
+      });
+    }
+    await insertAudit(client, {
+      at: p.now,
+      actor: p.actor,
+      action: 'dlq.add',
+      targetKind: 'dlq_entry',
+      targetId: entry.dlq_entry_uuid,
+      before: null,
+      after: { ...entryValues(entry), dlq_reason: entry.dlq_reason, original_state: entry.original_state },
+      details: { task_uuid: entry.task_uuid, notes: p.notes },
+    });
+    return entry;
+  });
+}
+
+/** The most entries one bulk resolution may change; a filter matching more is refused. */
+export const BULK_RESOLVE_MAX_ENTRIES = 10_000;
+
+export interface BulkResolveParams {
+  filter: BulkFilter;
+  status: TerminalResolutionStatus;
+  notes: string;
+  /** true: change nothing, report what would be resolved. */
+  dryRun: boolean;
+  /** How many of the matching entries to return (the first, oldest first). */
+  previewLimit: number;
+  actor: Actor;
+  now: Date;
+}
+
+export interface BulkResolveResult {
+  dry_run: boolean;
+  /** Pending entries matching the filter. */
+  matched: number;
+  /** Entries resolved (0 in a dry run). */
+  resolved: number;
+  /** The first matching entries, oldest first (at most previewLimit). */
+  entries: DlqEntry[];
+}
+
+/**
+ * Resolves every pending entry matching the filter in one transaction, one audit row per entry
+ * (action dlq.bulk_resolve). The matching entries are locked first, so an entry resolved meanwhile
+ * by someone else is either already resolved (not matched) or waits for this. A dry run reads the
+ * same rows without locking and changes nothing. More than BULK_RESOLVE_MAX_ENTRIES matches is
+ * refused (UsageError): narrow the filter.
+ */
+export async function bulkResolve(pool: pg.Pool, p: BulkResolveParams): Promise<BulkResolveResult> {
+  const tooMany = () =>
+    new UsageError(
+      `filter: more than ${BULK_RESOLVE_MAX_ENTRIES} pending entries match; narrow it (reason, namespace, template, original state, older than) and resolve in parts`,
+    );
+  if (p.dryRun) {
+    const rows = await pendingMatching(pool, p.filter, p.now, BULK_RESOLVE_MAX_ENTRIES + 1, false);
+    if (rows.length > BULK_RESOLVE_MAX_ENTRIES) throw tooMany();
+    return { dry_run: true, matched: rows.length, resolved: 0, entries: rows.slice(0, p.previewLimit) };
+  }
+  return withTransaction(pool, async (client) => {
+    const rows = await pendingMatching(client, p.filter, p.now, BULK_RESOLVE_MAX_ENTRIES + 1, true);
+    if (rows.length > BULK_RESOLVE_MAX_ENTRIES) throw tooMany();
+    const resolved = await resolveEntries(
+      client,
+      rows.map((r) => r.dlq_entry_uuid),
+      p.status,
+      p.notes,
+      p.actor.name,
+      p.now,
+    );
+    // One action, one audit row: the filter, what every entry went from and to, and which entries
+    // (their uuids; each entry also keeps resolved_by and resolution_timestamp itself).
+    if (resolved.length > 0)
+      await insertAudit(client, {
+        at: p.now,
+        actor: p.actor,
+        action: 'dlq.bulk_resolve',
+        targetKind: 'dlq_filter',
+        targetId: JSON.stringify(p.filter),
+        before: { resolution_status: 'pending' },
+        after: { resolution_status: p.status, resolution_notes: p.notes, resolved_by: p.actor.name },
+        details: {
+          filter: p.filter,
+          matched: rows.length,
+          resolved: resolved.length,
+          dlq_entry_uuids: resolved,
+        },
+      });
+    return {
+      dry_run: false,
+      matched: rows.length,
+      resolved: resolved.length,
+      entries: rows.slice(0, p.previewLimit),
+    };
+  });
+}

@@ -1,0 +1,31 @@
+import { DLQ_REASONS, DLQ_RESOLUTION_STATUSES, TERMINAL_RESOLUTION_STATUSES } from '../domain/dlq.ts';
+import { oneOf, text, wholeNumber } from './values.ts';
+
+/**
+ * The fields an operator gives both on the command line and to the API, defined once: `dlq resolve
+ * --status` and PATCH /v1/dlq/entry's resolution_status, `--notes` and resolution_notes, `--by`
+ * and resolved_by, and so on. A value one surface accepts the other accepts, refused with the same
+ * words. (Fields only one surface takes stay with it: src/cli/commands/*, src/web/schemas.ts.)
+ */
+
+/** Any status of an investigation (list filters). */
+export const resolutionStatus = oneOf(DLQ_RESOLUTION_STATUSES);
+
+/** A status that ends an investigation (resolving). */
+export const finalResolutionStatus = oneOf(TERMINAL_RESOLUTION_STATUSES);
+
+/** Why a task's entry was opened. */
+export const dlqReason = oneOf(DLQ_REASONS);
+
+/** What an investigator found and did, or why an entry needs looking at. */
+export const investigationNotes = text('notes');
+
+/** Who did something, as resolved_by and the audit log record it. */
+export const personName = text('a name', 255);
+
+/** Task template filters (archival, bulk resolution). */
+export const namespaceName = text('a namespace name', 64);
+export const taskTemplateName = text('a task template name', 64);
+
+/** Rows to skip when paging a list. */
+export const rowOffset = wholeNumber(0, 1_000_000);

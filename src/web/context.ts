@@ -1,0 +1,38 @@
+import type pg from 'pg';
+import type { PgBoss } from 'pg-boss';
+import type { Config } from '../config/schema.ts';
+import type { Actor } from '../db/queries/audit.ts';
+import type { Permission, Principal } from '../operations/tokens.ts';
+import type { Logger } from '../telemetry/logger.ts';
+
+/**
+ * What every API route and console page works with: the server's dependencies, the principal the
+ * auth hook puts on a request, and who a change through the API is recorded as. It lives apart from
+ * server.ts so that the routes and the console, which server.ts registers, need not import it back.
+ */
+
+export interface WebDeps {
+  pool: pg.Pool;
+  config: Readonly<Config>;
+  /** The clock of this server: every change is stamped with it. */
+  now: () => Date;
+  logger: Logger;
+  /** A pg-boss client (role 'client': it sends and reads, it does not work queues). */
+  boss: PgBoss;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The token's principal on /v1 routes (set by the auth hook); null elsewhere. */
+    principal: Principal | null;
+  }
+  interface FastifyContextConfig {
+    /** The permission a /v1 route needs; routes without one are open (health, OpenAPI, console). */
+    permission?: Permission;
+  }
+}
+
+/** The actor of an API change: the token's name. */
+export function tokenActor(principal: { tokenName: string } | null): Actor {
+  return { kind: 'token', name: principal?.tokenName ?? 'unknown' };
+}

@@ -1,0 +1,61 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { NotFoundError, UsageError } from '../errors.ts';
+import { ConflictError } from '../operations/errors.ts';
+import type { Logger } from '../telemetry/logger.ts';
+
+/**
+ * How the API answers when something is wrong: always {"error": {"code", "message", "details"?}},
+ * with the status each error class maps to (NotFoundError 404, ConflictError 409, UsageError and
+ * schema validation 400, anything else 500 and logged). Routes call sendError for refusals of their
+ * own; server.ts installs errorHandler for everything thrown.
+ */
+
+/** The API's error body: {"error": {"code", "message", "details"?}}. */
+export function sendError(
+  reply: FastifyReply,
+  status: number,
+  code: string,
+  message: string,
+  details?: Record<string, unknown>,
+): FastifyReply {
+  return reply.code(status).send({ error: details ? { code, message, details } : { code, message } });
+}
+
+/** "limit: expected a whole number ...", "body: unknown field \"x\"": the field first. */
+function validationMessage(error: FastifyError & { validationContext?: string }): string {
+  if (!hasZodFastifySchemaValidationErrors(error)) return error.message;
+  const first = error.validation[0]!;
+  const params = first.params as { keys?: string[] } | undefined;
+  const path = first.instancePath.replace(/^\//, '').replaceAll('/', '.');
+  if (first.keyword === 'unrecognized_keys' && params?.keys) {
+    const where = path === '' ? (error.validationContext ?? 'request') : path;
+    return `${params.keys.map((k) => (path === '' ? k : `${path}.${k}`)).join(', ')}: unknown field in ${where}; remove it`;
+  }
+  const field = path === '' ? (error.validationContext ?? 'request') : path;
+  return `${field}: ${first.message}`;
+}
+
+/** The server's error handler: anything a route throws, as the error body with its status. */
+export function errorHandler(logger: Logger) {
+  return (
+    error: FastifyError & { validationContext?: string },
+    request: FastifyRequest,
+    reply: FastifyReply,
+  ) => {
+    if (error.validation) return sendError(reply, 400, 'BAD_REQUEST', validationMessage(error));
+    if (error instanceof NotFoundError) return sendError(reply, 404, 'NOT_FOUND', error.message);
+    if (error instanceof ConflictError)
+      return sendError(reply, 409, 'CONFLICT', error.message, error.details);
+    if (error instanceof UsageError) return sendError(reply, 400, 'BAD_REQUEST', error.message);
+    const status = error.statusCode ?? 500;
+    if (status >= 400 && status < 500) return sendError(reply, status, 'BAD_REQUEST', error.message);
+    logger.error('request failed', {
+      method: request.method,
+      route: request.routeOptions.url,
+      error: error.message,
+      stack: error.stack,
+    });
+    return sendError(reply, 500, 'INTERNAL_ERROR', 'internal error (logged by the server)');
+  };
+}
