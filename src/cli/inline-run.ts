@@ -1,5 +1,6 @@
+import { RunObserver } from '../telemetry/run-events.ts';
 import type { JobContext } from '../worker/job.ts';
-import { logRuns, observeRun, RunObserver, recordRuns } from '../worker/observe.ts';
+import { logRuns, observeRun, recordRuns } from '../worker/observe.ts';
 import type { AnyJob } from '../worker/worker.ts';
 import type { Runtime } from './runtime.ts';
 

@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { finishRun, insertRun, pruneRuns, updateRunCounts } from '../db/queries/job-runs.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { type RunEvents, RunObserver, type RunStart, type RunTrigger } from '../telemetry/run-events.ts';
+import type { RunEvents, RunObserver, RunStart, RunTrigger } from '../telemetry/run-events.ts';
 import { SERVICE_VERSION } from '../telemetry/service.ts';
 
 /**
@@ -16,7 +16,6 @@ import { SERVICE_VERSION } from '../telemetry/service.ts';
 
 // The observer and its events are defined in telemetry (metrics subscribes to them without
 // importing the worker); the worker's modules take the observer from here, with what drives it.
-export { RunObserver };
 
 /** Thrown inside a run (before it does anything) when its request or options are invalid. */
 export class RunRejection extends Error {

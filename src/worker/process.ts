@@ -5,9 +5,10 @@ import { NotMigratedError } from '../errors.ts';
 import { checkInstall, reportInstallCheck } from '../install/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createMetrics, cronIntervalSeconds } from '../telemetry/metrics.ts';
+import { RunObserver } from '../telemetry/run-events.ts';
 import { createBoss } from './boss.ts';
 import { type HealthServer, startHealthServer } from './health.ts';
-import { logRuns, RunObserver, recordRuns } from './observe.ts';
+import { logRuns, recordRuns } from './observe.ts';
 import { type Recovery, startRecovery } from './recovery.ts';
 import { type AnyJob, deadLetterQueue, RUN_KEY, workQueues } from './worker.ts';
 

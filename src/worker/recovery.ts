@@ -3,7 +3,8 @@ import type { Config } from '../config/schema.ts';
 import { findLostRuns, requeueRun } from '../db/queries/boss-jobs.ts';
 import { settleOrphanedRuns, unfinishedRunsOf } from '../db/queries/job-runs.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { observeLostRun, type RunObserver } from './observe.ts';
+import type { RunObserver } from '../telemetry/run-events.ts';
+import { observeLostRun } from './observe.ts';
 import { type AnyJob, RunRequest } from './worker.ts';
 
 /**

@@ -5,8 +5,9 @@ import type { Config } from '../config/schema.ts';
 import { requeueRun, waitingRun } from '../db/queries/boss-jobs.ts';
 import { databaseNow } from '../db/queries/server.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import type { RunObserver } from '../telemetry/run-events.ts';
 import type { JobDefinition } from './job.ts';
-import { countsOf, observeRun, type RunObserver, RunRejection } from './observe.ts';
+import { countsOf, observeRun, RunRejection } from './observe.ts';
 
 /**
  * The pg-boss side of the jobs: one queue per job (and a dead-letter queue `<job>.failed` for runs
