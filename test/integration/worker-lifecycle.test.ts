@@ -391,8 +391,11 @@ describe('two workers', () => {
         { timeoutMs: 60_000, intervalMs: 500 },
       );
       for (const o of await outcomes(ids)) expect(o).toMatchObject({ errors: 1, entries: 1 });
-      const runs = await runsOf(db.pool, DETECT);
-      expect(runs.at(-1)).toMatchObject({ outcome: 'completed' });
+      // The run's history row is written beside pg-boss's completion, not before it: wait for it.
+      const runs = await waitFor('the retried run recorded as completed', async () => {
+        const all = await runsOf(db.pool, DETECT);
+        return all.at(-1)?.outcome === 'completed' ? all : undefined;
+      });
       expect(new Set(runs.map((r) => r.worker)).size).toBe(2);
     } finally {
       second.kill('SIGTERM');
