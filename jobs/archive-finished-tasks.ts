@@ -235,6 +235,7 @@ export async function runArchival(
           after: cursor,
         },
         options.batch_statement_timeout_ms,
+        ctx.commitFence,
       );
     } catch (err) {
       const code = (err as { code?: string }).code ?? '';
@@ -354,6 +355,8 @@ const archiveFinishedTasks = {
   schedule: archiveSchedule,
   run: (ctx: JobContext, options: ArchiveFinishedTasksOptions) => runArchival(ctx, options),
   workDone: (result: ArchiveFinishedTasksResult) => (result.dry_run ? 0 : result.tasks_archived),
+  // Its pauses between batches end at once when the run is asked to stop.
+  longestBatchMs: (options: ArchiveFinishedTasksOptions) => options.batch_statement_timeout_ms,
   stoppedEarly: (result: ArchiveFinishedTasksResult) =>
     result.stopped_by === 'no_more_candidates'
       ? null

@@ -118,6 +118,7 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       ? cronEverySeconds(config.staleness_detection.detection_interval_seconds)
       : null,
   workDone: (result) => (result.dry_run ? 0 : result.tasks_detected),
+  longestBatchMs: (options) => options.batch_statement_timeout_ms,
   // Stopped between batches, or its last allowed batch came back full (more may be stale).
   stoppedEarly: (result, options) =>
     result.aborted
@@ -181,6 +182,7 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
           after,
           lifetimeCandidates,
           statementTimeoutMs: options.batch_statement_timeout_ms,
+          ...(ctx.commitFence ? { beforeCommit: ctx.commitFence } : {}),
         });
       } catch (err) {
         const where = after ? `after task ${after.taskUuid} (entered ${after.stateEnteredAt})` : 'first';

@@ -145,6 +145,8 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
   optionsSchema: EnrichDlqSnapshotsOptions,
   optionsFromConfig: enrichmentOptionsFromConfig,
   workDone: (result) => result.enriched,
+  // A batch that fails is followed by one entry on its own before the stop signal is seen again.
+  longestBatchMs: (options) => 2 * options.batch_statement_timeout_ms,
   // The sweep; per-entry runs are sent by detection (followUps in detect-stale-tasks.ts).
   schedule: (config) =>
     config.dlq.enabled ? cronEverySeconds(config.dlq.enrichment.sweep_interval_seconds) : null,
@@ -185,11 +187,15 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
       aborted: false,
     };
     const bounded = <T>(fn: (db: Db) => Promise<T>) =>
-      withStatementTimeout(ctx.pool, options.batch_statement_timeout_ms, fn);
+      withStatementTimeout(ctx.pool, options.batch_statement_timeout_ms, fn, ctx.commitFence);
     // A batch that fails is retried one entry at a time, so one entry that cannot be enriched
     // (too big for the timeout, or raising an error) is marked failed and the others go on.
     const oneByOne = async (ids: readonly string[]) => {
       for (const id of ids) {
+        if (ctx.signal.aborted) {
+          result.aborted = true;
+          return;
+        }
         try {
           countOutcomes(result, await bounded((db) => enrichEntries(db, [id], limits)), requested);
         } catch (err) {

@@ -42,6 +42,15 @@ export class NotMigratedError extends Error {
   override name = 'NotMigratedError';
 }
 
+/**
+ * A batch found, as its last statement before COMMIT, that its run is no longer its attempt's (the
+ * run was requeued after this worker was taken for lost, or settled): the batch is rolled back and
+ * the run stops, committing nothing more.
+ */
+export class ClaimLostError extends Error {
+  override name = 'ClaimLostError';
+}
+
 /** Wraps anything thrown into an Error, keeping the original as cause. */
 export function asError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;

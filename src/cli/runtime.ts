@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { type LoadedConfig, loadConfig } from '../config/load.ts';
 import { connectionShares } from '../config/schema.ts';
-import { createPool, databaseUrl, directDatabaseUrl, isEmbedded } from '../db/pool.ts';
+import { createPool, databaseUrl, directDatabaseUrl, isEmbedded, sessionTimeouts } from '../db/pool.ts';
 import { createLogger, type Logger } from '../telemetry/logger.ts';
 import { type Target, targetOf } from './failures.ts';
 import type { Out } from './output.ts';
@@ -57,6 +57,7 @@ export class RuntimeHolder {
       // This system's share of database.max_connections_per_process; pg-boss has the rest.
       max: connectionShares(loaded.config.database).pool,
       logger,
+      timeouts: sessionTimeouts(loaded.config.database),
       applicationName: this.#applicationName,
     });
     const target = targetOf(url, isEmbedded(loaded.config)).display;

@@ -359,11 +359,11 @@ export const DatabaseSchema = z
       ),
     max_connections_per_process: z
       .int()
-      .min(3)
+      .min(4)
       .max(200)
-      .default(4)
+      .default(7)
       .describe(
-        "Most connections one process (a worker, a CLI command) opens to database.url: pg-boss's pool takes max(2, a third), rounded down, this system's pool the rest (4: 2 and 2). `migrate` opens 1 more to direct_url.",
+        "Most connections one process (a worker, web, a CLI command) opens to database.url: pg-boss's pool takes max(3, a third), rounded down, this system's pool the rest (7: 3 and 4). A worker needs 4 of its own (one per job it runs, one for recovery and run history) and is refused below that. `migrate` opens 1 more to direct_url.",
       ),
     pool_max: z
       .int()
@@ -379,7 +379,31 @@ export const DatabaseSchema = z
       .max(50)
       .optional()
       .describe(
-        "Overrides pg-boss's share of max_connections_per_process (unset: max(2, a third of the budget)). pool_max + boss_pool_max must fit in the budget.",
+        "Overrides pg-boss's share of max_connections_per_process (unset: max(3, a third of the budget)). pool_max + boss_pool_max must fit in the budget.",
+      ),
+    statement_timeout_ms: z
+      .int()
+      .min(100)
+      .max(3_600_000)
+      .default(30_000)
+      .describe(
+        "statement_timeout every session to database.url starts with, in milliseconds: a query that runs longer is cancelled, so one slow query cannot keep a process's connections. Batches set their own (the jobs' batch_statement_timeout_ms); `migrate` has none. Behind PgBouncer set it on the server (docs/scaling.md).",
+      ),
+    lock_timeout_ms: z
+      .int()
+      .min(100)
+      .max(3_600_000)
+      .default(5_000)
+      .describe(
+        'lock_timeout every session to database.url starts with, in milliseconds: a statement that waits longer for a lock (a row another session holds) is cancelled and answered as busy. Batches wait up to their own statement timeout.',
+      ),
+    idle_in_transaction_timeout_ms: z
+      .int()
+      .min(1_000)
+      .max(3_600_000)
+      .default(15_000)
+      .describe(
+        'idle_in_transaction_session_timeout of every session and transaction, in milliseconds: a transaction left idle that long (its process frozen by a pause) is ended by the server and its locks released, so another worker can take its run over.',
       ),
     embedded_port: z
       .int()
@@ -414,16 +438,17 @@ export const DatabaseSchema = z
 
 /**
  * How one process's connection budget (database.max_connections_per_process) is split: pg-boss's
- * pool takes boss_pool_max, else max(2, a third of the budget) (pg-boss needs 2: a fetch and its
- * supervision at once); this system's pool takes pool_max, else the rest. 4 gives 2 and 2; 14 gives
- * 10 and 4 (the sizes before the budget existed).
+ * pool takes boss_pool_max, else max(3, a third of the budget) (a worker's pg-boss fetches three
+ * queues, heartbeats its runs, evaluates schedules and supervises, and a heartbeat that waits for a
+ * connection is a heartbeat missed); this system's pool takes pool_max, else the rest. 7 gives 3
+ * and 4; 14 gives 4 and 10.
  */
 export function connectionShares(d: {
   max_connections_per_process: number;
   pool_max?: number | undefined;
   boss_pool_max?: number | undefined;
 }): { pool: number; boss: number } {
-  const boss = d.boss_pool_max ?? Math.max(2, Math.floor(d.max_connections_per_process / 3));
+  const boss = d.boss_pool_max ?? Math.max(3, Math.floor(d.max_connections_per_process / 3));
   const pool = d.pool_max ?? d.max_connections_per_process - boss;
   return { pool, boss };
 }
@@ -433,9 +458,9 @@ export const WorkerSchema = z.strictObject({
     .int()
     .min(1)
     .max(3600)
-    .default(30)
+    .default(25)
     .describe(
-      'On SIGTERM/SIGINT: seconds to let running jobs finish their current batch before pg-boss fails them (they are retried).',
+      "On SIGTERM/SIGINT: seconds running jobs have to reach a batch boundary and hand the rest on. Must exceed each job's longest batch by 2 s (the worker refuses to start otherwise). A run still going 3 s before the end gives its run back (requeued, no retry used). The default stays under Kubernetes' 30 s grace period, leaving time to close.",
     ),
   polling_interval_seconds: z
     .number()
@@ -473,7 +498,7 @@ export const WorkerSchema = z.strictObject({
     .max(3600)
     .default(15)
     .describe(
-      "A run whose worker sent no heartbeat for this long (it heartbeats 3 times as often) is interrupted: a worker's recovery pass requeues it at once, without using up its retries. pg-boss's own check, at twice this, is the backstop.",
+      "A run whose worker sent no heartbeat for this long is interrupted: a worker's recovery pass requeues it at once, without using up its retries. `migrate` installs it on the queues; a run is judged by the setting its job was queued with, not by the judging worker's, and every worker heartbeats every 3⅓ s, so a rolling change of it takes no healthy run for lost. pg-boss's own check, at twice this, is the backstop.",
     ),
   recovery_interval_seconds: z
     .int()

@@ -44,19 +44,46 @@ export interface CreatePoolOptions {
   max?: number;
   applicationName?: string;
   logger?: PoolLogger;
+  /** Session defaults of every connection (database.*_timeout_ms); absent: the server's. */
+  timeouts?: SessionTimeouts;
 }
+
+/**
+ * Defaults every session of a pool starts with, sent as startup parameters, so that one slow
+ * query or one held lock cannot keep a process's connections: a statement or a lock wait that
+ * runs longer is cancelled (57014, 55P03), a transaction left idle (its process frozen) is ended
+ * and its locks released (25P03). Batches set their own statement and lock timeouts per
+ * transaction. PgBouncer (1.18) does not forward startup parameters: behind it these are set on
+ * the server side instead (docs/scaling.md).
+ */
+export interface SessionTimeouts {
+  statementMs: number;
+  lockMs: number;
+  idleInTransactionMs: number;
+}
+
+const poolTimeouts = new WeakMap<pg.Pool, SessionTimeouts>();
 
 /**
  * A pool whose idle-client errors (a restarted server, a dropped connection) are logged instead of
  * crashing the process; the next query takes a fresh connection.
  */
 export function createPool(url: string, options: CreatePoolOptions = {}): pg.Pool {
+  const t = options.timeouts;
   const pool = new pg.Pool({
     connectionString: url,
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'tasker-lifecycle',
     connectionTimeoutMillis: 10_000,
+    ...(t
+      ? {
+          statement_timeout: t.statementMs,
+          lock_timeout: t.lockMs,
+          idle_in_transaction_session_timeout: t.idleInTransactionMs,
+        }
+      : {}),
   });
+  if (t) poolTimeouts.set(pool, t);
   pool.on('error', (err) => {
     options.logger?.warn('database connection lost while idle; it will be replaced', { error: err.message });
   });
@@ -72,15 +99,46 @@ export function createPool(url: string, options: CreatePoolOptions = {}): pg.Poo
   return pool;
 }
 
+/** The session timeouts the configuration gives every pool to database.url. */
+export function sessionTimeouts(d: Config['database']): SessionTimeouts {
+  return {
+    statementMs: d.statement_timeout_ms,
+    lockMs: d.lock_timeout_ms,
+    idleInTransactionMs: d.idle_in_transaction_timeout_ms,
+  };
+}
+
+/** The session timeouts a pool was created with (createPool), if any. */
+export function timeoutsOf(pool: pg.Pool): SessionTimeouts | undefined {
+  return poolTimeouts.get(pool);
+}
+
+export interface TransactionOptions {
+  /**
+   * statement_timeout and lock_timeout of this transaction only (SET LOCAL), in milliseconds: a
+   * batch's own, in place of the session's defaults. A statement that runs or waits longer is
+   * cancelled (57014, 55P03) and the transaction rolled back whole.
+   */
+  statementTimeoutMs?: number;
+  /**
+   * The last thing before COMMIT, inside the transaction: a batch proves here that its run is still
+   * its own (attemptHoldsRun); throwing rolls the whole transaction back.
+   */
+  beforeCommit?: (client: pg.PoolClient) => Promise<void>;
+}
+
 /**
  * Runs fn inside one transaction on one client from the pool. While the client is checked out, a
  * lost connection (a server restart) arrives as an 'error' event that pg-pool no longer listens
  * for; unheard, it would crash the process. It is heard here: the query in flight fails with it,
- * and the dead client is discarded instead of going back to the pool.
+ * and the dead client is discarded instead of going back to the pool. The transaction is ended by
+ * the server if it sits idle longer than the pool's idle-in-transaction timeout (its process
+ * frozen): set again here, so that it holds behind PgBouncer too.
  */
 export async function withTransaction<T>(
   pool: pg.Pool,
   fn: (client: pg.PoolClient) => Promise<T>,
+  options: TransactionOptions = {},
 ): Promise<T> {
   const client = await pool.connect();
   let lost: Error | undefined;
@@ -90,7 +148,19 @@ export async function withTransaction<T>(
   client.on('error', onError);
   try {
     await client.query('BEGIN');
+    const idle = timeoutsOf(pool)?.idleInTransactionMs;
+    if (options.statementTimeoutMs !== undefined || idle !== undefined) {
+      const statement = options.statementTimeoutMs === undefined ? null : `${options.statementTimeoutMs}ms`;
+      await client.query(
+        `SELECT set_config('statement_timeout', coalesce($1, current_setting('statement_timeout')), true),
+                set_config('lock_timeout', coalesce($1, current_setting('lock_timeout')), true),
+                set_config('idle_in_transaction_session_timeout',
+                           coalesce($2, current_setting('idle_in_transaction_session_timeout')), true)`,
+        [statement, idle === undefined ? null : `${idle}ms`],
+      );
+    }
     const result = await fn(client);
+    await options.beforeCommit?.(client);
     await client.query('COMMIT');
     return result;
   } catch (err) {
@@ -103,16 +173,15 @@ export async function withTransaction<T>(
 }
 
 /**
- * Runs fn in one transaction with statement_timeout set for that transaction only (SET LOCAL), so
- * a statement that runs longer is cancelled (SQLSTATE 57014) and the transaction rolled back whole.
+ * Runs fn in one transaction with statement_timeout (and lock_timeout) set for that transaction
+ * only (SET LOCAL), so a statement that runs or waits longer is cancelled (SQLSTATE 57014, 55P03)
+ * and the transaction rolled back whole; beforeCommit as withTransaction's.
  */
 export async function withStatementTimeout<T>(
   pool: pg.Pool,
   statementTimeoutMs: number,
   fn: (client: pg.PoolClient) => Promise<T>,
+  beforeCommit?: (client: pg.PoolClient) => Promise<void>,
 ): Promise<T> {
-  return withTransaction(pool, async (client) => {
-    await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${statementTimeoutMs}ms`]);
-    return fn(client);
-  });
+  return withTransaction(pool, fn, { statementTimeoutMs, ...(beforeCommit ? { beforeCommit } : {}) });
 }

@@ -5,7 +5,7 @@ import detectStaleTasks from '../../jobs/detect-stale-tasks.ts';
 import type { Config } from '../config/schema.ts';
 import { withTransaction } from '../db/pool.ts';
 import { type Actor, insertAudit } from '../db/queries/audit.ts';
-import { lockDeadLettered, markDeadLetterRetried } from '../db/queries/dead-letters.ts';
+import { lockDeadLettered, markDeadLetterRetried } from '../db/queries/boss-jobs.ts';
 import { NotFoundError, UsageError } from '../errors.ts';
 import { type AnyJob, deadLetterQueue, RUN_KEY, type RunRequest } from '../worker/worker.ts';
 import { ConflictError } from './errors.ts';

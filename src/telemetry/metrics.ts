@@ -68,6 +68,8 @@ export interface Metrics {
    * queue table (one bounded read of a few rows per scrape), for the jobs' queues.
    */
   watchQueues(boss: PgBoss, jobs: readonly string[], deadLetterOf: (job: string) => string): void;
+  /** tasker_worker_recovery_enabled: whether this worker recovers lost runs. */
+  setRecoveryEnabled(enabled: boolean): void;
   shutdown(): Promise<void>;
 }
 
@@ -233,6 +235,15 @@ export function createMetrics(
   });
   const startedAt = Math.round(performance.timeOrigin) / 1000;
   startTime.addCallback((result) => result.observe(startedAt));
+  const recovery = meter.createObservableGauge('tasker.worker.recovery_enabled', {
+    unit: '1',
+    description:
+      "1 while this worker's recovery of lost runs is on; 0 when it is off because pg-boss's schema is not the version this build's queries were written for (the worker logs it at error).",
+  });
+  let recoveryEnabled: boolean | null = null;
+  recovery.addCallback((result) => {
+    if (recoveryEnabled !== null) result.observe(recoveryEnabled ? 1 : 0);
+  });
   const workDone = meter.createCounter('tasker.job.work_done', {
     unit: '{item}',
     description: 'Things runs changed (tasks acted on, entries enriched, task graphs archived), by job.',
@@ -469,6 +480,9 @@ export function createMetrics(
     tracer,
     tracing,
     handleScrape: (request, response) => exporter.getMetricsRequestHandler(request, response),
+    setRecoveryEnabled: (enabled) => {
+      recoveryEnabled = enabled;
+    },
     watchQueues(boss, queueJobs, deadLetterOf) {
       const names = queueJobs.flatMap((j) => [j, deadLetterOf(j)]);
       meter.addBatchObservableCallback(

@@ -54,11 +54,24 @@ export interface RunBatch extends RunStart {
 }
 
 /**
- * Why a run ended without finishing or failing: its worker was asked to stop and the run stopped
- * between batches ('shutdown'), or its worker was lost (SIGKILL, lost host, connections cut) and
- * another worker's recovery pass requeued it ('worker_lost'). Neither is a failure of the run.
+ * Why a run ended without finishing or failing, none of them a failure of the run:
+ * - 'shutdown': its worker was asked to stop and the run stopped between batches, or gave its run
+ *   back before the shutdown timeout;
+ * - 'worker_lost': its worker was lost (SIGKILL, a paused or lost host, connections cut) and another
+ *   worker's recovery pass requeued it (recorded by that worker);
+ * - 'taken_over': the run found its claim gone (it was requeued while its worker was paused or cut
+ *   off) and stopped without committing its batch;
+ * - 'database': the database went away or refused it (a restart, a cut connection);
+ * - 'no_connection': no connection of its pool came free in time;
+ * - 'expiry': it gave its run back before pg-boss's expiry (worker.job_expire_seconds) would fail it.
  */
-export type InterruptReason = 'shutdown' | 'worker_lost';
+export type InterruptReason =
+  | 'shutdown'
+  | 'worker_lost'
+  | 'taken_over'
+  | 'database'
+  | 'no_connection'
+  | 'expiry';
 
 export interface RunInterrupted extends RunStart {
   reason: InterruptReason;

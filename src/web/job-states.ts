@@ -1,8 +1,12 @@
 import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import { JOBS } from '../../jobs/index.ts';
-import { bossJobState } from '../db/queries/boss-jobs.ts';
-import { type DeadLetteredJob, listDeadLettered, queueDepths } from '../db/queries/dead-letters.ts';
+import {
+  bossJobState,
+  type DeadLetteredJob,
+  listDeadLettered,
+  queueDepths,
+} from '../db/queries/boss-jobs.ts';
 import { runsOfBossJob } from '../db/queries/job-run-lookup.ts';
 import { type RunRow, recentRuns } from '../db/queries/job-runs.ts';
 import { NotFoundError } from '../errors.ts';

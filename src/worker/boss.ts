@@ -30,6 +30,15 @@ export function createBoss(
     // pg-boss fetches, heartbeats, evaluates schedules and supervises; a client or the migrator
     // needs 2 (every share is at least 2).
     max: role === 'worker' ? connectionShares(config.database).boss : 2,
+    // The session defaults every pool to database.url has (src/db/pool.ts); not for the migrator,
+    // whose schema changes may take their time.
+    ...(role === 'migrate'
+      ? {}
+      : {
+          statement_timeout: config.database.statement_timeout_ms,
+          lock_timeout: config.database.lock_timeout_ms,
+          idle_in_transaction_session_timeout: config.database.idle_in_transaction_timeout_ms,
+        }),
     migrate: role === 'migrate',
     supervise: role === 'worker',
     schedule: role === 'worker',

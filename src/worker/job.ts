@@ -20,6 +20,14 @@ export interface JobContext {
    * that later fails or is cut off is counted, recorded and followed up.
    */
   readonly progress?: (batch: unknown) => void;
+  /**
+   * The run's commit fence: a batch passes it to its transaction (withTransaction's beforeCommit),
+   * which calls it as its last statement before COMMIT. It throws ClaimLostError when the run is no
+   * longer this attempt's (taken over while this worker was paused or cut off), so that the batch
+   * rolls back: a batch commits only while its attempt holds the run. Absent for inline runs (the
+   * CLI's detect-stale and archive), which hold no pg-boss claim.
+   */
+  readonly commitFence?: (client: pg.PoolClient) => Promise<void>;
 }
 
 export interface JobDefinition<Options, Result> {
@@ -34,6 +42,12 @@ export interface JobDefinition<Options, Result> {
   schedule(config: Readonly<Config>): string | null;
   /** One pass; returns counts. */
   run(ctx: JobContext, options: Options): Promise<Result>;
+  /**
+   * The longest one batch of a run may take, in milliseconds (its statement timeout, plus any pause
+   * the run cannot cut short): a run is asked to stop this long before it must be done (expiry,
+   * shutdown), and a configuration where one batch cannot fit is refused at start.
+   */
+  longestBatchMs(options: Options): number;
   /** How many things the run changed (tasks acted on, entries enriched, graphs archived): logs say info when > 0. */
   workDone(result: Result): number;
   /**

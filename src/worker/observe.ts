@@ -5,7 +5,13 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { finishRun, insertRun, pruneRuns, updateRunCounts } from '../db/queries/job-runs.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { RunEvents, RunObserver, RunStart, RunTrigger } from '../telemetry/run-events.ts';
+import type {
+  InterruptReason,
+  RunEvents,
+  RunObserver,
+  RunStart,
+  RunTrigger,
+} from '../telemetry/run-events.ts';
 import { SERVICE_VERSION } from '../telemetry/service.ts';
 
 /**
@@ -23,6 +29,20 @@ export class RunRejection extends Error {
   readonly reason: Error;
   constructor(reason: Error) {
     super(describeRejection(reason), { cause: reason });
+    this.reason = reason;
+  }
+}
+
+/**
+ * Thrown out of a run that stopped without finishing through no fault of its own (its claim gone,
+ * the database away, no connection in time): recorded as interrupted, with the counts of the
+ * batches it committed, never as failed.
+ */
+export class RunInterruption extends Error {
+  override name = 'RunInterruption';
+  readonly reason: InterruptReason;
+  constructor(reason: InterruptReason, detail: string, cause?: unknown) {
+    super(detail, { cause });
     this.reason = reason;
   }
 }
@@ -55,8 +75,8 @@ export interface RunDescription {
   attempt?: number | null;
   /** Seconds the request waited in its queue once it could start. */
   waitSeconds?: number | null;
-  /** Says, from the result, whether the run stopped early because it was asked to (interrupted, not completed). */
-  interruptedBy?: (result: never) => string | null;
+  /** Says, from the result, whether the run stopped early without finishing (interrupted, not completed), and why. */
+  interruptedBy?: (result: never) => { reason: InterruptReason; detail: string } | null;
 }
 
 export async function observeRun<R>(
@@ -92,7 +112,14 @@ export async function observeRun<R>(
         span.setAttribute('tasker.outcome', 'completed');
         return result;
       } catch (err) {
-        span.setAttribute('tasker.outcome', err instanceof RunRejection ? 'rejected' : 'failed');
+        span.setAttribute(
+          'tasker.outcome',
+          err instanceof RunRejection
+            ? 'rejected'
+            : err instanceof RunInterruption
+              ? 'interrupted'
+              : 'failed',
+        );
         span.recordException(err as Error);
         span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
         throw err;
@@ -132,11 +159,11 @@ async function observeStarted<R>(
     if (interruptedBy !== null) {
       safeEmit(observer, 'interrupted', {
         ...start,
-        reason: 'shutdown',
+        reason: interruptedBy.reason,
         duration_ms,
         counts: countsOf(result),
         result,
-        detail: interruptedBy,
+        detail: interruptedBy.detail,
       });
       return result;
     }
@@ -150,6 +177,17 @@ async function observeStarted<R>(
     });
     return result;
   } catch (thrown) {
+    if (thrown instanceof RunInterruption) {
+      safeEmit(observer, 'interrupted', {
+        ...start,
+        reason: thrown.reason,
+        duration_ms: Math.round(performance.now() - t0),
+        counts: totals,
+        result: null,
+        detail: thrown.message,
+      });
+      throw thrown;
+    }
     if (thrown instanceof RunRejection) {
       safeEmit(observer, 'rejected', {
         ...start,

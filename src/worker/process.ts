@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
-import type { Config } from '../config/schema.ts';
-import { NotMigratedError } from '../errors.ts';
+import { type Config, connectionShares } from '../config/schema.ts';
+import { PGBOSS_SCHEMA_VERSION } from '../db/queries/boss-jobs.ts';
+import { ConfigError, NotMigratedError } from '../errors.ts';
 import { checkInstall, reportInstallCheck } from '../install/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createMetrics, cronIntervalSeconds } from '../telemetry/metrics.ts';
@@ -10,7 +11,8 @@ import { createBoss } from './boss.ts';
 import { type HealthServer, startHealthServer } from './health.ts';
 import { logRuns, recordRuns } from './observe.ts';
 import { type Recovery, startRecovery } from './recovery.ts';
-import { type AnyJob, deadLetterQueue, RUN_KEY, workQueues } from './worker.ts';
+import { DEADLINE_MARGIN_MS, SHUTDOWN_MARGIN_MS } from './run-claim.ts';
+import { type AnyJob, deadLetterQueue, MIN_RUN_MS, RUN_KEY, workQueues } from './worker.ts';
 
 /**
  * A worker process's life: start pg-boss, check that the database has what this build needs
@@ -44,6 +46,14 @@ export async function startBoss(boss: PgBoss): Promise<void> {
     await boss.start();
   } catch (err) {
     const message = (err as Error).message;
+    if (/requires migrations/.test(message)) {
+      const installed = await boss.schemaVersion().catch(() => null);
+      if (installed !== null && installed > PGBOSS_SCHEMA_VERSION) {
+        throw new NotMigratedError(
+          `pg-boss could not start: the database's pg-boss schema is version ${installed}, newer than this build's pg-boss (schema ${PGBOSS_SCHEMA_VERSION}). This build is older than the database (a newer build ran migrate): deploy that build (docs/operating.md, "Upgrades")`,
+        );
+      }
+    }
     if (/pg-boss is not installed|requires migrations/.test(message)) {
       throw new NotMigratedError(
         `pg-boss could not start (${message}): run \`tasker-lifecycle migrate\` first`,
@@ -60,7 +70,41 @@ async function installedSchedules(boss: PgBoss, jobs: readonly AnyJob[]): Promis
   );
 }
 
+/**
+ * What this worker's configuration cannot do, with the arithmetic: a run asked to stop must reach
+ * a batch boundary before the shutdown timeout (else pg-boss fails it), a run must be able to do
+ * at least one batch before its expiry, and the pool must have a connection for each job's batch
+ * and one for recovery and run history (else a heartbeat, a recovery pass or a batch waits for a
+ * connection and a live run looks lost).
+ */
+export function workerConfigProblems(config: Readonly<Config>, jobs: readonly AnyJob[]): string[] {
+  const problems: string[] = [];
+  const w = config.worker;
+  for (const job of jobs) {
+    const longest = job.longestBatchMs(job.optionsFromConfig(config));
+    if (longest + SHUTDOWN_MARGIN_MS > w.shutdown_timeout_seconds * 1000) {
+      problems.push(
+        `worker.shutdown_timeout_seconds (${w.shutdown_timeout_seconds} s) is shorter than one batch of ${job.name} can take (${longest} ms) plus ${SHUTDOWN_MARGIN_MS} ms: a run asked to stop could not reach a batch boundary in time. Raise it to ${Math.ceil((longest + SHUTDOWN_MARGIN_MS) / 1000)} or lower the job's batch_statement_timeout_ms`,
+      );
+    }
+    if (longest + DEADLINE_MARGIN_MS + MIN_RUN_MS > w.job_expire_seconds * 1000) {
+      problems.push(
+        `worker.job_expire_seconds (${w.job_expire_seconds} s) leaves no room for a run of ${job.name}: one batch can take ${longest} ms, and a run stops ${DEADLINE_MARGIN_MS} ms before its expiry. Raise it to ${Math.ceil((longest + DEADLINE_MARGIN_MS + MIN_RUN_MS) / 1000)} or lower the job's batch_statement_timeout_ms`,
+      );
+    }
+  }
+  const { pool } = connectionShares(config.database);
+  if (pool < jobs.length + 1) {
+    problems.push(
+      `a worker's pool needs ${jobs.length + 1} connections (one per job it runs, one for recovery and run history); database.max_connections_per_process (${config.database.max_connections_per_process}) gives it ${pool}: raise max_connections_per_process (or pool_max)`,
+    );
+  }
+  return problems;
+}
+
 export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker> {
+  const problems = workerConfigProblems(o.config, o.jobs);
+  if (problems.length > 0) throw new ConfigError(problems);
   const observer = new RunObserver();
   const metrics = o.config.metrics.enabled
     ? createMetrics(observer, o.pool, o.logger, {
@@ -81,6 +125,18 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
     await metrics?.shutdown();
     throw err;
   });
+  // Recovery reads and writes pg-boss's tables directly (src/db/queries/boss-jobs.ts): only on the
+  // schema it was written for. Off, loudly, on any other: runs of lost workers then wait for
+  // pg-boss's own heartbeat and expiry checks, which use up a retry.
+  const bossSchema = await boss.schemaVersion();
+  const recoveryEnabled = bossSchema === PGBOSS_SCHEMA_VERSION;
+  if (!recoveryEnabled) {
+    o.logger.error(
+      `recovery of lost runs is OFF: pg-boss's schema is version ${bossSchema}, and this build's queries on it were written for version ${PGBOSS_SCHEMA_VERSION} (src/db/queries/boss-jobs.ts)`,
+      { pgboss_schema_version: bossSchema, expected: PGBOSS_SCHEMA_VERSION },
+    );
+  }
+  metrics?.setRecoveryEnabled(recoveryEnabled);
   logRuns(observer, o.logger);
   const history = recordRuns(observer, o.pool, o.config.worker.run_history_days, o.logger);
   const shutdown = new AbortController();
@@ -103,8 +159,10 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
       'worker',
     );
     // Runs of lost workers are requeued before this worker takes work, so it can resume them.
-    recovery = startRecovery({ config: o.config, pool: o.pool, logger: o.logger, observer, jobs: o.jobs });
-    await recovery.pass();
+    if (recoveryEnabled) {
+      recovery = startRecovery({ config: o.config, pool: o.pool, logger: o.logger, observer, jobs: o.jobs });
+      await recovery.pass();
+    }
     await workQueues({
       config: o.config,
       pool: o.pool,

@@ -1,5 +1,6 @@
+import { isDeepStrictEqual } from 'node:util';
 import type pg from 'pg';
-import type { PgBoss } from 'pg-boss';
+import type { JobWithMetadata, PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { Config } from '../config/schema.ts';
 import { requeueRun, waitingRun } from '../db/queries/boss-jobs.ts';
@@ -7,7 +8,8 @@ import { databaseNow } from '../db/queries/server.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { RunObserver } from '../telemetry/run-events.ts';
 import type { JobDefinition } from './job.ts';
-import { countsOf, observeRun, RunRejection } from './observe.ts';
+import { countsOf, observeRun, RunInterruption, RunRejection } from './observe.ts';
+import { DEADLINE_MARGIN_MS, describePlacement, interruptionOf, RunClaim } from './run-claim.ts';
 
 /**
  * The pg-boss side of the jobs: one queue per job (and a dead-letter queue `<job>.failed` for runs
@@ -51,10 +53,18 @@ export function deadLetterQueue(job: { name: string }): string {
 // biome-ignore lint/suspicious/noExplicitAny: the registry holds jobs of every option and result type
 export type AnyJob = JobDefinition<any, any>;
 
-/** How often a running job's heartbeat is written: three times per worker.heartbeat_seconds. */
-export function heartbeatRefreshSeconds(config: Readonly<Config>): number {
-  return config.worker.heartbeat_seconds / 3;
-}
+/**
+ * How often a running job's heartbeat is written: three times per the smallest
+ * worker.heartbeat_seconds there can be (10 s), whatever this worker's configuration says. A run
+ * is taken for lost by the threshold its job row carries (what `migrate` installed), so during a
+ * rolling change of heartbeat_seconds an old worker still heartbeats often enough for the new
+ * threshold. At most one run per job is active at a time, so this costs a few writes a second in
+ * all, however many workers there are.
+ */
+export const HEARTBEAT_REFRESH_SECONDS = 10 / 3;
+
+/** A run whose expiry leaves less room than this after its longest batch and margin is refused. */
+export const MIN_RUN_MS = 5_000;
 
 /** Delay before retry n (0-based) of a failed run, as pg-boss computes it (plans.js failJobsBody). */
 export function retryDelaySeconds(
@@ -113,100 +123,171 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
         // refused one goes straight to dead letters instead of being retried to the same refusal.
         perJobResults: true,
         pollingIntervalSeconds: deps.config.worker.polling_interval_seconds,
-        heartbeatRefreshSeconds: heartbeatRefreshSeconds(deps.config),
+        heartbeatRefreshSeconds: HEARTBEAT_REFRESH_SECONDS,
       },
-      async (requests) => {
-        // Validation happens inside the observed run: a request or options that fail it give a
-        // run with outcome "rejected" (log line, history row, metrics), and are dead-lettered
-        // without retries (the same options would be refused again).
-        let parsed: RunRequest[] = [];
-        let options: unknown;
-        let rejection: RunRejection | null = null;
-        try {
-          parsed = requests.map((r) => RunRequest.parse(r.data));
-          const optionsList = parsed.map((p) =>
-            job.optionsSchema.parse({ ...job.optionsFromConfig(deps.config), ...p.options }),
-          );
-          options = job.batch ? job.batch.merge(optionsList) : optionsList[0];
-        } catch (err) {
-          rejection = new RunRejection(err as Error);
-        }
-        const signal = AbortSignal.any([deps.shutdown, ...requests.map((r) => r.signal)]);
-        const first = requests[0]!;
-        // Follow-ups are sent per batch, so a run that fails later still sends those of its
-        // committed batches; they are awaited before the run is settled.
-        const followUps: Promise<void>[] = [];
-        let batchesReported = false;
-        let result: Record<string, unknown>;
-        try {
-          result = await observeRun(
-            deps.observer,
-            {
-              job: job.name,
-              workDone: job.workDone,
-              trigger: triggerOf(first.data),
-              // As validated; as sent when they were refused.
-              options: rejection ? ((first.data as { options?: unknown } | null)?.options ?? {}) : options,
-              pgbossJobId: first.id,
-              attempt: first.retryCount + 1,
-              waitSeconds: waitSeconds(first as { createdOn?: Date; startAfter?: Date; startedOn?: Date }),
-              interruptedBy: (r: { handed_on_to?: string | null }) =>
-                job.stoppedEarly?.(r, options)?.reason === 'aborted'
-                  ? `stopped between batches; the rest ${r.handed_on_to ? `was handed on to ${r.handed_on_to}` : 'waits for the next run'}`
-                  : null,
-            },
-            async (progress) => {
-              if (rejection) throw rejection;
-              const onBatch = (batch: unknown) => {
-                batchesReported = true;
-                progress(batch);
-                followUps.push(
-                  sendFollowUps(deps, job, batch, byName).catch((err: Error) => {
-                    deps.logger.warn(`${job.name}: could not queue follow-ups of a batch`, {
-                      error: err.message,
-                    });
-                  }),
-                );
-              };
-              const r = await job.run(
-                {
-                  pool: deps.pool,
-                  now: await databaseNow(deps.pool),
-                  logger: deps.logger,
-                  signal,
-                  progress: onBatch,
-                },
-                options,
-              );
-              const early = job.batch ? null : (job.stoppedEarly?.(r, options) ?? null);
-              if (!early?.handOn) return r;
-              return { ...r, handed_on_to: await handOn(deps, job, first.id, parsed[0]!) };
-            },
-          );
-        } catch (err) {
-          await Promise.all(followUps);
-          if (err instanceof RunRejection) {
-            const output = { rejected: err.message };
-            return requests.map((r) => ({ id: r.id, status: 'deadletter' as const, output }));
-          }
-          if (!job.batch && (await requeueOnConflict(deps, job, first, parsed[0]!, err as Error))) {
-            return [
-              {
-                id: first.id,
-                status: 'completed' as const,
-                output: { failed: (err as Error).message, requeued: true },
-              },
-            ];
-          }
-          throw err;
-        }
-        await Promise.all(followUps);
-        if (!batchesReported) await sendFollowUps(deps, job, result, byName);
-        const output = countsOf(result);
-        return requests.map((r) => ({ id: r.id, status: 'completed' as const, output }));
-      },
+      // includeMetadata: true above: each request comes with its times (startedOn, createdOn).
+      (requests) => runRequests(deps, job, byName, requests as JobWithMetadata<RunRequest>[]),
     );
   }
+}
+
+/**
+ * One run of a job for the requests pg-boss handed over: validated, observed (start, batches, end,
+ * failure, interruption), held by a RunClaim (its commit fence, its deadline, giving the run back
+ * in time), followed up, and settled per request.
+ */
+async function runRequests(
+  deps: WorkerDeps,
+  job: AnyJob,
+  byName: Map<string, AnyJob>,
+  requests: readonly JobWithMetadata<RunRequest>[],
+) {
+  // Validation happens inside the observed run: a request or options that fail it give a run with
+  // outcome "rejected" (log line, history row, metrics), and are dead-lettered without retries
+  // (the same options would be refused again).
+  let parsed: RunRequest[] = [];
+  let options: unknown;
+  let rejection: RunRejection | null = null;
+  const first = requests[0]!;
+  const expiresInMs = expiresIn(first);
+  try {
+    parsed = requests.map((r) => RunRequest.parse(r.data));
+    const optionsList = parsed.map((p) =>
+      job.optionsSchema.parse({ ...job.optionsFromConfig(deps.config), ...p.options }),
+    );
+    options = job.batch ? job.batch.merge(optionsList) : optionsList[0];
+    const room = expiresInMs - job.longestBatchMs(options) - DEADLINE_MARGIN_MS;
+    if (room < MIN_RUN_MS) {
+      throw new Error(
+        `one batch can take ${job.longestBatchMs(options)} ms, and the run must stop ${DEADLINE_MARGIN_MS} ms before its expiry in ${Math.round(expiresInMs / 1000)} s (worker.job_expire_seconds): lower the batch timeout or raise job_expire_seconds`,
+      );
+    }
+  } catch (err) {
+    rejection = new RunRejection(err as Error);
+  }
+  const claim = new RunClaim({
+    pool: deps.pool,
+    logger: deps.logger,
+    attempts: requests.map((r) => ({ name: job.name, id: r.id, retryCount: r.retryCount })),
+    data: requests.map((r) => (r.data ?? {}) as Record<string, unknown>),
+    shutdown: deps.shutdown,
+    claimSignals: requests.map((r) => r.signal),
+    expiresInMs,
+    longestBatchMs: rejection ? 0 : job.longestBatchMs(options),
+    shutdownTimeoutMs: deps.config.worker.shutdown_timeout_seconds * 1000,
+    requeueTimeoutMs: deps.config.database.lock_timeout_ms,
+  });
+  // Follow-ups are sent per batch, so a run that fails later still sends those of its committed
+  // batches; they are awaited before the run is settled.
+  const followUps: Promise<void>[] = [];
+  let batchesReported = false;
+  let result: Record<string, unknown>;
+  try {
+    result = await observeRun(
+      deps.observer,
+      {
+        job: job.name,
+        workDone: job.workDone,
+        trigger: triggerOf(first.data),
+        // As validated; as sent when they were refused.
+        options: rejection ? ((first.data as { options?: unknown } | null)?.options ?? {}) : options,
+        pgbossJobId: first.id,
+        attempt: first.retryCount + 1,
+        waitSeconds: waitSeconds(first),
+        interruptedBy: (r: { handed_on_to?: string | null }) => {
+          if (job.stoppedEarly?.(r, options)?.reason !== 'aborted') return null;
+          if (claim.lost)
+            return {
+              reason: 'taken_over',
+              detail:
+                'its run was taken over (requeued after its worker was taken for lost: paused, or cut off); it stopped between batches and committed nothing more',
+            };
+          if (claim.surrendered)
+            return {
+              reason: claim.surrendered.reason,
+              detail: `it gave its run back: ${describePlacement(claim.surrendered.outcome)}`,
+            };
+          if (claim.deadlineReached) return null; // handed on before its expiry, like max_batches
+          return {
+            reason: 'shutdown',
+            detail: `stopped between batches; the rest ${r.handed_on_to ? `was handed on to ${r.handed_on_to}` : 'waits for the next run'}`,
+          };
+        },
+      },
+      async (progress) => {
+        if (rejection) throw rejection;
+        const onBatch = (batch: unknown) => {
+          batchesReported = true;
+          progress(batch);
+          followUps.push(
+            sendFollowUps(deps, job, batch, byName).catch((err: Error) => {
+              deps.logger.warn(`${job.name}: could not queue follow-ups of a batch`, { error: err.message });
+            }),
+          );
+        };
+        let r: Record<string, unknown>;
+        try {
+          r = await job.run(
+            {
+              pool: deps.pool,
+              now: await databaseNow(deps.pool),
+              logger: deps.logger,
+              signal: claim.signal,
+              progress: onBatch,
+              commitFence: claim.fence,
+            },
+            options,
+          );
+        } catch (err) {
+          throw interruptionOf(err, claim) ?? err;
+        }
+        // A run that lost or gave back its claim hands nothing on: its run is someone else's.
+        if (claim.lost || claim.surrendered || job.batch) return r;
+        const early = job.stoppedEarly?.(r, options) ?? null;
+        if (!early?.handOn) return r;
+        return { ...r, handed_on_to: await handOn(deps, job, first, parsed[0]!) };
+      },
+    );
+  } catch (err) {
+    await Promise.all(followUps);
+    if (err instanceof RunRejection) {
+      const output = { rejected: err.message };
+      return requests.map((r) => ({ id: r.id, status: 'deadletter' as const, output }));
+    }
+    if (err instanceof RunInterruption) {
+      // The database away or no connection: give the run back (it resumes at once, no retry used).
+      // When even that cannot reach the database, pg-boss's fail cannot either, and another
+      // worker's recovery requeues the run once its heartbeat is old.
+      if (!claim.lost && !claim.surrendered) await claim.surrender(err.reason);
+      claim.dispose();
+      if (!claim.lost && !claim.surrendered) throw err;
+      // Settling is fenced to this attempt by pg-boss: with the run requeued or taken, nothing changes.
+      const output = { interrupted: err.reason, message: err.message };
+      return requests.map((r) => ({ id: r.id, status: 'completed' as const, output }));
+    }
+    claim.dispose();
+    if (!job.batch && (await requeueOnConflict(deps, job, first, parsed[0]!, err as Error))) {
+      return [
+        {
+          id: first.id,
+          status: 'completed' as const,
+          output: { failed: (err as Error).message, requeued: true },
+        },
+      ];
+    }
+    throw err;
+  }
+  claim.dispose();
+  await Promise.all(followUps);
+  if (!batchesReported) await sendFollowUps(deps, job, result, byName);
+  const output = countsOf(result);
+  return requests.map((r) => ({ id: r.id, status: 'completed' as const, output }));
+}
+
+/** Milliseconds until pg-boss would fail this job as expired (its start + expire_seconds). */
+function expiresIn(job: { expireInSeconds: number; startedOn?: Date }): number {
+  const started = job.startedOn?.getTime() ?? Date.now();
+  return started + job.expireInSeconds * 1000 - Date.now();
 }
 
 /** The trigger a request says it has, read before validation (a malformed one counts as ad hoc). */
@@ -224,29 +305,58 @@ function waitSeconds(job: { createdOn?: Date; startAfter?: Date; startedOn?: Dat
 
 /**
  * Queues the rest of a run that stopped early: the same request again, at once, for any worker.
- * When a run of the job already waits, that run does the rest (the request merges into it).
- * Returns the id of the run that continues, or null if none could be queued.
+ * When a run of the job already waits with the same options, that run does the rest (merged into
+ * it); when the waiting one has other options, this run's own job is requeued instead (into the
+ * free retry slot, or in place of a waiting scheduled tick), so that nothing an operator asked for
+ * is folded into a request that differs. Returns the id of the run that continues, or null if none
+ * could be queued (logged).
  */
 async function handOn(
   deps: WorkerDeps,
   job: AnyJob,
-  from: string,
+  from: { id: string; retryCount: number },
   request: RunRequest,
 ): Promise<string | null> {
   const data: RunRequest = {
     trigger: request.trigger,
     ...(request.options ? { options: request.options } : {}),
-    continues: from,
+    continues: from.id,
   };
   try {
     const id = await deps.boss.send(job.name, data, { singletonKey: RUN_KEY });
-    return id ?? (await waitingRun(deps.pool, job.name, RUN_KEY));
+    if (id) return id;
+    const waiting = await waitingRun(deps.pool, job.name, RUN_KEY);
+    if (waiting && sameOptions(waiting.data, request)) return waiting.id;
+    const outcome = await requeueRun(deps.pool, {
+      name: job.name,
+      id: from.id,
+      retryCount: from.retryCount,
+      delaySeconds: 0,
+      extendLimit: true,
+      data: { ...request },
+      output: { message: 'stopped early; the rest continues as this job' },
+      timeoutMs: deps.config.database.lock_timeout_ms,
+    });
+    if (outcome.placed === 'retry' || outcome.placed === 'created' || outcome.placed === 'replaced')
+      return from.id;
+    if (outcome.placed === 'merged') return outcome.into;
+    deps.logger.warn(`${job.name}: the rest of run ${from.id} could not be handed on (${outcome.placed})`, {
+      job: job.name,
+      pgboss_job_id: from.id,
+      ...outcome,
+    });
+    return null;
   } catch (err) {
-    deps.logger.warn(`${job.name}: could not hand the rest of run ${from} on`, {
+    deps.logger.warn(`${job.name}: could not hand the rest of run ${from.id} on`, {
       error: (err as Error).message,
     });
     return null;
   }
+}
+
+/** Whether a waiting request asks for the same run as this one (its options, as sent). */
+function sameOptions(data: Record<string, unknown> | null, request: RunRequest): boolean {
+  return isDeepStrictEqual(data?.options ?? {}, request.options ?? {});
 }
 
 /**
@@ -272,8 +382,14 @@ async function requeueOnConflict(
       data: parsed,
       output: { message: error.message },
       onlyIfRetryTaken: true,
+      timeoutMs: deps.config.database.lock_timeout_ms,
     });
-    if (outcome.placed === 'retry_free' || outcome.placed === 'exhausted' || outcome.placed === 'gone')
+    if (
+      outcome.placed === 'retry_free' ||
+      outcome.placed === 'exhausted' ||
+      outcome.placed === 'gone' ||
+      outcome.placed === 'alive'
+    )
       return false;
     deps.logger.warn(`${job.name}: failed run requeued beside the run already waiting to retry`, {
       job: job.name,

@@ -18,7 +18,7 @@ export const FAST_WORKER_ENV = {
   TASKER__worker__heartbeat_seconds: '10',
   TASKER__worker__recovery_interval_seconds: '1',
   TASKER__worker__retry_delay_seconds: '1',
-  TASKER__worker__shutdown_timeout_seconds: '20',
+  TASKER__worker__shutdown_timeout_seconds: '25',
   TASKER__logging__format: '"json"',
   TASKER__logging__level: '"info"',
 };
@@ -88,7 +88,11 @@ export async function runsOf(db: pg.Pool, job: string): Promise<RunRow[]> {
  * on a lock (holdDetectionAtStart, an uncommitted DLQ entry): each batch is otherwise cancelled
  * after staleness_detection.batch_statement_timeout_ms (10 s), which would end the hold early.
  */
-export const HELD_DETECTION_ENV = { TASKER__staleness_detection__batch_statement_timeout_ms: '600000' };
+export const HELD_DETECTION_ENV = {
+  TASKER__staleness_detection__batch_statement_timeout_ms: '600000',
+  // A worker refuses a shutdown timeout shorter than its longest batch (src/worker/process.ts).
+  TASKER__worker__shutdown_timeout_seconds: '610',
+};
 
 /**
  * Holds an exclusive lock on tasker_task_namespaces, which every detection batch (real or dry run)

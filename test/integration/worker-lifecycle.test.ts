@@ -329,21 +329,30 @@ describe('a run that fails after committing batches', () => {
   it('its committed batches are in the metrics, its history counts and its enrichment follow-ups', async () => {
     const ids = await staleTasks(6); // oldest first: batches of 2
     const blocker = await blockEntryFor(await db.connect(), ids[2]!);
-    const env = { ...NO_SCHEDULES, TASKER__worker__retry_limit: '0' };
+    // The second batch fails for a reason of its own: it waits on the held entry past its
+    // statement timeout. (A cut connection is an interruption, not a failure: see
+    // worker-database-restart.test.ts.)
+    const env = {
+      ...NO_SCHEDULES,
+      TASKER__worker__retry_limit: '0',
+      TASKER__staleness_detection__batch_statement_timeout_ms: '2000',
+    };
     await installFor(db.url, env);
     const worker = startWorkerProcess(db.url, env);
     try {
       const port = await workerPort(worker);
       await waitForWorkers(db.pool, 1);
-      expect((await enqueue(['--batch-size', '2', '--max-batches', '5'])).code).toBe(0);
-      await waitForBlockedDetection(db.pool);
-      // The second batch fails: its connection is cut while it waits.
-      await db.pool.query(
-        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-          WHERE wait_event_type = 'Lock' AND query LIKE '%detect_stale_tasks_batch%' AND datname = current_database()`,
-      );
-      await blocker.release();
+      expect(
+        (
+          await runCli(['enqueue', 'detect-stale', '--batch-size', '2', '--max-batches', '5'], {
+            DATABASE_URL: db.url,
+            ...FAST_WORKER_ENV,
+            ...env,
+          })
+        ).code,
+      ).toBe(0);
       await waitFor('the run to fail', async () => (await runsOf(db.pool, DETECT))[0]?.outcome === 'failed');
+      await blocker.release();
       const [run] = await runsOf(db.pool, DETECT);
       expect(run!.counts).toMatchObject({ batches: 1, tasks_detected: 2, dlq_entries_created: 2 });
       expect((await outcomes(ids)).map((o) => o.entries)).toEqual([1, 1, 0, 0, 0, 0]);

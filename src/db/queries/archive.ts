@@ -127,13 +127,19 @@ export async function runArchiveBatch(
   pool: pg.Pool,
   p: ArchiveBatchParams,
   statementTimeoutMs: number,
+  beforeCommit?: (client: pg.PoolClient) => Promise<void>,
 ): Promise<ArchiveBatchResult> {
   // withStatementTimeout also turns a connection lost mid-batch into this batch's error, instead
   // of an 'error' event nobody listens to (which would crash the worker).
-  return withStatementTimeout(pool, statementTimeoutMs, async (client) => {
-    if (!p.dryRun) await client.query(`SELECT set_config('synchronous_commit', 'off', true)`);
-    return archiveBatch(client, p);
-  });
+  return withStatementTimeout(
+    pool,
+    statementTimeoutMs,
+    async (client) => {
+      if (!p.dryRun) await client.query(`SELECT set_config('synchronous_commit', 'off', true)`);
+      return archiveBatch(client, p);
+    },
+    beforeCommit,
+  );
 }
 
 export interface CandidateCountParams {

@@ -1,21 +1,60 @@
 import type pg from 'pg';
 import type { Db } from '../pool.ts';
+import { withTransaction } from '../pool.ts';
 
 /**
- * Queries on pg-boss's job table (schema `pgboss`, pg-boss 12.38.0, pinned) for what pg-boss does
- * not do for interrupted runs: requeue them without losing them to a queue-policy conflict.
+ * Everything this system reads or writes in pg-boss's own tables (schema `pgboss`), in one module,
+ * for what pg-boss's API does not do: fence a batch's commit to the attempt that holds its run,
+ * find and requeue runs whose worker was lost without losing them to a queue-policy conflict, and
+ * read and settle dead-lettered runs and queue depths in our transactions. Every other module goes
+ * through pg-boss's API or through here.
+ *
+ * Written for pg-boss 12.38.0, schema version PGBOSS_SCHEMA_VERSION: the job table's columns
+ * (state, retry_count, retry_limit, heartbeat_on, heartbeat_seconds, started_on, start_after,
+ * completed_on, singleton_key, data, output, source_*), its `stately` policy (one job per key in each
+ * of created, retry and active), the attempt fence (a settle or heartbeat names id:retry_count, and
+ * a fetch of a job that was started before increments retry_count) and job_now(). A worker checks
+ * the version at start (src/worker/process.ts) and turns recovery off, loudly, on any other.
  *
  * pg-boss fails a job by deleting it and re-inserting it as `retry` with ON CONFLICT DO NOTHING
- * (plans.js failJobsBody); when that conflicts (a `stately` queue allows one job per key in each of
- * created, retry and active, and another run already waits in `retry`), the job goes to `failed` and
- * to its dead-letter queue at once, whatever its retry count. requeueRun instead moves the run to a
- * free slot (retry, else created), or merges it into the run already waiting (which does the same
- * work): a run is never lost to a conflict. The moves keep pg-boss's own bookkeeping: the next fetch
- * of a requeued job increments retry_count (started_on is kept), so a late settle from the lost
- * attempt is refused by pg-boss's attempt fence (state = active and id:retry_count).
+ * (plans.js failJobsBody); when that conflicts (another run of the key already waits in `retry`)
+ * the job goes to `failed` and its dead-letter queue at once, whatever its retry count. requeueRun
+ * instead moves the run to a free slot (retry, else created), or merges it into an identical
+ * request already waiting.
  */
 
-const SCHEMA = 'pgboss';
+export const SCHEMA = 'pgboss';
+
+/** The pg-boss schema version these queries were written and tested against (pg-boss 12.38.0). */
+export const PGBOSS_SCHEMA_VERSION = 46;
+
+/** One attempt at a run: the pg-boss job and its retry_count when this worker fetched it. */
+export interface RunAttempt {
+  name: string;
+  id: string;
+  retryCount: number;
+}
+
+/**
+ * Inside a batch's transaction, as its last statement before COMMIT: whether these attempts (a
+ * run's requests: one, or several for a batched job) still hold their run (each job active, at its
+ * retry_count). The job rows are locked FOR SHARE until the commit, so nobody can requeue, fail,
+ * expire or settle the run between this check and the batch's commit: the batch commits only while
+ * its attempt holds the run. The transaction also names its attempts in `tasker.run_attempt`
+ * (id:retry_count, comma-separated), for triggers and for whoever inspects it. Reads the jobs by
+ * their primary key (name, id).
+ */
+export async function attemptsHoldRun(client: Db, attempts: readonly RunAttempt[]): Promise<boolean> {
+  const label = attempts.map((a) => `${a.id}:${a.retryCount}`).join(',');
+  const { rows } = await client.query(
+    `SELECT set_config('tasker.run_attempt', $4, true) FROM ${SCHEMA}.job j
+      WHERE (j.name, j.id, j.retry_count) IN (SELECT * FROM unnest($1::text[], $2::uuid[], $3::int[]))
+        AND j.state = 'active'
+      FOR SHARE OF j`,
+    [attempts.map((a) => a.name), attempts.map((a) => a.id), attempts.map((a) => a.retryCount), label],
+  );
+  return rows.length === attempts.length;
+}
 
 export interface ActiveRun {
   id: string;
@@ -23,46 +62,31 @@ export interface ActiveRun {
   singleton_key: string | null;
   retry_count: number;
   retry_limit: number;
+  /** The job's own threshold: half of the heartbeat_seconds it was queued with (pg-boss's backstop). */
+  lost_after_seconds: number;
   data: Record<string, unknown> | null;
 }
 
-/** Active jobs of these queues whose last heartbeat is older than lostAfterSeconds (pg-boss's clock). */
-export async function findLostRuns(
-  db: Db,
-  queues: readonly string[],
-  lostAfterSeconds: number,
-): Promise<ActiveRun[]> {
+/**
+ * Active jobs of these queues whose last heartbeat is older than half their own heartbeat_seconds
+ * (pg-boss's clock). The threshold is the job row's, set by `migrate` from worker.heartbeat_seconds
+ * (src/install/pgboss.ts: the row holds twice it, pg-boss's own backstop), never the reading
+ * worker's configuration, so workers with different settings side by side judge a run alike. A job
+ * without a heartbeat setting is never judged lost here (pg-boss's expiry covers it).
+ */
+export async function findLostRuns(db: Db, queues: readonly string[]): Promise<ActiveRun[]> {
   const { rows } = await db.query<ActiveRun>(
-    `SELECT id, name, singleton_key, retry_count, retry_limit, data FROM ${SCHEMA}.job
-      WHERE name = ANY($1::text[]) AND state = 'active'
-        AND heartbeat_on < ${SCHEMA}.job_now() - $2 * interval '1 second'
+    `SELECT id, name, singleton_key, retry_count, retry_limit, heartbeat_seconds / 2.0 AS lost_after_seconds, data
+       FROM ${SCHEMA}.job
+      WHERE name = ANY($1::text[]) AND state = 'active' AND heartbeat_seconds IS NOT NULL
+        AND heartbeat_on < ${SCHEMA}.job_now() - heartbeat_seconds / 2.0 * interval '1 second'
       ORDER BY started_on`,
-    [queues, lostAfterSeconds],
+    [queues],
   );
   return rows;
 }
 
-/** Whether another job of the queue with this key waits in `retry` (the slot a failure would need). */
-export async function retryWaiting(
-  db: Db,
-  name: string,
-  key: string | null,
-  exceptId: string,
-): Promise<boolean> {
-  const { rows } = await db.query(
-    `SELECT 1 FROM ${SCHEMA}.job
-      WHERE name = $1 AND state = 'retry' AND COALESCE(singleton_key, '') = COALESCE($2, '') AND id <> $3
-      LIMIT 1`,
-    [name, key, exceptId],
-  );
-  return rows.length > 0;
-}
-
-export interface RequeueRequest {
-  name: string;
-  id: string;
-  /** The attempt being requeued (pg-boss's retry_count when it was fetched); another attempt is left alone. */
-  retryCount: number;
+export interface RequeueRequest extends RunAttempt {
   /** When it may run again. */
   delaySeconds: number;
   /** Raise retry_limit by one: the attempt does not count against the run's retries (an interruption). */
@@ -71,15 +95,32 @@ export interface RequeueRequest {
   data: Record<string, unknown>;
   /** Stored as the job's output, like pg-boss stores a failure's. */
   output: Record<string, unknown>;
+  /**
+   * Recovery of a lost run: act only if its heartbeat is still this old, re-checked under the
+   * row's lock (a live worker's heartbeat since the look means it is not lost).
+   */
+  onlyIfHeartbeatOlderThanSeconds?: number;
   /** Only act when the retry slot is taken (else pg-boss's own fail does the right thing). */
   onlyIfRetryTaken?: boolean;
+  /** lock_timeout of the transaction, in milliseconds (its statement_timeout is twice it). */
+  timeoutMs: number;
 }
 
 export type RequeueOutcome =
   | { placed: 'retry' | 'created' }
+  /** An identical request already waits: this run is cancelled as merged into it, which starts at once. */
   | { placed: 'merged'; into: string }
+  /** A scheduled tick waited in `created`: it is cancelled (the schedule fires again), this run takes its place. */
+  | { placed: 'replaced'; replaced: string }
+  /**
+   * Both slots hold other requests with other options: this run is cancelled, its request named
+   * in its output, and must be sent again (nothing is merged into a request that differs).
+   */
+  | { placed: 'dropped'; waiting: string[] }
   /** The attempt is no longer active (settled meanwhile, or requeued by another worker). */
   | { placed: 'gone' }
+  /** onlyIfHeartbeatOlderThanSeconds: its worker is alive (a heartbeat since): nothing done. */
+  | { placed: 'alive' }
   /** No retries left: nothing done (pg-boss fails it for good, to the dead-letter queue). */
   | { placed: 'exhausted' }
   /** onlyIfRetryTaken and the retry slot is free: nothing done. */
@@ -87,49 +128,63 @@ export type RequeueOutcome =
 
 /**
  * Moves an active run back to the queue: into `retry` when that slot of its key is free, else into
- * `created`, else (both taken) it is cancelled as merged into the waiting run, which is started at
- * once. Serialized per queue by a transaction advisory lock, so two recovery passes never race for
- * one slot.
+ * `created`; when both are taken, it is merged into the waiting request if that one carries the
+ * same options, takes the place of a waiting scheduled tick, or else is dropped with its request
+ * in its output. Serialized per queue by a transaction advisory lock, so two recovery passes never
+ * race for one slot; bounded by lock_timeout and statement_timeout (timeoutMs), so a held row makes
+ * it fail fast (the next pass tries again) instead of hanging. Reads the job by its primary key and
+ * the waiting jobs of the key through pg-boss's (name, state) index.
  */
 export async function requeueRun(pool: pg.Pool, r: RequeueRequest): Promise<RequeueOutcome> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  return withTransaction(pool, async (client) => {
+    await client.query(
+      `SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)`,
+      [`${r.timeoutMs}ms`, `${2 * r.timeoutMs}ms`],
+    );
     await client.query(
       `SELECT pg_advisory_xact_lock(hashtextextended('tasker-lifecycle requeue ' || $1, 0))`,
       [r.name],
     );
-    const { rows: target } = await client.query<{ singleton_key: string | null; retries_left: boolean }>(
-      `SELECT singleton_key, retry_count < retry_limit + $4 AS retries_left FROM ${SCHEMA}.job
-        WHERE name = $1 AND id = $2 AND state = 'active' AND retry_count = $3 FOR UPDATE`,
-      [r.name, r.id, r.retryCount, r.extendLimit ? 1 : 0],
+    const { rows: target } = await client.query<{
+      singleton_key: string | null;
+      retries_left: boolean;
+      stale: boolean;
+    }>(
+      `SELECT singleton_key, retry_count < retry_limit + $4 AS retries_left,
+                $5::numeric IS NULL OR heartbeat_on < ${SCHEMA}.job_now() - $5::numeric * interval '1 second' AS stale
+           FROM ${SCHEMA}.job
+          WHERE name = $1 AND id = $2 AND state = 'active' AND retry_count = $3 FOR UPDATE`,
+      [r.name, r.id, r.retryCount, r.extendLimit ? 1 : 0, r.onlyIfHeartbeatOlderThanSeconds ?? null],
     );
-    const done = async (outcome: RequeueOutcome) => {
-      await client.query('ROLLBACK');
-      return outcome;
-    };
-    if (target.length === 0) return done({ placed: 'gone' });
-    if (!target[0]!.retries_left) return done({ placed: 'exhausted' });
-    const { rows: waiting } = await client.query<{ id: string; state: 'created' | 'retry' }>(
-      `SELECT id, state FROM ${SCHEMA}.job
-        WHERE name = $1 AND state IN ('created', 'retry') AND COALESCE(singleton_key, '') = COALESCE($2, '')
-        ORDER BY created_on FOR UPDATE`,
-      [r.name, target[0]!.singleton_key],
+    if (target.length === 0) return { placed: 'gone' } as const;
+    if (!target[0]!.stale) return { placed: 'alive' } as const;
+    if (!target[0]!.retries_left) return { placed: 'exhausted' } as const;
+    const { rows: waiting } = await client.query<{
+      id: string;
+      state: 'created' | 'retry';
+      same_options: boolean;
+      scheduled_tick: boolean;
+    }>(
+      `SELECT id, state,
+                coalesce(data -> 'options', '{}'::jsonb) = coalesce($3::jsonb -> 'options', '{}'::jsonb) AS same_options,
+                data ->> 'trigger' = 'schedule' AND coalesce(data -> 'options', '{}'::jsonb) = '{}'::jsonb AS scheduled_tick
+           FROM ${SCHEMA}.job
+          WHERE name = $1 AND state IN ('created', 'retry') AND COALESCE(singleton_key, '') = COALESCE($2, '')
+          ORDER BY created_on FOR UPDATE`,
+      [r.name, target[0]!.singleton_key, JSON.stringify(r.data)],
     );
     const taken = new Set(waiting.map((w) => w.state));
-    if (r.onlyIfRetryTaken && !taken.has('retry')) return done({ placed: 'retry_free' });
-    let outcome: RequeueOutcome;
-    if (!taken.has('retry') || !taken.has('created')) {
-      const state = taken.has('retry') ? 'created' : 'retry';
-      await client.query(
+    if (r.onlyIfRetryTaken && !taken.has('retry')) return { placed: 'retry_free' } as const;
+    const moveTo = async (state: 'retry' | 'created') =>
+      client.query(
         `UPDATE ${SCHEMA}.job
-            SET state = $3::${SCHEMA}.job_state,
-                start_after = ${SCHEMA}.job_now() + $4 * interval '1 second',
-                heartbeat_on = NULL,
-                retry_limit = retry_limit + $5,
-                data = $6::jsonb,
-                output = $7::jsonb
-          WHERE name = $1 AND id = $2`,
+              SET state = $3::${SCHEMA}.job_state,
+                  start_after = ${SCHEMA}.job_now() + $4 * interval '1 second',
+                  heartbeat_on = NULL,
+                  retry_limit = retry_limit + $5,
+                  data = $6::jsonb,
+                  output = $7::jsonb
+            WHERE name = $1 AND id = $2`,
         [
           r.name,
           r.id,
@@ -140,38 +195,56 @@ export async function requeueRun(pool: pg.Pool, r: RequeueRequest): Promise<Requ
           JSON.stringify(r.output),
         ],
       );
-      outcome = { placed: state };
-    } else {
-      const into = waiting.find((w) => w.state === 'created')!.id;
-      await client.query(
+    const cancel = async (id: string, output: Record<string, unknown>) =>
+      client.query(
         `UPDATE ${SCHEMA}.job
-            SET state = 'cancelled', completed_on = ${SCHEMA}.job_now(), heartbeat_on = NULL, output = $3::jsonb
-          WHERE name = $1 AND id = $2`,
-        [r.name, r.id, JSON.stringify({ ...r.output, merged_into: into })],
+              SET state = 'cancelled', completed_on = ${SCHEMA}.job_now(), heartbeat_on = NULL, output = $3::jsonb
+            WHERE name = $1 AND id = $2`,
+        [r.name, id, JSON.stringify(output)],
       );
+    if (!taken.has('retry') || !taken.has('created')) {
+      const state = taken.has('retry') ? 'created' : 'retry';
+      await moveTo(state);
+      return { placed: state } as const;
+    }
+    const created = waiting.find((w) => w.state === 'created')!;
+    if (created.same_options) {
+      await cancel(r.id, { ...r.output, merged_into: created.id });
       await client.query(
         `UPDATE ${SCHEMA}.job SET start_after = LEAST(start_after, ${SCHEMA}.job_now()) WHERE name = $1 AND id = $2`,
-        [r.name, into],
+        [r.name, created.id],
       );
-      outcome = { placed: 'merged', into };
+      return { placed: 'merged', into: created.id } as const;
     }
-    await client.query('COMMIT');
-    return outcome;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined); // the original error is the one worth reporting
-    throw err;
-  } finally {
-    client.release();
-  }
+    if (created.scheduled_tick) {
+      await cancel(created.id, {
+        superseded_by: r.id,
+        message: 'a scheduled tick, replaced by an interrupted run',
+      });
+      await moveTo('created');
+      return { placed: 'replaced', replaced: created.id } as const;
+    }
+    await cancel(r.id, {
+      ...r.output,
+      dropped: true,
+      message: `${r.output.message ?? 'interrupted'}; not requeued: runs ${waiting.map((w) => w.id).join(' and ')} with other options already wait (send it again)`,
+      request: r.data,
+    });
+    return { placed: 'dropped', waiting: waiting.map((w) => w.id) } as const;
+  });
 }
 
-/** The id of the run of a queue waiting (created) with this key, if any. */
-export async function waitingRun(db: Db, name: string, key: string): Promise<string | null> {
+/** The run of a queue waiting (created) with this key, if any: its id and its request. */
+export async function waitingRun(
+  db: Db,
+  name: string,
+  key: string,
+): Promise<{ id: string; data: Record<string, unknown> | null } | null> {
   const { rows } = await db.query(
-    `SELECT id FROM ${SCHEMA}.job WHERE name = $1 AND state = 'created' AND singleton_key = $2 ORDER BY created_on LIMIT 1`,
+    `SELECT id, data FROM ${SCHEMA}.job WHERE name = $1 AND state = 'created' AND singleton_key = $2 ORDER BY created_on LIMIT 1`,
     [name, key],
   );
-  return rows[0]?.id ?? null;
+  return rows[0] ?? null;
 }
 
 /** A pg-boss job's state and output, or null when it no longer exists. */
@@ -185,4 +258,108 @@ export async function bossJobState(
     id,
   ]);
   return rows[0] ?? null;
+}
+
+/** Of these jobs, the ids still active (the others are settled, requeued or gone). Primary key. */
+export async function activeJobIds(
+  db: Db,
+  jobs: readonly { name: string; id: string }[],
+): Promise<Set<string>> {
+  if (jobs.length === 0) return new Set();
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT j.id FROM ${SCHEMA}.job j
+       JOIN unnest($1::text[], $2::uuid[]) AS t(name, id) ON j.name = t.name AND j.id = t.id
+      WHERE j.state = 'active'`,
+    [jobs.map((j) => j.name), jobs.map((j) => j.id)],
+  );
+  return new Set(rows.map((r) => r.id));
+}
+
+// Dead-lettered runs -----------------------------------------------------------------------------
+//
+// pg-boss puts in a job's dead-letter queue (`<job>.failed`) a copy of each run that exhausted its
+// retries: the same data, the failed run's id in source_id and its last output (the error) in
+// source_output. Nothing works these queues; a copy stays `created` until it is retried or pg-boss
+// deletes it. pg-boss's job table is indexed by (name, id) (its primary key) and by name and state.
+
+export interface DeadLetteredJob {
+  id: string;
+  queue: string;
+  /** The failed run in the job's own queue. */
+  source_id: string | null;
+  data: Record<string, unknown> | null;
+  /** The failed run's last output: pg-boss stores the error there ({ message, stack, ... }). */
+  error: unknown;
+  retry_count: number | null;
+  created_on: Date;
+  state: string;
+}
+
+const DEAD_LETTER_COLUMNS = `id, name AS queue, source_id, data, source_output AS error, source_retry_count AS retry_count,
+  created_on, state::text AS state`;
+
+/** Dead-lettered runs still waiting (state created), newest first, at most limit. */
+export async function listDeadLettered(db: Db, queue: string, limit: number): Promise<DeadLetteredJob[]> {
+  const { rows } = await db.query<DeadLetteredJob>(
+    `SELECT ${DEAD_LETTER_COLUMNS} FROM ${SCHEMA}.job WHERE name = $1 AND state = 'created' ORDER BY created_on DESC LIMIT $2`,
+    [queue, limit],
+  );
+  return rows;
+}
+
+/** One dead-lettered run, locked for the caller's transaction (primary key). */
+export async function lockDeadLettered(
+  db: Db,
+  queue: string,
+  id: string,
+): Promise<DeadLetteredJob | undefined> {
+  const { rows } = await db.query<DeadLetteredJob>(
+    `SELECT ${DEAD_LETTER_COLUMNS} FROM ${SCHEMA}.job WHERE name = $1 AND id = $2 FOR UPDATE`,
+    [queue, id],
+  );
+  return rows[0];
+}
+
+/** Marks a dead-lettered run as retried: completed, with the new run's id as its output. */
+export async function markDeadLetterRetried(
+  db: Db,
+  queue: string,
+  id: string,
+  output: Record<string, unknown>,
+): Promise<void> {
+  await db.query(
+    `UPDATE ${SCHEMA}.job SET state = 'completed', completed_on = ${SCHEMA}.job_now(), output = $3::jsonb
+      WHERE name = $1 AND id = $2`,
+    [queue, id, JSON.stringify(output)],
+  );
+}
+
+export interface QueueDepth {
+  queue: string;
+  /** Waiting to start (created or retry). */
+  queued: number;
+  active: number;
+  /** Failed for good, kept until pg-boss deletes them. */
+  failed: number;
+}
+
+/**
+ * Jobs of each queue by state, counted now (pg-boss's getQueues reports counts its monitor cached,
+ * up to a monitor interval old). Only the unsettled states and failed: job_common_i14 (name, state,
+ * ...) WHERE state IN (created, retry, active, failed).
+ */
+export async function queueDepths(db: Db, queues: readonly string[]): Promise<Map<string, QueueDepth>> {
+  const { rows } = await db.query<QueueDepth>(
+    `SELECT name AS queue,
+            count(*) FILTER (WHERE state IN ('created', 'retry')) AS queued,
+            count(*) FILTER (WHERE state = 'active') AS active,
+            count(*) FILTER (WHERE state = 'failed') AS failed
+       FROM ${SCHEMA}.job
+      WHERE name = ANY ($1::text[]) AND state IN ('created', 'retry', 'active', 'failed')
+      GROUP BY name`,
+    [queues],
+  );
+  const depths = new Map(rows.map((r) => [r.queue, r]));
+  for (const q of queues) if (!depths.has(q)) depths.set(q, { queue: q, queued: 0, active: 0, failed: 0 });
+  return depths;
 }

@@ -79,29 +79,39 @@ export async function unfinishedRunsOf(db: Db, pgbossJobId: string): Promise<Run
 }
 
 /**
- * Settles unfinished runs that came through pg-boss, started more than graceSeconds ago, whose
- * pg-boss job is no longer active (settled, requeued, or deleted): their end was never written (the
- * worker lost the database, or died, before it could say), and nothing will write it now. They are
- * marked interrupted, each by one caller (the UPDATE claims them), and returned.
+ * Unfinished runs that came through pg-boss and started more than graceSeconds ago, oldest first,
+ * at most limit (idx_job_runs_unfinished): candidates whose end may never be written.
+ */
+export async function unfinishedBossRuns(
+  db: Db,
+  graceSeconds: number,
+  limit = 100,
+): Promise<{ run_id: string; job_name: string; pgboss_job_id: string }[]> {
+  const { rows } = await db.query(
+    `SELECT run_id, job_name, pgboss_job_id FROM tasker_job_runs
+      WHERE outcome IS NULL AND pgboss_job_id IS NOT NULL AND started_at < now() - $1 * interval '1 second'
+      ORDER BY started_at LIMIT $2`,
+    [graceSeconds, limit],
+  );
+  return rows;
+}
+
+/**
+ * Marks these unfinished runs interrupted (their pg-boss job is no longer active: their end was
+ * never written, and nothing will write it now), each by one caller: the UPDATE claims them. Returns
+ * those it marked. Primary key.
  */
 export async function settleOrphanedRuns(
   db: Db,
-  graceSeconds: number,
+  runIds: readonly string[],
   error: string,
-  limit = 100,
 ): Promise<RunStartRow[]> {
+  if (runIds.length === 0) return [];
   const { rows } = await db.query<RunStartRow>(
     `UPDATE tasker_job_runs SET outcome = 'interrupted', finished_at = now(), error = $2
-      WHERE run_id IN (
-        SELECT r.run_id FROM tasker_job_runs r
-         WHERE r.outcome IS NULL AND r.pgboss_job_id IS NOT NULL
-           AND r.started_at < now() - $1 * interval '1 second'
-           AND NOT EXISTS (SELECT 1 FROM pgboss.job j
-                            WHERE j.name = r.job_name AND j.id = r.pgboss_job_id AND j.state = 'active')
-         ORDER BY r.started_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-        AND outcome IS NULL
+      WHERE run_id = ANY($1::uuid[]) AND outcome IS NULL
       RETURNING run_id, job_name, trigger, pgboss_job_id, worker, started_at, options`,
-    [graceSeconds, error, limit],
+    [runIds, error],
   );
   return rows;
 }

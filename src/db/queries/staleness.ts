@@ -42,8 +42,10 @@ export interface DetectBatchParams {
    * the batch gathers them itself.
    */
   lifetimeCandidates?: string[] | null;
-  /** statement_timeout of the batch's transaction (SET LOCAL), in milliseconds. */
+  /** statement_timeout (and lock_timeout) of the batch's transaction (SET LOCAL), in milliseconds. */
   statementTimeoutMs: number;
+  /** The run's commit fence (JobContext.commitFence): last before COMMIT; throws to roll back. */
+  beforeCommit?: (client: pg.PoolClient) => Promise<void>;
 }
 
 /**
@@ -75,7 +77,11 @@ export async function detectStaleTasksBatch(
   db: pg.Pool | pg.Client,
   p: DetectBatchParams,
 ): Promise<DetectBatchResult> {
-  if (db instanceof pg.Pool) return withTransaction(db, (client) => detectPage(client, p));
+  if (db instanceof pg.Pool)
+    return withTransaction(db, (client) => detectPage(client, p), {
+      statementTimeoutMs: p.statementTimeoutMs,
+      ...(p.beforeCommit ? { beforeCommit: p.beforeCommit } : {}),
+    });
   await db.query('BEGIN');
   try {
     const page = await detectPage(db, p);
@@ -121,13 +127,16 @@ export async function staleLifetimeCandidates(
   }
 }
 
-/** One page inside the caller's transaction: SET LOCAL statement_timeout, then the batch. */
+/** One page inside the caller's transaction: SET LOCAL statement_timeout and lock_timeout, then the batch. */
 async function detectPage(
   client: pg.PoolClient | pg.Client,
   p: DetectBatchParams,
 ): Promise<DetectBatchResult> {
   const s = p.settings;
-  await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${p.statementTimeoutMs}ms`]);
+  await client.query(
+    `SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true)`,
+    [`${p.statementTimeoutMs}ms`],
+  );
   const { rows } = await client.query<
     StaleTaskResult & {
       action_taken: string;
