@@ -135,3 +135,16 @@ export async function waitForBlockedDetection(db: pg.Pool): Promise<void> {
     return rows[0].n > 0;
   });
 }
+
+/** Opens (and keeps open) a pending entry for a task, so a detection batch taking it blocks on it. */
+export async function blockEntryFor(
+  client: pg.Client,
+  taskUuid: string,
+): Promise<{ release(): Promise<void> }> {
+  await client.query('BEGIN');
+  await client.query(
+    `INSERT INTO tasker_tasks_dlq (task_uuid, original_state, dlq_reason, task_snapshot) VALUES ($1, 'waiting_for_retry', 'manual_dlq', '{}')`,
+    [taskUuid],
+  );
+  return { release: async () => void (await client.query('ROLLBACK')) };
+}

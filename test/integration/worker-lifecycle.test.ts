@@ -5,13 +5,13 @@
  * on database state or an HTTP answer.
  */
 import { beforeEach, describe, expect, it } from '@jest/globals';
-import type pg from 'pg';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { runCli, startCli } from '../helpers/cli-process.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
 import {
+  blockEntryFor,
   bossJobs,
   FAST_WORKER_ENV,
   HELD_DETECTION_ENV,
@@ -71,16 +71,6 @@ async function outcomes(ids: string[]) {
     [ids],
   );
   return rows as Array<{ task_uuid: string; errors: number; entries: number }>;
-}
-
-/** Opens (and keeps open) a pending entry for a task, so a detection batch taking it blocks on it. */
-async function blockEntryFor(client: pg.Client, taskUuid: string): Promise<{ release(): Promise<void> }> {
-  await client.query('BEGIN');
-  await client.query(
-    `INSERT INTO tasker_tasks_dlq (task_uuid, original_state, dlq_reason, task_snapshot) VALUES ($1, 'waiting_for_retry', 'manual_dlq', '{}')`,
-    [taskUuid],
-  );
-  return { release: async () => void (await client.query('ROLLBACK')) };
 }
 
 describe('one worker', () => {
