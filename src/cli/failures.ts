@@ -67,6 +67,13 @@ export function describeFailure(err: Error, target: Target | undefined): string 
   if (/client password must be a string|password must be a non-empty string/.test(message)) {
     return `PostgreSQL at ${where} asks for a password and none was given: put it in DATABASE_URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE) or set PGPASSWORD`;
   }
+  if (
+    /unsupported startup parameter: (statement_timeout|lock_timeout|idle_in_transaction_session_timeout)/.test(
+      message,
+    )
+  ) {
+    return `${where} (PgBouncer?) refuses the session timeouts this process sends when it connects (${message}): add \`ignore_startup_parameters = statement_timeout, lock_timeout, idle_in_transaction_session_timeout\` to pgbouncer.ini and set the timeouts on the server instead (ALTER ROLE … SET statement_timeout …), or set database.session_timeouts = false (docs/scaling.md, "PgBouncer")`;
+  }
   if (/timeout expired|connection timeout/i.test(message)) {
     return `no answer from ${where} within the connection timeout: check the host, the port and any firewall, or ${fixUrl}`;
   }

@@ -397,6 +397,12 @@ export const DatabaseSchema = z
       .describe(
         'lock_timeout every session to database.url starts with, in milliseconds: a statement that waits longer for a lock (a row another session holds) is cancelled and answered as busy. Batches wait up to their own statement timeout.',
       ),
+    session_timeouts: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Send statement_timeout_ms, lock_timeout_ms and idle_in_transaction_timeout_ms as startup parameters of every connection to database.url. PgBouncer (1.18) refuses startup parameters it does not know: list them in its ignore_startup_parameters and set the timeouts on the server role, or set this to false. Batch transactions set theirs per transaction either way.',
+      ),
     idle_in_transaction_timeout_ms: z
       .int()
       .min(1_000)

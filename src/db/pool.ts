@@ -44,8 +44,12 @@ export interface CreatePoolOptions {
   max?: number;
   applicationName?: string;
   logger?: PoolLogger;
-  /** Session defaults of every connection (database.*_timeout_ms); absent: the server's. */
-  timeouts?: SessionTimeouts;
+  /**
+   * Session defaults (database.*_timeout_ms), sent as startup parameters when `startupParameters`
+   * is on; the idle-in-transaction timeout is also set in every transaction of withTransaction
+   * (which PgBouncer passes on). Absent: the server's.
+   */
+  timeouts?: SessionTimeouts & { startupParameters: boolean };
 }
 
 /**
@@ -75,7 +79,7 @@ export function createPool(url: string, options: CreatePoolOptions = {}): pg.Poo
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'tasker-lifecycle',
     connectionTimeoutMillis: 10_000,
-    ...(t
+    ...(t?.startupParameters
       ? {
           statement_timeout: t.statementMs,
           lock_timeout: t.lockMs,
@@ -100,11 +104,12 @@ export function createPool(url: string, options: CreatePoolOptions = {}): pg.Poo
 }
 
 /** The session timeouts the configuration gives every pool to database.url. */
-export function sessionTimeouts(d: Config['database']): SessionTimeouts {
+export function sessionTimeouts(d: Config['database']): SessionTimeouts & { startupParameters: boolean } {
   return {
     statementMs: d.statement_timeout_ms,
     lockMs: d.lock_timeout_ms,
     idleInTransactionMs: d.idle_in_transaction_timeout_ms,
+    startupParameters: d.session_timeouts,
   };
 }
 

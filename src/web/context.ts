@@ -13,6 +13,11 @@ import type { Logger } from '../telemetry/logger.ts';
 
 export interface WebDeps {
   pool: pg.Pool;
+  /**
+   * A pool of its own for token checks and /readyz (default: pool), so that requests waiting on a
+   * lock or a slow page cannot starve the check every other request starts with.
+   */
+  authPool?: pg.Pool;
   config: Readonly<Config>;
   /** The clock of this server: every change is stamped with it. */
   now: () => Date;

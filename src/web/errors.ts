@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { databaseTrouble } from '../db/errors.ts';
 import { NotFoundError, UsageError } from '../errors.ts';
 import { ConflictError } from '../operations/errors.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -7,8 +8,9 @@ import type { Logger } from '../telemetry/logger.ts';
 /**
  * How the API answers when something is wrong: always {"error": {"code", "message", "details"?}},
  * with the status each error class maps to (NotFoundError 404, ConflictError 409, UsageError and
- * schema validation 400, anything else 500 and logged). Routes call sendError for refusals of their
- * own; server.ts installs errorHandler for everything thrown.
+ * schema validation 400; the database away, busy or slow 503 with Retry-After; anything else 500
+ * and logged). Routes call sendError for refusals of their own; server.ts installs errorHandler
+ * for everything thrown.
  */
 
 /** The API's error body: {"error": {"code", "message", "details"?}}. */
@@ -36,6 +38,14 @@ function validationMessage(error: FastifyError & { validationContext?: string })
   return `${field}: ${first.message}`;
 }
 
+/** Seconds to wait, code and message of a 503 for each kind of database trouble. */
+const TROUBLE = {
+  unavailable: [5, 'DATABASE_UNAVAILABLE', 'the database cannot be reached; try again shortly'],
+  no_connection: [1, 'BUSY', 'every database connection of this server is in use; try again shortly'],
+  busy: [1, 'BUSY', 'another session holds a row this request needs; try again shortly'],
+  timed_out: [1, 'BUSY', 'the database took longer than database.statement_timeout_ms; try again shortly'],
+} as const;
+
 /** The server's error handler: anything a route throws, as the error body with its status. */
 export function errorHandler(logger: Logger) {
   return (
@@ -48,6 +58,12 @@ export function errorHandler(logger: Logger) {
     if (error instanceof ConflictError)
       return sendError(reply, 409, 'CONFLICT', error.message, error.details);
     if (error instanceof UsageError) return sendError(reply, 400, 'BAD_REQUEST', error.message);
+    const trouble = databaseTrouble(error);
+    if (trouble !== null) {
+      const [retryAfter, code, message] = TROUBLE[trouble];
+      logger.warn('request answered 503', { route: request.routeOptions.url, trouble, error: error.message });
+      return sendError(reply.header('retry-after', String(retryAfter)), 503, code, message);
+    }
     const status = error.statusCode ?? 500;
     if (status >= 400 && status < 500) return sendError(reply, status, 'BAD_REQUEST', error.message);
     logger.error('request failed', {

@@ -1,7 +1,11 @@
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import type pg from 'pg';
+import type { Config } from '../config/schema.ts';
+import { createPool, databaseUrl, sessionTimeouts } from '../db/pool.ts';
 import { authenticateToken, can } from '../operations/tokens.ts';
+import type { Logger } from '../telemetry/logger.ts';
 import { consoleRoutes } from './console/index.ts';
 import type { WebDeps } from './context.ts';
 import { errorHandler, sendError } from './errors.ts';
@@ -21,6 +25,20 @@ function bearerSecret(request: FastifyRequest): string | null {
   if (typeof header !== 'string') return null;
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return match ? match[1]! : null;
+}
+
+/**
+ * The web process's pool for token checks and /readyz (WebDeps.authPool): one connection, taken
+ * from the budget's pg-boss share (a web process's pg-boss client uses 2 of its 3), with the same
+ * session timeouts as every pool.
+ */
+export function createAuthPool(config: Readonly<Config>, logger: Logger): pg.Pool {
+  return createPool(databaseUrl(config), {
+    max: 1,
+    logger,
+    applicationName: 'tasker-lifecycle-web-auth',
+    timeouts: sessionTimeouts(config.database),
+  });
 }
 
 export async function buildServer(deps: WebDeps): Promise<FastifyInstance> {
@@ -55,7 +73,7 @@ export async function buildServer(deps: WebDeps): Promise<FastifyInstance> {
     if (secret === null) {
       return sendError(reply, 401, 'UNAUTHORIZED', 'missing Authorization: Bearer <token> header');
     }
-    const principal = await authenticateToken(deps.pool, secret, deps.now());
+    const principal = await authenticateToken(deps.authPool ?? deps.pool, secret, deps.now());
     if (principal === null) {
       return sendError(reply, 401, 'UNAUTHORIZED', 'the token is unknown, expired or revoked');
     }
@@ -89,7 +107,7 @@ export async function buildServer(deps: WebDeps): Promise<FastifyInstance> {
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { hide: true } }, async (_request, reply) => {
     try {
-      const { rows } = await deps.pool.query<{ migrated: boolean }>(
+      const { rows } = await (deps.authPool ?? deps.pool).query<{ migrated: boolean }>(
         "SELECT to_regclass('tasker_audit_log') IS NOT NULL AS migrated",
       );
       if (!rows[0]?.migrated) {

@@ -32,7 +32,7 @@ export function createBoss(
     max: role === 'worker' ? connectionShares(config.database).boss : 2,
     // The session defaults every pool to database.url has (src/db/pool.ts); not for the migrator,
     // whose schema changes may take their time.
-    ...(role === 'migrate'
+    ...(role === 'migrate' || !config.database.session_timeouts
       ? {}
       : {
           statement_timeout: config.database.statement_timeout_ms,

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { databaseTrouble } from '../db/errors.ts';
 import {
   attemptsHoldRun,
   type RequeueOutcome,
@@ -166,11 +167,6 @@ function describe(reason: InterruptReason): string {
   }
 }
 
-/** SQLSTATE classes and messages that say the database, not the run, is the trouble. */
-const CONNECTION_CODES = /^(08|57P0[1-3]|53300)/;
-const CONNECTION_MESSAGES =
-  /Connection terminated|connection (?:error|refused|reset)|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|the database system is (?:starting up|shutting down|in recovery mode)|terminating connection/i;
-
 /**
  * What stopped a run, when it was not the run's own fault: the claim gone (the fence refused a
  * batch, or the run gave its run back), the database away, or no connection in time. Walks the
@@ -192,18 +188,16 @@ export function interruptionOf(err: unknown, claim: RunClaim): RunInterruption |
             err,
           );
     }
-    if (/timeout exceeded when trying to connect/.test(e.message)) {
-      return new RunInterruption(
-        'no_connection',
-        `no database connection came free in time: ${e.message}`,
-        err,
-      );
-    }
-    const code = (e as { code?: string }).code;
-    if ((code && CONNECTION_CODES.test(code)) || CONNECTION_MESSAGES.test(e.message)) {
-      return new RunInterruption('database', `the database went away: ${e.message}`, err);
-    }
   }
+  const trouble = databaseTrouble(err);
+  if (trouble === 'no_connection')
+    return new RunInterruption(
+      'no_connection',
+      `no database connection came free in time: ${messageOf(err)}`,
+      err,
+    );
+  if (trouble === 'unavailable')
+    return new RunInterruption('database', `the database went away: ${messageOf(err)}`, err);
   return null;
 }
 
@@ -221,4 +215,11 @@ export function describePlacement(outcome: RequeueOutcome): string {
     default:
       return `requeued (${outcome.placed}) to resume at once`;
   }
+}
+
+/** The innermost message of an error and its causes (the driver's own words). */
+function messageOf(err: unknown): string {
+  let message = String(err);
+  for (let e: unknown = err; e instanceof Error; e = e.cause) message = e.message;
+  return message;
 }

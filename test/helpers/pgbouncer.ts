@@ -58,6 +58,9 @@ export async function startPgBouncer(o: PgBouncerOptions): Promise<RunningPgBoun
       `auth_file = ${userlist}`,
       `admin_users = ${o.user}`,
       'pool_mode = transaction',
+      // The session timeouts every process sends (database.session_timeouts): PgBouncer 1.18
+      // refuses startup parameters it does not know (docs/scaling.md, "PgBouncer").
+      'ignore_startup_parameters = statement_timeout, lock_timeout, idle_in_transaction_session_timeout',
       'max_client_conn = 2000',
       `default_pool_size = ${o.poolSize}`,
       'min_pool_size = 0',

@@ -23,6 +23,7 @@ import {
   startWorkerProcess,
   workerPort,
 } from '../helpers/workers.ts';
+import { startWeb, tokenWith } from '../web/web-process.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'tasker-restart-pg-'));
 let port: number;
@@ -86,7 +87,7 @@ it('survives a restart of PostgreSQL in the middle of a run', async () => {
     server = await startEmbeddedPostgres({ dataDir, port, persistent: true });
     await waitFor('the worker to be ready again', ready, { timeoutMs: 60_000 });
     pool = createPool(url, { max: 4 });
-    // The cut-off run fails, is retried and finishes: each stale task ends exactly once.
+    // The cut-off run is an interruption: given back and resumed, each stale task ends once.
     await waitFor(
       'every stale task to be in error with one investigation',
       async () => {
@@ -103,9 +104,60 @@ it('survives a restart of PostgreSQL in the middle of a run', async () => {
       { timeoutMs: 90_000, intervalMs: 500 },
     );
     expect(worker.stderrSoFar()).toMatch(/"level":"(error|warn)"/); // it said what happened
+    // Recorded as an interruption by the database, never as a failure (no alert on failed runs).
+    await waitFor('every run to have its outcome', async () => {
+      const { rows } = await pool.query(
+        'SELECT count(*)::int AS n FROM tasker_job_runs WHERE outcome IS NULL',
+      );
+      return rows[0].n === 0;
+    });
+    const { rows: runs } = await pool.query(
+      `SELECT outcome, split_part(error, ':', 1) AS reason FROM tasker_job_runs ORDER BY started_at`,
+    );
+    expect(runs.filter((r) => r.outcome === 'failed')).toEqual([]);
+    expect(runs[0]).toEqual({ outcome: 'interrupted', reason: 'database' });
+    expect(runs.at(-1)).toMatchObject({ outcome: 'completed' });
+    const { rows: dead } = await pool.query(
+      `SELECT count(*)::int AS n FROM pgboss.job WHERE name = 'tasker.detect-stale-tasks.failed'`,
+    );
+    expect(dead[0].n).toBe(0);
   } finally {
     await pool.end().catch(() => undefined);
     worker.kill('SIGTERM');
     expect((await worker.done).code).toBe(0);
   }
 }, 180_000);
+
+it('the API answers 503 with a retry hint while the database is away, and 200 once it is back', async () => {
+  let pool = createPool(url, { max: 1 });
+  const token = await tokenWith(pool, 'restart-reader', ['dlq:stats']);
+  await pool.end();
+  const web = await startWeb(url);
+  try {
+    expect((await web.request('GET', '/v1/dlq/stats', { token })).status).toBe(200);
+    await server.stop({ fast: true });
+    const away = await web.request('GET', '/v1/dlq/stats', { token });
+    expect({
+      status: away.status,
+      code: away.body.error?.code,
+      retryAfter: away.headers.get('retry-after'),
+    }).toEqual({
+      status: 503,
+      code: 'DATABASE_UNAVAILABLE',
+      retryAfter: '5',
+    });
+    expect((await web.request('GET', '/readyz')).status).toBe(503);
+    server = await startEmbeddedPostgres({ dataDir, port, persistent: true });
+    await waitFor(
+      'the API to answer again',
+      async () => (await web.request('GET', '/v1/dlq/stats', { token })).status === 200,
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    pool = createPool(url, { max: 1 });
+  } finally {
+    await pool.end().catch(() => undefined);
+    await web.stop();
+  }
+});

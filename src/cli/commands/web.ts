@@ -1,7 +1,7 @@
 import { JOBS } from '../../../jobs/index.ts';
 import { databaseUrl } from '../../db/pool.ts';
 import { checkInstall } from '../../install/index.ts';
-import { buildServer } from '../../web/server.ts';
+import { buildServer, createAuthPool } from '../../web/server.ts';
 import { createBoss } from '../../worker/boss.ts';
 import { startBoss } from '../../worker/process.ts';
 import type { Command } from '../command.ts';
@@ -20,6 +20,7 @@ export const webCommand: Command = {
     const rt = runtime.get();
     const boss = createBoss(rt.config, databaseUrl(rt.config), 'client', rt.logger);
     await startBoss(boss);
+    const authPool = createAuthPool(rt.config, rt.logger);
     try {
       // What the API and console need and how it differs from this configuration, logged; /readyz
       // answers 503 while this build's tables are missing.
@@ -30,6 +31,7 @@ export const webCommand: Command = {
         rt.logger.info(`web: ${difference} (the database's is in force)`, { install_difference: difference });
       const app = await buildServer({
         pool: rt.pool,
+        authPool,
         config: rt.config,
         now: () => new Date(),
         logger: rt.logger,
@@ -48,6 +50,7 @@ export const webCommand: Command = {
       await app.close();
     } finally {
       await boss.stop({ graceful: false });
+      await authPool.end();
     }
   },
 };
