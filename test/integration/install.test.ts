@@ -103,3 +103,19 @@ it('a worker on a database `migrate` never ran on says to run it', async () => {
     await empty.drop();
   }
 });
+
+it('a worker on a newer pg-boss schema than its build says the build is older than the database', async () => {
+  const { rows } = await db.pool.query('SELECT version FROM pgboss.version');
+  await db.pool.query('UPDATE pgboss.version SET version = version + 1');
+  try {
+    const run = await runCli(['worker'], { DATABASE_URL: db.url, ...FAST_WORKER_ENV, ...RELEASE_ENV });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(
+      `the database's pg-boss schema is version ${rows[0].version + 1}, newer than this build's pg-boss (schema ${rows[0].version})`,
+    );
+    expect(run.stderr).toContain('This build is older than the database');
+    expect(run.stderr).not.toContain('run `tasker-lifecycle migrate` first');
+  } finally {
+    await db.pool.query('UPDATE pgboss.version SET version = $1', [rows[0].version]);
+  }
+});

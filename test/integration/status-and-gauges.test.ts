@@ -47,6 +47,11 @@ it("status shows the workers' schedules from pg-boss and interrupted runs as suc
     const byName = Object.fromEntries(jobs.map((j) => [j.job, j]));
     expect(byName['tasker.detect-stale-tasks']!.schedule).toBe('*/2 * * * *');
     expect(byName['tasker.archive-finished-tasks']!.last_run).toMatchObject({ outcome: 'interrupted' });
+    expect(JSON.parse(status.stdout).recovery).toEqual({
+      enabled: true,
+      pgboss_schema_version: 46,
+      written_for: 46,
+    });
   } finally {
     worker.kill('SIGTERM');
     expect((await worker.done).code).toBe(0);

@@ -1,6 +1,7 @@
 import { JOBS } from '../../../jobs/index.ts';
 import { databaseUrl } from '../../db/pool.ts';
 import { archiveTotals } from '../../db/queries/archive.ts';
+import { PGBOSS_SCHEMA_VERSION } from '../../db/queries/boss-jobs.ts';
 import { pendingSummary } from '../../db/queries/dlq.ts';
 import { type RunRow, recentRuns } from '../../db/queries/job-runs.ts';
 import { databaseNow } from '../../db/queries/server.ts';
@@ -32,6 +33,8 @@ export const statusCommand: Command = {
       // The schedules the workers filed (pgboss.schedule), not this process's configuration.
       const schedules = new Map((await boss.getSchedules()).map((s) => [s.name, s.cron]));
       const instances = await boss.getInstances();
+      // Workers of this build recover lost runs only on the pg-boss schema they were written for.
+      const bossSchema = await boss.schemaVersion();
       const jobs = [];
       for (const job of JOBS) {
         const [last] = await recentRuns(rt.pool, job.name, 1);
@@ -53,6 +56,11 @@ export const statusCommand: Command = {
         workers: instances
           .filter((i) => i.live && i.supervise)
           .map((i) => ({ host: i.host, pid: i.pid, name: i.name })),
+        recovery: {
+          enabled: bossSchema === PGBOSS_SCHEMA_VERSION,
+          pgboss_schema_version: bossSchema,
+          written_for: PGBOSS_SCHEMA_VERSION,
+        },
         jobs,
         investigations: {
           pending: pending.pending,
@@ -68,7 +76,12 @@ export const statusCommand: Command = {
       };
       if (flags.json) return printJson(io.stdout, report);
       const out = io.stdout;
-      out.write(`database ${report.database}, ${report.workers.length} worker(s) running\n\n`);
+      out.write(`database ${report.database}, ${report.workers.length} worker(s) running\n`);
+      out.write(
+        report.recovery.enabled
+          ? 'recovery of lost runs: on\n\n'
+          : `recovery of lost runs: OFF (pg-boss schema ${bossSchema}; this build's queries were written for ${PGBOSS_SCHEMA_VERSION}): runs of lost workers wait for pg-boss's own checks\n\n`,
+      );
       printTable(out, jobs, [
         { header: 'job', value: (j) => j.job },
         { header: 'schedule (UTC)', value: (j) => j.schedule ?? 'off' },
