@@ -251,4 +251,12 @@ describe('src/ and jobs/', () => {
   it('put every file in a layer (a new folder gets one in LAYER_OF above)', () => {
     expect([...graph.keys()].filter((f) => layerOf(f) === undefined)).toEqual([]);
   });
+
+  it("read and write pg-boss's tables only in src/db/queries/boss-jobs.ts (written for one pg-boss schema)", () => {
+    const sql = /\b(FROM|JOIN|UPDATE|INTO)\s+pgboss\./i;
+    const offenders = [...graph.keys()].filter(
+      (f) => f !== 'src/db/queries/boss-jobs.ts' && sql.test(readFileSync(join(projectRoot, f), 'utf8')),
+    );
+    expect(offenders).toEqual([]);
+  });
 });
