@@ -1,6 +1,7 @@
 /**
- * Scale-out: 24 worker processes on one PostgreSQL started with max_connections = 100, first
- * straight to PostgreSQL with the default connection budget (database.max_connections_per_process),
+ * Scale-out: 24 worker processes on one PostgreSQL started with max_connections = 200 (24 workers
+ * at the default budget of 7 may hold 168), first straight to PostgreSQL with the default connection
+ * budget (database.max_connections_per_process),
  * then through a real PgBouncer 1.18 in transaction pooling mode (migrations through
  * database.direct_url). In each phase: no "too many clients" anywhere (worker logs, CLI output,
  * the server's and PgBouncer's logs); every scheduled detection tick runs exactly once across the
@@ -26,7 +27,7 @@ import { type RunningPgBouncer, startPgBouncer } from '../helpers/pgbouncer.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const WORKERS = 24;
-const MAX_CONNECTIONS = 100;
+const MAX_CONNECTIONS = 200;
 const TICKS = 3;
 const FINISHED_GRAPHS = 300;
 const STALE_TASKS = 5;
@@ -98,7 +99,7 @@ afterAll(() => {
   if (figures.length > 0) console.log(`scale-out figures\n${JSON.stringify(figures, null, 2)}`);
 });
 
-describe('24 workers, one PostgreSQL with max_connections = 100', () => {
+describe('24 workers, one PostgreSQL with max_connections = 200', () => {
   it('straight to PostgreSQL with the default budget', async () => {
     const database = 'scale_direct';
     await createDatabase(database);
