@@ -39,7 +39,6 @@ import {
   type DetectCursor,
   detectStaleTasksBatch,
   settingsFromConfig,
-  staleLifetimeCandidates,
 } from '../src/db/queries/staleness.ts';
 import { DLQ_REASONS, type DlqReason } from '../src/domain/dlq.ts';
 import { isFailure, type StalenessActionTaken, type StaleTaskResult } from '../src/domain/staleness.ts';
@@ -88,6 +87,8 @@ export interface DetectStaleTasksResult {
   invalid_templates: InvalidTemplate[];
   /** Stopped because the run was aborted between batches. */
   aborted: boolean;
+  /** The pass was not through when the run stopped (aborted, or max_batches reached). */
+  more: boolean;
   tasks: StaleTaskResult[];
 }
 
@@ -119,13 +120,11 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       : null,
   workDone: (result) => (result.dry_run ? 0 : result.tasks_detected),
   longestBatchMs: (options) => options.batch_statement_timeout_ms,
-  // Stopped between batches, or its last allowed batch came back full (more may be stale).
+  // Stopped between batches, or at max_batches before the pass was through.
   stoppedEarly: (result, options) =>
     result.aborted
       ? { reason: 'aborted', handOn: !result.dry_run }
-      : !result.dry_run &&
-          result.batches >= options.max_batches &&
-          result.tasks_detected >= options.batch_size * options.max_batches
+      : !result.dry_run && result.more && result.batches >= options.max_batches
         ? { reason: 'max_batches', handOn: true }
         : null,
   // Each new investigation is enriched right away (the enrichment sweep catches any lost request).
@@ -152,21 +151,7 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
     let batches = 0;
     let aborted = false;
     let after: DetectCursor | null = null;
-    // Candidates by lifetime, once per pass (they do not depend on the cursor); candidates by time
-    // in state are read by each page from its cursor on.
-    let lifetimeCandidates: string[];
-    try {
-      lifetimeCandidates = await staleLifetimeCandidates(
-        ctx.pool,
-        ctx.now,
-        options.task_max_lifetime_hours,
-        options.batch_statement_timeout_ms,
-      );
-    } catch (err) {
-      throw new Error(`detection's lifetime candidates could not be read: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
+    let more = true;
     for (;;) {
       if (ctx.signal.aborted) {
         aborted = true;
@@ -180,12 +165,11 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
           batchSize: options.batch_size,
           settings,
           after,
-          lifetimeCandidates,
           statementTimeoutMs: options.batch_statement_timeout_ms,
           ...(ctx.commitFence ? { beforeCommit: ctx.commitFence } : {}),
         });
       } catch (err) {
-        const where = after ? `after task ${after.taskUuid} (entered ${after.stateEnteredAt})` : 'first';
+        const where = after ? `after ${JSON.stringify(after)}` : 'first';
         const timedOut = (err as { code?: string }).code === '57014';
         throw new Error(
           timedOut
@@ -196,21 +180,23 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       }
       batches += 1;
       tasks.push(...page.tasks);
-      ctx.progress?.(summarize(page.tasks, { dry_run: options.dry_run, batches: 1, aborted: false }));
-      after = page.last ?? after;
-      if (page.tasks.length < options.batch_size || batches >= options.max_batches) break;
+      ctx.progress?.(summarize(page.tasks, { dry_run: options.dry_run, batches: 1, aborted: false, more: false }));
+      after = page.next;
+      more = page.next !== null;
+      if (!more || batches >= options.max_batches) break;
     }
     return summarize(tasks, {
       dry_run: options.dry_run,
       batches,
       aborted,
+      more,
     });
   },
 });
 
 function summarize(
   tasks: StaleTaskResult[],
-  run: Pick<DetectStaleTasksResult, 'dry_run' | 'batches' | 'aborted'>,
+  run: Pick<DetectStaleTasksResult, 'dry_run' | 'batches' | 'aborted' | 'more'>,
 ): DetectStaleTasksResult {
   const by_action: DetectStaleTasksResult['by_action'] = {};
   const by_reason: DetectStaleTasksResult['by_reason'] = {};

@@ -37,7 +37,7 @@ it('an archival run that commits a batch and then fails on timeouts is counted a
   await db.pool.query(
     `CREATE OR REPLACE FUNCTION slow_archive_row() RETURNS trigger LANGUAGE plpgsql AS $$
      BEGIN
-       IF NEW.named_task_uuid = '${slow.named_task_uuid}' THEN PERFORM pg_sleep(0.2); END IF;
+       IF NEW.named_task_uuid = '${slow.named_task_uuid}' THEN PERFORM pg_sleep(1.5); END IF;
        RETURN NEW;
      END $$;
      CREATE TRIGGER slow_archive BEFORE INSERT ON tasker_tasks_archive FOR EACH ROW EXECUTE FUNCTION slow_archive_row();`,
@@ -49,7 +49,9 @@ it('an archival run that commits a batch and then fails on timeouts is counted a
   const options = {
     ...archiveJob.optionsFromConfig(loadConfig({ env: {} }).config),
     batch_size: 4,
-    batch_statement_timeout_ms: 100,
+    // Long enough for the first batch (4 quick graphs) on a loaded machine; one slow graph alone
+    // (1.5 s) outlasts it.
+    batch_statement_timeout_ms: 1000,
     pause_between_batches_ms: 0,
   };
   const server = createServer((req, res) => metrics.handleScrape(req, res));

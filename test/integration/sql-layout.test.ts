@@ -199,6 +199,23 @@ describe('object files', () => {
   });
 });
 
+it('every function body compiles (migrate applies them with check_function_bodies off)', async () => {
+  const { rows } = await fromScratch.pool.query<{ oid: number; name: string; lang: string }>(
+    `SELECT p.oid, p.oid::regprocedure::text AS name, l.lanname AS lang
+       FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+      WHERE p.pronamespace = 'public'::regnamespace AND l.lanname IN ('plpgsql', 'sql')`,
+  );
+  expect(rows.length).toBeGreaterThan(30);
+  const broken: string[] = [];
+  for (const r of rows) {
+    const validator = r.lang === 'plpgsql' ? 'plpgsql_validator' : 'fmgr_sql_validator';
+    await fromScratch.pool
+      .query(`SELECT ${validator}($1)`, [r.oid])
+      .catch((err: Error) => broken.push(`${r.name}: ${err.message}`));
+  }
+  expect(broken).toEqual([]);
+});
+
 describe('each function, view and trigger is defined in exactly one file', () => {
   /** Every `CREATE [OR REPLACE] FUNCTION|VIEW|TRIGGER name` in any .sql file under migrations/. */
   function definitions(): Map<string, string[]> {

@@ -105,12 +105,18 @@ it('survives a restart of PostgreSQL in the middle of a run', async () => {
     );
     expect(worker.stderrSoFar()).toMatch(/"level":"(error|warn)"/); // it said what happened
     // Recorded as an interruption by the database, never as a failure (no alert on failed runs).
-    await waitFor('every run to have its outcome', async () => {
-      const { rows } = await pool.query(
-        'SELECT count(*)::int AS n FROM tasker_job_runs WHERE outcome IS NULL',
-      );
-      return rows[0].n === 0;
-    });
+    // Both attempts' rows: the cut-off one's start may reach the database only after the restart
+    // (the history writer retries), and its end after that.
+    await waitFor(
+      'both attempts to have their outcome',
+      async () => {
+        const { rows } = await pool.query(
+          'SELECT count(*)::int AS n, count(outcome)::int AS ended FROM tasker_job_runs',
+        );
+        return rows[0].n >= 2 && rows[0].ended === rows[0].n;
+      },
+      { timeoutMs: 90_000 },
+    );
     const { rows: runs } = await pool.query(
       `SELECT outcome, split_part(error, ':', 1) AS reason FROM tasker_job_runs ORDER BY started_at`,
     );

@@ -35,13 +35,8 @@ export interface DetectBatchParams {
   dryRun: boolean;
   batchSize: number;
   settings: Omit<LifecycleSettings, 'max_pending_age_hours'>;
-  /** Where the previous page ended (null: the first page). */
+  /** Where the previous page ended (its `next`); null: the first page of a pass. */
   after: DetectCursor | null;
-  /**
-   * The pass's candidates by lifetime (staleLifetimeCandidates, gathered once per pass); null:
-   * the batch gathers them itself.
-   */
-  lifetimeCandidates?: string[] | null;
   /** statement_timeout (and lock_timeout) of the batch's transaction (SET LOCAL), in milliseconds. */
   statementTimeoutMs: number;
   /** The run's commit fence (JobContext.commitFence): last before COMMIT; throws to roll back. */
@@ -49,29 +44,29 @@ export interface DetectBatchParams {
 }
 
 /**
- * The last (state entry, task uuid) of a page. The time travels as PostgreSQL's own text, never as
- * a JavaScript Date (which keeps milliseconds and would drop the microseconds of the key).
+ * Where a detection page ended, as detect_stale_tasks_page says it: its phase (state, lifetime)
+ * and the last key it passed. Opaque here; times inside stay PostgreSQL's own text (a JavaScript
+ * Date would drop the microseconds of the key).
  */
-export interface DetectCursor {
-  stateEnteredAt: string;
-  taskUuid: string;
-}
+export type DetectCursor = Record<string, unknown>;
+
+/** Index entries a page may examine per task it may take: a small multiple, whatever the backlog. */
+export const EXAMINE_PER_TASK = 2;
 
 export interface DetectBatchResult {
   tasks: StaleTaskResult[];
-  /** Where the next page starts; null when this page found nothing. */
-  last: DetectCursor | null;
+  /** Where the next page starts; null when this page ended the pass. */
+  next: DetectCursor | null;
 }
 
 /**
- * One detection batch (one page): at most batchSize stale tasks after `after`, in (state entry,
- * task uuid) order, acted on in one statement (real run; their rows locked FOR UPDATE SKIP
- * LOCKED) or only reported (dry run; nothing locked, nothing written). Its own transaction, under
- * SET LOCAL statement_timeout, so a batch that runs too long is cancelled (57014) and rolled back
- * whole. Reads candidates through idx_task_transitions_in_flight and idx_tasks_unfinished_by_template
- * (bounded by the smallest thresholds in force); see get_stale_tasks_for_dlq (migration 0060).
- * On a pool it takes a connection for the batch; on a client (tests with separate sessions) it
- * runs on that client, which must not be inside a transaction.
+ * One detection page (detect_stale_tasks_page): at most batchSize stale tasks after `after`,
+ * judged from at most EXAMINE_PER_TASK x batchSize index entries, acted on in one statement (real
+ * run; their rows locked FOR UPDATE SKIP LOCKED) or only reported (dry run; nothing locked,
+ * nothing written). Its own transaction, under SET LOCAL statement_timeout, so a page that runs
+ * too long is cancelled (57014) and rolled back whole. On a pool it takes a connection for the
+ * page; on a client (tests with separate sessions) it runs on that client, which must not be
+ * inside a transaction.
  */
 export async function detectStaleTasksBatch(
   db: pg.Pool | pg.Client,
@@ -93,67 +88,26 @@ export async function detectStaleTasksBatch(
   }
 }
 
-/**
- * The tasks in flight at this moment that are past their template's lifetime at `now`
- * (stale_lifetime_candidates, migrations 0060 and 0120: a range scan of
- * idx_tasks_unfinished_by_template per lifetime in force, less the finished tasks read from
- * idx_task_transitions_finished in one hash anti-join). A detection pass
- * gathers them once and hands them to every page, so the lifetime scan is not repeated per page.
- * Its own transaction under SET LOCAL statement_timeout.
- */
-export async function staleLifetimeCandidates(
-  db: pg.Pool | pg.Client,
-  now: Date,
-  taskMaxLifetimeHours: number,
-  statementTimeoutMs: number,
-): Promise<string[]> {
-  const read = async (client: pg.PoolClient | pg.Client) => {
-    await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${statementTimeoutMs}ms`]);
-    const { rows } = await client.query<{ ids: string[] }>(
-      'SELECT stale_lifetime_candidates($1, $2) AS ids',
-      [now, taskMaxLifetimeHours],
-    );
-    return rows[0]!.ids;
-  };
-  if (db instanceof pg.Pool) return withTransaction(db, read);
-  await db.query('BEGIN');
-  try {
-    const ids = await read(db);
-    await db.query('COMMIT');
-    return ids;
-  } catch (err) {
-    await db.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
-}
-
-/** One page inside the caller's transaction: SET LOCAL statement_timeout and lock_timeout, then the batch. */
+/** One page inside the caller's transaction: SET LOCAL statement_timeout and lock_timeout, then the page. */
 async function detectPage(
   client: pg.PoolClient | pg.Client,
   p: DetectBatchParams,
 ): Promise<DetectBatchResult> {
   const s = p.settings;
-  await client.query(
-    `SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true)`,
-    [`${p.statementTimeoutMs}ms`],
-  );
-  const { rows } = await client.query<
-    StaleTaskResult & {
-      action_taken: string;
-      page_last_entered_at: string | null;
-      page_last_task_uuid: string | null;
-    }
-  >(
+  await client.query(`SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true)`, [
+    `${p.statementTimeoutMs}ms`,
+  ]);
+  const { rows } = await client.query<StaleTaskResult & { action_taken: string; next_cursor: unknown }>(
     `SELECT b.task_uuid, b.namespace_name, b.task_name, b.current_state, b.time_in_state_minutes,
             b.staleness_threshold_minutes, b.action_taken, b.moved_to_dlq, b.transition_success, b.stale_by,
             b.task_age_minutes, b.planned_action, b.dlq_entry_uuid, b.dlq_reason, b.named_task_uuid,
-            b.template_problems, b.page_last_entered_at::text AS page_last_entered_at, b.page_last_task_uuid
-       FROM detect_stale_tasks_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::dlq_reason[], $11,
-                                     $12::timestamptz, $13::uuid, $14::uuid[]) b`,
+            b.template_problems, b.next_cursor
+       FROM detect_stale_tasks_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::dlq_reason[], $12, $13::jsonb) b`,
     [
       p.now,
       p.dryRun,
       p.batchSize,
+      EXAMINE_PER_TASK * p.batchSize,
       s.waiting_for_dependencies_minutes,
       s.waiting_for_retry_minutes,
       s.steps_in_process_minutes,
@@ -162,21 +116,16 @@ async function detectPage(
       s.auto_move_to_dlq,
       s.enabled_reasons,
       s.event_channel,
-      p.after?.stateEnteredAt ?? null,
-      p.after?.taskUuid ?? null,
-      p.lifetimeCandidates ?? null,
+      p.after === null ? null : JSON.stringify(p.after),
     ],
   );
-  const first = rows[0];
+  // The last row is the page's cursor (task_uuid NULL); the others are the tasks taken.
+  const cursorRow = rows.at(-1);
   return {
-    tasks: rows.map(({ page_last_entered_at: _at, page_last_task_uuid: _uuid, ...r }) => ({
-      ...r,
-      action_taken: parseActionTaken(r.action_taken),
-    })),
-    last:
-      first?.page_last_entered_at && first.page_last_task_uuid
-        ? { stateEnteredAt: first.page_last_entered_at, taskUuid: first.page_last_task_uuid }
-        : null,
+    tasks: rows
+      .filter((r) => r.task_uuid !== null)
+      .map(({ next_cursor: _cursor, ...r }) => ({ ...r, action_taken: parseActionTaken(r.action_taken) })),
+    next: (cursorRow?.next_cursor as DetectCursor | null | undefined) ?? null,
   };
 }
 

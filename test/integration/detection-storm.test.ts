@@ -1,0 +1,75 @@
+/**
+ * Detection in a storm (issue 20): a backlog many pages deep drains in one run, each task once, and
+ * a page reads what it returns, not the backlog behind it (detect_stale_tasks_page: a keyset page
+ * of at most 2 x batch_size index entries). Rows are placed set-based, either side of the
+ * thresholds; the page's reads are read off EXPLAIN (ANALYZE, BUFFERS).
+ */
+import { beforeEach, expect, it } from '@jest/globals';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
+import { defaultOptions, detect } from '../helpers/detection.ts';
+import { insertTemplate, NOW, type Template } from '../helpers/factories.ts';
+
+const db = useTestDatabase();
+let template: Template;
+
+beforeEach(async () => {
+  await resetTables(db.pool);
+  template = await insertTemplate(db.pool, { name: 'storm' });
+});
+
+/**
+ * n tasks in waiting_for_retry, all entered at the same instant (a tie on the cursor's key), either
+ * stale (entered 2 h before NOW, past the 30-minute threshold) or healthy (5 minutes before).
+ */
+async function tasks(n: number, stale: boolean): Promise<void> {
+  const entered = new Date(NOW.getTime() - (stale ? 120 : 5) * 60_000);
+  await db.pool.query(
+    `WITH t AS (
+       INSERT INTO tasker_tasks (named_task_uuid, identity_hash, requested_at, created_at, updated_at)
+       SELECT $1, md5(random()::text), $2, $2, $2 FROM generate_series(1, $3) RETURNING task_uuid)
+     INSERT INTO tasker_task_transitions (task_uuid, to_state, from_state, sort_key, most_recent, created_at, updated_at)
+     SELECT task_uuid, 'waiting_for_retry', 'pending', 1, true, $4, $4 FROM t`,
+    [template.named_task_uuid, new Date(entered.getTime() - 60_000), n, entered],
+  );
+  await db.pool.query('ANALYZE tasker_tasks, tasker_task_transitions');
+}
+
+/** Shared buffers (hit + read) one first page of a dry run touches, from EXPLAIN (ANALYZE, BUFFERS). */
+async function firstPageBuffers(batchSize: number): Promise<number> {
+  const { rows } = await db.pool.query<{ 'QUERY PLAN': unknown }>(
+    `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
+     SELECT * FROM detect_stale_tasks_page($1, true, $2, $3, 60, 30, 30, 24, true, true,
+                                           enum_range(NULL::dlq_reason), NULL, NULL)`,
+    [NOW, batchSize, 2 * batchSize],
+  );
+  const plan = (rows[0]!['QUERY PLAN'] as [{ Plan: Record<string, number> }])[0].Plan;
+  return plan['Shared Hit Blocks']! + plan['Shared Read Blocks']!;
+}
+
+it('a backlog 50 pages deep drains in one run, every stale task once, healthy ones untouched', async () => {
+  await tasks(1000, true);
+  await tasks(500, false);
+  const result = await detect(db, defaultOptions({ batch_size: 20, max_batches: 1000, event_channel: null }));
+  expect(result).toMatchObject({ tasks_detected: 1000, dlq_entries_created: 1000, more: false });
+  expect(result.batches).toBeGreaterThanOrEqual(50);
+  expect(result.batches).toBeLessThanOrEqual(52);
+  const { rows } = await db.pool.query(
+    `SELECT count(*) FILTER (WHERE errors = 1 AND entries = 1)::int AS once,
+            count(*) FILTER (WHERE errors > 1 OR entries > 1)::int AS twice,
+            count(*) FILTER (WHERE errors = 0 AND entries = 0)::int AS untouched
+       FROM (SELECT (SELECT count(*) FROM tasker_task_transitions x WHERE x.task_uuid = t.task_uuid AND x.to_state = 'error') AS errors,
+                    (SELECT count(*) FROM tasker_tasks_dlq d WHERE d.task_uuid = t.task_uuid) AS entries
+               FROM tasker_tasks t) o`,
+  );
+  expect(rows[0]).toEqual({ once: 1000, twice: 0, untouched: 500 });
+});
+
+it('a page reads what it returns: with a backlog 50 x the batch, within a small factor of a page with none behind it', async () => {
+  await tasks(5000, false); // tasks in flight that are not stale, in both cases
+  await tasks(20, true); // exactly one page
+  const alone = await firstPageBuffers(20);
+  await tasks(980, true); // now 50 pages wait
+  const backlog = await firstPageBuffers(20);
+  process.stdout.write(`first page, batch 20: ${alone} buffers alone, ${backlog} with 1,000 stale waiting\n`);
+  expect(backlog).toBeLessThan(3 * alone);
+});
