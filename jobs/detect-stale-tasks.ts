@@ -180,7 +180,9 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       }
       batches += 1;
       tasks.push(...page.tasks);
-      ctx.progress?.(summarize(page.tasks, { dry_run: options.dry_run, batches: 1, aborted: false, more: false }));
+      ctx.progress?.(
+        summarize(page.tasks, { dry_run: options.dry_run, batches: 1, aborted: false, more: false }),
+      );
       after = page.next;
       more = page.next !== null;
       if (!more || batches >= options.max_batches) break;

@@ -94,9 +94,10 @@ async function detectPage(
   p: DetectBatchParams,
 ): Promise<DetectBatchResult> {
   const s = p.settings;
-  await client.query(`SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true)`, [
-    `${p.statementTimeoutMs}ms`,
-  ]);
+  await client.query(
+    `SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true)`,
+    [`${p.statementTimeoutMs}ms`],
+  );
   const { rows } = await client.query<StaleTaskResult & { action_taken: string; next_cursor: unknown }>(
     `SELECT b.task_uuid, b.namespace_name, b.task_name, b.current_state, b.time_in_state_minutes,
             b.staleness_threshold_minutes, b.action_taken, b.moved_to_dlq, b.transition_success, b.stale_by,
