@@ -28,7 +28,8 @@ import { countsOf, observeRun, RunRejection } from './observe.ts';
  * - A run whose worker was lost (SIGKILL) is requeued by any worker's recovery pass
  *   (recovery.ts) once its heartbeat is worker.heartbeat_seconds old, without using up a retry.
  * - A run that stops early (SIGTERM between batches, or max_batches with work left) hands the rest
- *   on: the same request is queued again at once, for another worker.
+ *   on: the same request is queued again at once, for another worker. Not when the request says
+ *   this_run_only (for max_batches), nor when the run's own job was cancelled (its claim is gone).
  */
 
 export const RUN_KEY = 'run';
@@ -41,6 +42,8 @@ export const RunRequest = z.strictObject({
   continues: z.string().optional(),
   /** Times this request's runs were interrupted by a lost worker (set by the recovery pass). */
   interruptions: z.int().min(1).optional(),
+  /** A run that reaches max_batches with work left stops there: the rest is not handed on. */
+  this_run_only: z.boolean().optional(),
 });
 export type RunRequest = z.infer<typeof RunRequest>;
 
@@ -152,7 +155,7 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
               waitSeconds: waitSeconds(first as { createdOn?: Date; startAfter?: Date; startedOn?: Date }),
               interruptedBy: (r: { handed_on_to?: string | null }) =>
                 job.stoppedEarly?.(r, options)?.reason === 'aborted'
-                  ? `stopped between batches; the rest ${r.handed_on_to ? `was handed on to ${r.handed_on_to}` : 'waits for the next run'}`
+                  ? `stopped between batches; the rest ${r.handed_on_to ? `was handed on to ${r.handed_on_to}` : first.signal.aborted ? 'was not handed on (the run was cancelled, or is no longer this worker’s)' : 'waits for the next run'}`
                   : null,
             },
             async (progress) => {
@@ -180,6 +183,9 @@ export async function workQueues(deps: WorkerDeps): Promise<void> {
               );
               const early = job.batch ? null : (job.stoppedEarly?.(r, options) ?? null);
               if (!early?.handOn) return r;
+              // A cancelled run (its claim is gone) and a run asked to do this much only stop here.
+              if (first.signal.aborted) return r;
+              if (early.reason === 'max_batches' && parsed[0]!.this_run_only) return r;
               return { ...r, handed_on_to: await handOn(deps, job, first.id, parsed[0]!) };
             },
           );
@@ -236,10 +242,17 @@ async function handOn(
   const data: RunRequest = {
     trigger: request.trigger,
     ...(request.options ? { options: request.options } : {}),
+    ...(request.this_run_only ? { this_run_only: true } : {}),
     continues: from,
   };
   try {
     const id = await deps.boss.send(job.name, data, { singletonKey: RUN_KEY });
+    // Cancelled while it handed on: the rest is cancelled too (the operator's cancel also cancels
+    // what continues a run it finds; between the two, neither can miss the other).
+    if (id !== null && (await deps.boss.getJobById(job.name, from))?.state === 'cancelled') {
+      await deps.boss.cancel(job.name, id);
+      return null;
+    }
     return id ?? (await waitingRun(deps.pool, job.name, RUN_KEY));
   } catch (err) {
     deps.logger.warn(`${job.name}: could not hand the rest of run ${from} on`, {
