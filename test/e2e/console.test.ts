@@ -256,7 +256,8 @@ describe('an operator with dlq:read and dlq:update', () => {
     );
     expect(keys).toBe(0);
     // A badge is as wide as its text and padding, never stretched to its cell.
-    const stretched = await page.evaluate<number>(`Array.from(document.querySelectorAll('.badge')).filter((b) => {
+    const stretched =
+      await page.evaluate<number>(`Array.from(document.querySelectorAll('.badge')).filter((b) => {
       const r = document.createRange(); r.selectNodeContents(b);
       return b.getBoundingClientRect().width - r.getBoundingClientRect().width > 24;
     }).length`);
