@@ -34,7 +34,7 @@ export interface EntryPageExtras {
   hold?: ArchiveHold | undefined;
 }
 
-type Snapshot = Record<string, unknown> & Partial<FullEnrichedSnapshot>;
+export type Snapshot = Record<string, unknown> & Partial<FullEnrichedSnapshot>;
 
 function errorText(error: unknown): string {
   if (error === null || error === undefined) return '';
@@ -61,7 +61,7 @@ function cutNote(list: { truncated: boolean; omitted: number } | undefined, what
     : html``;
 }
 
-function diagnosisSection(s: Snapshot): SafeHtml {
+export function diagnosisSection(s: Snapshot): SafeHtml {
   if (!isEnriched(s)) {
     return html`<section class="card" aria-labelledby="diag-h"><h2 id="diag-h">Diagnosis</h2>
 <p>This entry has not been enriched yet: the enrichment job adds the steps, history, graph and diagnosis shortly after detection.</p></section>`;
