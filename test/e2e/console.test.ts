@@ -12,8 +12,15 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import archiveFinishedTasks from '../../jobs/archive-finished-tasks.ts';
 import detectStaleTasks from '../../jobs/detect-stale-tasks.ts';
 import { ConfigSchema } from '../../src/config/schema.ts';
+import {
+  createDemoTask,
+  createTroubledDemoTask,
+  ensureDemoTemplates,
+  markStuck,
+} from '../../src/db/queries/demo-engine.ts';
 import { enrichEntries } from '../../src/db/queries/dlq-enrichment.ts';
 import { insertRun } from '../../src/db/queries/job-runs.ts';
+import { databaseNow } from '../../src/db/queries/server.ts';
 import { revokeToken } from '../../src/operations/tokens.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { createBoss } from '../../src/worker/boss.ts';
@@ -23,7 +30,14 @@ import { docsScreenshot, launchChromium, screenshot, seriousAxeViolations } from
 import { runCli } from '../helpers/cli-process.ts';
 import { type ConsoleHarness, startConsoleHarness } from '../helpers/console-server.ts';
 import { defaultLimits, detectAtNow, insertStuckOrder } from '../helpers/enrichment-factories.ts';
-import { hoursBefore, insertDlqEntry, insertTask, insertTemplate, NOW } from '../helpers/factories.ts';
+import {
+  hoursBefore,
+  insertDlqEntry,
+  insertTask,
+  insertTemplate,
+  minutesBefore,
+  NOW,
+} from '../helpers/factories.ts';
 
 let h: ConsoleHarness;
 let browser: Browser;
@@ -115,7 +129,6 @@ describe('an operator with dlq:read and dlq:update', () => {
       page.locator('#queue tbody tr[data-entry]').first().getAttribute('data-entry'),
     ).resolves.toBe(orderEntry);
     await expectAccessible(page, 'queue');
-    await docsScreenshot(page, 'queue', 560);
 
     await page.selectOption('#f-namespace', 'billing');
     await page.getByRole('button', { name: 'Filter' }).click();
@@ -158,7 +171,6 @@ describe('an operator with dlq:read and dlq:update', () => {
     expect(await page.getByText('manually_resolved by fixture').isVisible()).toBe(true);
     expect(await page.getByText(orderTask).isVisible()).toBe(true);
     await expectAccessible(page, 'entry');
-    await docsScreenshot(page, 'entry', 1700);
 
     await page.getByLabel('Status').selectOption('manually_resolved');
     await page.getByLabel('Notes').fill('Broke the audit_a/audit_b cycle in the template; re-ran charge.');
@@ -872,6 +884,108 @@ describe('actions do exactly what the operator was shown (issue 28)', () => {
     await expect(page.locator('[role=alert]').textContent()).resolves.toContain(
       'is live and has no investigation',
     );
+    await context.close();
+  });
+});
+
+describe('what the pages say next (issue 28)', () => {
+  it('the audit page shows before → after, a bulk resolution with its count and entries, and the template beside an entry', async () => {
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('pia', ['dlq:read', 'audit:read']));
+    await page.goto(`${h.url}/audit?actor=alice`);
+    const resolve = page.locator('#audit tr[data-action="dlq.resolve"]');
+    await expect(resolve.locator('ul.changes li', { hasText: 'resolution_status' }).textContent()).resolves.toBe(
+      'resolution_status: "pending" → "manually_resolved"',
+    );
+    await expect(resolve.locator('.template').textContent()).resolves.toBe('shop/order');
+    await page.goto(`${h.url}/audit?actor=frank`);
+    const bulk = page.locator('#audit tr[data-action="dlq.bulk_resolve"]');
+    await expect(bulk.locator('.bulk-count').textContent()).resolves.toBe('4 entries resolved together');
+    await bulk.getByText('The 4 entries').click();
+    await expect(bulk.locator('details.more li').count()).resolves.toBe(4);
+    await expect(bulk.locator('details.more li').first().textContent()).resolves.toContain('bulkns/sync');
+    await expectAccessible(page, 'audit-bulk');
+    // A filter the page cannot read comes back with its form and what it expected.
+    expect((await page.goto(`${h.url}/audit?since=lately`))!.status()).toBe(400);
+    await expect(page.locator('#filter-problem').textContent()).resolves.toContain(
+      'since "lately": expected a time with a zone such as 2026-05-01T00:00:00Z, a date such as 2026-05-01 (UTC), or a span back from now such as 30m, 1h, 2d, 1w',
+    );
+    await page.goto(`${h.url}/audit?since=1h&actor=frank`);
+    await expect(page.locator('#audit tr[data-action="dlq.bulk_resolve"]').count()).resolves.toBe(1);
+    await context.close();
+  });
+
+  it('the bulk form says when a name matches no template', async () => {
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('quin', ['dlq:read', 'dlq:update']));
+    expect((await page.goto(`${h.url}/bulk?namespace=bulkns&task_name=synk&preview=1`))!.status()).toBe(400);
+    await expect(page.locator('#filter-problem').textContent()).resolves.toBe(
+      'Not previewed: namespace "bulkns" with task_name "synk" matches no task template (templates in bulkns: sync)',
+    );
+    await expect(page.getByLabel('Template').inputValue()).resolves.toBe('synk');
+    await context.close();
+  });
+
+  it("the demo's investigations: why each was opened, a malformed template named; the README's pictures come from them", async () => {
+    const templates = await ensureDemoTemplates(h.pool);
+    const id = (name: string) => templates.find((t) => t.name === name)!.named_task_uuid;
+    const now = await databaseNow(h.pool);
+    const made = {
+      retries: await createTroubledDemoTask(
+        h.pool,
+        id('invoice_export'),
+        'retries_exhausted',
+        minutesBefore(now, 20),
+      ),
+      cycle: await createTroubledDemoTask(
+        h.pool,
+        id('order_fulfilment'),
+        'dependency_cycle',
+        minutesBefore(now, 20),
+      ),
+      worker: await createTroubledDemoTask(
+        h.pool,
+        id('order_fulfilment'),
+        'missing_worker',
+        minutesBefore(now, 20),
+      ),
+      nightly: await createDemoTask(
+        h.pool,
+        id('nightly_report'),
+        'waiting_for_retry',
+        minutesBefore(now, 45),
+        5,
+      ),
+    };
+    await markStuck(h.pool, made.nightly);
+    const config = ConfigSchema.parse({});
+    const result = await detectStaleTasks.run(
+      { pool: h.pool, now, logger: silentLogger(), signal: new AbortController().signal },
+      detectStaleTasks.optionsFromConfig(config),
+    );
+    const entryOf = (task: string) => result.tasks.find((t) => t.task_uuid === task)!.dlq_entry_uuid!;
+    await enrichEntries(h.pool, Object.values(made).map(entryOf), defaultLimits({ now }));
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('demo', ['*']));
+    await page.goto(`${h.url}/?namespace=demo`);
+    await expect(page.locator('#queue-total').textContent()).resolves.toBe('4');
+    await expectAccessible(page, 'queue-demo');
+    await docsScreenshot(page, 'queue', 560);
+
+    await page.goto(`${h.url}/dlq/${entryOf(made.nightly)}`);
+    await expect(page.locator('#why-stale').textContent()).resolves.toBe(
+      'Stale: 45 min in waiting_for_retry, past its threshold of 30 min — the global default (staleness_detection.thresholds.waiting_for_retry_minutes = 30), because the template\'s max_waiting_for_retry_minutes is "soon", not a whole number of minutes.',
+    );
+    await expect(page.locator('#template-problems li').textContent()).resolves.toBe(
+      'max_waiting_for_retry_minutes must be a positive whole number of minutes, got "soon"',
+    );
+    await page.goto(`${h.url}/dlq/${entryOf(made.retries)}`);
+    await expect(page.locator('#why-stale').textContent()).resolves.toContain(
+      "the template's max_steps_in_process_minutes = 1",
+    );
+    await expect(page.locator('#diagnosis-summary').textContent()).resolves.toMatch(/transform/);
+    await expectAccessible(page, 'entry-demo');
+    await docsScreenshot(page, 'entry', 1500);
     await context.close();
   });
 });

@@ -50,7 +50,7 @@ it('makes a task out of retries, one with a dependency cycle and one no worker p
     missing_worker: 'worker_unavailable',
   });
   const entries = result.tasks.map((t) => t.dlq_entry_uuid!);
-  await enrichEntries(db.pool, entries, defaultLimits());
+  await enrichEntries(db.pool, entries, defaultLimits({ now }));
   const { rows } = await db.pool.query<{ task_uuid: string; summary: string }>(
     `SELECT task_uuid, task_snapshot #>> '{diagnosis,summary}' AS summary FROM tasker_tasks_dlq WHERE dlq_entry_uuid = ANY ($1::uuid[])`,
     [entries],

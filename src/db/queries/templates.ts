@@ -59,13 +59,15 @@ export function templateFilterProblem(
   ]
     .filter(Boolean)
     .join(' with ');
+  // The names shown, with "…" when there may be more than the sample.
+  const more = (list: string[]) => `${list.join(', ')}${list.length === SAMPLE ? ', …' : ''}`;
   const known =
     !check.namespace_exists && check.namespaces.length > 0
-      ? `namespaces: ${check.namespaces.join(', ')}`
+      ? `namespaces: ${more(check.namespaces)}`
       : check.templates.length > 0
-        ? `templates${filter.namespace != null ? ` in ${filter.namespace}` : ''}: ${check.templates.join(', ')}`
+        ? `templates${filter.namespace != null ? ` in ${filter.namespace}` : ''}: ${more(check.templates)}`
         : 'there are no task templates';
-  return `${asked} matches no task template (${known}${check.namespaces.length === SAMPLE || check.templates.length === SAMPLE ? ', …' : ''})`;
+  return `${asked} matches no task template (${known})`;
 }
 
 export interface TaskTemplate {

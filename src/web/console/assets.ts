@@ -13,7 +13,7 @@ a:focus-visible, button:focus-visible, input:focus-visible, select:focus-visible
   { outline: 3px solid #f0a400; outline-offset: 2px; }
 .skip { position: absolute; left: -999px; top: 0; background: #fff; padding: .5rem; }
 .skip:focus { left: .5rem; z-index: 10; }
-header.top { background: #1d2330; color: #fff; padding: .5rem 1rem; display: flex; flex-wrap: wrap; gap: .5rem 1.5rem; align-items: center; }
+header.top { background: #1d2330; color: #fff; padding: .5rem 1rem; display: flex; flex-wrap: wrap; gap: .5rem 1.25rem; align-items: center; }
 header.top a { color: #fff; }
 header.top .brand { font-weight: 700; text-decoration: none; }
 header.top nav ul { list-style: none; display: flex; flex-wrap: wrap; gap: .25rem 1rem; margin: 0; padding: 0; }
@@ -21,7 +21,7 @@ header.top nav a[aria-current="page"] { text-decoration-thickness: 3px; }
 header.top .who { margin-left: auto; display: flex; gap: .75rem; align-items: center; }
 header.top .who button, header.top form.find button { background: transparent; color: #fff; border: 1px solid #fff; }
 header.top form.find { display: flex; gap: .35rem; align-items: center; }
-header.top form.find input { width: 20rem; max-width: 60vw; }
+header.top form.find input { width: 11.5rem; max-width: 60vw; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 main { max-width: 1240px; margin: 0 auto; padding: 1rem; }
 h1 { font-size: 1.5rem; margin: .5rem 0 1rem; }
