@@ -894,9 +894,9 @@ describe('what the pages say next (issue 28)', () => {
     const page = await signIn(context, await h.token('pia', ['dlq:read', 'audit:read']));
     await page.goto(`${h.url}/audit?actor=alice`);
     const resolve = page.locator('#audit tr[data-action="dlq.resolve"]');
-    await expect(resolve.locator('ul.changes li', { hasText: 'resolution_status' }).textContent()).resolves.toBe(
-      'resolution_status: "pending" → "manually_resolved"',
-    );
+    await expect(
+      resolve.locator('ul.changes li', { hasText: 'resolution_status' }).textContent(),
+    ).resolves.toBe('resolution_status: "pending" → "manually_resolved"');
     await expect(resolve.locator('.template').textContent()).resolves.toBe('shop/order');
     await page.goto(`${h.url}/audit?actor=frank`);
     const bulk = page.locator('#audit tr[data-action="dlq.bulk_resolve"]');

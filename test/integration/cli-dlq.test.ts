@@ -160,6 +160,7 @@ describe('dlq show', () => {
     const detected = await cli(['detect-stale', '--json'], {
       ...env,
       TASKER__staleness_detection__thresholds__waiting_for_retry_minutes: '30',
+      TASKER__logging__level: '"error"', // its warning about the template is tested with detection
     });
     expect(detected.code).toBe(0);
     const entry = (detected.json().tasks as Array<{ task_uuid: string; dlq_entry_uuid: string }>).find(
