@@ -243,6 +243,11 @@ describe('an operator with dlq:read and dlq:update', () => {
     await expectAccessible(page, 'queue-phone');
     const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
     expect(overflow).toBeLessThanOrEqual(0);
+    // A cell's badges stay beside its label, in the cell's content, not under the label.
+    const misplaced = await page.evaluate<number>(
+      "Array.from(document.querySelectorAll('#queue td .badge')).filter((b) => b.getBoundingClientRect().left < b.closest('td').getBoundingClientRect().left + 100).length",
+    );
+    expect(misplaced).toBe(0);
     await page.goto(`${h.url}/dlq/${orderEntry}`);
     await expectAccessible(page, 'entry-phone');
     // Nothing sticks out of the page; the graph keeps its natural size and scrolls in its frame.
@@ -970,7 +975,7 @@ describe('what the pages say next (issue 28)', () => {
     await page.goto(`${h.url}/?namespace=demo`);
     await expect(page.locator('#queue-total').textContent()).resolves.toBe('4');
     await expectAccessible(page, 'queue-demo');
-    await docsScreenshot(page, 'queue', 560);
+    await docsScreenshot(page, 'queue', 700);
 
     await page.goto(`${h.url}/dlq/${entryOf(made.nightly)}`);
     await expect(page.locator('#why-stale').textContent()).resolves.toBe(

@@ -77,8 +77,11 @@ ol.timeline .badge { justify-self: start; }
   header.top .who { margin-left: 0; }
   table.responsive thead { display: none; }
   table.responsive tr { display: block; border-bottom: 2px solid var(--line); padding: .25rem 0; }
-  table.responsive td { display: grid; grid-template-columns: 8rem minmax(0, 1fr); justify-items: start; border: 0; padding: .15rem .5rem; overflow-wrap: anywhere; }
-  table.responsive td::before { content: attr(data-label); color: var(--muted); font-weight: 600; font-size: .85rem; }
+  /* Each cell a line: its label in a left margin, its content flowing as it does in a table
+     (a badge keeps its own width, text and line breaks stay in the content's column). */
+  table.responsive td { display: block; position: relative; min-height: 1.6rem; border: 0; padding: .15rem .5rem .15rem 8.5rem; overflow-wrap: anywhere; }
+  table.responsive td:not([data-label]) { padding-left: .5rem; }
+  table.responsive td::before { content: attr(data-label); position: absolute; left: .5rem; width: 7.5rem; color: var(--muted); font-weight: 600; font-size: .85rem; }
 }
 `;
 
