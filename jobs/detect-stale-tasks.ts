@@ -85,6 +85,11 @@ export interface DetectStaleTasksResult {
   by_state: Record<string, number>;
   /** Templates of the tasks seen whose lifecycle config has malformed values (defaults were used). */
   invalid_templates: InvalidTemplate[];
+  /**
+   * The same, by name ("namespace/name": its problems): kept whole in the run's recorded result
+   * (pg-boss output, history), where lists are reduced to their length.
+   */
+  template_problems: Record<string, string[]>;
   /** Stopped because the run was aborted between batches. */
   aborted: boolean;
   /** The pass was not through when the run stopped (aborted, or max_batches reached). */
@@ -187,12 +192,20 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       more = page.next !== null;
       if (!more || batches >= options.max_batches) break;
     }
-    return summarize(tasks, {
+    const result = summarize(tasks, {
       dry_run: options.dry_run,
       batches,
       aborted,
       more,
     });
+    // Detection carries on with the defaults, but someone has to fix the template: say which, once a run.
+    for (const t of result.invalid_templates) {
+      ctx.logger.warn(
+        `template ${t.namespace_name}/${t.task_name} has malformed lifecycle settings; detection used the global defaults for them: ${t.problems.join('; ')}`,
+        { job: 'tasker.detect-stale-tasks', named_task_uuid: t.named_task_uuid, problems: t.problems },
+      );
+    }
+    return result;
   },
 });
 
@@ -229,6 +242,9 @@ function summarize(
     by_reason,
     by_state,
     invalid_templates: [...invalid.values()],
+    template_problems: Object.fromEntries(
+      [...invalid.values()].map((t) => [`${t.namespace_name}/${t.task_name}`, t.problems]),
+    ),
     tasks,
   };
 }

@@ -9,7 +9,9 @@
 --     that is earlier (it narrows the window, never widens it);
 --   * it has no pending DLQ entry; and, when p_archive_dlq_resolved is false, no DLQ entry at all
 --     (its resolved entries would have to stay live, and their foreign key keeps the task live);
---   * it matches p_namespace / p_task_name when given (template by name, any version).
+--   * it matches p_namespace / p_task_name when given (template by name, any version);
+--   * it is not held out of archival: no tasker_archive_holds row with held_until after p_now (an
+--     operator restored it and holds it live for a while; tasker_archive_holds_pkey).
 --
 -- Steps, each one statement:
 --   1. candidates: up to 2 x p_batch_size eligible tasks after the cursor (p_after_*), oldest state
@@ -198,6 +200,8 @@ BEGIN
                              WHERE d.task_uuid = tr.task_uuid AND d.resolution_status = 'pending')
             AND (v_dlq_resolved OR NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d
                                                         WHERE d.task_uuid = tr.task_uuid))
+            AND NOT EXISTS (SELECT 1 FROM tasker_archive_holds h
+                             WHERE h.task_uuid = tr.task_uuid AND h.held_until > p_now)
             AND (v_templates IS NULL OR EXISTS (SELECT 1 FROM tasker_tasks t
                                                  WHERE t.task_uuid = tr.task_uuid
                                                    AND t.named_task_uuid = ANY (v_templates)))
@@ -253,11 +257,14 @@ BEGIN
   --    re-evaluates on the newest version of a row changed since step 2's snapshot; and once
   --    locked, no transition can replace them (the engine must first clear most_recent on the
   --    locked row, and inserting a transition takes FOR KEY SHARE on the locked task).
+  --    A hold committed since step 1 is honoured too (tasker_archive_holds_pkey).
   --    v_locked is in (created_at, task_uuid) order already, and keeps it.
   SELECT coalesce(array_agg(l.task_uuid ORDER BY l.n), ARRAY[]::uuid[]) INTO v_ids
     FROM unnest(coalesce(v_locked, ARRAY[]::uuid[])) WITH ORDINALITY AS l(task_uuid, n)
    WHERE NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d
                       WHERE d.task_uuid = l.task_uuid AND d.resolution_status = 'pending')
+     AND NOT EXISTS (SELECT 1 FROM tasker_archive_holds h
+                      WHERE h.task_uuid = l.task_uuid AND h.held_until > p_now)
      AND (v_dlq_resolved OR NOT EXISTS (SELECT 1 FROM tasker_tasks_dlq d WHERE d.task_uuid = l.task_uuid));
 
 

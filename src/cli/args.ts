@@ -1,5 +1,6 @@
 import { parseArgs as parseNodeArgs } from 'node:util';
 import type { z } from 'zod';
+import { closestName } from '../domain/names.ts';
 import { UsageError } from '../errors.ts';
 
 /**
@@ -81,5 +82,7 @@ function validate(label: string, raw: unknown, schema: z.ZodType): unknown {
 function cleanNodeMessage(message: string, known: string[]): string {
   // node says e.g. "Unknown option '--bach-size'. To specify a positional argument starting with a '-' ..."
   const first = message.split('. ')[0] ?? message;
-  return `${first}; known options: ${known.map((k) => `--${k}`).join(', ')}`;
+  const unknown = /^Unknown option '--?([^']+)'/.exec(first)?.[1];
+  const hint = unknown === undefined ? undefined : closestName(unknown, known);
+  return `${first}${hint ? `; did you mean --${hint}?` : ''} (known options: ${known.map((k) => `--${k}`).join(', ')})`;
 }

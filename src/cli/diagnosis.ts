@@ -33,12 +33,16 @@ export function diagnosisLines(snapshot: Record<string, unknown>): string[] {
     );
   }
   moreLine(lines, 'blocking', d.blocking_steps);
+  // A step both blocking and out of retries has its error printed once, on its blocking line.
+  const shown = new Set(
+    (d.blocking_steps?.items ?? []).filter((b) => b.error != null).map((b) => b.workflow_step_uuid),
+  );
   for (const x of d.exhausted_retries?.items ?? []) {
     const why =
       x.why === 'not_retryable' ? 'failed, not retryable' : `${x.attempts}/${x.max_attempts} attempts used`;
-    lines.push(
-      `out of retries: ${x.name} (${x.state}; ${why})${x.error == null ? '' : `: ${errorText(x.error)}`}`,
-    );
+    const error =
+      x.error == null ? '' : shown.has(x.workflow_step_uuid) ? ' (error above)' : `: ${errorText(x.error)}`;
+    lines.push(`out of retries: ${x.name} (${x.state}; ${why})${error}`);
   }
   moreLine(lines, 'out of retries', d.exhausted_retries);
   if (d.cycle?.detected) {

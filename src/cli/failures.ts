@@ -31,7 +31,8 @@ export function targetOf(url: string, embedded: boolean): Target {
 }
 
 export function describeFailure(err: Error, target: Target | undefined): string {
-  const code = (err as { code?: string }).code;
+  // A failure wrapped on its way up (pg-boss could not start: …) is described by its cause.
+  const code = (err as { code?: string }).code ?? (err.cause as { code?: string } | undefined)?.code;
   const message = redactCredentials(err.message);
   if (!target) return message;
   const where = target.display;

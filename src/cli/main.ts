@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
+import { closestName } from '../domain/names.ts';
 import { asError, UsageError } from '../errors.ts';
 import { redactCredentials } from '../redact.ts';
 import { type FlagSpec, parseArgs } from './args.ts';
 import type { Command } from './command.ts';
 import { archiveCommand, restoreCommand } from './commands/archive.ts';
 import { auditCommand } from './commands/audit.ts';
+import { cancelCommand } from './commands/cancel.ts';
 import { detectStaleCommand } from './commands/detect-stale.ts';
 import {
   dlqAddCommand,
@@ -47,6 +49,7 @@ export const COMMANDS: readonly Command[] = [
   dlqQueueCommand,
   archiveCommand,
   enqueueArchiveCommand,
+  cancelCommand,
   restoreCommand,
   webCommand,
   tokenCreateCommand,
@@ -111,13 +114,25 @@ function findCommand(argv: readonly string[]): { command: Command; rest: string[
   if (one) return { command: one, rest: argv.slice(1) };
   const group = COMMANDS.filter((c) => c.name.startsWith(`${argv[0]} `));
   if (group.length > 0) {
+    const subs = group.map((c) => c.name.split(' ')[1]!);
     const sub = argv[1] === undefined ? 'nothing' : JSON.stringify(argv[1]);
+    const hint = argv[1] === undefined ? undefined : closestName(argv[1], subs);
     throw new UsageError(
-      `${argv[0]}: expected a subcommand (${group.map((c) => c.name.split(' ')[1]).join(', ')}), got ${sub}`,
+      `${argv[0]}: expected a subcommand (${subs.join(', ')}), got ${sub}${hint ? `; did you mean \`${argv[0]} ${hint}\`?` : ''}`,
     );
   }
-  const names = [...new Set(COMMANDS.map((c) => c.name.split(' ')[0]))];
-  throw new UsageError(`unknown command ${JSON.stringify(argv[0])}: expected one of ${names.join(', ')}`);
+  const names = [...new Set(COMMANDS.map((c) => c.name.split(' ')[0]!))];
+  // "dlq-list", "enqueue-archive", "lsit": the nearest command, of one word or two.
+  const typed = argv[0] ?? '';
+  const hint =
+    closestName(typed, names) ??
+    closestName(
+      typed.replace('-', ' '),
+      COMMANDS.map((c) => c.name),
+    );
+  throw new UsageError(
+    `unknown command ${JSON.stringify(typed)}${hint ? `; did you mean \`${hint}\`?` : ''} (commands: ${names.join(', ')})`,
+  );
 }
 
 function usage(): string {

@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
+import { closestName } from '../domain/names.ts';
 import { ConfigError } from '../errors.ts';
 import { defaultConfigDir, projectRoot } from '../paths.ts';
 import { redactCredentials } from '../redact.ts';
@@ -234,7 +235,7 @@ function describeIssues(
       for (const key of issue.keys) {
         const full = [...path, key].join('.');
         const known = Object.keys(schemaAt(path)?.properties ?? {});
-        const hint = closest(key, known);
+        const hint = closestName(key, known);
         out.push(
           `${full}${from(full, sources)}: unknown key${hint ? `; did you mean ${[...path, hint].join('.')}?` : ''} (known keys here: ${known.join(', ')})`,
         );
@@ -302,29 +303,6 @@ function describeAllowed(schema: JsonSchema | undefined): string {
 
 function formatValue(value: unknown): string {
   return value === undefined ? '(missing)' : redactCredentials(JSON.stringify(value));
-}
-
-/** The known key nearest to a typo (edit distance at most 3), if any. */
-function closest(key: string, known: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = 4;
-  for (const candidate of known) {
-    const d = editDistance(key, candidate);
-    if (d < bestDistance) [best, bestDistance] = [candidate, d];
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length]!;
 }
 
 function deepFreeze<T>(value: T): T {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { withTransaction } from '../db/pool.ts';
 import { type Actor, insertAudit } from '../db/queries/audit.ts';
@@ -169,6 +170,13 @@ export interface BulkResolveParams {
   dryRun: boolean;
   /** How many of the matching entries to return (the first, oldest first). */
   previewLimit: number;
+  /**
+   * The fingerprint a preview (dry run) returned: resolve only if exactly the entries it matched
+   * still match (ConflictError otherwise, nothing changed). Undefined: whatever matches now.
+   */
+  expectFingerprint?: string | undefined;
+  /** How many the preview matched, for the refusal's message. */
+  expectMatched?: number | undefined;
   actor: Actor;
   now: Date;
 }
@@ -181,14 +189,27 @@ export interface BulkResolveResult {
   resolved: number;
   /** The first matching entries, oldest first (at most previewLimit). */
   entries: DlqEntry[];
+  /** SHA-256 (hex) of the matching entries' uuids, sorted: pass it back to resolve exactly these. */
+  fingerprint: string;
+  /** The audit row of the change (null in a dry run, or when nothing was resolved). */
+  audit_id: number | null;
+}
+
+/** The fingerprint of a set of entries: SHA-256 of their sorted uuids, comma-joined, in hex. */
+export function entriesFingerprint(uuids: readonly string[]): string {
+  return createHash('sha256')
+    .update([...uuids].sort().join(','))
+    .digest('hex');
 }
 
 /**
- * Resolves every pending entry matching the filter in one transaction, one audit row per entry
- * (action dlq.bulk_resolve). The matching entries are locked first, so an entry resolved meanwhile
- * by someone else is either already resolved (not matched) or waits for this. A dry run reads the
- * same rows without locking and changes nothing. More than BULK_RESOLVE_MAX_ENTRIES matches is
- * refused (UsageError): narrow the filter.
+ * Resolves every pending entry matching the filter in one transaction, with one audit row naming
+ * every entry (action dlq.bulk_resolve). The matching entries are locked first, so an entry
+ * resolved meanwhile by someone else is either already resolved (not matched) or waits for this.
+ * A dry run reads the same rows without locking, changes nothing, and returns the set's
+ * fingerprint; given back as expectFingerprint, the real run resolves only that exact set (a
+ * detection run that opened more entries meanwhile makes it refuse, ConflictError). More than
+ * BULK_RESOLVE_MAX_ENTRIES matches is refused (UsageError): narrow the filter.
  */
 export async function bulkResolve(pool: pg.Pool, p: BulkResolveParams): Promise<BulkResolveResult> {
   const tooMany = () =>
@@ -198,11 +219,27 @@ export async function bulkResolve(pool: pg.Pool, p: BulkResolveParams): Promise<
   if (p.dryRun) {
     const rows = await pendingMatching(pool, p.filter, p.now, BULK_RESOLVE_MAX_ENTRIES + 1, false);
     if (rows.length > BULK_RESOLVE_MAX_ENTRIES) throw tooMany();
-    return { dry_run: true, matched: rows.length, resolved: 0, entries: rows.slice(0, p.previewLimit) };
+    return {
+      dry_run: true,
+      matched: rows.length,
+      resolved: 0,
+      entries: rows.slice(0, p.previewLimit),
+      fingerprint: entriesFingerprint(rows.map((r) => r.dlq_entry_uuid)),
+      audit_id: null,
+    };
   }
   return withTransaction(pool, async (client) => {
     const rows = await pendingMatching(client, p.filter, p.now, BULK_RESOLVE_MAX_ENTRIES + 1, true);
     if (rows.length > BULK_RESOLVE_MAX_ENTRIES) throw tooMany();
+    const fingerprint = entriesFingerprint(rows.map((r) => r.dlq_entry_uuid));
+    if (p.expectFingerprint !== undefined && p.expectFingerprint !== fingerprint) {
+      const was =
+        p.expectMatched === undefined ? 'the entries previewed' : `the ${p.expectMatched} previewed`;
+      throw new ConflictError(
+        `the pending entries matching this filter changed since the preview: ${rows.length} match now, not ${was}; nothing was resolved (preview again)`,
+        { matched: rows.length, expected_matched: p.expectMatched ?? null, fingerprint },
+      );
+    }
     const resolved = await resolveEntries(
       client,
       rows.map((r) => r.dlq_entry_uuid),
@@ -213,27 +250,31 @@ export async function bulkResolve(pool: pg.Pool, p: BulkResolveParams): Promise<
     );
     // One action, one audit row: the filter, what every entry went from and to, and which entries
     // (their uuids; each entry also keeps resolved_by and resolution_timestamp itself).
-    if (resolved.length > 0)
-      await insertAudit(client, {
-        at: p.now,
-        actor: p.actor,
-        action: 'dlq.bulk_resolve',
-        targetKind: 'dlq_filter',
-        targetId: JSON.stringify(p.filter),
-        before: { resolution_status: 'pending' },
-        after: { resolution_status: p.status, resolution_notes: p.notes, resolved_by: p.actor.name },
-        details: {
-          filter: p.filter,
-          matched: rows.length,
-          resolved: resolved.length,
-          dlq_entry_uuids: resolved,
-        },
-      });
+    const auditId =
+      resolved.length === 0
+        ? null
+        : await insertAudit(client, {
+            at: p.now,
+            actor: p.actor,
+            action: 'dlq.bulk_resolve',
+            targetKind: 'dlq_filter',
+            targetId: JSON.stringify(p.filter),
+            before: { resolution_status: 'pending' },
+            after: { resolution_status: p.status, resolution_notes: p.notes, resolved_by: p.actor.name },
+            details: {
+              filter: p.filter,
+              matched: rows.length,
+              resolved: resolved.length,
+              dlq_entry_uuids: resolved,
+            },
+          });
     return {
       dry_run: false,
       matched: rows.length,
       resolved: resolved.length,
       entries: rows.slice(0, p.previewLimit),
+      fingerprint,
+      audit_id: auditId,
     };
   });
 }

@@ -63,9 +63,12 @@ export interface RunBatch extends RunStart {
  *   off) and stopped without committing its batch;
  * - 'database': the database went away or refused it (a restart, a cut connection);
  * - 'no_connection': no connection of its pool came free in time;
- * - 'expiry': it gave its run back before pg-boss's expiry (worker.job_expire_seconds) would fail it.
+ * - 'expiry': it gave its run back before pg-boss's expiry (worker.job_expire_seconds) would fail it;
+ * - 'cancelled': an operator cancelled it while it ran (`tasker-lifecycle cancel`, the API, the
+ *   console); it stopped after the batch in hand.
  */
 export type InterruptReason =
+  | 'cancelled'
   | 'shutdown'
   | 'worker_lost'
   | 'taken_over'

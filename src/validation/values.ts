@@ -35,3 +35,42 @@ export function text(what: string, maxLength = 10_000): z.ZodType<string> {
     .min(1, { error: `expected ${what}, not empty` })
     .max(maxLength, { error: `expected ${what} of at most ${maxLength} characters` });
 }
+
+/** A point in time as typed: an instant, or a span back from "now" (resolved with the caller's clock). */
+export type TimeSpec = { kind: 'at'; at: Date } | { kind: 'ago'; ms: number };
+
+const DURATION_UNITS_MS: Record<string, number> = {
+  s: 1000,
+  m: 60_000,
+  min: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 7 * 86_400_000,
+};
+
+/**
+ * A time filter (`audit --since`, the console's audit filter): an ISO 8601 time with a zone, a date
+ * (midnight UTC), or a span back from now such as 30m, 1h, 2d, 1w.
+ */
+export const pointInTime: z.ZodType<TimeSpec, string> = z
+  .string()
+  .trim()
+  .transform((s, ctx): TimeSpec => {
+    const span = /^(\d{1,6})\s*(s|m|min|h|d|w)$/i.exec(s);
+    if (span) return { kind: 'ago', ms: Number(span[1]) * DURATION_UNITS_MS[span[2]!.toLowerCase()]! };
+    const iso = /^\d{4}-\d{2}-\d{2}$/.test(s) ? `${s}T00:00:00Z` : s;
+    if (z.iso.datetime({ offset: true }).safeParse(iso).success && !Number.isNaN(Date.parse(iso))) {
+      return { kind: 'at', at: new Date(iso) };
+    }
+    ctx.addIssue({
+      code: 'custom',
+      message:
+        'expected a time with a zone such as 2026-05-01T00:00:00Z, a date such as 2026-05-01 (UTC), or a span back from now such as 30m, 1h, 2d, 1w',
+    });
+    return z.NEVER;
+  });
+
+/** The instant a TimeSpec stands for, against the caller's clock. */
+export function resolveTime(spec: TimeSpec, now: Date): Date {
+  return spec.kind === 'at' ? spec.at : new Date(now.getTime() - spec.ms);
+}

@@ -10,6 +10,7 @@ import {
 import { runsOfBossJob } from '../db/queries/job-run-lookup.ts';
 import { type RunRow, recentRuns } from '../db/queries/job-runs.ts';
 import { NotFoundError } from '../errors.ts';
+import { type RunChain, runChain } from '../operations/runs.ts';
 import { deadLetterQueue } from '../worker/worker.ts';
 
 /** Read-only views of the jobs for the API and the console: states, and one run followed. */
@@ -67,15 +68,28 @@ export interface FollowedRun {
   merged_into: string | null;
   /** Its history rows (tasker_job_runs): one per attempt, with counts. */
   runs: RunRow[];
+  /** The whole run: every pg-boss job that carried its work on, its status and the link in flight; null once pg-boss deleted the job. */
+  chain: {
+    status: RunChain['status'];
+    first_job_id: string;
+    head_job_id: string;
+    links: Array<{ id: string; state: string; created_on: Date; completed_on: Date | null }>;
+    earlier_not_shown: boolean;
+  } | null;
 }
 
-/** One queued run: its pg-boss state and output, and its history. NotFoundError if neither exists. */
-export async function followRun(pool: pg.Pool, job: string, id: string): Promise<FollowedRun> {
-  const boss = await bossJobState(pool, job, id);
-  const runs = await runsOfBossJob(pool, id);
+/** One queued run: its pg-boss state and output, its history, its chain. NotFoundError if none of it exists. */
+export async function followRun(
+  deps: { pool: pg.Pool; boss: PgBoss },
+  job: string,
+  id: string,
+): Promise<FollowedRun> {
+  const boss = await bossJobState(deps.pool, job, id);
+  const runs = await runsOfBossJob(deps.pool, id);
   if (!boss && runs.length === 0) throw new NotFoundError(`no run ${id} of ${job}`);
   const output = boss?.output ?? null;
   const pick = (k: string) => (typeof output?.[k] === 'string' ? (output[k] as string) : null);
+  const chain = boss ? await runChain(deps.boss, job, id) : null;
   return {
     job,
     job_id: id,
@@ -84,5 +98,17 @@ export async function followRun(pool: pg.Pool, job: string, id: string): Promise
     handed_on_to: boss?.state === 'completed' ? pick('handed_on_to') : null,
     merged_into: boss?.state === 'cancelled' ? pick('merged_into') : null,
     runs,
+    chain: chain && {
+      status: chain.status,
+      first_job_id: chain.links[0]!.id,
+      head_job_id: chain.head.id,
+      links: chain.links.map((l) => ({
+        id: l.id,
+        state: l.state,
+        created_on: l.created_on,
+        completed_on: l.completed_on,
+      })),
+      earlier_not_shown: chain.earlier_not_shown,
+    },
   };
 }

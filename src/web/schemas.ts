@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import archiveFinishedTasks, { ArchiveFinishedTasksOptions } from '../../jobs/archive-finished-tasks.ts';
 import detectStaleTasks, { DetectStaleTasksOptions } from '../../jobs/detect-stale-tasks.ts';
+import { MAX_HOLD_DAYS } from '../operations/archive.ts';
 import {
   dlqReason,
   finalResolutionStatus,
@@ -43,6 +44,17 @@ export const UpdateEntryBody = z.strictObject({
   metadata: z.record(z.string(), z.unknown()).optional().describe('replaces the metadata'),
 });
 
+export const RestoreBody = z
+  .strictObject({
+    hold_days: z
+      .int()
+      .min(1)
+      .max(MAX_HOLD_DAYS)
+      .optional()
+      .describe('hold the restored task out of archival this many days'),
+  })
+  .nullish();
+
 export const OpenEntryBody = z.strictObject({
   task_uuid: uuid,
   notes: investigationNotes.describe('why it needs looking at'),
@@ -70,6 +82,13 @@ export const BulkResolveBody = z.strictObject({
     .default(true)
     .describe('true (the default): change nothing, report what would be resolved'),
   preview_limit: z.int().min(0).max(1000).default(20).describe('how many of the matching entries to return'),
+  expected_fingerprint: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/, { error: 'expected the fingerprint a dry run returned (64 hex digits)' })
+    .optional()
+    .describe(
+      "the dry run's fingerprint: resolve only if exactly the entries it matched still match (409, nothing changed, otherwise)",
+    ),
 });
 
 const detectShape = DetectStaleTasksOptions.shape;
@@ -103,6 +122,12 @@ export const JobParams = z.strictObject({
   job: oneOf([detectStaleTasks.name, archiveFinishedTasks.name] as [string, string]),
 });
 export const EnqueueBody = z.strictObject({
+  this_run_only: z
+    .boolean()
+    .default(false)
+    .describe(
+      'true: a run that reaches max_batches with work left stops there; false (the default): it hands the rest on to a new run, so the job carries on until its work is done',
+    ),
   options: z
     .record(z.string(), z.unknown())
     .default({})

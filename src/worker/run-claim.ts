@@ -61,6 +61,8 @@ export class RunClaim {
   readonly signal: AbortSignal;
   /** Set when the claim was found gone (by the fence or by pg-boss's heartbeat). */
   lost = false;
+  /** Set (by the worker, after the run) when the claim was gone because the run was cancelled. */
+  cancelled = false;
   /** Set when this run gave its run back (surrender), with why and what became of it. */
   surrendered: { reason: InterruptReason; outcome: RequeueOutcome } | null = null;
   readonly #o: RunClaimOptions;

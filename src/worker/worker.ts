@@ -3,7 +3,7 @@ import type pg from 'pg';
 import type { JobWithMetadata, PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { Config } from '../config/schema.ts';
-import { requeueRun, waitingRun } from '../db/queries/boss-jobs.ts';
+import { bossJobState, requeueRun, waitingRun } from '../db/queries/boss-jobs.ts';
 import { databaseNow } from '../db/queries/server.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { RunObserver } from '../telemetry/run-events.ts';
@@ -30,7 +30,8 @@ import { DEADLINE_MARGIN_MS, describePlacement, interruptionOf, RunClaim } from 
  * - A run whose worker was lost (SIGKILL) is requeued by any worker's recovery pass
  *   (recovery.ts) once its heartbeat is worker.heartbeat_seconds old, without using up a retry.
  * - A run that stops early (SIGTERM between batches, or max_batches with work left) hands the rest
- *   on: the same request is queued again at once, for another worker.
+ *   on: the same request is queued again at once, for another worker. Not when the request says
+ *   this_run_only (for max_batches), nor when the run's own job was cancelled (its claim is gone).
  */
 
 export const RUN_KEY = 'run';
@@ -43,6 +44,8 @@ export const RunRequest = z.strictObject({
   continues: z.string().optional(),
   /** Times this request's runs were interrupted by a lost worker (set by the recovery pass). */
   interruptions: z.int().min(1).optional(),
+  /** A run that reaches max_batches with work left stops there: the rest is not handed on. */
+  this_run_only: z.boolean().optional(),
 });
 export type RunRequest = z.infer<typeof RunRequest>;
 
@@ -196,11 +199,17 @@ async function runRequests(
         waitSeconds: waitSeconds(first),
         interruptedBy: (r: { handed_on_to?: string | null }) => {
           if (job.stoppedEarly?.(r, options)?.reason !== 'aborted') return null;
+          if (claim.lost && claim.cancelled)
+            return {
+              reason: 'cancelled',
+              detail:
+                'its run was cancelled: it stopped after the batch in hand, and the rest was not handed on',
+            };
           if (claim.lost)
             return {
               reason: 'taken_over',
               detail:
-                'its run was taken over (requeued after its worker was taken for lost: paused, or cut off); it stopped between batches and committed nothing more',
+                'its run was taken over (requeued after its worker was taken for lost: paused, or cut off); it stopped between batches, committed nothing more, and was not handed on',
             };
           if (claim.surrendered)
             return {
@@ -239,12 +248,28 @@ async function runRequests(
             options,
           );
         } catch (err) {
-          throw interruptionOf(err, claim) ?? err;
+          const interruption = interruptionOf(err, claim);
+          if (interruption?.reason === 'taken_over') {
+            // Taken from it by an operator's cancel rather than by another worker: say so.
+            claim.cancelled = (await bossJobState(deps.pool, job.name, first.id))?.state === 'cancelled';
+            if (claim.cancelled)
+              throw new RunInterruption(
+                'cancelled',
+                'its run was cancelled: the batch in flight was rolled back, and the rest was not handed on',
+                err,
+              );
+          }
+          throw interruption ?? err;
         }
-        // A run that lost or gave back its claim hands nothing on: its run is someone else's.
+        // A run that lost or gave back its claim hands nothing on: its run is someone else's, or
+        // was cancelled.
+        if (claim.lost)
+          claim.cancelled = (await bossJobState(deps.pool, job.name, first.id))?.state === 'cancelled';
         if (claim.lost || claim.surrendered || job.batch) return r;
         const early = job.stoppedEarly?.(r, options) ?? null;
         if (!early?.handOn) return r;
+        // A run asked to do this much only stops here.
+        if (early.reason === 'max_batches' && parsed[0]!.this_run_only) return r;
         return { ...r, handed_on_to: await handOn(deps, job, first, parsed[0]!) };
       },
     );
@@ -320,11 +345,20 @@ async function handOn(
   const data: RunRequest = {
     trigger: request.trigger,
     ...(request.options ? { options: request.options } : {}),
+    ...(request.this_run_only ? { this_run_only: true } : {}),
     continues: from.id,
   };
   try {
     const id = await deps.boss.send(job.name, data, { singletonKey: RUN_KEY });
-    if (id) return id;
+    if (id) {
+      // Cancelled while it handed on: the rest is cancelled too (the operator's cancel also cancels
+      // what continues a run it finds; between the two, neither can miss the other).
+      if ((await deps.boss.getJobById(job.name, from.id))?.state === 'cancelled') {
+        await deps.boss.cancel(job.name, id);
+        return null;
+      }
+      return id;
+    }
     const waiting = await waitingRun(deps.pool, job.name, RUN_KEY);
     if (waiting && sameOptions(waiting.data, request)) return waiting.id;
     const outcome = await requeueRun(deps.pool, {
@@ -333,7 +367,7 @@ async function handOn(
       retryCount: from.retryCount,
       delaySeconds: 0,
       extendLimit: true,
-      data: { ...request },
+      data: { ...data, continues: undefined },
       output: { message: 'stopped early; the rest continues as this job' },
       timeoutMs: deps.config.database.lock_timeout_ms,
     });

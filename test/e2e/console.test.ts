@@ -5,11 +5,23 @@
  * page (no serious or critical violations) at 1280 px and at a phone's width; screenshots go to
  * artifacts/console/. Bounded: one browser, one database, well under a minute.
  */
+
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
+import archiveFinishedTasks from '../../jobs/archive-finished-tasks.ts';
 import detectStaleTasks from '../../jobs/detect-stale-tasks.ts';
 import { ConfigSchema } from '../../src/config/schema.ts';
+import {
+  createDemoTask,
+  createTroubledDemoTask,
+  ensureDemoTemplates,
+  markStuck,
+} from '../../src/db/queries/demo-engine.ts';
 import { enrichEntries } from '../../src/db/queries/dlq-enrichment.ts';
+import { insertRun } from '../../src/db/queries/job-runs.ts';
+import { databaseNow } from '../../src/db/queries/server.ts';
+import { revokeToken } from '../../src/operations/tokens.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { createBoss } from '../../src/worker/boss.ts';
 import { deadLetterQueue } from '../../src/worker/worker.ts';
@@ -18,7 +30,14 @@ import { docsScreenshot, launchChromium, screenshot, seriousAxeViolations } from
 import { runCli } from '../helpers/cli-process.ts';
 import { type ConsoleHarness, startConsoleHarness } from '../helpers/console-server.ts';
 import { defaultLimits, detectAtNow, insertStuckOrder } from '../helpers/enrichment-factories.ts';
-import { hoursBefore, insertDlqEntry, insertTask, insertTemplate, NOW } from '../helpers/factories.ts';
+import {
+  hoursBefore,
+  insertDlqEntry,
+  insertTask,
+  insertTemplate,
+  minutesBefore,
+  NOW,
+} from '../helpers/factories.ts';
 
 let h: ConsoleHarness;
 let browser: Browser;
@@ -110,7 +129,6 @@ describe('an operator with dlq:read and dlq:update', () => {
       page.locator('#queue tbody tr[data-entry]').first().getAttribute('data-entry'),
     ).resolves.toBe(orderEntry);
     await expectAccessible(page, 'queue');
-    await docsScreenshot(page, 'queue', 560);
 
     await page.selectOption('#f-namespace', 'billing');
     await page.getByRole('button', { name: 'Filter' }).click();
@@ -121,10 +139,17 @@ describe('an operator with dlq:read and dlq:update', () => {
     expect(rows.sort()).toEqual([...billingEntries].sort());
     await expect(page.locator('#queue-total').textContent()).resolves.toBe('3');
     await expectAccessible(page, 'queue-filtered');
-    // A bad filter value is refused, naming the field.
+    // A bad filter value is refused, naming the field; the page comes back with its form.
     const bad = await page.goto(`${h.url}/?min_age_minutes=-5`);
     expect(bad!.status()).toBe(400);
     await expect(page.locator('[role=alert]').textContent()).resolves.toContain('min_age_minutes');
+    await page.goto(`${h.url}/?reason=stale&namespace=billing`);
+    await expect(page.locator('#filter-problem').textContent()).resolves.toContain(
+      'reason "stale": expected one of staleness_timeout, max_retries_exceeded, dependency_cycle_detected, worker_unavailable, manual_dlq',
+    );
+    await expect(page.getByLabel('Namespace').inputValue()).resolves.toBe('billing');
+    await expect(page.getByLabel('Reason').getAttribute('aria-invalid')).resolves.toBe('true');
+    await expectAccessible(page, 'queue-bad-filter');
 
     await page.goto(`${h.url}/?namespace=shop`);
     await page.locator(`a[href="/dlq/${orderEntry}"]`).click();
@@ -142,16 +167,16 @@ describe('an operator with dlq:read and dlq:update', () => {
     );
     await expect(page.locator('#timeline li').count()).resolves.toBeGreaterThan(10);
     await expect(page.locator('#steps').textContent()).resolves.toContain('card declined');
-    expect(await page.getByText('max_steps_in_process_minutes').isVisible()).toBe(true);
+    expect(await page.getByText('max_steps_in_process_minutes', { exact: true }).isVisible()).toBe(true);
     expect(await page.getByText('manually_resolved by fixture').isVisible()).toBe(true);
     expect(await page.getByText(orderTask).isVisible()).toBe(true);
     await expectAccessible(page, 'entry');
-    await docsScreenshot(page, 'entry', 1700);
 
     await page.getByLabel('Status').selectOption('manually_resolved');
     await page.getByLabel('Notes').fill('Broke the audit_a/audit_b cycle in the template; re-ran charge.');
     await page.getByRole('button', { name: 'Resolve' }).click();
     await page.waitForURL(`${h.url}/dlq/${orderEntry}`);
+    await expect(page.locator('#flash').textContent()).resolves.toBe('Resolved as manually_resolved.');
     await expect(page.locator('#resolved-by').textContent()).resolves.toBe('alice');
     await expect(page.locator('#entry-status').textContent()).resolves.toBe('manually_resolved');
     await expect(page.getByRole('button', { name: 'Resolve' }).count()).resolves.toBe(0);
@@ -218,8 +243,49 @@ describe('an operator with dlq:read and dlq:update', () => {
     await expectAccessible(page, 'queue-phone');
     const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
     expect(overflow).toBeLessThanOrEqual(0);
+    // A cell's badges stay beside its label, in the cell's content, not under the label.
+    const misplaced = await page.evaluate<number>(
+      "Array.from(document.querySelectorAll('#queue td .badge')).filter((b) => b.getBoundingClientRect().left < b.closest('td').getBoundingClientRect().left + 100).length",
+    );
+    expect(misplaced).toBe(0);
     await page.goto(`${h.url}/dlq/${orderEntry}`);
     await expectAccessible(page, 'entry-phone');
+    // Nothing sticks out of the page; the graph keeps its natural size and scrolls in its frame.
+    expect(
+      await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth'),
+    ).toBeLessThanOrEqual(0);
+    const graph = await page.evaluate<{
+      drawn: number;
+      natural: number;
+      frame: number;
+      scroll: number;
+    }>(`(() => {
+      const svg = document.querySelector('figure.graph svg');
+      const figure = document.querySelector('figure.graph');
+      return { drawn: svg.getBoundingClientRect().width, natural: Number(svg.getAttribute('width')),
+               frame: figure.clientWidth, scroll: figure.scrollWidth };
+    })()`);
+    expect(graph.drawn).toBe(graph.natural);
+    expect(graph.scroll).toBeGreaterThan(graph.frame);
+    // Long keys wrap inside the card; badges keep their own width.
+    const keys = await page.evaluate<number>(
+      "Array.from(document.querySelectorAll('dl.kv dt, dl.kv dd')).filter((e) => e.scrollWidth > e.clientWidth + 1).length",
+    );
+    expect(keys).toBe(0);
+    // A badge is as wide as its text and padding, never stretched to its cell.
+    const stretched =
+      await page.evaluate<number>(`Array.from(document.querySelectorAll('.badge')).filter((b) => {
+      const r = document.createRange(); r.selectNodeContents(b);
+      return b.getBoundingClientRect().width - r.getBoundingClientRect().width > 24;
+    }).length`);
+    expect(stretched).toBe(0);
+    // Steps: the failed one first, then in dependency order.
+    const steps = await page
+      .locator('#steps tbody tr')
+      .evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-step')));
+    expect(steps.slice(0, 2)).toEqual(['refund', 'charge']); // both failed; refund has no predecessor
+    expect(steps.indexOf('fetch')).toBeLessThan(steps.indexOf('validate'));
+    expect(steps.indexOf('validate')).toBeLessThan(steps.indexOf('ship'));
     await context.close();
   });
 });
@@ -338,7 +404,7 @@ describe('a token without dlq:update', () => {
 });
 
 describe('bulk work, jobs, archive and audit', () => {
-  it('bulk resolve: the preview count matches the API, "Resolve all" resolves them in one action', async () => {
+  it('bulk resolve: the preview count matches the API, "Resolve these 4" resolves them in one action', async () => {
     const batch = await insertTemplate(h.pool, { namespace: 'bulkns', name: 'sync' });
     const entries: string[] = [];
     for (let i = 0; i < 4; i++) {
@@ -375,7 +441,7 @@ describe('bulk work, jobs, archive and audit', () => {
     const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
     const page = await signIn(context, secret);
     await page.getByRole('link', { name: 'Bulk resolve' }).click();
-    await page.getByLabel('Namespace').fill('bulkns');
+    await page.getByLabel('Namespace').selectOption('bulkns');
     await page.getByLabel('Reason').selectOption('worker_unavailable');
     await page.getByRole('button', { name: 'Preview' }).click();
     await page.waitForURL(/preview=1/);
@@ -387,8 +453,9 @@ describe('bulk work, jobs, archive and audit', () => {
     await expectAccessible(page, 'bulk-preview');
     await page.getByLabel('Status').selectOption('cancelled');
     await page.getByLabel('Notes').fill('workers were redeployed; the engine re-ran these');
-    await page.getByRole('button', { name: 'Resolve all' }).click();
-    await expect(page.locator('#bulk-outcome').textContent()).resolves.toContain('Resolved 4 of 4');
+    await page.getByRole('button', { name: 'Resolve these 4' }).click();
+    await page.waitForURL(/\/bulk\?result=\d+$/);
+    await expect(page.locator('#bulk-outcome h2').textContent()).resolves.toBe('Resolved 4 entries');
     for (const e of entries) expect(await isPending(e)).toBe(false);
     // One action, one audit row, naming the four entries.
     const audit = await h.pool.query<{ actor: string; entries: string[] }>(
@@ -431,7 +498,11 @@ describe('bulk work, jobs, archive and audit', () => {
     );
     await expectAccessible(page, 'jobs');
     await item.getByRole('button', { name: `Retry dead-lettered run ${deadId}` }).click();
-    await expect(page.locator('#jobs-notice').textContent()).resolves.toMatch(/^Retried dead-lettered run/);
+    // Answered with a redirect to the new run's own page.
+    await page.waitForURL(new RegExp(`/jobs/${job.name}/runs/[0-9a-f-]{36}$`));
+    await expect(page.locator('#flash').textContent()).resolves.toMatch(/^Retried dead-lettered run/);
+    await expect(page.locator('#run-status').textContent()).resolves.toBe('waiting for a worker');
+    await page.goto(`${h.url}/jobs`);
     await expect(page.locator(`li[data-dead="${deadId}"]`).count()).resolves.toBe(0);
     const queued = await h.pool.query(`SELECT state FROM pgboss.job WHERE name = $1 AND state = 'created'`, [
       job.name,
@@ -443,7 +514,8 @@ describe('bulk work, jobs, archive and audit', () => {
     expect(audit.rows).toEqual([{ actor: 'gina', action: 'job.retry' }]);
     // A second run cannot wait beside it: the enqueue form says so.
     await page.getByRole('button', { name: 'Queue detection' }).click();
-    await expect(page.locator('#jobs-notice').textContent()).resolves.toContain('already waiting');
+    await page.waitForURL(`${h.url}/jobs`);
+    await expect(page.locator('#flash').textContent()).resolves.toContain('already waiting');
     await context.close();
   });
 
@@ -466,13 +538,33 @@ describe('bulk work, jobs, archive and audit', () => {
     await page.getByLabel('Task uuid').fill(task);
     await page.getByRole('button', { name: 'Look up' }).click();
     await expect(page.locator('#archived-task h2').textContent()).resolves.toContain(task);
+    // It finished 40 days ago, past the 30-day retention: restoring it says so, and offers a hold.
+    await expect(page.locator('#restore-warning').textContent()).resolves.toContain(
+      'past the retention of 30 days: the next archival run archives it again',
+    );
+    await expect(page.getByLabel('Hold out of archival for').inputValue()).resolves.toBe('7');
     await expectAccessible(page, 'archive');
     await page.getByRole('button', { name: 'Restore' }).click();
-    await expect(page.locator('#archive-notice').textContent()).resolves.toBe(
-      `Restored task ${task} to the live tables.`,
+    await page.waitForURL(`${h.url}/archive?task_uuid=${task}`);
+    await expect(page.locator('#flash').textContent()).resolves.toMatch(
+      new RegExp(
+        `^Restored task ${task} to the live tables; held out of archival until \\S+; the first archival run after that archives it again\\.$`,
+      ),
     );
+    await expect(page.locator('#task-archival').textContent()).resolves.toMatch(
+      /^held out of archival until/,
+    );
+    await expect(page.locator(`#archive-holds tr[data-task="${task}"]`).count()).resolves.toBe(1);
+    await expectAccessible(page, 'archive-held');
     const live = await h.pool.query('SELECT 1 FROM tasker_tasks WHERE task_uuid = $1', [task]);
     expect(live.rows).toHaveLength(1);
+    // Archival passes over it while the hold lasts.
+    expect((await runCli(['archive', '--retention-days', '30'], { DATABASE_URL: h.databaseUrl })).code).toBe(
+      0,
+    );
+    expect((await h.pool.query('SELECT 1 FROM tasker_tasks WHERE task_uuid = $1', [task])).rows).toHaveLength(
+      1,
+    );
 
     await page.getByRole('link', { name: 'Audit log' }).click();
     await page.getByLabel('Actor').fill('hana');
@@ -483,6 +575,422 @@ describe('bulk work, jobs, archive and audit', () => {
       .evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-action')));
     expect(actions).toEqual(['archive.restore']);
     await expectAccessible(page, 'audit');
+    await context.close();
+  });
+});
+
+describe('actions do exactly what the operator was shown (issue 28)', () => {
+  async function pendingOf(entries: string[]): Promise<number> {
+    const { rows } = await h.pool.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM tasker_tasks_dlq WHERE dlq_entry_uuid = ANY ($1::uuid[]) AND resolution_status = 'pending'`,
+      [entries],
+    );
+    return rows[0]!.n;
+  }
+
+  async function entriesIn(namespace: string, name: string, count: number): Promise<string[]> {
+    const template = await insertTemplate(h.pool, { namespace, name });
+    const out: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const task = await insertTask(h.pool, {
+        template,
+        state: 'waiting_for_retry',
+        enteredAt: hoursBefore(NOW, 6),
+      });
+      out.push(
+        await insertDlqEntry(h.pool, {
+          task,
+          reason: 'staleness_timeout',
+          at: hoursBefore(NOW, 5 + i),
+          namespace,
+          taskName: name,
+          state: 'waiting_for_retry',
+        }),
+      );
+    }
+    return out;
+  }
+
+  it('bulk resolve resolves the previewed set only: entries opened after the preview make it refuse, keep the notes and show the new count on the button', async () => {
+    const previewed = await entriesIn('exact', 'sync', 7);
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('ivan', ['dlq:read', 'dlq:update', 'audit:read']));
+    await page.goto(`${h.url}/bulk`);
+    await page.getByLabel('Namespace').selectOption('exact');
+    await page.getByRole('button', { name: 'Preview' }).click();
+    await page.waitForURL(/preview=1/);
+    await expect(page.locator('#bulk-count').textContent()).resolves.toBe('7');
+    await page.getByLabel('Status').selectOption('cancelled');
+    await page.getByLabel('Notes').fill('the sync namespace was drained by hand');
+    // A detection run opens two more entries that match the same filter.
+    const later = await entriesIn('exact', 'sync_late', 2);
+    await page.getByRole('button', { name: 'Resolve these 7' }).click();
+    await expect(page.locator('#flash').textContent()).resolves.toBe(
+      'Not resolved: the pending entries matching this filter changed since the preview: 9 match now, not the 7 previewed; nothing was resolved (preview again).',
+    );
+    expect(await pendingOf([...previewed, ...later])).toBe(9);
+    // The new preview, with the notes kept and the new count on the button.
+    await expect(page.locator('#bulk-count').textContent()).resolves.toBe('9');
+    await expect(page.getByLabel('Notes').inputValue()).resolves.toBe(
+      'the sync namespace was drained by hand',
+    );
+    await expect(page.getByLabel('Status').inputValue()).resolves.toBe('cancelled');
+    await expectAccessible(page, 'bulk-refused');
+    await page.getByRole('button', { name: 'Resolve these 9' }).click();
+    await page.waitForURL(/\/bulk\?result=\d+$/);
+    await expect(page.locator('#bulk-outcome h2').textContent()).resolves.toBe('Resolved 9 entries');
+    expect(await pendingOf([...previewed, ...later])).toBe(0);
+    // Reloading the outcome reads it again; nothing more is resolved or recorded.
+    await page.reload();
+    await page.reload();
+    await expect(page.locator('#bulk-outcome h2').textContent()).resolves.toBe('Resolved 9 entries');
+    const audit = await h.pool.query(
+      `SELECT details->'resolved' AS n FROM tasker_audit_log WHERE action = 'dlq.bulk_resolve' AND actor = 'ivan'`,
+    );
+    expect(audit.rows).toEqual([{ n: 9 }]);
+    await context.close();
+  });
+
+  it('queueing a run answers with a redirect to the run, which follows it by itself; reloading it queues nothing', async () => {
+    const config = ConfigSchema.parse({});
+    const boss = createBoss(config, h.databaseUrl, 'client', silentLogger());
+    await boss.start();
+    try {
+      const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+      const page = await signIn(context, await h.token('jane', ['dlq:read', 'jobs:read', 'jobs:run']));
+      await page.goto(`${h.url}/jobs`);
+      const form = page.getByRole('form', { name: 'Queue an archival run' });
+      // What "Max batches" means, said where it is typed; "This run only" is ticked.
+      await expect(form.locator('#a-max-help').textContent()).resolves.toContain(
+        'hands the rest on to another run at once',
+      );
+      await expect(form.getByLabel(/This run only/).isChecked()).resolves.toBe(true);
+      await form.getByLabel('Max batches', { exact: true }).fill('3');
+      await form.getByLabel(/Dry run/).check();
+      const posted = page.waitForResponse((r) => r.request().method() === 'POST');
+      await form.getByRole('button', { name: 'Queue archival' }).click();
+      expect((await posted).status()).toBe(303);
+      await page.waitForURL(new RegExp(`/jobs/${archiveFinishedTasks.name}/runs/[0-9a-f-]{36}$`));
+      const runId = page.url().split('/').at(-1)!;
+      await expect(page.locator('#flash').textContent()).resolves.toContain('(this run only)');
+      await expect(page.locator('#run-status').textContent()).resolves.toBe('waiting for a worker');
+      await expectAccessible(page, 'run-waiting');
+      for (let i = 0; i < 4; i++) await page.reload();
+      const queued = await h.pool.query(`SELECT id, data FROM pgboss.job WHERE name = $1`, [
+        archiveFinishedTasks.name,
+      ]);
+      expect(queued.rows.map((r) => r.id)).toEqual([runId]);
+      expect(queued.rows[0].data).toMatchObject({
+        options: { max_batches: 3, dry_run: true },
+        this_run_only: true,
+      });
+      const audit = await h.pool.query(
+        `SELECT actor FROM tasker_audit_log WHERE action = 'job.enqueue' AND target_id = $1`,
+        [runId],
+      );
+      expect(audit.rows).toEqual([{ actor: 'jane' }]);
+
+      // A worker takes it and finishes: the page shows it without a reload, counts in words.
+      const [taken] = await boss.fetch(archiveFinishedTasks.name);
+      expect(taken?.id).toBe(runId);
+      const counts = {
+        dry_run: true,
+        batches: 3,
+        tasks_archived: 2250,
+        rows_archived: 13500,
+        stopped_by: 'max_batches',
+      };
+      await insertRun(h.pool, {
+        run_id: randomUUID(),
+        job_name: archiveFinishedTasks.name,
+        trigger: 'adhoc',
+        pgboss_job_id: runId,
+        worker: 'e2e',
+        started_at: new Date(),
+        options: {},
+      });
+      await h.pool.query(
+        `UPDATE tasker_job_runs SET outcome = 'completed', counts = $2, duration_ms = 1200, finished_at = now() WHERE pgboss_job_id = $1`,
+        [runId, JSON.stringify(counts)],
+      );
+      await boss.complete(archiveFinishedTasks.name, runId, counts);
+      await page.locator('#run-status', { hasText: 'completed' }).waitFor({ timeout: 15_000 });
+      await expect(page.locator('#run-words').textContent()).resolves.toBe(
+        'would archive 2,250 tasks (13,500 rows) in 3 batches; stopped at its max batches with more to do',
+      );
+      await expect(page.getByRole('button', { name: 'Cancel run' }).count()).resolves.toBe(0);
+      await context.close();
+    } finally {
+      await boss.stop({ graceful: false });
+    }
+  });
+
+  it('a run that handed its work on is one run on the Jobs page, and "Cancel run" stops the link waiting (audited)', async () => {
+    const config = ConfigSchema.parse({});
+    const boss = createBoss(config, h.databaseUrl, 'client', silentLogger());
+    await boss.start();
+    try {
+      const job = archiveFinishedTasks.name;
+      const first = (await boss.send(
+        job,
+        { trigger: 'adhoc', options: { max_batches: 3 } },
+        { singletonKey: 'run' },
+      ))!;
+      const [taken] = await boss.fetch(job);
+      expect(taken?.id).toBe(first);
+      const second = (await boss.send(
+        job,
+        { trigger: 'adhoc', options: { max_batches: 3 }, continues: first },
+        { singletonKey: 'run' },
+      ))!;
+      const counts = {
+        dry_run: false,
+        batches: 3,
+        tasks_archived: 3000,
+        rows_archived: 18000,
+        stopped_by: 'max_batches',
+        handed_on_to: second,
+      };
+      await insertRun(h.pool, {
+        run_id: randomUUID(),
+        job_name: job,
+        trigger: 'adhoc',
+        pgboss_job_id: first,
+        worker: 'e2e',
+        started_at: new Date(),
+        options: {},
+      });
+      await h.pool.query(
+        `UPDATE tasker_job_runs SET outcome = 'completed', counts = $2, duration_ms = 900, finished_at = now() WHERE pgboss_job_id = $1`,
+        [first, JSON.stringify(counts)],
+      );
+      await boss.complete(job, first, counts);
+
+      const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+      const page = await signIn(
+        context,
+        await h.token('kate', ['dlq:read', 'jobs:read', 'jobs:run', 'audit:read']),
+      );
+      await page.goto(`${h.url}/jobs`);
+      const card = page.locator(`section[data-job="${job}"]`);
+      const row = card.locator('table.runs tbody tr', {
+        has: page.locator(`a[href="/jobs/${job}/runs/${first}"]`),
+      });
+      await expect(row.textContent()).resolves.toContain('2 jobs, handed on');
+      await expect(row.locator('.run-words').textContent()).resolves.toBe(
+        'archived 3,000 tasks (18,000 rows) in 3 batches; stopped at its max batches with more to do',
+      );
+      await expect(card.locator('.next-run').count()).resolves.toBe(1); // migrate filed the schedule
+      await row.getByRole('link').click();
+      await page.waitForURL(`${h.url}/jobs/${job}/runs/${first}`);
+      await expect(page.locator('#run-links').textContent()).resolves.toContain(
+        'one run over 2 pg-boss jobs',
+      );
+      await expect(page.locator('#run-status').textContent()).resolves.toBe('waiting for a worker');
+      await page.getByRole('button', { name: 'Cancel run' }).click();
+      await page.waitForURL(`${h.url}/jobs/${job}/runs/${first}`);
+      await expect(page.locator('#flash').textContent()).resolves.toBe('Cancelled: the run will not start.');
+      await expect(page.locator('#run-status').textContent()).resolves.toBe('cancelled');
+      await expect(page.locator('#run-cancelled-by').textContent()).resolves.toMatch(/^Cancelled by kate at/);
+      await expectAccessible(page, 'run-cancelled');
+      const states = await h.pool.query(
+        `SELECT id, state FROM pgboss.job WHERE name = $1 AND id = ANY($2::uuid[])`,
+        [job, [first, second]],
+      );
+      expect(Object.fromEntries(states.rows.map((r) => [r.id, r.state]))).toEqual({
+        [first]: 'completed',
+        [second]: 'cancelled',
+      });
+      const audit = await h.pool.query(
+        `SELECT actor, actor_kind, before, after FROM tasker_audit_log WHERE action = 'job.cancel' AND target_id = $1`,
+        [second],
+      );
+      expect(audit.rows).toEqual([
+        { actor: 'kate', actor_kind: 'console', before: { state: 'created' }, after: { state: 'cancelled' } },
+      ]);
+      await context.close();
+    } finally {
+      await boss.stop({ graceful: false });
+    }
+  });
+
+  it('a resolve refused because someone else resolved first says who and when, and keeps the notes', async () => {
+    const [entry] = await entriesIn('refused', 'ship', 1);
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('lena', ['dlq:read', 'dlq:update']));
+    await page.goto(`${h.url}/dlq/${entry}`);
+    await page.getByLabel('Status').selectOption('permanently_failed');
+    await page.getByLabel('Notes').fill('The carrier API rejects this address; marked failed.');
+    await h.pool.query(
+      `UPDATE tasker_tasks_dlq SET resolution_status = 'cancelled', resolved_by = 'mo', resolution_timestamp = '2026-06-01T11:00:00Z' WHERE dlq_entry_uuid = $1`,
+      [entry],
+    );
+    await page.getByRole('button', { name: 'Resolve' }).click();
+    await expect(page.locator('#not-saved').textContent()).resolves.toBe(
+      'Not saved: already cancelled by mo at 2026-06-01 11:00:00Z. Your notes are kept below.',
+    );
+    await expect(page.getByLabel('Notes').inputValue()).resolves.toBe(
+      'The carrier API rejects this address; marked failed.',
+    );
+    await expectAccessible(page, 'entry-not-saved');
+    await context.close();
+  });
+
+  it('after the session ends, the form leads to sign-in and back to the entry with the notes kept', async () => {
+    const [entry] = await entriesIn('ended', 'pack', 1);
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('nora', ['dlq:read', 'dlq:update']));
+    await page.goto(`${h.url}/dlq/${entry}`);
+    await page.getByLabel('Status').selectOption('manually_resolved');
+    const notes = `Repacked by hand.\n${'Long notes survive the round trip. '.repeat(250)}`;
+    await page.getByLabel('Notes').fill(notes);
+    await revokeToken(h.pool, { name: 'nora', actor: { kind: 'cli', name: 'e2e' }, now: new Date() });
+    await page.getByRole('button', { name: 'Resolve' }).click();
+    await expect(page.locator('#session-ended').textContent()).resolves.toContain('your notes are kept');
+    await expect(page.getByRole('link', { name: 'where you were' }).getAttribute('href')).resolves.toBe(
+      `/dlq/${entry}`,
+    );
+    expect(await isPending(entry!)).toBe(true);
+    await expectAccessible(page, 'sign-in-again');
+    await page.getByLabel('Token').fill(await h.token('nora2', ['dlq:read', 'dlq:update']));
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect(page.locator('#flash').textContent()).resolves.toContain('Your notes are back in the form');
+    await expect(page.getByLabel('Notes').inputValue()).resolves.toBe(notes);
+    await expect(page.getByLabel('Status').inputValue()).resolves.toBe('manually_resolved');
+    await page.getByRole('button', { name: 'Resolve' }).click();
+    await page.waitForURL(`${h.url}/dlq/${entry}`);
+    await expect(page.locator('#resolved-by').textContent()).resolves.toBe('nora2');
+    await context.close();
+  });
+
+  it('a task uuid opens its investigation, in the address and in the search box of the header', async () => {
+    const [entry] = await entriesIn('find', 'me', 1);
+    const { rows } = await h.pool.query<{ task_uuid: string }>(
+      'SELECT task_uuid FROM tasker_tasks_dlq WHERE dlq_entry_uuid = $1',
+      [entry],
+    );
+    const task = rows[0]!.task_uuid;
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('olga', ['dlq:read']));
+    await page.goto(`${h.url}/dlq/${task}`);
+    expect(page.url()).toBe(`${h.url}/dlq/${entry}`);
+    await page.goto(`${h.url}/`);
+    await page.getByLabel('Find investigation').fill(task);
+    await page.keyboard.press('Enter');
+    await page.waitForURL(`${h.url}/dlq/${entry}`);
+    await expect(page.locator('#entry-status').count()).resolves.toBe(1);
+    // A task without an investigation says so.
+    const lone = await insertTask(h.pool, {
+      template: await insertTemplate(h.pool, { namespace: 'lone', name: 'quiet' }),
+      state: 'steps_in_process',
+      enteredAt: NOW,
+    });
+    expect((await page.goto(`${h.url}/dlq/${lone}`))!.status()).toBe(404);
+    await expect(page.locator('[role=alert]').textContent()).resolves.toContain(
+      'is live and has no investigation',
+    );
+    await context.close();
+  });
+});
+
+describe('what the pages say next (issue 28)', () => {
+  it('the audit page shows before → after, a bulk resolution with its count and entries, and the template beside an entry', async () => {
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('pia', ['dlq:read', 'audit:read']));
+    await page.goto(`${h.url}/audit?actor=alice`);
+    const resolve = page.locator('#audit tr[data-action="dlq.resolve"]');
+    await expect(
+      resolve.locator('ul.changes li', { hasText: 'resolution_status' }).textContent(),
+    ).resolves.toBe('resolution_status: "pending" → "manually_resolved"');
+    await expect(resolve.locator('.template').textContent()).resolves.toBe('shop/order');
+    await page.goto(`${h.url}/audit?actor=frank`);
+    const bulk = page.locator('#audit tr[data-action="dlq.bulk_resolve"]');
+    await expect(bulk.locator('.bulk-count').textContent()).resolves.toBe('4 entries resolved together');
+    await bulk.getByText('The 4 entries').click();
+    await expect(bulk.locator('details.more li').count()).resolves.toBe(4);
+    await expect(bulk.locator('details.more li').first().textContent()).resolves.toContain('bulkns/sync');
+    await expectAccessible(page, 'audit-bulk');
+    // A filter the page cannot read comes back with its form and what it expected.
+    expect((await page.goto(`${h.url}/audit?since=lately`))!.status()).toBe(400);
+    await expect(page.locator('#filter-problem').textContent()).resolves.toContain(
+      'since "lately": expected a time with a zone such as 2026-05-01T00:00:00Z, a date such as 2026-05-01 (UTC), or a span back from now such as 30m, 1h, 2d, 1w',
+    );
+    await page.goto(`${h.url}/audit?since=1h&actor=frank`);
+    await expect(page.locator('#audit tr[data-action="dlq.bulk_resolve"]').count()).resolves.toBe(1);
+    await context.close();
+  });
+
+  it('the bulk form says when a name matches no template', async () => {
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('quin', ['dlq:read', 'dlq:update']));
+    expect((await page.goto(`${h.url}/bulk?namespace=bulkns&task_name=synk&preview=1`))!.status()).toBe(400);
+    await expect(page.locator('#filter-problem').textContent()).resolves.toBe(
+      'Not previewed: namespace "bulkns" with task_name "synk" matches no task template (templates in bulkns: sync)',
+    );
+    await expect(page.getByLabel('Template').inputValue()).resolves.toBe('synk');
+    await context.close();
+  });
+
+  it("the demo's investigations: why each was opened, a malformed template named; the README's pictures come from them", async () => {
+    const templates = await ensureDemoTemplates(h.pool);
+    const id = (name: string) => templates.find((t) => t.name === name)!.named_task_uuid;
+    const now = await databaseNow(h.pool);
+    const made = {
+      retries: await createTroubledDemoTask(
+        h.pool,
+        id('invoice_export'),
+        'retries_exhausted',
+        minutesBefore(now, 20),
+      ),
+      cycle: await createTroubledDemoTask(
+        h.pool,
+        id('order_fulfilment'),
+        'dependency_cycle',
+        minutesBefore(now, 20),
+      ),
+      worker: await createTroubledDemoTask(
+        h.pool,
+        id('order_fulfilment'),
+        'missing_worker',
+        minutesBefore(now, 20),
+      ),
+      nightly: await createDemoTask(
+        h.pool,
+        id('nightly_report'),
+        'waiting_for_retry',
+        minutesBefore(now, 45),
+        5,
+      ),
+    };
+    await markStuck(h.pool, made.nightly);
+    const config = ConfigSchema.parse({});
+    const result = await detectStaleTasks.run(
+      { pool: h.pool, now, logger: silentLogger(), signal: new AbortController().signal },
+      detectStaleTasks.optionsFromConfig(config),
+    );
+    const entryOf = (task: string) => result.tasks.find((t) => t.task_uuid === task)!.dlq_entry_uuid!;
+    await enrichEntries(h.pool, Object.values(made).map(entryOf), defaultLimits({ now }));
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('demo', ['*']));
+    await page.goto(`${h.url}/?namespace=demo`);
+    await expect(page.locator('#queue-total').textContent()).resolves.toBe('4');
+    await expectAccessible(page, 'queue-demo');
+    await docsScreenshot(page, 'queue', 700);
+
+    await page.goto(`${h.url}/dlq/${entryOf(made.nightly)}`);
+    await expect(page.locator('#why-stale').textContent()).resolves.toBe(
+      'Stale: 45 min in waiting_for_retry, past its threshold of 30 min — the global default (staleness_detection.thresholds.waiting_for_retry_minutes = 30), because the template\'s max_waiting_for_retry_minutes is "soon", not a whole number of minutes.',
+    );
+    await expect(page.locator('#template-problems li').textContent()).resolves.toBe(
+      'max_waiting_for_retry_minutes must be a positive whole number of minutes, got "soon"',
+    );
+    await page.goto(`${h.url}/dlq/${entryOf(made.retries)}`);
+    await expect(page.locator('#why-stale').textContent()).resolves.toContain(
+      "the template's max_steps_in_process_minutes = 1",
+    );
+    await expect(page.locator('#diagnosis-summary').textContent()).resolves.toMatch(/transform/);
+    await expectAccessible(page, 'entry-demo');
+    await docsScreenshot(page, 'entry', 1500);
     await context.close();
   });
 });

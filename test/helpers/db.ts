@@ -81,6 +81,7 @@ const TEST_TABLES = [
   'tasker_workflow_step_transitions_archive',
   'tasker_tasks_dlq_archive',
   'tasker_job_runs',
+  'tasker_archive_holds',
 ];
 
 /**

@@ -396,6 +396,51 @@ describe('the commands', () => {
       edges_restored: 4,
       step_transitions_restored: 15,
       dlq_entries_restored: 0,
+      state: 'complete',
+      state_entered_at: expect.any(String),
+      past_retention: true,
+      held_until: null,
+      archival: expect.stringMatching(
+        /past the retention of 30 days: the next archival run archives it again$/,
+      ),
+    });
+  });
+
+  it('restore says when the next archival run would take the task again; --hold-days holds it out', async () => {
+    const now = await databaseNow(db.pool);
+    const [unheld, held] = await insertFinishedGraphs(db.pool, {
+      named_task_uuid: template.named_task_uuid,
+      state: 'complete',
+      finishedAt: hoursBefore(now, 24 * 31),
+      count: 2,
+    });
+    expect((await cli(['archive', '--json'])).code).toBe(0);
+    const plain = await cli(['restore', unheld!]);
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).toMatch(
+      /^archival: +it finished \d+ d( \d+ h)? ago \(complete\), past the retention of 30 days: the next archival run archives it again$/m,
+    );
+    expect(plain.stderr).toMatch(
+      /^warning: .* the next archival run archives it again; restore with --hold-days N to keep it live for N days\n$/,
+    );
+    const holding = await cli(['restore', held!, '--hold-days', '3']);
+    expect(holding.code).toBe(0);
+    expect(holding.stdout).toMatch(
+      /^archival: +held out of archival until \S+; the first archival run after that archives it again$/m,
+    );
+    expect(holding.stderr).toBe('');
+    // The next run takes back the task not held, and leaves the held one live.
+    const again = await cli(['archive', '--json']);
+    expect(JSON.parse(again.stdout)).toMatchObject({ tasks_archived: 1 });
+    const { rows } = await db.pool.query(
+      'SELECT task_uuid FROM tasker_tasks WHERE task_uuid = ANY ($1::uuid[])',
+      [[unheld, held]],
+    );
+    expect(rows).toEqual([{ task_uuid: held }]);
+    const bad = await cli(['restore', unheld!, '--hold-days', '0']);
+    expect(bad).toMatchObject({
+      code: 2,
+      stderr: 'error: --hold-days "0": expected a whole number from 1 to 365\n',
     });
   });
 

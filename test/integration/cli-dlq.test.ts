@@ -3,13 +3,16 @@
  * detect-stale, with --json, and the exit codes for bad input (2) and failures (1).
  */
 import { beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { enrichEntries } from '../../src/db/queries/dlq-enrichment.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { cli } from '../helpers/cli.ts';
 import { runCli as runCliProcess } from '../helpers/cli-process.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
+import { defaultLimits } from '../helpers/enrichment-factories.ts';
 import {
   hoursBefore,
   insertDlqEntry,
+  insertStep,
   insertTask,
   insertTemplate,
   minutesBefore,
@@ -108,6 +111,13 @@ describe('dlq list', () => {
     [['dlq', 'list', '--limit', '0'], '--limit "0": expected a whole number from 1 to 1000'],
     [['dlq', 'list', '--reason', 'boredom'], '--reason "boredom": expected one of staleness_timeout'],
     [['dlq', 'list', '--colour'], "Unknown option '--colour'"],
+    [['dlq', 'list', '--limt', '5'], "Unknown option '--limt'; did you mean --limit?"],
+    [
+      ['dlq', 'lsit'],
+      'dlq: expected a subcommand (list, show, resolve, add, stats, queue), got "lsit"; did you mean `dlq list`?',
+    ],
+    [['stauts'], 'unknown command "stauts"; did you mean `status`?'],
+    [['dlq-list'], 'unknown command "dlq-list"; did you mean `dlq list`?'],
     [['dlq', 'list', 'extra'], 'unexpected argument "extra"'],
   ])('%j is bad input (exit 2)', async (args, message) => {
     const run = await cli(args, env);
@@ -133,6 +143,61 @@ describe('dlq show', () => {
     expect((await cli(['dlq', 'show', first, '--json'], env)).json().dlq_entry_uuid).toBe(first);
     expect((await cli(['dlq', 'show', id, '--json'], env)).json().dlq_entry_uuid).toBe(second);
     expect((await cli(['dlq', 'show', id], env)).stdout).toContain('task_snapshot:');
+  });
+
+  it('puts why it was opened and the diagnosis first; the snapshot only with --snapshot (and in --json)', async () => {
+    const template = await insertTemplate(db.pool, {
+      namespace: 'shop',
+      name: 'nightly',
+      lifecycle: { max_waiting_for_retry_minutes: 'soon' },
+    });
+    const id = await insertTask(db.pool, {
+      template,
+      state: 'waiting_for_retry',
+      enteredAt: minutesBefore(now, 95),
+    });
+    // Detection as the job runs it, with a default threshold of 30 minutes in waiting_for_retry.
+    const detected = await cli(['detect-stale', '--json'], {
+      ...env,
+      TASKER__staleness_detection__thresholds__waiting_for_retry_minutes: '30',
+      TASKER__logging__level: '"error"', // its warning about the template is tested with detection
+    });
+    expect(detected.code).toBe(0);
+    const entry = (detected.json().tasks as Array<{ task_uuid: string; dlq_entry_uuid: string }>).find(
+      (x) => x.task_uuid === id,
+    )!.dlq_entry_uuid;
+    await insertStep(db.pool, {
+      task: id,
+      name: 'charge',
+      state: 'error',
+      attempts: 3,
+      maxAttempts: 3,
+      results: { error: 'card declined' },
+    });
+    await enrichEntries(db.pool, [entry], defaultLimits());
+    const shown = await cli(['dlq', 'show', entry], env);
+    expect(shown.code).toBe(0);
+    const lines = shown.stdout.split('\n');
+    const at = (prefix: string) => lines.findIndex((l) => l.startsWith(prefix));
+    expect(lines[at('why:')]).toBe(
+      'why: Stale: 1 h 35 min in waiting_for_retry, past its threshold of 30 min — the global default (staleness_detection.thresholds.waiting_for_retry_minutes = 30), because the template\'s max_waiting_for_retry_minutes is "soon", not a whole number of minutes.',
+    );
+    expect(at('why:')).toBeLessThan(at('diagnosis:'));
+    expect(lines[at('diagnosis:') + 1]).toMatch(/^ {2}summary: /);
+    expect(lines[at('template problems')]).toContain('detection ignores these settings');
+    expect(lines[at('template problems') + 1]).toBe(
+      '  max_waiting_for_retry_minutes must be a positive whole number of minutes, got "soon"',
+    );
+    expect(lines[at('task_snapshot:')]).toMatch(
+      /^task_snapshot: \d+ lines, not shown \(--snapshot prints it; --json gives everything\)$/,
+    );
+    expect(lines.length).toBeLessThan(60);
+    const full = await cli(['dlq', 'show', entry, '--snapshot'], env);
+    expect(full.stdout.split('\n').length).toBeGreaterThan(lines.length + 20);
+    expect(full.stdout).toContain('"steps": {');
+    expect((await cli(['dlq', 'show', entry, '--json'], env)).json().task_snapshot.steps.items).toHaveLength(
+      1,
+    );
   });
 
   it('an unknown uuid is bad input; a malformed one too', async () => {
@@ -204,7 +269,6 @@ describe('dlq resolve', () => {
     [['--notes', 'n', '--by', 'a'], '--status S is required'],
     [['--status', 'cancelled', '--by', 'a'], '--notes TEXT is required'],
     [['--status', 'cancelled', '--notes', '   ', '--by', 'a'], '--notes "   ": expected notes, not empty'],
-    [['--status', 'cancelled', '--notes', 'n'], '--by NAME is required'],
   ])('refuses %j', async (flags, message) => {
     const entry = await insertDlqEntry(db.pool, {
       task: await task(),
@@ -214,6 +278,25 @@ describe('dlq resolve', () => {
     const run = await cli(['dlq', 'resolve', entry, ...flags], env);
     expect(run.code).toBe(2);
     expect(run.stderr).toContain(message);
+  });
+
+  it('without --by, the OS user resolves it and is recorded in the audit log', async () => {
+    const entry = await insertDlqEntry(db.pool, {
+      task: await task(),
+      reason: 'staleness_timeout',
+      at: minutesBefore(now, 5),
+    });
+    const run = await cli(['dlq', 'resolve', entry, '--status', 'cancelled', '--notes', 'dup'], {
+      ...env,
+      USER: 'oncall-olga',
+    });
+    expect(run.code).toBe(0);
+    const { rows } = await db.pool.query(
+      `SELECT d.resolved_by, a.actor FROM tasker_tasks_dlq d JOIN tasker_audit_log a ON a.target_id = d.dlq_entry_uuid::text
+        WHERE d.dlq_entry_uuid = $1`,
+      [entry],
+    );
+    expect(rows).toEqual([{ resolved_by: 'oncall-olga', actor: 'oncall-olga' }]);
   });
 
   it('an entry that does not exist', async () => {
@@ -396,8 +479,10 @@ describe('text from outside reaches the terminal escaped, and --json exactly', (
       expect.stringMatching(/^resolved_by: +alice\\rbob$/),
     ]);
     expect(shown.stdout).toContain('restarted the worker\\nresolved_by: mallory\\x1b[31m');
-    expect(shown.stdout).toContain('billing\\u001b[2J'); // inside the snapshot's JSON: JSON's own escape
-    expect(shown.stdout).toContain('invoice\\u202eexe.txt');
+    expect(shown.stdout).toContain('billing\\x1b[2J/invoice\\u202eexe.txt'); // the template line
+    const snapshot = await cli(['dlq', 'show', entry, '--snapshot'], env);
+    expect(snapshot.stdout).toContain('billing\\u001b[2J'); // inside the snapshot's JSON: JSON's own escape
+    expect(snapshot.stdout).toContain('invoice\\u202eexe.txt');
 
     const listed = await cli(['dlq', 'list', '--status', 'manually_resolved'], env);
     expect(listed.stdout).toContain('billing\\x1b[2J/invoice\\u202eexe.txt');

@@ -3,9 +3,13 @@
  * overrides and malformed templates, actions and reasons switches, events, batching, dry run.
  * Every case judges rows against the fixed reference time NOW.
  */
+
+import { Writable } from 'node:stream';
 import { beforeEach, describe, expect, it } from '@jest/globals';
-import { detectionOptionsFromConfig } from '../../jobs/detect-stale-tasks.ts';
+import winston from 'winston';
+import detectStaleTasks, { detectionOptionsFromConfig } from '../../jobs/detect-stale-tasks.ts';
 import { readLifecycleSettings } from '../../src/db/queries/staleness.ts';
+import { countsOf } from '../../src/worker/observe.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { configWith, defaultOptions, detect } from '../helpers/detection.ts';
 import {
@@ -169,6 +173,44 @@ describe('malformed template lifecycle values', () => {
       },
     ]);
     expect(result.by_action).toEqual({ transitioned_to_dlq_and_error: 3 });
+  });
+
+  it('is named with its problem in the run as recorded (pg-boss output, history) and in a warning log line', async () => {
+    const broken = await insertTemplate(db.pool, {
+      namespace: 'demo',
+      name: 'nightly_report',
+      lifecycle: { max_waiting_for_retry_minutes: 'soon' },
+    });
+    await task('waiting_for_retry', 30, 60, broken);
+    const warnings: Array<{ message: string; meta: Record<string, unknown> }> = [];
+    const lines = new Writable({
+      write(chunk, _encoding, done) {
+        const info = JSON.parse(String(chunk)) as Record<string, unknown>;
+        if (info.level === 'warn') warnings.push({ message: String(info.message), meta: info });
+        done();
+      },
+    });
+    const logger = winston.createLogger({
+      level: 'debug',
+      format: winston.format.json(),
+      transports: [new winston.transports.Stream({ stream: lines })],
+    });
+    const result = await detectStaleTasks.run(
+      { pool: db.pool, now: NOW, logger, signal: new AbortController().signal },
+      detectStaleTasks.optionsSchema.parse(defaultOptions()),
+    );
+    const problem = 'max_waiting_for_retry_minutes must be a positive whole number of minutes, got "soon"';
+    // What the worker records of a run (lists become counts; this map stays whole).
+    expect(countsOf(result)).toMatchObject({
+      invalid_templates_count: 1,
+      template_problems: { 'demo/nightly_report': [problem] },
+    });
+    expect(warnings).toEqual([
+      {
+        message: `template demo/nightly_report has malformed lifecycle settings; detection used the global defaults for them: ${problem}`,
+        meta: expect.objectContaining({ named_task_uuid: broken.named_task_uuid, problems: [problem] }),
+      },
+    ]);
   });
 
   it('a lifecycle that is not an object means all defaults', async () => {

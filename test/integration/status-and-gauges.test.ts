@@ -58,6 +58,39 @@ it("status shows the workers' schedules from pg-boss and interrupted runs as suc
   }
 });
 
+it('status counts queues live: a run queued a moment ago is counted at once, and the count is stamped', async () => {
+  const boss = createBoss(
+    loadConfig({ env: { TASKER_ENV: 'test', DATABASE_URL: db.url } }).config,
+    db.url,
+    'client',
+    silentLogger(),
+  );
+  await startBoss(boss);
+  try {
+    await db.pool.query(`DELETE FROM pgboss.job WHERE name LIKE 'tasker.%'`);
+    // pg-boss's cached queue stats are refreshed by a worker's monitor, and no worker runs here.
+    expect(
+      await boss.send('tasker.archive-finished-tasks', { trigger: 'adhoc' }, { singletonKey: 'run' }),
+    ).not.toBeNull();
+    expect(await boss.send('tasker.detect-stale-tasks.failed', { trigger: 'adhoc' })).not.toBeNull();
+    const before = await databaseNow(db.pool);
+    const status = await runCli(['status', '--json'], { DATABASE_URL: db.url });
+    expect(status.code).toBe(0);
+    const report = JSON.parse(status.stdout) as {
+      queues_counted_at: string;
+      jobs: Array<{ job: string; queue: { queued: number } | null; dead_lettered: number }>;
+    };
+    const byName = Object.fromEntries(report.jobs.map((j) => [j.job, j]));
+    expect(byName['tasker.archive-finished-tasks']!.queue).toEqual({ queued: 1, active: 0, failed: 0 });
+    expect(byName['tasker.detect-stale-tasks']!.dead_lettered).toBe(1);
+    expect(new Date(report.queues_counted_at).getTime()).toBeGreaterThanOrEqual(before.getTime());
+    const text = await runCli(['status'], { DATABASE_URL: db.url });
+    expect(text.stdout.split('\n')[0]).toMatch(/; queues counted live at \d{4}-\d{2}-\d{2}T/);
+  } finally {
+    await boss.stop({ graceful: false });
+  }
+});
+
 it('DLQ gauges keep their last values, marked stale, when the database cannot be read', async () => {
   const now = await databaseNow(db.pool);
   const template = await insertTemplate(db.pool);

@@ -656,6 +656,57 @@ describe('POST /v1/dlq/bulk-resolve', () => {
   });
 });
 
+describe('bulk resolve of exactly what was previewed', () => {
+  it("expected_fingerprint: an entry opened after the preview makes it 409 with nothing resolved; the new preview's fingerprint resolves them", async () => {
+    const make = async (hours: number) =>
+      insertDlqEntry(db.pool, {
+        task: await task(),
+        reason: 'worker_unavailable',
+        namespace: 'exact',
+        at: hoursBefore(now, hours),
+      });
+    const previewed = [await make(5), await make(6)];
+    const body = (extra: Record<string, unknown>) => ({
+      filter: { namespace: 'exact' },
+      resolution_status: 'cancelled',
+      resolution_notes: 'drained',
+      ...extra,
+    });
+    const preview = await web.request('POST', '/v1/dlq/bulk-resolve', { token, body: body({}) });
+    expect(preview.body).toMatchObject({
+      dry_run: true,
+      matched: 2,
+      fingerprint: expect.stringMatching(/^[0-9a-f]{64}$/),
+    });
+    const later = await make(4);
+    const refused = await web.request('POST', '/v1/dlq/bulk-resolve', {
+      token,
+      body: body({ dry_run: false, expected_fingerprint: preview.body.fingerprint }),
+    });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toMatchObject({
+      code: 'CONFLICT',
+      message: expect.stringContaining('3 match now, not the entries previewed; nothing was resolved'),
+      details: { matched: 3, expected_matched: null, fingerprint: expect.any(String) },
+    });
+    for (const e of [...previewed, later]) expect((await entryRow(e)).resolution_status).toBe('pending');
+    expect(await auditRows(db.pool, 'dlq.bulk_resolve')).toHaveLength(0);
+    const applied = await web.request('POST', '/v1/dlq/bulk-resolve', {
+      token,
+      body: body({ dry_run: false, expected_fingerprint: refused.body.error.details.fingerprint }),
+    });
+    expect(applied.body).toMatchObject({ matched: 3, resolved: 3 });
+    const malformed = await web.request('POST', '/v1/dlq/bulk-resolve', {
+      token,
+      body: body({ expected_fingerprint: 'abc' }),
+    });
+    expect(malformed.status).toBe(400);
+    expect(malformed.body.error.message).toBe(
+      'expected_fingerprint: expected the fingerprint a dry run returned (64 hex digits)',
+    );
+  });
+});
+
 describe('bulk resolve at size', () => {
   it('resolves 250 matching entries in one request, recorded as one audit row naming all 250', async () => {
     for (let i = 0; i < 250; i++) {

@@ -258,6 +258,133 @@ describe('jobs', () => {
   });
 });
 
+describe('cancelling a run', () => {
+  it('this_run_only rides with the request; cancel stops a waiting run (audited), then 409; unknown 404', async () => {
+    const job = 'tasker.archive-finished-tasks';
+    const r = await web.request('POST', `/v1/jobs/${job}/runs`, {
+      token,
+      body: { this_run_only: true, options: { max_batches: 3 } },
+    });
+    expect(r.status).toBe(202);
+    expect(await bossJobs(db.pool, job)).toEqual([
+      expect.objectContaining({
+        id: r.body.job_id,
+        state: 'created',
+        data: { trigger: 'adhoc', options: { max_batches: 3 }, this_run_only: true },
+      }),
+    ]);
+    const cancelled = await web.request('POST', `/v1/jobs/${job}/runs/${r.body.job_id}/cancel`, { token });
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body).toEqual({
+      job,
+      requested_id: r.body.job_id,
+      job_id: r.body.job_id,
+      previous_state: 'created',
+      also_cancelled: [],
+      links: 1,
+    });
+    expect((await bossJobs(db.pool, job)).map((j) => j.state)).toEqual(['cancelled']);
+    const followed = await web.request('GET', `/v1/jobs/${job}/runs/${r.body.job_id}`, { token });
+    expect(followed.body.chain).toMatchObject({
+      status: 'cancelled',
+      first_job_id: r.body.job_id,
+      head_job_id: r.body.job_id,
+    });
+    expect(await auditRows(db.pool, 'job.cancel')).toEqual([
+      expect.objectContaining({
+        actor: 'ops',
+        actor_kind: 'token',
+        target_id: r.body.job_id,
+        before: { state: 'created' },
+        after: { state: 'cancelled' },
+      }),
+    ]);
+    const again = await web.request('POST', `/v1/jobs/${job}/runs/${r.body.job_id}/cancel`, { token });
+    expect(again.status).toBe(409);
+    expect(again.body.error.message).toContain('has already ended (cancelled');
+    const unknown = await web.request(
+      'POST',
+      `/v1/jobs/${job}/runs/0199c2a4-5e1f-7b3a-9d2e-4f6a8b0c1d2e/cancel`,
+      { token },
+    );
+    expect(unknown.status).toBe(404);
+    expect(await auditRows(db.pool, 'job.cancel')).toHaveLength(1);
+  });
+});
+
+describe('restoring past retention', () => {
+  it('says the next run would archive it again; hold_days keeps archival off until the hold ends', async () => {
+    const t = await insertTemplate(db.pool);
+    const now = await databaseNow(db.pool);
+    const archiveAt = (at: Date) =>
+      withTransaction(db.pool, (c) =>
+        archiveBatch(c, {
+          now: at,
+          dryRun: false,
+          retentionDays: 30,
+          batchSize: 10,
+          policies: {
+            archive_completed: true,
+            archive_failed: true,
+            archive_cancelled: true,
+            archive_resolved_manually: true,
+            archive_dlq_resolved: true,
+          },
+        }),
+      );
+    const [held, unheld] = [
+      await insertFinishedGraph(db.pool, {
+        named_task_uuid: t.named_task_uuid,
+        state: 'complete',
+        finishedAt: hoursBefore(now, 24 * 40),
+      }),
+      await insertFinishedGraph(db.pool, {
+        named_task_uuid: t.named_task_uuid,
+        state: 'error',
+        finishedAt: hoursBefore(now, 24 * 45),
+      }),
+    ];
+    expect((await archiveAt(now)).tasks_archived).toBe(2);
+
+    const plain = await web.request('POST', `/v1/archive/tasks/${unheld}/restore`, { token });
+    expect(plain.status).toBe(200);
+    expect(plain.body).toMatchObject({ past_retention: true, held_until: null, state: 'error' });
+    expect(plain.body.archival).toMatch(
+      /^it finished 45 d( \d+ h)? ago \(error\), past the retention of 30 days: the next archival run archives it again$/,
+    );
+
+    const bad = await web.request('POST', `/v1/archive/tasks/${held}/restore`, {
+      token,
+      body: { hold_days: 0 },
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toMatch(/^hold_days: /);
+    const holding = await web.request('POST', `/v1/archive/tasks/${held}/restore`, {
+      token,
+      body: { hold_days: 2 },
+    });
+    expect(holding.status).toBe(200);
+    const until = new Date(holding.body.held_until);
+    expect(until.getTime() - now.getTime()).toBeGreaterThanOrEqual(2 * 86_400_000 - 60_000);
+    expect(holding.body).toMatchObject({ past_retention: true });
+    expect(holding.body.archival).toMatch(/^held out of archival until /);
+    expect(await auditRows(db.pool, 'archive.restore')).toEqual([
+      expect.objectContaining({ target_id: unheld }),
+      expect.objectContaining({
+        target_id: held,
+        after: expect.objectContaining({ held_until: holding.body.held_until }),
+      }),
+    ]);
+
+    // Either side of the hold's end: the unheld task goes back at once, the held one after the hold.
+    const justBefore = new Date(until.getTime() - 60_000);
+    const first = await archiveAt(justBefore);
+    expect(first.task_uuids).toEqual([unheld]);
+    const after = await archiveAt(new Date(until.getTime() + 60_000));
+    expect(after.task_uuids).toEqual([held]);
+  });
+});
+
 describe('archive', () => {
   it('looks up an archived graph by task uuid and restores it (audited); then 404', async () => {
     const t = await insertTemplate(db.pool);
@@ -391,5 +518,23 @@ describe('audit log', () => {
     expect(cliSince.stdout).toContain('no audit rows match');
     const table = await cli(['audit'], env);
     expect(table.stdout).toContain('resolution_status: "pending" -> "cancelled"');
+  });
+
+  it('--since takes a span back from now: 1h leaves out a change made 2 hours ago', async () => {
+    const now = await databaseNow(db.pool);
+    await db.pool.query(
+      `INSERT INTO tasker_audit_log (at, actor, actor_kind, action, target_kind, target_id)
+       VALUES ($1, 'early', 'cli', 'dlq.add', 'dlq_entry', 'e1'), ($2, 'late', 'cli', 'dlq.add', 'dlq_entry', 'e2')`,
+      [hoursBefore(now, 2), minutesBefore(now, 30)],
+    );
+    const run = await cli(['audit', '--since', '1h', '--json'], { DATABASE_URL: db.url });
+    expect(run.code).toBe(0);
+    // The token made for this test at now, and the change 30 minutes ago; not the one 2 hours ago.
+    expect(run.json().map((r: { actor: string }) => r.actor)).toEqual(['test', 'late']);
+    const bad = await cli(['audit', '--since', 'lately'], { DATABASE_URL: db.url });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain(
+      '--since "lately": expected a time with a zone such as 2026-05-01T00:00:00Z',
+    );
   });
 });

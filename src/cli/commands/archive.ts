@@ -11,7 +11,7 @@ import { countArchiveCandidates } from '../../db/queries/archive.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { checkTemplateFilter, templateFilterProblem } from '../../db/queries/templates.ts';
 import { UsageError } from '../../errors.ts';
-import { restoreArchivedTask } from '../../operations/archive.ts';
+import { MAX_HOLD_DAYS, restoreArchivedTask } from '../../operations/archive.ts';
 import { namespaceName, taskTemplateName } from '../../validation/fields.ts';
 import { uuid, wholeNumber } from '../../validation/values.ts';
 import type { FlagSpec } from '../args.ts';
@@ -182,20 +182,41 @@ export const archiveCommand: Command = {
 
 export const restoreCommand: Command = {
   name: 'restore',
-  summary: 'Move one archived task graph back to the live tables, exactly as it was.',
-  args: { flags: { by: BY_FLAG }, positionals: [{ name: 'task_uuid', schema: uuid }] },
+  summary:
+    'Move one archived task graph back to the live tables, exactly as it was; --hold-days keeps it out of archival meanwhile.',
+  args: {
+    flags: {
+      'hold-days': {
+        type: 'string',
+        placeholder: 'N',
+        schema: wholeNumber(1, MAX_HOLD_DAYS),
+        description:
+          'hold it out of archival for N days (else a task past archive.retention_days is archived again by the next run)',
+      },
+      by: BY_FLAG,
+    },
+    positionals: [{ name: 'task_uuid', schema: uuid }],
+  },
   async run({ flags, positionals }, { io, runtime }) {
-    const { pool } = runtime.get();
+    const { pool, config } = runtime.get();
     const taskUuid = positionals[0] as string;
-    // Audited like a restore through the API: the row commits with the move.
-    const { task_uuid, ...restored } = await restoreArchivedTask(pool, {
+    // Audited like a restore through the API: the row commits with the move (and the hold).
+    const restored = await restoreArchivedTask(pool, {
       taskUuid,
+      holdDays: flags['hold-days'] as number | undefined,
+      retentionDays: config.archive.retention_days,
       actor: cliActor(flags, io),
       now: await databaseNow(pool),
     });
-    if (flags.json) return printJson(io.stdout, { task_uuid, ...restored });
-    io.stdout.write(`restored task ${task_uuid}\n`);
-    printFields(io.stdout, { ...restored });
+    if (flags.json) return printJson(io.stdout, restored);
+    const { task_uuid, archival, past_retention, held_until, state, state_entered_at, ...rows } = restored;
+    io.stdout.write(
+      `restored task ${task_uuid} (${state ?? 'no state'} since ${state_entered_at?.toISOString() ?? '-'})\n`,
+    );
+    printFields(io.stdout, { ...rows, archival });
+    if (past_retention && held_until === null) {
+      io.stderr.write(`warning: ${archival}; restore with --hold-days N to keep it live for N days\n`);
+    }
   },
 };
 

@@ -1,25 +1,11 @@
-import { z } from 'zod';
 import { listAudit } from '../../db/queries/audit.ts';
+import { databaseNow } from '../../db/queries/server.ts';
 import { personName } from '../../validation/fields.ts';
-import { wholeNumber } from '../../validation/values.ts';
+import { pointInTime, resolveTime, type TimeSpec, wholeNumber } from '../../validation/values.ts';
 import type { Command } from '../command.ts';
 import { printJson, printTable } from '../output.ts';
 
-const since = z.string().transform((s, ctx) => {
-  const iso = /^\d{4}-\d{2}-\d{2}$/.test(s) ? `${s}T00:00:00Z` : s;
-  const ok = z.iso.datetime({ offset: true }).safeParse(iso).success;
-  if (!ok) {
-    ctx.addIssue({
-      code: 'custom',
-      message:
-        'expected an ISO 8601 time with a zone, such as 2026-05-01T00:00:00Z, or a date such as 2026-05-01 (UTC)',
-    });
-    return z.NEVER;
-  }
-  return new Date(iso);
-});
-
-/** audit [--since TIME] [--actor NAME]: the audit log, newest first. */
+/** audit [--since TIME|SPAN] [--actor NAME]: the audit log, newest first. */
 export const auditCommand: Command = {
   name: 'audit',
   summary: 'The audit log, newest first: who changed what (API, CLI, console), when, before and after.',
@@ -28,8 +14,9 @@ export const auditCommand: Command = {
       since: {
         type: 'string',
         placeholder: 'TIME',
-        schema: since,
-        description: 'only changes at or after TIME',
+        schema: pointInTime,
+        description:
+          'only changes at or after TIME: an ISO 8601 time, a date (UTC), or a span back from now such as 30m, 1h, 2d, 1w',
       },
       actor: {
         type: 'string',
@@ -46,8 +33,10 @@ export const auditCommand: Command = {
     },
   },
   async run({ flags }, { io, runtime }) {
-    const rows = await listAudit(runtime.get().pool, {
-      since: flags.since as Date | undefined,
+    const { pool } = runtime.get();
+    const since = flags.since as TimeSpec | undefined;
+    const rows = await listAudit(pool, {
+      since: since ? resolveTime(since, await databaseNow(pool)) : undefined,
       actor: flags.actor as string | undefined,
       limit: (flags.limit as number | undefined) ?? 100,
     });

@@ -1,7 +1,9 @@
-import { userInfo } from 'node:os';
 import { findEntry, investigationQueue, listEntries, statsByReason } from '../../db/queries/dlq.ts';
 import { databaseNow } from '../../db/queries/server.ts';
+import { templateOfTask } from '../../db/queries/templates.ts';
 import { TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
+import type { EnrichedDetails } from '../../domain/dlq-enrichment.ts';
+import { whyStale } from '../../domain/why-stale.ts';
 import { NotFoundError, UsageError } from '../../errors.ts';
 import { openInvestigation, resolveInvestigation } from '../../operations/investigations.ts';
 import {
@@ -16,6 +18,7 @@ import { uuid, wholeNumber } from '../../validation/values.ts';
 import type { Command } from '../command.ts';
 import { diagnosisLines } from '../diagnosis.ts';
 import { formatMinutes, printable, printableLines, printFields, printJson, printTable } from '../output.ts';
+import { cliActor } from './token.ts';
 
 /** The investigation commands: dlq list | show | resolve | add | stats | queue. */
 
@@ -87,8 +90,16 @@ export const dlqListCommand: Command = {
 export const dlqShowCommand: Command = {
   name: 'dlq show',
   summary:
-    'Show one investigation, by entry uuid or by task uuid (its most recent entry), with the diagnosis once enriched.',
-  args: { flags: {}, positionals: [{ name: 'entry_or_task_uuid', schema: uuid }] },
+    'Show one investigation, by entry uuid or by task uuid (its most recent entry): why it was opened and the diagnosis first.',
+  args: {
+    flags: {
+      snapshot: {
+        type: 'boolean',
+        description: 'also print the whole task snapshot (steps, history, graph: long); --json always has it',
+      },
+    },
+    positionals: [{ name: 'entry_or_task_uuid', schema: uuid }],
+  },
   async run({ flags, positionals }, { io, runtime }) {
     const { pool } = runtime.get();
     const id = positionals[0] as string;
@@ -96,12 +107,47 @@ export const dlqShowCommand: Command = {
     if (!entry) throw new NotFoundError(`no DLQ entry and no task with entries has uuid ${id}`);
     if (flags.json) return printJson(io.stdout, entry);
     const { task_snapshot, metadata, ...fields } = entry;
-    printFields(io.stdout, fields);
-    io.stdout.write(`metadata:\n${indent(printableLines(JSON.stringify(metadata, null, 2)))}\n`);
-    io.stdout.write(`task_snapshot:\n${indent(printableLines(JSON.stringify(task_snapshot, null, 2)))}\n`);
-    // Last, so that it is what stays on screen below a long snapshot.
+    // What happened first: the entry, why it was opened (with the setting that applied), the
+    // diagnosis, what is wrong with the template's settings. The snapshot only when asked.
+    const template = await templateOfTask(pool, entry.task_uuid);
+    const snapshotTemplate = task_snapshot.template as EnrichedDetails['template'] | undefined;
+    const lifecycle = template
+      ? (template.lifecycle ?? undefined)
+      : snapshotTemplate
+        ? ((snapshotTemplate.configuration ?? {}) as Record<string, unknown>).lifecycle
+        : undefined;
+    printFields(io.stdout, {
+      template: `${String(task_snapshot.namespace ?? '?')}/${String(task_snapshot.task_name ?? '?')}`,
+      ...fields,
+    });
+    const why = whyStale({
+      reason: entry.dlq_reason,
+      originalState: entry.original_state,
+      metadata,
+      lifecycle,
+    });
+    if (why) io.stdout.write(`why: ${printable(why)}\n`);
     const diagnosis = diagnosisLines(task_snapshot).map(printable);
-    if (diagnosis.length > 0) io.stdout.write(`diagnosis:\n${indent(diagnosis.join('\n'))}\n`);
+    io.stdout.write(
+      diagnosis.length > 0
+        ? `diagnosis:\n${indent(diagnosis.join('\n'))}\n`
+        : 'diagnosis: not enriched yet (the enrichment job adds it shortly after detection)\n',
+    );
+    const problems = template ? template.problems : [];
+    if (problems.length > 0) {
+      io.stdout.write(
+        `template problems (detection ignores these settings and uses the global defaults):\n${indent(problems.map(printable).join('\n'))}\n`,
+      );
+    }
+    io.stdout.write(`metadata: ${printable(JSON.stringify(metadata))}\n`);
+    if (flags.snapshot) {
+      io.stdout.write(`task_snapshot:\n${indent(printableLines(JSON.stringify(task_snapshot, null, 2)))}\n`);
+    } else {
+      const lines = JSON.stringify(task_snapshot, null, 2).split('\n').length;
+      io.stdout.write(
+        `task_snapshot: ${lines} lines, not shown (--snapshot prints it; --json gives everything)\n`,
+      );
+    }
   },
 };
 
@@ -127,21 +173,21 @@ export const dlqResolveCommand: Command = {
       by: {
         type: 'string',
         placeholder: 'NAME',
-        required: true,
         schema: personName,
-        description: 'who resolved it',
+        description: 'who resolved it (default: $USER)',
       },
     },
     positionals: [{ name: 'entry_uuid', schema: uuid }],
   },
   async run({ flags, positionals }, { io, runtime }) {
     const { pool } = runtime.get();
+    const actor = cliActor(flags, io);
     const entry = await resolveInvestigation(pool, {
       uuid: positionals[0] as string,
       status: flags.status as never,
       notes: flags.notes as string,
-      resolvedBy: flags.by as string,
-      actor: { kind: 'cli', name: flags.by as string },
+      resolvedBy: actor.name,
+      actor,
       now: await databaseNow(pool),
     });
     if (flags.json) return printJson(io.stdout, entry);
@@ -182,7 +228,7 @@ export const dlqAddCommand: Command = {
     const entry = await openInvestigation(pool, {
       taskUuid: positionals[0] as string,
       notes: flags.notes as string,
-      actor: { kind: 'cli', name: (flags.by as string | undefined) ?? io.env.USER ?? userInfo().username },
+      actor: cliActor(flags, io),
       now: await databaseNow(pool),
     });
     if (flags.json) return printJson(io.stdout, entry);

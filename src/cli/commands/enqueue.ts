@@ -11,6 +11,7 @@ import { startBoss } from '../../worker/process.ts';
 import { type AnyJob, deadLetterQueue } from '../../worker/worker.ts';
 import type { ArgsSpec } from '../args.ts';
 import type { Command, CommandContext } from '../command.ts';
+import { describeFailure, type Target } from '../failures.ts';
 import { printFields, printJson } from '../output.ts';
 import type { Runtime } from '../runtime.ts';
 import {
@@ -31,6 +32,11 @@ import { cliActor } from './token.ts';
  */
 
 const waitFlags = {
+  'this-run-only': {
+    type: 'boolean',
+    description:
+      'a run that reaches --max-batches with work left stops there (default: it hands the rest on to a new run, until the work is done)',
+  },
   wait: { type: 'boolean', description: 'follow the run to its end and print its counts' },
   by: {
     type: 'string',
@@ -75,7 +81,13 @@ export function enqueueCommand(
         // Queued in one transaction with its audit row; ConflictError (exit 2) when one already waits.
         const { job_id: id } = await enqueueRun(
           { pool: rt.pool, boss, config: rt.config },
-          { job: job.name, options, actor: cliActor(given, ctx.io), now: await databaseNow(rt.pool) },
+          {
+            job: job.name,
+            options,
+            thisRunOnly: given['this-run-only'] === true,
+            actor: cliActor(given, ctx.io),
+            now: await databaseNow(rt.pool),
+          },
         );
         const workers = (await boss.getInstances()).filter((i) => i.live && i.supervise).length;
         if (!given.wait) {
@@ -95,6 +107,7 @@ export function enqueueCommand(
           ((given['timeout-seconds'] as number | undefined) ?? 600) * 1000,
           given.json === true,
           ctx,
+          ctx.runtime.target(),
         );
       } finally {
         await boss.stop({ graceful: false });
@@ -103,11 +116,33 @@ export function enqueueCommand(
   };
 }
 
+/** How long --wait keeps trying while the database cannot be reached before it gives up. */
+export const LOST_DATABASE_GRACE_MS = 15_000;
+/** The longest one look at the run may take (a frozen server must not hang the wait). */
+const LOOK_TIMEOUT_MS = 10_000;
+
+/** A promise that rejects after ms, or when the signal aborts (with the reason "aborted"). */
+function within<T>(promise: Promise<T>, ms: number, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms);
+    const onAbort = () => reject(new Error('aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    });
+  });
+}
+
+const seconds = (ms: number) => Math.round(ms / 1000);
+
 /**
- * Follows a run to its end. A lost connection (the database restarting, connections terminated)
- * does not end the wait: pg-boss's pool reconnects and the next look tells. A run that stopped early
- * and handed the rest on (handed_on_to), or was merged into the run waiting (merged_into), is
- * followed on to the run that finishes the work.
+ * Follows a run to its end. A lost connection (the database restarting, connections terminated) is
+ * said at once and tried again for LOST_DATABASE_GRACE_MS; a look that hangs gives up after
+ * LOOK_TIMEOUT_MS. The wait ends, exit 1, as "interrupted" when the database stays away or on
+ * Ctrl-C (the run goes on without us), and when --timeout-seconds runs out, always with the time
+ * really waited. A run that stopped early and handed the rest on (handed_on_to), or was merged into
+ * the run waiting (merged_into), is followed on to the run that finishes the work.
  */
 async function follow(
   boss: PgBoss,
@@ -116,18 +151,44 @@ async function follow(
   timeoutMs: number,
   json: boolean,
   ctx: CommandContext,
+  target: Target | undefined,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const started = Date.now();
+  const deadline = started + timeoutMs;
   let state = 'created';
+  let lostSince: number | undefined;
   let lastError: Error | undefined;
-  while (Date.now() < deadline && !ctx.signal.aborted) {
+  const interrupted = (why: string) =>
+    new Error(
+      `interrupted after waiting ${seconds(Date.now() - started)} s: ${why}; run ${id} was ${state} when last seen and goes on without this command (see \`tasker-lifecycle status\`, or \`tasker-lifecycle cancel ${id}\`)`,
+    );
+  for (;;) {
+    if (ctx.signal.aborted) throw interrupted('stopped by a signal (Ctrl-C)');
+    if (Date.now() >= deadline) {
+      throw new Error(
+        `run ${id} is still ${state} after waiting ${seconds(Date.now() - started)} s (--timeout-seconds ${seconds(timeoutMs)}); it goes on (see \`tasker-lifecycle status\`)${lastError ? `; last error: ${lastError.message}` : ''}`,
+      );
+    }
     let found: Awaited<ReturnType<PgBoss['findJobs']>>[number] | undefined;
     try {
-      [found] = await boss.findJobs(job.name, { id });
+      [found] = await within(boss.findJobs(job.name, { id }), LOOK_TIMEOUT_MS, ctx.signal);
+      if (lostSince !== undefined && !json) ctx.io.stderr.write('the database is back; still waiting\n');
+      lostSince = undefined;
       lastError = undefined;
     } catch (err) {
+      if (ctx.signal.aborted) continue; // said above, as interrupted
       lastError = err as Error;
-      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const message = describeFailure(lastError, target);
+      if (lostSince === undefined) {
+        lostSince = Date.now();
+        if (!json)
+          ctx.io.stderr.write(
+            `cannot reach the database while waiting: ${message}; trying again for ${seconds(LOST_DATABASE_GRACE_MS)} s\n`,
+          );
+      } else if (Date.now() - lostSince >= LOST_DATABASE_GRACE_MS) {
+        throw interrupted(`the database cannot be reached (${message})`);
+      }
+      await sleep(1000, ctx.signal);
       continue;
     }
     if (!found) {
@@ -145,18 +206,37 @@ async function follow(
       id = next;
       continue;
     }
+    const waited_seconds = seconds(Date.now() - started);
     if (state === 'completed') {
-      if (json) return printJson(ctx.io.stdout, { job: job.name, job_id: id, state, output });
-      return printFields(ctx.io.stdout, { job: job.name, job_id: id, state, ...output });
+      if (json) return printJson(ctx.io.stdout, { job: job.name, job_id: id, state, waited_seconds, output });
+      return printFields(ctx.io.stdout, {
+        job: job.name,
+        job_id: id,
+        state,
+        waited: `${waited_seconds} s`,
+        ...output,
+      });
     }
     if (state === 'failed' || state === 'cancelled') {
-      throw new Error(`run ${id} ${state}: ${JSON.stringify(found.output)}`);
+      throw new Error(
+        `run ${id} ${state} after waiting ${waited_seconds} s: ${JSON.stringify(found.output)}`,
+      );
     }
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await sleep(500, ctx.signal);
   }
-  throw new Error(
-    `run ${id} is still ${state} after ${Math.round(timeoutMs / 1000)} s; it goes on (see \`tasker-lifecycle status\`)${lastError ? `; last error: ${lastError.message}` : ''}`,
-  );
+}
+
+/** Waits ms, or less when the signal aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 export const enqueueDetectStaleCommand = enqueueCommand(

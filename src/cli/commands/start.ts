@@ -7,6 +7,8 @@ import { startEmbeddedPostgres } from '../../db/embedded.ts';
 import { createPool, databaseUrl, embeddedDataDir, isEmbedded } from '../../db/pool.ts';
 import {
   createDemoTask,
+  createTroubledDemoTask,
+  type DemoTrouble,
   ensureDemoTemplates,
   markStuck,
   movableDemoTasks,
@@ -146,6 +148,17 @@ async function startDemo(pool: pg.Pool, config: Readonly<Config>, url: string, l
     );
     await markStuck(pool, id);
   }
+  // One of each kind of trouble detection tells apart, so the first look shows what an
+  // investigation explains: a step out of retries, a dependency cycle, steps no worker picked up.
+  const byName = (name: string) => (templates.find((t) => t.name === name) ?? pick()).named_task_uuid;
+  const troubles: Array<[DemoTrouble, string]> = [
+    ['retries_exhausted', 'invoice_export'],
+    ['dependency_cycle', 'order_fulfilment'],
+    ['missing_worker', 'order_fulfilment'],
+  ];
+  for (const [trouble, template] of troubles) {
+    await createTroubledDemoTask(pool, byName(template), trouble, new Date(now.getTime() - 20 * 60_000));
+  }
   // Show detection and archival at once rather than at their next scheduled time.
   const boss = createBoss(config, url, 'client', logger);
   await boss.start();
@@ -163,6 +176,10 @@ async function startDemo(pool: pg.Pool, config: Readonly<Config>, url: string, l
   };
   const tick = async () => {
     await createDemoTask(pool, pick().named_task_uuid, 'pending', new Date());
+    if (Math.random() < 0.02) {
+      const [trouble] = troubles[Math.floor(Math.random() * troubles.length)]!;
+      await createTroubledDemoTask(pool, pick().named_task_uuid, trouble, new Date());
+    }
     for (const task of await movableDemoTasks(pool, 50)) {
       if (Math.random() < 0.03) {
         await markStuck(pool, task.task_uuid); // the engine "loses" it: detection will notice

@@ -1,7 +1,7 @@
 import { JOBS } from '../../../jobs/index.ts';
 import { databaseUrl } from '../../db/pool.ts';
 import { archiveTotals } from '../../db/queries/archive.ts';
-import { PGBOSS_SCHEMA_VERSION } from '../../db/queries/boss-jobs.ts';
+import { PGBOSS_SCHEMA_VERSION, queueDepths } from '../../db/queries/boss-jobs.ts';
 import { pendingSummary } from '../../db/queries/dlq.ts';
 import { type RunRow, recentRuns } from '../../db/queries/job-runs.ts';
 import { databaseNow } from '../../db/queries/server.ts';
@@ -29,7 +29,11 @@ export const statusCommand: Command = {
     await startBoss(boss);
     try {
       const queueNames = JOBS.flatMap((j) => [j.name, deadLetterQueue(j)]);
-      const queues = new Map((await boss.getQueues(queueNames)).map((q) => [q.name, q]));
+      // Which queues exist, from pg-boss; their counts live from its job table (getQueues' counts
+      // are what its monitor cached, up to worker.monitor_interval_seconds old).
+      const queues = new Set((await boss.getQueues(queueNames)).map((q) => q.name));
+      const depths = await queueDepths(rt.pool, queueNames);
+      const countedAt = await databaseNow(rt.pool);
       // The schedules the workers filed (pgboss.schedule), not this process's configuration.
       const schedules = new Map((await boss.getSchedules()).map((s) => [s.name, s.cron]));
       const instances = await boss.getInstances();
@@ -38,21 +42,23 @@ export const statusCommand: Command = {
       const jobs = [];
       for (const job of JOBS) {
         const [last] = await recentRuns(rt.pool, job.name, 1);
-        const queue = queues.get(job.name);
+        const depth = depths.get(job.name)!;
         jobs.push({
           job: job.name,
           schedule: schedules.get(job.name) ?? null,
           last_run: last ? describeRun(last) : null,
-          queue: queue
-            ? { queued: queue.queuedCount, active: queue.activeCount, failed: queue.failedCount }
+          queue: queues.has(job.name)
+            ? { queued: depth.queued, active: depth.active, failed: depth.failed }
             : null,
-          dead_lettered: queues.get(deadLetterQueue(job))?.totalCount ?? 0,
+          dead_lettered: depths.get(deadLetterQueue(job))!.queued,
         });
       }
       const pending = await pendingSummary(rt.pool, now);
       const report = {
         database: rt.target,
         checked_at: now,
+        /** When the queue counts were read from pg-boss's job table (live, not its cached stats). */
+        queues_counted_at: countedAt,
         workers: instances
           .filter((i) => i.live && i.supervise)
           .map((i) => ({ host: i.host, pid: i.pid, name: i.name })),
@@ -76,7 +82,9 @@ export const statusCommand: Command = {
       };
       if (flags.json) return printJson(io.stdout, report);
       const out = io.stdout;
-      out.write(`database ${report.database}, ${report.workers.length} worker(s) running\n`);
+      out.write(
+        `database ${report.database}, ${report.workers.length} worker(s) running; queues counted live at ${countedAt.toISOString()}\n`,
+      );
       out.write(
         report.recovery.enabled
           ? 'recovery of lost runs: on\n\n'

@@ -187,6 +187,8 @@ export async function countArchiveCandidates(
            WHERE tr.most_recent = true
              AND tr.to_state IN ('complete', 'error', 'cancelled', 'resolved_manually')
              AND tr.to_state = s.state AND tr.created_at < cutoff.at
+             AND NOT EXISTS (SELECT 1 FROM tasker_archive_holds h
+                              WHERE h.task_uuid = tr.task_uuid AND h.held_until > $2::timestamptz)
              AND (($5::varchar IS NULL AND $6::varchar IS NULL)
                   OR EXISTS (SELECT 1 FROM tasker_tasks t WHERE t.task_uuid = tr.task_uuid
                                 AND t.named_task_uuid = ANY (templates.ids)))
@@ -256,6 +258,19 @@ export async function restoreArchivedTask(db: Db, taskUuid: string): Promise<Res
     if ((err as { code?: string }).code === 'P0002') throw new NotFoundError((err as Error).message);
     throw err;
   }
+}
+
+/** A live task's current state and when it entered it (idx_task_transitions_uuid_most_recent). */
+export async function currentStateOf(
+  db: Db,
+  taskUuid: string,
+): Promise<{ state: string; entered_at: Date } | undefined> {
+  const { rows } = await db.query<{ state: string; entered_at: Date }>(
+    `SELECT to_state AS state, created_at AS entered_at FROM tasker_task_transitions
+      WHERE task_uuid = $1 AND most_recent = true`,
+    [taskUuid],
+  );
+  return rows[0];
 }
 
 export const ARCHIVE_TABLES = [

@@ -88,3 +88,13 @@ export async function listAudit(db: Db, p: ListAuditParams): Promise<AuditRow[]>
   );
   return rows;
 }
+
+/** One audit row by its id (primary key). */
+export async function findAudit(db: Db, auditId: number): Promise<AuditRow | undefined> {
+  const { rows } = await db.query<AuditRow>(
+    `SELECT audit_id, at, actor, actor_kind, action, target_kind, target_id, before, after, details
+       FROM tasker_audit_log WHERE audit_id = $1`,
+    [auditId],
+  );
+  return rows[0];
+}

@@ -113,3 +113,109 @@ export async function seedFinishedTasks(
     [template, count, daysAgo],
   );
 }
+
+/** The kinds of trouble the demo engine gets into, each ending in its own kind of investigation. */
+export type DemoTrouble = 'retries_exhausted' | 'dependency_cycle' | 'missing_worker';
+
+/**
+ * A task stuck since `at` (created 10 minutes before) with steps fetch -> transform -> store that
+ * show one kind of trouble, the way the engine leaves them: retries_exhausted (transform failed
+ * 3 of 3 attempts with an error in its results; detection opens max_retries_exceeded), dependency
+ * cycle (store also feeds transform back: dependency_cycle_detected), missing_worker (steps handed
+ * out, enqueued, and never started: worker_unavailable). Marked stuck, so the demo leaves it.
+ */
+export async function createTroubledDemoTask(
+  db: Db,
+  template: string,
+  trouble: DemoTrouble,
+  at: Date,
+): Promise<string> {
+  const taskState = trouble === 'dependency_cycle' ? 'waiting_for_dependencies' : 'steps_in_process';
+  const steps: Record<DemoTrouble, Array<[string, string, number, unknown]>> = {
+    retries_exhausted: [
+      ['fetch', 'complete', 1, { rows: 120 }],
+      [
+        'transform',
+        'error',
+        3,
+        {
+          success: false,
+          error: {
+            message: 'upstream pricing service answered 503 three times',
+            error_type: 'UpstreamUnavailable',
+          },
+        },
+      ],
+      ['store', 'pending', 0, null],
+    ],
+    dependency_cycle: [
+      ['fetch', 'complete', 1, { rows: 40 }],
+      ['transform', 'pending', 0, null],
+      ['store', 'pending', 0, null],
+    ],
+    missing_worker: [
+      ['fetch', 'enqueued', 0, null],
+      ['transform', 'pending', 0, null],
+      ['store', 'pending', 0, null],
+    ],
+  };
+  const edges: Array<[string, string]> = [
+    ['fetch', 'transform'],
+    ['transform', 'store'],
+    ...(trouble === 'dependency_cycle' ? [['store', 'transform'] as [string, string]] : []),
+  ];
+  const { rows } = await db.query<{ task_uuid: string }>(
+    `WITH task AS (
+       INSERT INTO tasker_tasks (named_task_uuid, identity_hash, initiator, source_system, tags, created_at, updated_at, requested_at)
+       VALUES ($1, md5(random()::text), 'demo', 'npm-start', '{"stuck": true}', $2::timestamptz - interval '10 minutes', $2, $2)
+       RETURNING task_uuid, created_at),
+     transitions AS (
+       INSERT INTO tasker_task_transitions (task_uuid, to_state, from_state, sort_key, most_recent, created_at, updated_at)
+       SELECT task_uuid, 'pending', NULL, 0, false, created_at, created_at FROM task
+       UNION ALL
+       SELECT task_uuid, $3, 'pending', 1, true, $2, $2 FROM task),
+     spec AS (
+       SELECT s.name, s.state, s.attempts, s.results, s.ord
+         FROM jsonb_to_recordset($4::jsonb) AS s(name text, state text, attempts integer, results jsonb, ord integer)),
+     steps AS (
+       INSERT INTO tasker_workflow_steps (task_uuid, named_step_uuid, attempts, max_attempts, results, last_attempted_at,
+                                          created_at, updated_at)
+       SELECT task.task_uuid, n.named_step_uuid, spec.attempts, 3, spec.results,
+              CASE WHEN spec.attempts > 0 THEN $2::timestamptz - interval '2 minutes' END,
+              task.created_at, $2
+         FROM task CROSS JOIN spec JOIN tasker_named_steps n ON n.name = spec.name
+       RETURNING workflow_step_uuid, named_step_uuid),
+     named AS (
+       SELECT st.workflow_step_uuid, n.name, spec.state, spec.ord
+         FROM steps st JOIN tasker_named_steps n ON n.named_step_uuid = st.named_step_uuid JOIN spec ON spec.name = n.name),
+     step_transitions AS (
+       INSERT INTO tasker_workflow_step_transitions (workflow_step_uuid, to_state, from_state, sort_key, most_recent, created_at, updated_at)
+       SELECT workflow_step_uuid, 'pending', NULL, 0, state = 'pending', $2::timestamptz - interval '9 minutes', $2::timestamptz - interval '9 minutes'
+         FROM named
+       UNION ALL
+       SELECT workflow_step_uuid, state, 'pending', 1, true, $2::timestamptz - interval '2 minutes' + ord * interval '1 second',
+              $2::timestamptz - interval '2 minutes' + ord * interval '1 second'
+         FROM named WHERE state <> 'pending')
+     INSERT INTO tasker_workflow_step_edges (from_step_uuid, to_step_uuid, name, created_at, updated_at)
+     SELECT a.workflow_step_uuid, b.workflow_step_uuid, e.from_name || ' feeds ' || e.to_name, $2, $2
+       FROM jsonb_to_recordset($5::jsonb) AS e(from_name text, to_name text)
+       JOIN named a ON a.name = e.from_name JOIN named b ON b.name = e.to_name
+     RETURNING (SELECT task_uuid FROM task)`,
+    [
+      template,
+      at,
+      taskState,
+      JSON.stringify(
+        steps[trouble].map(([name, state, attempts, results], ord) => ({
+          name,
+          state,
+          attempts,
+          results,
+          ord,
+        })),
+      ),
+      JSON.stringify(edges.map(([from_name, to_name]) => ({ from_name, to_name }))),
+    ],
+  );
+  return rows[0]!.task_uuid;
+}

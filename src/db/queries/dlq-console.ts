@@ -152,3 +152,24 @@ export async function otherInvestigationsOfTask(
   );
   return rows;
 }
+
+/**
+ * The template (namespace/name, as detection recorded it in the snapshot) of each entry, live or
+ * archived, for the audit page (the primary keys of tasker_tasks_dlq and tasker_tasks_dlq_archive;
+ * at most as many rows as uuids given).
+ */
+export async function templatesOfEntries(
+  db: Db,
+  entryUuids: readonly string[],
+): Promise<Map<string, string>> {
+  if (entryUuids.length === 0) return new Map();
+  const { rows } = await db.query<{ dlq_entry_uuid: string; template: string }>(
+    `SELECT dlq_entry_uuid, concat_ws('/', task_snapshot ->> 'namespace', task_snapshot ->> 'task_name') AS template
+       FROM tasker_tasks_dlq WHERE dlq_entry_uuid = ANY ($1::uuid[])
+     UNION ALL
+     SELECT dlq_entry_uuid, concat_ws('/', task_snapshot ->> 'namespace', task_snapshot ->> 'task_name')
+       FROM tasker_tasks_dlq_archive WHERE dlq_entry_uuid = ANY ($1::uuid[])`,
+    [entryUuids],
+  );
+  return new Map(rows.map((r) => [r.dlq_entry_uuid, r.template]));
+}

@@ -1,46 +1,136 @@
 import { z } from 'zod';
 import type { AuditRow } from '../../db/queries/audit.ts';
-import { formatTime, html, jsonPreview, queryString, type SafeHtml } from './html.ts';
+import { pointInTime, wholeNumber } from '../../validation/values.ts';
+import { optionalField } from './filters.ts';
+import { formatTime, html, queryString, type SafeHtml } from './html.ts';
 import type { PageContext } from './layout.ts';
 
-/** The audit log, newest first, with filters (since, actor, target) and paging by audit_id. */
+/**
+ * The audit log, newest first, with filters (since: a time, a date or a span such as 1h; actor;
+ * target) and paging by audit_id. Each change reads as the CLI's: every value that changed, before →
+ * after; a long value shows its start and a "more" toggle with the rest; a bulk resolution says how
+ * many entries and lists them; an entry is shown with its template.
+ */
 export const AuditFilterQuery = z.strictObject({
-  since: z.union([z.literal(''), z.iso.date(), z.iso.datetime({ offset: true })]).optional(),
-  actor: z.string().trim().max(255).optional(),
-  target_id: z.string().trim().max(255).optional(),
-  before_id: z.coerce.number().int().min(1).optional(),
+  since: optionalField(pointInTime),
+  actor: optionalField(z.string().trim().max(255)),
+  target_id: optionalField(z.string().trim().max(255)),
+  before_id: optionalField(wholeNumber(1, Number.MAX_SAFE_INTEGER)),
 });
 export type AuditFilterQuery = z.infer<typeof AuditFilterQuery>;
+export const AUDIT_FILTERS = Object.keys(AuditFilterQuery.shape);
 
 export const AUDIT_PAGE_SIZE = 50;
+/** Values longer than this show their start and a "more" toggle. */
+export const AUDIT_VALUE_CHARS = 80;
 
-function change(row: AuditRow): string {
-  const before = row.before as Record<string, unknown> | null;
-  const after = row.after as Record<string, unknown> | null;
-  if (!after) return '';
-  const keys = Object.keys(after).filter((k) => JSON.stringify(before?.[k]) !== JSON.stringify(after[k]));
-  return jsonPreview(Object.fromEntries(keys.map((k) => [k, after[k]])), 300).text;
+function valueText(v: unknown): string {
+  return v === undefined
+    ? '(none)'
+    : typeof v === 'string'
+      ? JSON.stringify(v)
+      : (JSON.stringify(v) ?? 'null');
 }
 
-export function auditPage(_ctx: PageContext, q: AuditFilterQuery, rows: readonly AuditRow[]): SafeHtml {
+/** A value: whole when short; else its start, and the rest behind "more". */
+export function auditValue(v: unknown): SafeHtml {
+  const text = valueText(v);
+  if (text.length <= AUDIT_VALUE_CHARS) return html`<code>${text}</code>`;
+  return html`<details class="more"><summary><code>${text.slice(0, AUDIT_VALUE_CHARS)}</code>… more (${text.length} characters)</summary><pre>${JSON.stringify(v, null, 2)}</pre></details>`;
+}
+
+/** The keys that changed, before → after (as `audit` prints them); a creation lists its values. */
+export function auditChanges(row: AuditRow): Array<{ key: string; before: unknown; after: unknown }> {
+  const before = (row.before ?? null) as Record<string, unknown> | null;
+  const after = (row.after ?? null) as Record<string, unknown> | null;
+  if (after === null || typeof after !== 'object') return [];
+  return Object.keys(after)
+    .filter((k) => JSON.stringify(before?.[k]) !== JSON.stringify(after[k]))
+    .map((k) => ({ key: k, before: before === null ? undefined : before[k], after: after[k] }));
+}
+
+function changeCell(row: AuditRow, templates: ReadonlyMap<string, string>): SafeHtml {
+  const changes = auditChanges(row);
+  const list = html`<ul class="changes">${changes.map(
+    (c) =>
+      html`<li><span class="key">${c.key}</span>: ${c.before === undefined && row.before === null ? '' : html`${auditValue(c.before)} → `}${auditValue(c.after)}</li>`,
+  )}</ul>`;
+  if (row.action !== 'dlq.bulk_resolve') return list;
+  const d = (row.details ?? {}) as { dlq_entry_uuids?: string[]; resolved?: number; matched?: number };
+  const uuids = d.dlq_entry_uuids ?? [];
+  const n = d.resolved ?? uuids.length;
+  return html`<p class="bulk-count"><strong>${n} ${n === 1 ? 'entry' : 'entries'}</strong> resolved together</p>${list}
+<details class="more"><summary>The ${n} ${n === 1 ? 'entry' : 'entries'}</summary><ul>${uuids.map(
+    (u) =>
+      html`<li><a href="/dlq/${u}">${u}</a>${templates.has(u) ? html` <span class="muted">${templates.get(u)}</span>` : ''}</li>`,
+  )}</ul></details>`;
+}
+
+function targetCell(row: AuditRow, templates: ReadonlyMap<string, string>): SafeHtml {
+  if (row.target_kind === 'dlq_entry')
+    return html`<a href="/dlq/${row.target_id}">${row.target_id}</a>${templates.has(row.target_id) ? html`<br><span class="muted template">${templates.get(row.target_id)}</span>` : ''}`;
+  if (row.target_kind === 'dlq_filter') return html`filter ${auditValue(safeJson(row.target_id))}`;
+  if (row.target_kind === 'task')
+    return html`task <a href="/archive?task_uuid=${row.target_id}">${row.target_id}</a>`;
+  if (row.target_kind === 'job') {
+    const job =
+      ((row.after ?? {}) as { job?: unknown }).job ?? ((row.details ?? {}) as { job?: unknown }).job;
+    return typeof job === 'string'
+      ? html`run <a href="/jobs/${job}/runs/${row.target_id}">${row.target_id}</a>`
+      : html`job ${row.target_id}`;
+  }
+  return html`${row.target_kind} ${row.target_id}`;
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/** The entries an audit page names (targets and bulk members), for their templates. */
+export function entriesNamed(rows: readonly AuditRow[]): string[] {
+  const ids = new Set<string>();
+  for (const r of rows) {
+    if (r.target_kind === 'dlq_entry') ids.add(r.target_id);
+    if (r.action === 'dlq.bulk_resolve')
+      for (const u of ((r.details ?? {}) as { dlq_entry_uuids?: string[] }).dlq_entry_uuids ?? []) ids.add(u);
+  }
+  return [...ids].slice(0, 2000);
+}
+
+export function auditPage(
+  _ctx: PageContext,
+  values: Record<string, string | undefined>,
+  rows: readonly AuditRow[],
+  templates: ReadonlyMap<string, string>,
+  problems: readonly string[] = [],
+): SafeHtml {
   const last = rows[rows.length - 1];
   return html`<h1>Audit log</h1>
+${problems.length > 0 ? html`<p class="notice error" role="alert" id="filter-problem">Not filtered: ${problems.join('; ')}</p>` : ''}
 <form class="filters" method="get" action="/audit" role="search" aria-label="Filter the audit log">
-<div><label for="au-since">Since (date or time)</label><input id="au-since" name="since" value="${q.since ?? ''}" placeholder="2026-11-29"></div>
-<div><label for="au-actor">Actor</label><input id="au-actor" name="actor" value="${q.actor ?? ''}"></div>
-<div><label for="au-target">Entry, task, job or token</label><input id="au-target" name="target_id" value="${q.target_id ?? ''}"></div>
+<div><label for="au-since">Since (time, date, or 30m, 1h, 2d)</label><input id="au-since" name="since" value="${values.since ?? ''}" placeholder="1h"${problems.some((p) => p.startsWith('since')) ? html` aria-invalid="true"` : ''}></div>
+<div><label for="au-actor">Actor</label><input id="au-actor" name="actor" value="${values.actor ?? ''}"></div>
+<div><label for="au-target">Entry, task, job or token</label><input id="au-target" name="target_id" value="${values.target_id ?? ''}"></div>
 <div><button type="submit">Filter</button> <a href="/audit">Clear</a></div></form>
-<div class="table-wrap"><table class="responsive" id="audit"><thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">What</th><th scope="col">On</th><th scope="col">Change</th></tr></thead>
+${
+  problems.length > 0
+    ? ''
+    : html`<div class="table-wrap"><table class="responsive" id="audit"><thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">What</th><th scope="col">On</th><th scope="col">Change (before → after)</th></tr></thead>
 <tbody>${
-    rows.length === 0
-      ? html`<tr><td colspan="5">No audit rows match.</td></tr>`
-      : rows.map(
-          (
-            r,
-          ) => html`<tr data-action="${r.action}"><td data-label="When">${formatTime(r.at)}</td><td data-label="Who">${r.actor} <span class="muted">(${r.actor_kind})</span></td>
-<td data-label="What">${r.action}</td><td data-label="On">${r.target_kind === 'dlq_entry' ? html`<a href="/dlq/${r.target_id}">${r.target_id}</a>` : `${r.target_kind} ${r.target_id}`}</td>
-<td data-label="Change"><pre>${change(r)}</pre></td></tr>`,
-        )
-  }</tbody></table></div>
-${rows.length === AUDIT_PAGE_SIZE && last ? html`<nav class="pager" aria-label="Pages"><a href="/audit${queryString({ since: q.since, actor: q.actor, target_id: q.target_id, before_id: last.audit_id })}" rel="next">Older</a></nav>` : ''}`;
+        rows.length === 0
+          ? html`<tr><td colspan="5">No audit rows match.</td></tr>`
+          : rows.map(
+              (
+                r,
+              ) => html`<tr data-action="${r.action}"><td data-label="When">${formatTime(r.at)}</td><td data-label="Who">${r.actor} <span class="muted">(${r.actor_kind})</span></td>
+<td data-label="What">${r.action}</td><td data-label="On">${targetCell(r, templates)}</td>
+<td data-label="Change">${changeCell(r, templates)}</td></tr>`,
+            )
+      }</tbody></table></div>
+${rows.length === AUDIT_PAGE_SIZE && last ? html`<nav class="pager" aria-label="Pages"><a href="/audit${queryString({ since: values.since, actor: values.actor, target_id: values.target_id, before_id: last.audit_id })}" rel="next">Older</a></nav>` : ''}`
+}`;
 }

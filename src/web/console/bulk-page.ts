@@ -1,36 +1,68 @@
 import { z } from 'zod';
+import type { AuditRow } from '../../db/queries/audit.ts';
 import type { BulkFilter } from '../../db/queries/dlq.ts';
 import { DLQ_REASONS, TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
+import { TASK_STATES, TERMINAL_TASK_STATES } from '../../domain/task-states.ts';
 import { BULK_RESOLVE_MAX_ENTRIES, type BulkResolveResult } from '../../operations/investigations.ts';
-import { formatTime, html, type SafeHtml } from './html.ts';
+import {
+  dlqReason,
+  finalResolutionStatus,
+  investigationNotes,
+  namespaceName,
+  taskTemplateName,
+} from '../../validation/fields.ts';
+import { oneOf, wholeNumber } from '../../validation/values.ts';
+import { optionalField } from './filters.ts';
+import { formatTime, html, queryString, type SafeHtml } from './html.ts';
 import { csrfInput, type PageContext } from './layout.ts';
 
 /**
- * Bulk resolve: a filter, "Preview" (a dry run of the API's bulk resolve: how many and which), then
- * "Resolve all" with a status and notes, applied in one transaction by the same operation as
- * POST /v1/dlq/bulk-resolve (one audit row, action dlq.bulk_resolve, naming every entry).
+ * Bulk resolve: a filter (the queue's choices), "Preview" (a dry run of the API's bulk resolve: how
+ * many and which, and the set's fingerprint), then "Resolve these N" with a status and notes. The
+ * form carries the fingerprint, so exactly the previewed entries are resolved, in one transaction by
+ * the same operation as POST /v1/dlq/bulk-resolve (one audit row naming every entry); when the
+ * matching entries changed meanwhile (a detection run opened more, someone resolved one) nothing is
+ * resolved and the new preview is shown. The outcome is shown from its audit row.
  */
 
-const text = (max: number) => z.string().trim().max(max).optional();
+/** In-flight task states: the states an entry can have been opened in. */
+const OPEN_STATES = TASK_STATES.filter((s) => !(TERMINAL_TASK_STATES as readonly string[]).includes(s));
+
 export const BulkFilterQuery = z.strictObject({
-  reason: z.enum(DLQ_REASONS).or(z.literal('')).optional(),
-  namespace: text(64),
-  task_name: text(64),
-  original_state: text(64),
-  older_than_minutes: z.union([z.literal(''), z.coerce.number().int().min(0).max(5_256_000)]).optional(),
-  preview: z.literal('1').optional(),
+  reason: optionalField(dlqReason),
+  namespace: optionalField(namespaceName),
+  task_name: optionalField(taskTemplateName),
+  original_state: optionalField(oneOf(OPEN_STATES as [string, ...string[]])),
+  older_than_minutes: optionalField(wholeNumber(0, 5_256_000)),
+  preview: optionalField(z.enum(['1'], { error: 'expected 1, or nothing' })),
+  /** The audit row of a bulk resolution just made: the page shows its outcome. */
+  result: optionalField(wholeNumber(1, Number.MAX_SAFE_INTEGER)),
 });
 export type BulkFilterQuery = z.infer<typeof BulkFilterQuery>;
+export const BULK_FILTERS = Object.keys(BulkFilterQuery.shape);
 
-export const BulkResolveForm = BulkFilterQuery.omit({ preview: true }).extend({
+export const BulkResolveForm = z.strictObject({
   _csrf: z.string(),
-  status: z.enum(TERMINAL_RESOLUTION_STATUSES),
-  notes: z.string().trim().min(1, 'notes are required').max(10_000),
+  reason: optionalField(dlqReason),
+  namespace: optionalField(namespaceName),
+  task_name: optionalField(taskTemplateName),
+  original_state: optionalField(oneOf(OPEN_STATES as [string, ...string[]])),
+  older_than_minutes: optionalField(wholeNumber(0, 5_256_000)),
+  status: finalResolutionStatus,
+  notes: investigationNotes,
+  expected_fingerprint: z.string().regex(/^[0-9a-f]{64}$/, { error: 'preview first' }),
+  expected_matched: wholeNumber(0, BULK_RESOLVE_MAX_ENTRIES),
 });
+export type BulkResolveForm = z.infer<typeof BulkResolveForm>;
 
 export const BULK_PREVIEW_LIMIT = 20;
 
-export function bulkFilterOf(q: Omit<BulkFilterQuery, 'preview'>): BulkFilter {
+type FilterValues = Pick<
+  BulkFilterQuery,
+  'reason' | 'namespace' | 'task_name' | 'original_state' | 'older_than_minutes'
+>;
+
+export function bulkFilterOf(q: FilterValues): BulkFilter {
   return {
     reason: q.reason || undefined,
     namespace: q.namespace || undefined,
@@ -40,40 +72,83 @@ export function bulkFilterOf(q: Omit<BulkFilterQuery, 'preview'>): BulkFilter {
   };
 }
 
-function filterFields(q: Omit<BulkFilterQuery, 'preview'>, hidden: boolean): SafeHtml {
-  if (hidden) {
-    return html`${(['reason', 'namespace', 'task_name', 'original_state', 'older_than_minutes'] as const).map(
-      (k) => html`<input type="hidden" name="${k}" value="${q[k] ?? ''}">`,
-    )}`;
-  }
-  const opt = (v: string, label = v) =>
-    html`<option value="${v}"${v === (q.reason ?? '') ? html` selected` : ''}>${label}</option>`;
-  return html`<div><label for="b-reason">Reason</label><select id="b-reason" name="reason">${opt('', 'any')}${DLQ_REASONS.map((r) => opt(r))}</select></div>
-<div><label for="b-namespace">Namespace</label><input id="b-namespace" name="namespace" value="${q.namespace ?? ''}"></div>
-<div><label for="b-template">Template</label><input id="b-template" name="task_name" value="${q.task_name ?? ''}"></div>
-<div><label for="b-state">Original state</label><input id="b-state" name="original_state" value="${q.original_state ?? ''}"></div>
-<div><label for="b-older">Older than (minutes)</label><input id="b-older" name="older_than_minutes" type="number" min="0" value="${q.older_than_minutes ?? ''}"></div>`;
+/** The filter as query parameters (links back to the preview). */
+export function bulkFilterParams(q: FilterValues): Record<string, string | number | undefined> {
+  return {
+    reason: q.reason,
+    namespace: q.namespace,
+    task_name: q.task_name,
+    original_state: q.original_state,
+    older_than_minutes: q.older_than_minutes,
+  };
 }
 
-export function bulkPage(
-  ctx: PageContext,
-  q: BulkFilterQuery,
-  preview: BulkResolveResult | undefined,
-  outcome?: { resolved: number; matched: number } | { problem: string },
+const FILTER_KEYS = ['reason', 'namespace', 'task_name', 'original_state', 'older_than_minutes'] as const;
+
+function filterFields(
+  v: Record<string, string | number | undefined>,
+  choices: { namespaces: string[]; templates: string[] },
+  invalid: ReadonlySet<string>,
 ): SafeHtml {
-  return html`<h1>Bulk resolve</h1>
-${
-  outcome && 'problem' in outcome
-    ? html`<p class="notice error" role="alert">${outcome.problem}</p>`
-    : outcome
-      ? html`<p class="notice" role="status" id="bulk-outcome">Resolved <strong>${outcome.resolved}</strong> of ${outcome.matched} matching entries.</p>`
-      : ''
+  const option = (value: string, current: unknown, label = value) =>
+    html`<option value="${value}"${value === String(current ?? '') ? html` selected` : ''}>${label}</option>`;
+  const extra = (list: readonly string[], current: unknown) =>
+    typeof current === 'string' && current !== '' && !list.includes(current)
+      ? option(current, current, `${current} (no such name)`)
+      : '';
+  const bad = (k: string) => (invalid.has(k) ? html` aria-invalid="true"` : '');
+  return html`<div><label for="b-reason">Reason</label><select id="b-reason" name="reason"${bad('reason')}>${option('', v.reason, 'any')}${DLQ_REASONS.map((r) => option(r, v.reason))}${extra(DLQ_REASONS, v.reason)}</select></div>
+<div><label for="b-namespace">Namespace</label><select id="b-namespace" name="namespace"${bad('namespace')}>${option('', v.namespace, 'any')}${choices.namespaces.map((n) => option(n, v.namespace))}${extra(choices.namespaces, v.namespace)}</select></div>
+<div><label for="b-template">Template</label><select id="b-template" name="task_name"${bad('task_name')}>${option('', v.task_name, 'any')}${choices.templates.map((t) => option(t, v.task_name))}${extra(choices.templates, v.task_name)}</select></div>
+<div><label for="b-state">Original state</label><select id="b-state" name="original_state"${bad('original_state')}>${option('', v.original_state, 'any')}${OPEN_STATES.map((st) => option(st, v.original_state))}${extra(OPEN_STATES, v.original_state)}</select></div>
+<div><label for="b-older">Older than (minutes)</label><input id="b-older" name="older_than_minutes" type="number" min="0" value="${v.older_than_minutes ?? ''}"${bad('older_than_minutes')}></div>`;
 }
-<p class="muted">Pending entries matching every field given. At most ${BULK_RESOLVE_MAX_ENTRIES} at once.</p>
-<form class="filters" method="get" action="/bulk" aria-label="Bulk filter">${filterFields(q, false)}
+
+function hiddenFilter(q: FilterValues): SafeHtml {
+  return html`${FILTER_KEYS.map((k) => html`<input type="hidden" name="${k}" value="${q[k] ?? ''}">`)}`;
+}
+
+export interface BulkPageState {
+  /** The form's values (as typed when refused). */
+  values: Record<string, string | number | undefined>;
+  choices: { namespaces: string[]; templates: string[] };
+  /** The filter, when it was accepted. */
+  filter?: FilterValues | undefined;
+  preview?: BulkResolveResult | undefined;
+  /** What is wrong with the filter: the page shows it and previews nothing. */
+  problems?: readonly string[] | undefined;
+  invalid?: ReadonlySet<string> | undefined;
+  /** The audit row of a bulk resolution just made. */
+  outcome?: AuditRow | undefined;
+  /** Status and notes typed for a resolution that was refused: kept in the form. */
+  draft?: { status: string; notes: string } | undefined;
+}
+
+function outcomeSection(row: AuditRow): SafeHtml {
+  const details = (row.details ?? {}) as { dlq_entry_uuids?: string[]; resolved?: number };
+  const after = (row.after ?? {}) as { resolution_status?: string; resolution_notes?: string };
+  const uuids = details.dlq_entry_uuids ?? [];
+  const n = details.resolved ?? uuids.length;
+  return html`<section class="card" aria-labelledby="outcome-h" id="bulk-outcome"><h2 id="outcome-h">Resolved ${n} ${n === 1 ? 'entry' : 'entries'}</h2>
+<p>${row.actor} resolved exactly the ${n} previewed ${n === 1 ? 'entry' : 'entries'} as <strong>${after.resolution_status ?? '?'}</strong> at ${formatTime(row.at)}: “${after.resolution_notes ?? ''}”. <a href="/audit?target_id=${encodeURIComponent(row.target_id)}">The audit row</a>.</p>
+<details><summary>The ${n} ${n === 1 ? 'entry' : 'entries'}</summary><ul id="bulk-resolved">${uuids.map((u) => html`<li><a href="/dlq/${u}">${u}</a></li>`)}</ul></details></section>`;
+}
+
+export function bulkPage(ctx: PageContext, st: BulkPageState): SafeHtml {
+  const preview = st.preview;
+  const problems = st.problems ?? [];
+  return html`<h1>Bulk resolve</h1>
+${st.outcome ? outcomeSection(st.outcome) : ''}
+${
+  problems.length > 0
+    ? html`<div class="notice error" role="alert" id="filter-problem"><p>Not previewed: ${problems.length === 1 ? problems[0] : 'these values are not allowed:'}</p>${problems.length > 1 ? html`<ul>${problems.map((p) => html`<li>${p}</li>`)}</ul>` : ''}</div>`
+    : ''
+}
+<p class="muted">Pending entries matching every field given. At most ${BULK_RESOLVE_MAX_ENTRIES} at once. Preview first: exactly the entries previewed are resolved, or nothing when they changed meanwhile.</p>
+<form class="filters" method="get" action="/bulk" aria-label="Bulk filter">${filterFields(st.values, st.choices, st.invalid ?? new Set())}
 <input type="hidden" name="preview" value="1"><div><button type="submit">Preview</button></div></form>
 ${
-  preview
+  preview && st.filter
     ? html`<section class="card" aria-labelledby="preview-h"><h2 id="preview-h">Preview</h2>
 <p><strong id="bulk-count">${preview.matched}</strong> pending ${preview.matched === 1 ? 'entry matches' : 'entries match'}${preview.matched > preview.entries.length ? `; the first ${preview.entries.length} (oldest first):` : ':'}</p>
 <ul id="bulk-preview">${preview.entries.map(
@@ -82,12 +157,18 @@ ${
       )}</ul>
 ${
   preview.matched > 0
-    ? html`<form method="post" action="/bulk/resolve">${csrfInput(ctx.csrf)}${filterFields(q, true)}
-<p><label for="bulk-status">Status</label><select id="bulk-status" name="status">${TERMINAL_RESOLUTION_STATUSES.map((s) => html`<option value="${s}">${s}</option>`)}</select></p>
-<p><label for="bulk-notes">Notes</label><textarea id="bulk-notes" name="notes" required maxlength="10000"></textarea></p>
-<p><button type="submit">Resolve all</button></p></form>`
+    ? html`<form method="post" action="/bulk/resolve">${csrfInput(ctx.csrf)}${hiddenFilter(st.filter)}
+<input type="hidden" name="expected_fingerprint" value="${preview.fingerprint}"><input type="hidden" name="expected_matched" value="${preview.matched}">
+<p><label for="bulk-status">Status</label><select id="bulk-status" name="status">${TERMINAL_RESOLUTION_STATUSES.map((s) => html`<option value="${s}"${st.draft?.status === s ? html` selected` : ''}>${s}</option>`)}</select></p>
+<p><label for="bulk-notes">Notes</label><textarea id="bulk-notes" name="notes" required maxlength="10000">${st.draft?.notes ?? ''}</textarea></p>
+<p><button type="submit">Resolve ${preview.matched === 1 ? 'this entry' : `these ${preview.matched}`}</button></p></form>`
     : ''
 }</section>`
     : ''
 }`;
+}
+
+/** Where a refused bulk resolution goes back to: the preview of the same filter, as it is now. */
+export function previewLocation(q: FilterValues): string {
+  return `/bulk${queryString({ ...bulkFilterParams(q), preview: 1 })}`;
 }

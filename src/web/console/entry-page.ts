@@ -1,18 +1,40 @@
+import type { ArchiveHold } from '../../db/queries/archive-holds.ts';
 import { otherInvestigationsOfTask } from '../../db/queries/dlq-console.ts';
+import type { TaskTemplate } from '../../db/queries/templates.ts';
 import { type DlqEntry, TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import type { EnrichedDetails, FullEnrichedSnapshot } from '../../domain/dlq-enrichment.ts';
 import { isEnriched } from '../../domain/dlq-enrichment.ts';
-import { graphSvg } from './graph.ts';
+import { whyStale } from '../../domain/why-stale.ts';
+import { graphSvg, layoutGraph } from './graph.ts';
 import { formatMinutes, formatTime, html, jsonPreview, type SafeHtml } from './html.ts';
 import { csrfInput, type PageContext } from './layout.ts';
 
 /**
- * One investigation: what happened first (summary and diagnosis), then the resolve form or who
- * resolved it, the graph, the timeline, the steps, the template's lifecycle settings and the task's
- * other investigations. Everything comes from the entry's snapshot, as enrichment wrote it.
+ * One investigation: what happened first (why it was opened, in one line with the setting that
+ * applied; the summary and diagnosis), then the resolve form or who resolved it, the graph, the
+ * timeline, the steps (failed first, then in dependency order), the template's lifecycle settings
+ * and their problems, and the task's other investigations. The diagnosis and history come from the
+ * entry's snapshot, as enrichment wrote it; the template's settings from the engine when the task
+ * is live.
  */
 
-type Snapshot = Record<string, unknown> & Partial<FullEnrichedSnapshot>;
+/** What the operator typed into the resolve form and did not get saved (a refusal, an ended session). */
+export interface ResolveDraft {
+  status: string;
+  notes: string;
+}
+
+export interface EntryPageExtras {
+  draft?: ResolveDraft | undefined;
+  /** The task's template as the engine has it now (undefined: not live). */
+  template?: TaskTemplate | undefined;
+  /** Problems of the snapshot's lifecycle settings, when the task is not live. */
+  snapshotProblems?: string[] | undefined;
+  /** The task is held out of archival (restored by an operator). */
+  hold?: ArchiveHold | undefined;
+}
+
+export type Snapshot = Record<string, unknown> & Partial<FullEnrichedSnapshot>;
 
 function errorText(error: unknown): string {
   if (error === null || error === undefined) return '';
@@ -39,13 +61,17 @@ function cutNote(list: { truncated: boolean; omitted: number } | undefined, what
     : html``;
 }
 
-function diagnosisSection(s: Snapshot): SafeHtml {
+export function diagnosisSection(s: Snapshot): SafeHtml {
   if (!isEnriched(s)) {
     return html`<section class="card" aria-labelledby="diag-h"><h2 id="diag-h">Diagnosis</h2>
 <p>This entry has not been enriched yet: the enrichment job adds the steps, history, graph and diagnosis shortly after detection.</p></section>`;
   }
   const d = s.diagnosis;
   const e = s.enrichment;
+  // A step both blocking and out of retries shows its error once, under Blocking.
+  const shownAbove = new Set(
+    (d.blocking_steps?.items ?? []).filter((b) => b.error != null).map((b) => b.workflow_step_uuid),
+  );
   return html`<section class="card" aria-labelledby="diag-h"><h2 id="diag-h">Diagnosis</h2>
 <p class="summary-line" id="diagnosis-summary">${d.summary}</p>
 ${
@@ -60,7 +86,13 @@ ${
   d.exhausted_retries && d.exhausted_retries.items.length > 0
     ? html`<h3>Out of retries</h3><ul>${d.exhausted_retries.items.map(
         (x) =>
-          html`<li><strong>${x.name}</strong> (${x.state}; ${x.why === 'not_retryable' ? 'failed, not retryable' : `${x.attempts}/${x.max_attempts} attempts used`})${x.error == null ? '' : html`: ${errorText(x.error)}`}</li>`,
+          html`<li><strong>${x.name}</strong> (${x.state}; ${x.why === 'not_retryable' ? 'failed, not retryable' : `${x.attempts}/${x.max_attempts} attempts used`})${
+            x.error == null
+              ? ''
+              : shownAbove.has(x.workflow_step_uuid)
+                ? html` <span class="muted">(its error is under Blocking)</span>`
+                : html`: ${errorText(x.error)}`
+          }</li>`,
       )}</ul>${cutNote(d.exhausted_retries, 'exhausted steps')}`
     : ''
 }
@@ -71,23 +103,42 @@ ${e.truncated ? html`<span class="badge warn">snapshot cut</span> ${[...e.trunca
 </section>`;
 }
 
-function resolveSection(ctx: PageContext, entry: DlqEntry, notice: string | undefined): SafeHtml {
+function resolveForm(ctx: PageContext, entry: DlqEntry, draft: ResolveDraft | undefined): SafeHtml {
+  return html`<form method="post" action="/dlq/${entry.dlq_entry_uuid}/resolve">${csrfInput(ctx.csrf)}
+<p><label for="r-status">Status</label><select id="r-status" name="status" required>
+${TERMINAL_RESOLUTION_STATUSES.map((st) => html`<option value="${st}"${draft?.status === st ? html` selected` : ''}>${st}</option>`)}</select></p>
+<p><label for="r-notes">Notes</label><textarea id="r-notes" name="notes" required maxlength="10000" placeholder="What was wrong and what you did">${draft?.notes ?? ''}</textarea></p>
+<p><button type="submit">Resolve</button></p></form>`;
+}
+
+function resolveSection(ctx: PageContext, entry: DlqEntry, draft: ResolveDraft | undefined): SafeHtml {
   if (entry.resolution_status !== 'pending') {
+    const by = entry.resolved_by ?? 'unknown';
+    const at = formatTime(entry.resolution_timestamp);
     return html`<section class="card" aria-labelledby="res-h" id="resolution"><h2 id="res-h">Resolution</h2>
-<dl class="kv"><dt>Status</dt><dd>${entry.resolution_status}</dd><dt>Resolved by</dt><dd id="resolved-by">${entry.resolved_by ?? '—'}</dd>
-<dt>When</dt><dd id="resolved-at">${formatTime(entry.resolution_timestamp)}</dd><dt>Notes</dt><dd>${entry.resolution_notes ?? '—'}</dd></dl></section>`;
+${
+  draft
+    ? html`<p class="notice error" role="alert" id="not-saved">Not saved: already ${entry.resolution_status} by ${by} at ${at}. Your notes are kept below.</p>`
+    : ''
+}
+<dl class="kv"><dt>Status</dt><dd>${entry.resolution_status}</dd><dt>Resolved by</dt><dd id="resolved-by">${by}</dd>
+<dt>When</dt><dd id="resolved-at">${at}</dd><dt>Notes</dt><dd>${entry.resolution_notes ?? '—'}</dd></dl>
+${
+  draft
+    ? html`<h3>Your draft (not saved)</h3>
+<p><label for="r-status">Status</label><select id="r-status" name="status" disabled>${TERMINAL_RESOLUTION_STATUSES.map((st) => html`<option value="${st}"${draft.status === st ? html` selected` : ''}>${st}</option>`)}</select></p>
+<p><label for="r-notes">Notes</label><textarea id="r-notes" name="notes" readonly>${draft.notes}</textarea></p>
+<p class="muted">Copy what is worth keeping into your notes elsewhere; the entry keeps the resolution above.</p>`
+    : ''
+}</section>`;
   }
   if (!ctx.deps.can(ctx.principal, 'dlq:update')) {
     return html`<section class="card" aria-labelledby="res-h"><h2 id="res-h">Resolution</h2>
 <p>Pending. Your token (${ctx.principal.tokenName}) may read investigations but not resolve them (it lacks dlq:update).</p></section>`;
   }
   return html`<section class="card" aria-labelledby="res-h"><h2 id="res-h">Resolve</h2>
-${notice ? html`<p class="notice error" role="alert">${notice}</p>` : ''}
-<form method="post" action="/dlq/${entry.dlq_entry_uuid}/resolve">${csrfInput(ctx.csrf)}
-<p><label for="r-status">Status</label><select id="r-status" name="status" required>
-${TERMINAL_RESOLUTION_STATUSES.map((s) => html`<option value="${s}">${s}</option>`)}</select></p>
-<p><label for="r-notes">Notes</label><textarea id="r-notes" name="notes" required maxlength="10000" placeholder="What was wrong and what you did"></textarea></p>
-<p><button type="submit">Resolve</button></p></form></section>`;
+${draft ? html`<p class="notice" role="status" id="draft-kept">Not saved yet: your notes are back in the form. Check them and press Resolve.</p>` : ''}
+${resolveForm(ctx, entry, draft)}</section>`;
 }
 
 function timelineSection(s: Snapshot): SafeHtml {
@@ -114,44 +165,87 @@ ${cutNote(task, 'task transitions')}${cutNote(steps, 'step transitions')}
   )}</ol></section>`;
 }
 
+type SnapshotStep = EnrichedDetails['steps']['items'][number];
+
+/** Failed steps first, then in dependency order (depth in the graph), then by name. */
+export function orderSteps(
+  steps: readonly SnapshotStep[],
+  edges: readonly { from_step_uuid: string; to_step_uuid: string }[],
+): SnapshotStep[] {
+  const { depth } = layoutGraph(
+    steps.map((st) => st.workflow_step_uuid),
+    edges,
+  );
+  const failed = (st: SnapshotStep) => (st.state === 'error' ? 0 : 1);
+  return [...steps].sort(
+    (a, b) =>
+      failed(a) - failed(b) ||
+      (depth.get(a.workflow_step_uuid) ?? 0) - (depth.get(b.workflow_step_uuid) ?? 0) ||
+      a.name.localeCompare(b.name),
+  );
+}
+
+/** The result without the error member already shown beside it. */
+function resultBesideError(st: SnapshotStep): unknown {
+  const r = st.result;
+  if (st.error == null || typeof r !== 'object' || r === null || Array.isArray(r) || !('error' in r))
+    return r;
+  const { error: _shown, ...rest } = r as Record<string, unknown>;
+  return Object.keys(rest).length === 0 ? null : rest;
+}
+
 function stepsSection(s: Snapshot): SafeHtml {
   const steps = s.steps as EnrichedDetails['steps'] | undefined;
   if (!steps) return html``;
+  const edges = (s.edges as EnrichedDetails['edges'] | undefined)?.items ?? [];
   return html`<section class="card" aria-labelledby="steps-h"><h2 id="steps-h">Steps</h2>
+<p class="muted">Failed steps first, then in dependency order.</p>
 ${cutNote(steps, 'steps')}
 <div class="table-wrap"><table class="responsive" id="steps"><thead><tr><th scope="col">Step</th><th scope="col">State</th><th scope="col">Attempts</th><th scope="col">Last attempt</th><th scope="col">Last error</th><th scope="col">Result</th></tr></thead>
-<tbody>${steps.items.map(
+<tbody>${orderSteps(steps.items, edges).map(
     (
       st,
-    ) => html`<tr><td data-label="Step">${st.name}</td><td data-label="State">${st.state}<br><span class="muted">since ${formatTime(st.state_since)}</span></td>
+    ) => html`<tr data-step="${st.name}"><td data-label="Step">${st.name}</td><td data-label="State">${st.state}<br><span class="muted">since ${formatTime(st.state_since)}</span></td>
 <td data-label="Attempts">${st.attempts ?? 0}${st.max_attempts === null ? '' : `/${st.max_attempts}`}${st.retryable ? '' : html` <span class="badge bad">not retryable</span>`}</td>
 <td data-label="Last attempt">${formatTime(st.last_attempted_at)}</td>
 <td data-label="Last error">${st.error == null ? html`<span class="muted">—</span>` : payload(st.error)}</td>
-<td data-label="Result">${payload(st.result)}</td></tr>`,
+<td data-label="Result">${st.error != null && resultBesideError(st) === null ? html`<span class="muted">only the error</span>` : payload(resultBesideError(st))}</td></tr>`,
   )}</tbody></table></div></section>`;
 }
 
-function templateSection(s: Snapshot): SafeHtml {
+function templateSection(s: Snapshot, live: TaskTemplate | undefined, snapshotProblems: string[]): SafeHtml {
   const t = s.template as EnrichedDetails['template'] | undefined;
-  if (t === undefined) return html``;
-  if (t === null)
+  if (t === undefined && live === undefined) return html``;
+  if (t === null && live === undefined)
     return html`<section class="card"><h2>Template</h2><p class="muted">The task's template was not found.</p></section>`;
-  const config = (t.configuration ?? {}) as Record<string, unknown>;
-  const lifecycle = config.lifecycle;
+  const name = live
+    ? `${live.namespace}/${live.name} version ${live.version}`
+    : `${t!.namespace}/${t!.name} version ${t!.version}`;
+  const lifecycle = live ? live.lifecycle : ((t?.configuration ?? {}) as Record<string, unknown>).lifecycle;
+  const problems = live ? live.problems : snapshotProblems;
   const entries =
-    typeof lifecycle === 'object' && lifecycle !== null
+    typeof lifecycle === 'object' && lifecycle !== null && !Array.isArray(lifecycle)
       ? Object.entries(lifecycle as Record<string, unknown>)
       : [];
   return html`<section class="card" aria-labelledby="tpl-h"><h2 id="tpl-h">Template lifecycle settings</h2>
-<p>${t.namespace}/${t.name} version ${t.version}</p>
+<p>${name} <span class="muted">(${live ? 'as the engine has it now' : 'as the snapshot recorded it'})</span></p>
+${
+  problems.length > 0
+    ? html`<div class="notice error" role="alert" id="template-problems"><p><strong>Malformed settings: detection ignores them and uses the global defaults.</strong></p><ul>${problems.map((p) => html`<li>${p}</li>`)}</ul></div>`
+    : ''
+}
 ${
   entries.length > 0
-    ? html`<dl class="kv">${entries.map(([k, v]) => html`<dt>${k}</dt><dd>${typeof v === 'string' ? v : JSON.stringify(v)}</dd>`)}</dl>`
+    ? html`<dl class="kv">${entries.map(([k, v]) => html`<dt>${k}</dt><dd>${typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v)}</dd>`)}</dl>`
     : html`<p class="muted">No lifecycle overrides: the global thresholds apply.</p>`
 }</section>`;
 }
 
-export async function entryPage(ctx: PageContext, entry: DlqEntry, notice?: string): Promise<SafeHtml> {
+export async function entryPage(
+  ctx: PageContext,
+  entry: DlqEntry,
+  extras: EntryPageExtras = {},
+): Promise<SafeHtml> {
   const s = entry.task_snapshot as Snapshot;
   const now = ctx.deps.now();
   const earlier = await otherInvestigationsOfTask(ctx.deps.db, entry.task_uuid, entry.dlq_entry_uuid, 20);
@@ -160,12 +254,25 @@ export async function entryPage(ctx: PageContext, entry: DlqEntry, notice?: stri
   );
   const enriched = isEnriched(s);
   const full = enriched && Array.isArray((s.steps as { items?: unknown } | undefined)?.items);
+  const snapshotTemplate = s.template as EnrichedDetails['template'] | undefined;
+  const why = whyStale({
+    reason: entry.dlq_reason,
+    originalState: entry.original_state,
+    metadata: entry.metadata,
+    lifecycle: extras.template
+      ? (extras.template.lifecycle ?? undefined)
+      : snapshotTemplate
+        ? ((snapshotTemplate.configuration ?? {}) as Record<string, unknown>).lifecycle
+        : undefined,
+  });
   return html`<p><a href="/">← Queue</a></p>
 <h1>${String(s.namespace ?? '?')}/${String(s.task_name ?? '?')} <span class="badge ${entry.resolution_status === 'pending' ? 'warn' : 'ok'}" id="entry-status">${entry.resolution_status}</span></h1>
+${why ? html`<p class="why" id="why-stale">${why}</p>` : ''}
+${extras.hold ? html`<p class="notice" id="archive-hold">The task is held out of archival until ${formatTime(extras.hold.held_until)} (${extras.hold.reason}).</p>` : ''}
 <dl class="kv card"><dt>Reason</dt><dd>${entry.dlq_reason}</dd><dt>State when detected</dt><dd>${entry.original_state}</dd>
 <dt>In the DLQ</dt><dd>${formatTime(entry.dlq_timestamp)} (${formatMinutes(Math.max(0, minutes))}${entry.resolution_status === 'pending' ? '' : ' until resolved'})</dd>
 <dt>Task</dt><dd>${entry.task_uuid}</dd><dt>Entry</dt><dd>${entry.dlq_entry_uuid}</dd></dl>
-<div class="grid2">${diagnosisSection(s)}${resolveSection(ctx, entry, notice)}</div>
+<div class="grid2">${diagnosisSection(s)}${resolveSection(ctx, entry, extras.draft)}</div>
 ${
   full
     ? html`<section class="card" aria-labelledby="graph-h"><h2 id="graph-h">Dependency graph</h2>${graphSvg({
@@ -180,7 +287,7 @@ ${
 }
 ${timelineSection(s)}
 ${stepsSection(s)}
-${templateSection(s)}
+${templateSection(s, extras.template, extras.snapshotProblems ?? [])}
 <section class="card" aria-labelledby="earlier-h"><h2 id="earlier-h">Other investigations of this task</h2>
 ${
   earlier.length === 0

@@ -165,7 +165,8 @@ export function graphSvg(input: GraphInput): SafeHtml {
   });
   const notDrawn = input.steps.total - steps.length;
   const edgesNotDrawn = input.edges.total - input.edges.items.length;
-  return html`<figure class="graph">
+  // Its own scroll frame at a phone's width: focusable, so the keyboard can scroll it too.
+  return html`<figure class="graph" tabindex="0" aria-labelledby="graph-title">
 <svg xmlns="http://www.w3.org/2000/svg" viewBox="0 -40 ${width} ${height + 40}" width="${width}" height="${height + 40}" role="img" aria-labelledby="graph-title">
 <title id="graph-title">Dependency graph: ${steps.length} steps, ${blocking.size} blocking, ${onCycle.size} on a cycle</title>
 <defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#4a5366"/></marker>

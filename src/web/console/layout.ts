@@ -1,6 +1,6 @@
 import type { ConsoleDeps, ConsolePermission, ConsolePrincipal } from './deps.ts';
 import { html, type SafeHtml } from './html.ts';
-import { CSRF_FIELD } from './session.ts';
+import { CSRF_FIELD, type Flash } from './session.ts';
 
 /** The pages of the console, each shown only to a token with its permission. */
 export const NAV: ReadonlyArray<{ path: string; label: string; permission: ConsolePermission }> = [
@@ -17,6 +17,13 @@ export interface PageContext {
   csrf: string;
   deps: ConsoleDeps;
   currentPath: string;
+  /** The notice the previous POST left for this page (its outcome), shown once. */
+  flash?: Flash | undefined;
+}
+
+/** A notice at the top of a page: role status for news, alert for a refusal. */
+export function notice(n: Flash, id = 'flash'): SafeHtml {
+  return html`<p class="notice${n.ok ? '' : ' error'}" role="${n.ok ? 'status' : 'alert'}" id="${id}">${n.text}</p>`;
 }
 
 export function csrfInput(csrf: string): SafeHtml {
@@ -29,6 +36,11 @@ export function page(title: string, body: SafeHtml, ctx?: PageContext): string {
         (n) =>
           html`<li><a href="${n.path}"${ctx.currentPath === n.path ? html` aria-current="page"` : ''}>${n.label}</a></li>`,
       )}</ul></nav>
+      ${
+        ctx.deps.can(ctx.principal, 'dlq:read')
+          ? html`<form class="find" method="get" action="/find" role="search" aria-label="Open an investigation"><label for="find-q" class="visually-hidden">Find investigation</label><input id="find-q" name="q" size="22" autocomplete="off" spellcheck="false" placeholder="entry or task uuid"><button type="submit" class="secondary">Open</button></form>`
+          : ''
+      }
       <div class="who"><span>Signed in as <strong>${ctx.principal.tokenName}</strong></span>
         <form method="post" action="/sign-out">${csrfInput(ctx.csrf)}<button type="submit">Sign out</button></form></div>`
     : '';
@@ -37,6 +49,6 @@ export function page(title: string, body: SafeHtml, ctx?: PageContext): string {
 <title>${title} · tasker-lifecycle</title><link rel="stylesheet" href="/assets/console.css"></head>
 <body><a class="skip" href="#main">Skip to content</a>
 <header class="top"><a class="brand" href="/">tasker-lifecycle</a>${nav}</header>
-<main id="main" tabindex="-1">${body}</main>
+<main id="main" tabindex="-1">${ctx?.flash ? notice(ctx.flash) : ''}${body}</main>
 <script src="/assets/console.js" defer></script></body></html>`.value;
 }

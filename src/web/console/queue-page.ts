@@ -1,19 +1,26 @@
 import { z } from 'zod';
 import { type ConsoleQueueRow, consoleQueuePage, queueFilterChoices } from '../../db/queries/dlq-console.ts';
 import { DLQ_REASONS } from '../../domain/dlq.ts';
+import { dlqReason, namespaceName, taskTemplateName } from '../../validation/fields.ts';
+import { wholeNumber } from '../../validation/values.ts';
+import { optionalField } from './filters.ts';
 import { formatMinutes, formatTime, html, queryString, type SafeHtml } from './html.ts';
 import type { PageContext } from './layout.ts';
 
-/** The queue's filters as they appear in the URL; unknown keys are refused with their name. */
+/**
+ * The queue's filters as they appear in the URL, checked with the CLI's own value schemas (so a bad
+ * value gets the CLI's words); unknown keys are refused with their name.
+ */
 export const QueueQuerySchema = z.strictObject({
-  reason: z.enum(DLQ_REASONS).or(z.literal('')).optional(),
-  namespace: z.string().max(200).optional(),
-  template: z.string().max(200).optional(),
-  min_age_minutes: z.union([z.literal(''), z.coerce.number().int().min(0).max(525_600)]).optional(),
-  overdue: z.enum(['1', '']).optional(),
-  page: z.coerce.number().int().min(1).max(100_000).optional(),
+  reason: optionalField(dlqReason),
+  namespace: optionalField(namespaceName),
+  template: optionalField(taskTemplateName),
+  min_age_minutes: optionalField(wholeNumber(0, 525_600)),
+  overdue: optionalField(z.enum(['1'], { error: 'expected 1 (overdue only), or nothing' })),
+  page: optionalField(wholeNumber(1, 100_000)),
 });
 export type QueueQuery = z.infer<typeof QueueQuerySchema>;
+export const QUEUE_FILTERS = Object.keys(QueueQuerySchema.shape);
 
 export const QUEUE_PAGE_SIZE = 25;
 
@@ -71,6 +78,30 @@ export function queueRows(rows: readonly ConsoleQueueRow[]): SafeHtml {
   )}`;
 }
 
+/** The filter form; with the values as typed when they were refused, and the bad fields marked. */
+function filterForm(
+  v: Record<string, string | number | undefined>,
+  choices: { namespaces: string[]; templates: string[] },
+  invalid: ReadonlySet<string>,
+): SafeHtml {
+  const option = (value: string, current: unknown, label = value) =>
+    html`<option value="${value}"${value === String(current ?? '') ? html` selected` : ''}>${label}</option>`;
+  // A value the choices lack (a template since renamed, a typo in the URL) stays visible and selected.
+  const extra = (list: string[], current: unknown) =>
+    typeof current === 'string' && current !== '' && !list.includes(current)
+      ? option(current, current, `${current} (no such name)`)
+      : '';
+  const bad = (k: string) => (invalid.has(k) ? html` aria-invalid="true"` : '');
+  return html`<form class="filters" method="get" action="/" role="search" aria-label="Filter the queue">
+  <div><label for="f-reason">Reason</label><select id="f-reason" name="reason"${bad('reason')}>${option('', v.reason, 'any')}${DLQ_REASONS.map((r) => option(r, v.reason))}${extra([...DLQ_REASONS], v.reason)}</select></div>
+  <div><label for="f-namespace">Namespace</label><select id="f-namespace" name="namespace"${bad('namespace')}>${option('', v.namespace, 'any')}${choices.namespaces.map((n) => option(n, v.namespace))}${extra(choices.namespaces, v.namespace)}</select></div>
+  <div><label for="f-template">Template</label><select id="f-template" name="template"${bad('template')}>${option('', v.template, 'any')}${choices.templates.map((t) => option(t, v.template))}${extra(choices.templates, v.template)}</select></div>
+  <div><label for="f-age">Waiting at least (minutes)</label><input id="f-age" name="min_age_minutes" type="number" min="0" inputmode="numeric" value="${v.min_age_minutes ?? ''}"${bad('min_age_minutes')}></div>
+  <div><label for="f-overdue"><input id="f-overdue" type="checkbox" name="overdue" value="1"${v.overdue === '1' ? html` checked` : ''}> Overdue only</label></div>
+  <div><button type="submit">Filter</button> <a href="/">Clear</a></div>
+</form>`;
+}
+
 export async function queuePage(ctx: PageContext, q: QueueQuery): Promise<SafeHtml> {
   const page = q.page ?? 1;
   const [{ total, rows }, choices] = await Promise.all([
@@ -79,18 +110,9 @@ export async function queuePage(ctx: PageContext, q: QueueQuery): Promise<SafeHt
   ]);
   const pages = Math.max(1, Math.ceil(total / QUEUE_PAGE_SIZE));
   const fragmentUrl = `/queue/rows${queryString(linkParams(q, page))}`;
-  const option = (value: string, current: string | undefined, label = value) =>
-    html`<option value="${value}"${value === (current ?? '') ? html` selected` : ''}>${label}</option>`;
   return html`<h1>Pending investigations</h1>
-<form class="filters" method="get" action="/" role="search" aria-label="Filter the queue">
-  <div><label for="f-reason">Reason</label><select id="f-reason" name="reason">${option('', q.reason, 'any')}${DLQ_REASONS.map((r) => option(r, q.reason))}</select></div>
-  <div><label for="f-namespace">Namespace</label><select id="f-namespace" name="namespace">${option('', q.namespace, 'any')}${choices.namespaces.map((n) => option(n, q.namespace))}</select></div>
-  <div><label for="f-template">Template</label><select id="f-template" name="template">${option('', q.template, 'any')}${choices.templates.map((t) => option(t, q.template))}</select></div>
-  <div><label for="f-age">Waiting at least (minutes)</label><input id="f-age" name="min_age_minutes" type="number" min="0" inputmode="numeric" value="${q.min_age_minutes ?? ''}"></div>
-  <div><label for="f-overdue"><input id="f-overdue" type="checkbox" name="overdue" value="1"${q.overdue === '1' ? html` checked` : ''}> Overdue only</label></div>
-  <div><button type="submit">Filter</button> <a href="/">Clear</a></div>
-</form>
-<p><strong id="queue-total">${total}</strong> pending ${total === 1 ? 'entry matches' : 'entries match'}; most urgent first (reason, then minutes waiting). <span id="live-status" class="muted" role="status" aria-live="polite"></span></p>
+${filterForm(q, choices, new Set())}
+<p><strong id="queue-total">${total}</strong> pending ${total === 1 ? 'entry matches' : 'entries match'}; most urgent first (reason, then minutes waiting). ${refreshToggle(ctx.deps.queueRefreshSeconds ?? 10)} <span id="live-status" class="muted" role="status" aria-live="polite"></span></p>
 <div class="table-wrap"><table class="responsive" id="queue">
 <caption class="muted">Page ${page} of ${pages}</caption>
 <thead><tr><th scope="col">Priority</th><th scope="col">Task</th><th scope="col">Reason</th><th scope="col">Was</th><th scope="col">Waiting</th><th scope="col">Diagnosis</th></tr></thead>
@@ -101,4 +123,25 @@ ${page > 1 ? html`<a href="/${queryString(linkParams(q, page - 1))}" rel="prev">
 <span>Page ${page} of ${pages}</span>
 ${page < pages ? html`<a href="/${queryString(linkParams(q, page + 1))}" rel="next">Next page</a>` : ''}
 </nav>`;
+}
+
+/** The queue page with a refused filter: the form as typed, what is wrong, and no rows. */
+export async function refusedQueuePage(
+  ctx: PageContext,
+  raw: Record<string, string>,
+  problems: readonly string[],
+  invalid: ReadonlySet<string>,
+): Promise<SafeHtml> {
+  const choices = await queueFilterChoices(ctx.deps.db, 200);
+  return html`<h1>Pending investigations</h1>
+<div class="notice error" role="alert" id="filter-problem"><p>Not filtered: ${problems.length === 1 ? problems[0] : 'these values are not allowed:'}</p>${problems.length > 1 ? html`<ul>${problems.map((p) => html`<li>${p}</li>`)}</ul>` : ''}<p>Change the filter below, or <a href="/">clear it</a>.</p></div>
+${filterForm(raw, choices, invalid)}`;
+}
+
+/**
+ * The switch for a page's live updates (on by default; the choice is kept in the browser for every
+ * page). The script reads it before each refresh.
+ */
+export function refreshToggle(seconds: number): SafeHtml {
+  return html`<label class="inline" for="auto-refresh"><input id="auto-refresh" type="checkbox" checked> Refresh every ${seconds} s</label>`;
 }

@@ -3,7 +3,7 @@ import { archivedGraph } from '../../db/queries/archive-lookup.ts';
 import { NotFoundError } from '../../errors.ts';
 import { restoreArchivedTask } from '../../operations/archive.ts';
 import { tokenActor, type WebDeps } from '../context.ts';
-import { TaskUuidParams } from '../schemas.ts';
+import { RestoreBody, TaskUuidParams } from '../schemas.ts';
 
 /** Archived task graphs: look one up, restore it. */
 export const archiveRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, { deps }) => {
@@ -34,13 +34,16 @@ export const archiveRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (ap
       schema: {
         tags,
         description:
-          'Move an archived task graph back to the live tables, exactly as it was; 404 if not archived. Audited. Permission archive:restore.',
+          'Move an archived task graph back to the live tables, exactly as it was; 404 if not archived. With hold_days, hold it out of archival that long (else a task past the retention is archived again by the next run: past_retention and archival say so). Audited. Permission archive:restore.',
         params: TaskUuidParams,
+        body: RestoreBody,
       },
     },
     async (request) =>
       restoreArchivedTask(deps.pool, {
         taskUuid: request.params.task_uuid,
+        holdDays: request.body?.hold_days,
+        retentionDays: deps.config.archive.retention_days,
         actor: tokenActor(request.principal),
         now: deps.now(),
       }),

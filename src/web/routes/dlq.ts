@@ -174,7 +174,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
       schema: {
         tags,
         description:
-          'Resolve every pending entry matching the filter, in one transaction (one audit row per entry). dry_run (the default) changes nothing and returns the count and the first entries. Permission dlq:update.',
+          'Resolve every pending entry matching the filter, in one transaction (one audit row naming every entry). dry_run (the default) changes nothing and returns the count, the first entries and a fingerprint of the set; pass it as expected_fingerprint to resolve exactly that set (409 when the matching entries changed, nothing resolved). Permission dlq:update.',
         body: BulkResolveBody,
       },
     },
@@ -192,6 +192,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
         notes: b.resolution_notes,
         dryRun: b.dry_run,
         previewLimit: b.preview_limit,
+        expectFingerprint: b.expected_fingerprint,
         actor: tokenActor(request.principal),
         now: deps.now(),
       });

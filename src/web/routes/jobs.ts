@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { enqueueRun, retryDeadJob } from '../../operations/runs.ts';
+import { cancelRun, enqueueRun, retryDeadJob } from '../../operations/runs.ts';
 import { tokenActor, type WebDeps } from '../context.ts';
 import { sendError } from '../errors.ts';
 import { followRun, jobStates } from '../job-states.ts';
@@ -51,6 +51,7 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
       const run = await enqueueRun(deps, {
         job,
         options: parsed.data,
+        thisRunOnly: request.body.this_run_only,
         actor: tokenActor(request.principal),
         now: deps.now(),
       });
@@ -68,11 +69,31 @@ export const jobRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
       schema: {
         tags,
         description:
-          "A queued run: pg-boss's state and output, handed_on_to / merged_into (the run to follow next) and its history rows with counts. Permission jobs:read.",
+          "A queued run: pg-boss's state and output, handed_on_to / merged_into (the run to follow next), its history rows with counts, and chain: every pg-boss job of the run (a run that stops early hands the rest on), its status and the link in flight. Permission jobs:read.",
         params: JobRunParams,
       },
     },
-    async (request) => followRun(deps.pool, request.params.job, request.params.id),
+    async (request) => followRun(deps, request.params.job, request.params.id),
+  );
+
+  app.post(
+    '/v1/jobs/:job/runs/:id/cancel',
+    {
+      config: { permission: 'jobs:run' },
+      schema: {
+        tags,
+        description:
+          'Cancel a run that waits or runs: the link of its chain in flight (a running one stops after the batch in hand and hands nothing on). 200 with what was cancelled; 404 unknown; 409 already ended. Audited (job.cancel). Permission jobs:run.',
+        params: JobRunParams,
+      },
+    },
+    async (request) =>
+      cancelRun(deps, {
+        job: request.params.job,
+        id: request.params.id,
+        actor: tokenActor(request.principal),
+        now: deps.now(),
+      }),
   );
 
   app.post(
