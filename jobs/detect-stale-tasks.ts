@@ -17,11 +17,14 @@
  * statement_timeout of each batch), dry_run, the action switches, the enabled reasons and the
  * event channel.
  *
- * One run: gather the candidates by lifetime once (stale_lifetime_candidates), then call
- * detect_stale_tasks_batch page by page with them, each page after the previous one's last
- * (state entry, task uuid) key, until a page comes back short, max_batches is reached, or the run
- * is aborted (checked between batches). Every page judges staleness against ctx.now (the run's
- * time); rows written are stamped with the statement's clock, never earlier than the transition
+ * One pass: call detect_stale_tasks_page page by page, each after the cursor the previous page
+ * returned, until a page returns no cursor (the pass is through), max_batches is reached, or the
+ * run is aborted (checked between batches). A page examines at most 2 x batch_size index entries,
+ * first of in-flight tasks by state entry (idx_task_transitions_in_flight), then of unfinished
+ * tasks by template and creation time (idx_tasks_unfinished_by_template), so a page costs what it
+ * returns however many tasks are stale. Every page of a pass judges staleness against one time
+ * (ctx.now, or the resumed pass's); a run that stops early hands the cursor and that time on
+ * (the `resume` option), so a pass longer than a run still ends and reads no page twice. Rows written are stamped with the statement's clock, never earlier than the transition
  * they follow. A dry run pages exactly like a real run (so it reports the same tasks, batch for
  * batch), locks nothing and changes nothing. A batch that exceeds its statement timeout is rolled
  * back and fails the run, naming the batch (earlier batches stay committed).
@@ -61,6 +64,14 @@ export const DetectStaleTasksOptions = z.strictObject({
   enabled_reasons: z.array(z.enum(DLQ_REASONS)),
   /** NOTIFY channel, or null for no events. */
   event_channel: z.string().min(1).max(63).nullable(),
+  /**
+   * Go on with a pass an earlier run of it stopped: the page cursor it reached and the time the
+   * pass judges staleness at. Set by the worker when it hands the rest of a run on; null: a new pass.
+   */
+  resume: z
+    .strictObject({ cursor: z.record(z.string(), z.unknown()), judged_at: z.iso.datetime({ offset: true }) })
+    .nullable()
+    .default(null),
 });
 export type DetectStaleTasksOptions = z.infer<typeof DetectStaleTasksOptions>;
 
@@ -94,6 +105,8 @@ export interface DetectStaleTasksResult {
   aborted: boolean;
   /** The pass was not through when the run stopped (aborted, or max_batches reached). */
   more: boolean;
+  /** Where the pass stands when more: what a next run takes as its `resume` option. */
+  resume: { cursor: Record<string, unknown>; judged_at: string } | null;
   tasks: StaleTaskResult[];
 }
 
@@ -111,6 +124,7 @@ export function detectionOptionsFromConfig(config: Readonly<Config>): DetectStal
     max_batches: sd.max_batches_per_run,
     batch_statement_timeout_ms: sd.batch_statement_timeout_ms,
     ...settings,
+    resume: null,
   };
 }
 
@@ -126,11 +140,13 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
   workDone: (result) => (result.dry_run ? 0 : result.tasks_detected),
   longestBatchMs: (options) => options.batch_statement_timeout_ms,
   // Stopped between batches, or at max_batches before the pass was through.
+  // The next run goes on with the same pass (its cursor and reference time): a pass longer than a
+  // run still ends, and no page is read twice.
   stoppedEarly: (result, options) =>
     result.aborted
-      ? { reason: 'aborted', handOn: !result.dry_run }
+      ? { reason: 'aborted', handOn: !result.dry_run, resume: { resume: result.resume } }
       : !result.dry_run && result.more && result.batches >= options.max_batches
-        ? { reason: 'max_batches', handOn: true }
+        ? { reason: 'max_batches', handOn: true, resume: { resume: result.resume } }
         : null,
   // Each new investigation is enriched right away (the enrichment sweep catches any lost request).
   followUps: (result) =>
@@ -155,7 +171,9 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
     const tasks: StaleTaskResult[] = [];
     let batches = 0;
     let aborted = false;
-    let after: DetectCursor | null = null;
+    // A resumed pass goes on from its cursor and keeps judging against the time it started with.
+    let after: DetectCursor | null = options.resume?.cursor ?? null;
+    const now = options.resume ? new Date(options.resume.judged_at) : ctx.now;
     let more = true;
     for (;;) {
       if (ctx.signal.aborted) {
@@ -165,7 +183,7 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       let page: DetectBatchResult;
       try {
         page = await detectStaleTasksBatch(ctx.pool, {
-          now: ctx.now,
+          now,
           dryRun: options.dry_run,
           batchSize: options.batch_size,
           settings,
@@ -197,6 +215,7 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       batches,
       aborted,
       more,
+      resume: more && after !== null ? { cursor: after, judged_at: now.toISOString() } : null,
     });
     // Detection carries on with the defaults, but someone has to fix the template: say which, once a run.
     for (const t of result.invalid_templates) {
@@ -211,7 +230,8 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
 
 function summarize(
   tasks: StaleTaskResult[],
-  run: Pick<DetectStaleTasksResult, 'dry_run' | 'batches' | 'aborted' | 'more'>,
+  run: Pick<DetectStaleTasksResult, 'dry_run' | 'batches' | 'aborted' | 'more'> &
+    Partial<Pick<DetectStaleTasksResult, 'resume'>>,
 ): DetectStaleTasksResult {
   const by_action: DetectStaleTasksResult['by_action'] = {};
   const by_reason: DetectStaleTasksResult['by_reason'] = {};
@@ -234,6 +254,7 @@ function summarize(
   }
   return {
     ...run,
+    resume: run.resume ?? null,
     tasks_detected: tasks.length,
     transitioned_to_error: tasks.filter((t) => t.transition_success).length,
     dlq_entries_created: tasks.filter((t) => t.moved_to_dlq).length,

@@ -44,7 +44,7 @@ export type PlannedAction = 'dlq_and_error' | 'error_only' | 'dlq_only';
 /** Why a task counts as stale. */
 export type StaleBy = 'state_threshold' | 'task_lifetime';
 
-/** One row of detect_stale_tasks_batch. */
+/** One task row of detect_stale_tasks_page (or of detect_stale_tasks_batch, its wrapper). */
 export interface StaleTaskResult {
   task_uuid: string;
   namespace_name: string;

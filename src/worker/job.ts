@@ -53,12 +53,14 @@ export interface JobDefinition<Options, Result> {
   /**
    * Whether the run stopped before its work was done: 'aborted' (asked to stop, between batches) or
    * 'max_batches' (its batch limit reached with work left); null when done. handOn: whether the
-   * rest should be queued at once as another run (not for dry runs, which change nothing).
+   * rest should be queued at once as another run (not for dry runs, which change nothing);
+   * resume: options the next run takes on top of the request's, to go on where this one stopped
+   * (its pass's cursor) rather than start over.
    */
   stoppedEarly?(
     result: Result,
     options: Options,
-  ): { reason: 'aborted' | 'max_batches'; handOn: boolean } | null;
+  ): { reason: 'aborted' | 'max_batches'; handOn: boolean; resume?: Record<string, unknown> } | null;
   /**
    * Runs of other jobs this run's result calls for (e.g. one enrichment per new DLQ entry). The
    * worker sends them after the run; each carries a key, so sending one twice queues it once.

@@ -270,7 +270,7 @@ async function runRequests(
         if (!early?.handOn) return r;
         // A run asked to do this much only stops here.
         if (early.reason === 'max_batches' && parsed[0]!.this_run_only) return r;
-        return { ...r, handed_on_to: await handOn(deps, job, first, parsed[0]!) };
+        return { ...r, handed_on_to: await handOn(deps, job, first, parsed[0]!, early.resume) };
       },
     );
   } catch (err) {
@@ -329,7 +329,8 @@ function waitSeconds(job: { createdOn?: Date; startAfter?: Date; startedOn?: Dat
 }
 
 /**
- * Queues the rest of a run that stopped early: the same request again, at once, for any worker.
+ * Queues the rest of a run that stopped early: the same request again (with the job's `resume`
+ * options, when it gives some), at once, for any worker.
  * When a run of the job already waits with the same options, that run does the rest (merged into
  * it); when the waiting one has other options, this run's own job is requeued instead (into the
  * free retry slot, or in place of a waiting scheduled tick), so that nothing an operator asked for
@@ -341,10 +342,13 @@ async function handOn(
   job: AnyJob,
   from: { id: string; retryCount: number },
   request: RunRequest,
+  resume?: Record<string, unknown>,
 ): Promise<string | null> {
+  // The rest goes on where this run stopped: the request's options plus where it stood.
+  const options = resume ? { ...request.options, ...resume } : request.options;
   const data: RunRequest = {
     trigger: request.trigger,
-    ...(request.options ? { options: request.options } : {}),
+    ...(options ? { options } : {}),
     ...(request.this_run_only ? { this_run_only: true } : {}),
     continues: from.id,
   };
@@ -360,7 +364,7 @@ async function handOn(
       return id;
     }
     const waiting = await waitingRun(deps.pool, job.name, RUN_KEY);
-    if (waiting && sameOptions(waiting.data, request)) return waiting.id;
+    if (waiting && sameOptions(waiting.data, data)) return waiting.id;
     const outcome = await requeueRun(deps.pool, {
       name: job.name,
       id: from.id,

@@ -130,7 +130,7 @@ export async function waitForBlockedDetection(db: pg.Pool): Promise<void> {
   await waitFor('a detection batch waiting on a lock', async () => {
     const { rows } = await db.query(
       `SELECT count(*) AS n FROM pg_stat_activity
-        WHERE wait_event_type = 'Lock' AND query LIKE '%detect_stale_tasks_batch%' AND datname = current_database()`,
+        WHERE wait_event_type = 'Lock' AND query LIKE '%detect_stale_tasks_page%' AND datname = current_database()`,
     );
     return rows[0].n > 0;
   });

@@ -213,7 +213,7 @@ describe('a worker paused in the middle of a run', () => {
       async () =>
         (await count(
           `SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE wait_event_type = 'Lock' AND query LIKE '%detect_stale_tasks_batch%' AND datname = current_database()`,
+          WHERE wait_event_type = 'Lock' AND query LIKE '%detect_stale_tasks_page%' AND datname = current_database()`,
         )) > 0,
     );
     a.kill('SIGSTOP'); // frozen with the batch's statement in flight

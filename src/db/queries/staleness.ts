@@ -8,7 +8,7 @@ import type { ArchivePolicies } from './archive.ts';
 /**
  * Queries for staleness detection: tasker_lifecycle_settings (detection settings and archive
  * policies, written from the configuration by applyConfiguredSettings only) and the detection
- * functions (migrations/functions/detect_stale_tasks_batch.sql and the functions it calls).
+ * functions (migrations/functions/detect_stale_tasks_page.sql and the functions it calls).
  */
 
 export interface StalenessThresholds {
