@@ -13,16 +13,20 @@
 --   lifetime  tasks that entered their state after that, which can only be stale by their age:
 --             per template (in uuid order), the next unfinished tasks created before
 --             p_now - the template's lifetime, a keyset range scan of idx_tasks_unfinished_by_template
---             (named_task_uuid, created_at, task_uuid; migration 0160), at most p_examine in all; each probed for its current transition
---             (idx_task_transitions_uuid_most_recent). Tasks marked complete = false whose current
---             state is terminal (error, cancelled, resolved_manually) are read and judged out here,
---             one probe each, until archival moves them.
+--             (named_task_uuid, created_at, task_uuid; migration 0160), their current transitions
+--             read in one index scan (idx_task_transitions_state_lookup, task_uuid = ANY). Those in
+--             flight are the candidates; those whose current state is terminal (the engine leaves
+--             error and cancelled tasks complete = false, and detection's own error tasks stay so,
+--             until archival moves them) are read past, at most 50 x p_examine index entries per
+--             page: a pass reads each of them once (about 2-3 us each, warm), in pages of bounded
+--             cost, never a hash of every ended task.
 -- The judge (task_staleness_policy, the actions, no pending investigation) takes the first
 -- p_batch_size stale candidates in the phase's order and, in a real run, locks their current
 -- transition FOR UPDATE SKIP LOCKED (a task another session holds is passed over, as before). The
--- cursor then moves past the last task taken when the page is full, else past the last candidate
--- examined, else to the next phase. So a page reads at most p_examine index entries and probes,
--- whatever the backlog, and a pass drains a backlog in time proportional to it.
+-- cursor then moves past the last task taken when the page is full, else past the last entry
+-- read, else to the next phase. So a page reads at most p_examine in-flight candidates (and
+-- 50 x p_examine lifetime index entries), whatever the backlog, and a pass drains a backlog in time
+-- proportional to it.
 --
 -- Real run (p_dry_run false): for each task taken, transition to error and/or open a pending
 -- investigation, as the switches and the template say, in this one statement, so the entry and the
@@ -77,21 +81,24 @@ DECLARE
   v_cursor jsonb := CASE WHEN p_cursor ? 'at' OR p_cursor ? 'template' THEN p_cursor END;
   v_phase_examined integer;
   v_phase_last jsonb;
-  v_count integer;
   v_more boolean;
-  v_template_more boolean;
   v_min_state_minutes integer;
   v_state_cut timestamptz;
   v_candidates uuid[] := '{}';
   v_examined integer := 0;
   v_last_candidate jsonb;
   v_template record;
-  v_rows uuid[];
-  v_keys jsonb;
   v_taken integer := 0;
   v_last_taken jsonb;
   v_next jsonb;
   v_found refcursor;
+  -- Lifetime index entries read per page, tasks in flight or not (each one index probe).
+  v_read_budget integer := p_examine * 50;
+  v_read integer := 0;
+  v_rows uuid[];
+  v_keys jsonb;
+  v_last_at timestamptz;
+  v_template_more boolean;
   r record;
 BEGIN
   IF p_now IS NULL THEN
@@ -151,7 +158,13 @@ BEGIN
                        LIMIT p_examine - v_examined + 1) x) c;
     ELSE
       -- Per template, after the cursor's, the next unfinished tasks older than its lifetime:
-      -- idx_tasks_unfinished_by_template, Index Only Scan, named_task_uuid = ... AND created_at range.
+      -- idx_tasks_unfinished_by_template, Index Only Scan, named_task_uuid = ... AND created_at range,
+      -- at most v_read_budget entries per page in all (one more, only to know whether the template
+      -- goes on). Their current transitions are read in one index scan for the lot (Index Only Scan
+      -- using idx_task_transitions_state_lookup, task_uuid = ANY), never a hash of every ended
+      -- task. Those in flight are the candidates, at most p_examine in all; the others (terminal:
+      -- the engine leaves error and cancelled tasks complete = false, and detection's own error
+      -- tasks stay so, until archival moves them) are read past.
       v_more := false;
       FOR v_template IN
         SELECT nt.named_task_uuid,
@@ -165,28 +178,53 @@ BEGIN
           v_more := true; -- templates left to look at: the next page does
           EXIT;
         END IF;
-        -- One entry more than the budget is read, only to know whether the template goes on after it.
-        SELECT coalesce(array_agg(u.task_uuid ORDER BY u.created_at, u.task_uuid) FILTER (WHERE u.n <= p_examine - v_examined - v_phase_examined), '{}'),
-               count(*) FILTER (WHERE u.n <= p_examine - v_examined - v_phase_examined),
-               (array_agg(jsonb_build_object('phase', 'lifetime', 'template', v_template.named_task_uuid,
-                                             'at', u.created_at, 'task', u.task_uuid)
-                          ORDER BY u.created_at DESC, u.task_uuid DESC) FILTER (WHERE u.n <= p_examine - v_examined - v_phase_examined))[1],
-               count(*) > p_examine - v_examined - v_phase_examined
-          INTO v_rows, v_count, v_keys, v_template_more
-          FROM (SELECT x.*, row_number() OVER (ORDER BY x.created_at, x.task_uuid) AS n
-                  FROM (SELECT t.task_uuid, t.created_at
-                          FROM tasker_tasks t
-                         WHERE t.named_task_uuid = v_template.named_task_uuid
-                           AND NOT t.complete
-                           AND t.created_at <= v_template.cut
-                           AND (v_template.named_task_uuid <> (v_cursor ->> 'template')::uuid
-                                OR (v_cursor ->> 'template') IS NULL
-                                OR (t.created_at, t.task_uuid) > ((v_cursor ->> 'at')::timestamptz, (v_cursor ->> 'task')::uuid))
-                         ORDER BY t.created_at, t.task_uuid
-                         LIMIT p_examine - v_examined - v_phase_examined + 1) x) u;
-        v_candidates := v_candidates || v_rows;
-        v_phase_examined := v_phase_examined + v_count;
-        IF v_count > 0 THEN v_phase_last := v_keys; END IF;
+        SELECT coalesce(array_agg(x.task_uuid ORDER BY x.created_at, x.task_uuid), '{}'),
+               max(x.created_at)
+          INTO v_rows, v_last_at
+          FROM (SELECT t.task_uuid, t.created_at
+                  FROM tasker_tasks t
+                 WHERE t.named_task_uuid = v_template.named_task_uuid
+                   AND NOT t.complete
+                   AND t.created_at <= v_template.cut
+                   AND (v_template.named_task_uuid <> (v_cursor ->> 'template')::uuid
+                        OR (v_cursor ->> 'template') IS NULL
+                        OR (t.created_at, t.task_uuid) > ((v_cursor ->> 'at')::timestamptz, (v_cursor ->> 'task')::uuid))
+                 ORDER BY t.created_at, t.task_uuid
+                 LIMIT v_read_budget - v_read + 1) x;
+        v_template_more := cardinality(v_rows) > v_read_budget - v_read;
+        IF v_template_more THEN
+          -- The entry beyond the budget only said that the template goes on; the last one read is
+          -- the one before it.
+          v_rows := v_rows[1:v_read_budget - v_read];
+          SELECT t.created_at INTO v_last_at FROM tasker_tasks t WHERE t.task_uuid = v_rows[cardinality(v_rows)];
+        END IF;
+        v_keys := CASE WHEN cardinality(v_rows) > 0 THEN
+          jsonb_build_object('phase', 'lifetime', 'template', v_template.named_task_uuid,
+                             'at', v_last_at, 'task', v_rows[cardinality(v_rows)]) END;
+        v_read := v_read + cardinality(v_rows);
+        IF cardinality(v_rows) > 0 THEN
+          -- The ones in flight.
+          v_rows := ARRAY(SELECT s.task_uuid FROM tasker_task_transitions s
+                           WHERE s.task_uuid = ANY (v_rows) AND s.most_recent = true
+                             AND s.to_state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually'));
+          IF cardinality(v_rows) > p_examine - v_examined - v_phase_examined THEN
+            -- More in flight than the page examines: the first ones, in the template's order; the
+            -- next page goes on after the last of them.
+            SELECT array_agg(f.task_uuid ORDER BY f.created_at, f.task_uuid),
+                   (array_agg(jsonb_build_object('phase', 'lifetime', 'template', v_template.named_task_uuid,
+                                                 'at', f.created_at, 'task', f.task_uuid)
+                              ORDER BY f.created_at DESC, f.task_uuid DESC))[1]
+              INTO v_rows, v_keys
+              FROM (SELECT t.task_uuid, t.created_at FROM tasker_tasks t
+                     WHERE t.task_uuid = ANY (v_rows)
+                     ORDER BY t.created_at, t.task_uuid
+                     LIMIT p_examine - v_examined - v_phase_examined) f;
+            v_template_more := true;
+          END IF;
+          v_candidates := v_candidates || v_rows;
+          v_phase_examined := v_phase_examined + cardinality(v_rows);
+          v_phase_last := v_keys;
+        END IF;
         IF v_template_more THEN
           v_more := true;
           EXIT;
@@ -194,154 +232,156 @@ BEGIN
       END LOOP;
     END IF;
     v_examined := v_examined + v_phase_examined;
-    IF v_phase_examined > 0 THEN v_last_candidate := v_phase_last; END IF;
+    IF v_phase_last IS NOT NULL THEN v_last_candidate := v_phase_last; END IF;
 
-    -- The judge (stale_tasks_judged), then, in a real run, the writes, in one statement; rows come
-    -- back in the phase's order, so the last one says where a full page ends.
-    IF p_dry_run THEN
-      OPEN v_found FOR
-        WITH found AS MATERIALIZED (
-          SELECT c.*,
-                 CASE WHEN c.do_dlq THEN task_dlq_reason(c.task_uuid, c.current_state, p_enabled_reasons) END AS reason
-            FROM stale_tasks_judged(v_candidates, v_phase, v_state_cut, p_batch_size - v_taken, p_now,
-                                    p_waiting_deps_minutes, p_waiting_retry_minutes, p_steps_in_process_minutes,
-                                    p_task_max_lifetime_hours, p_auto_transition_to_error, p_auto_move_to_dlq,
-                                    p_enabled_reasons, false) c
-        )
-        SELECT f.*, false AS transitioned, NULL::uuid AS entry_uuid, NULL::timestamptz AS stamp,
-               nt.configuration -> 'lifecycle' AS lifecycle
-          FROM found f
-          JOIN tasker_named_tasks nt ON nt.named_task_uuid = f.named_task_uuid
-         ORDER BY CASE WHEN v_phase = 'lifetime' THEN f.named_task_uuid END,
-                  CASE WHEN v_phase = 'lifetime' THEN f.task_created_at ELSE f.state_entered_at END,
-                  f.task_uuid;
-    ELSE
-      OPEN v_found FOR
-        WITH found AS MATERIALIZED (
-          SELECT c.*,
-                 CASE WHEN c.do_dlq THEN task_dlq_reason(c.task_uuid, c.current_state, p_enabled_reasons) END AS reason,
-                 greatest(clock_timestamp(), c.state_entered_at) AS stamp
-            FROM stale_tasks_judged(v_candidates, v_phase, v_state_cut, p_batch_size - v_taken, p_now,
-                                    p_waiting_deps_minutes, p_waiting_retry_minutes, p_steps_in_process_minutes,
-                                    p_task_max_lifetime_hours, p_auto_transition_to_error, p_auto_move_to_dlq,
-                                    p_enabled_reasons, true) c
-        ),
-        flipped AS (
-          UPDATE tasker_task_transitions tr
-             SET most_recent = false, updated_at = f.stamp
+    -- Nothing to judge: no statement.
+    IF cardinality(v_candidates) > 0 THEN
+      -- The judge (stale_tasks_judged), then, in a real run, the writes, in one statement; rows come
+      -- back in the phase's order, so the last one says where a full page ends.
+      IF p_dry_run THEN
+        OPEN v_found FOR
+          WITH found AS MATERIALIZED (
+            SELECT c.*,
+                   CASE WHEN c.do_dlq THEN task_dlq_reason(c.task_uuid, c.current_state, p_enabled_reasons) END AS reason
+              FROM stale_tasks_judged(v_candidates, v_phase, v_state_cut, p_batch_size - v_taken, p_now,
+                                      p_waiting_deps_minutes, p_waiting_retry_minutes, p_steps_in_process_minutes,
+                                      p_task_max_lifetime_hours, p_auto_transition_to_error, p_auto_move_to_dlq,
+                                      p_enabled_reasons, false) c
+          )
+          SELECT f.*, false AS transitioned, NULL::uuid AS entry_uuid, NULL::timestamptz AS stamp,
+                 nt.configuration -> 'lifecycle' AS lifecycle
             FROM found f
-           WHERE f.do_transition
-             AND tr.task_transition_uuid = f.task_transition_uuid AND tr.most_recent = true
-          RETURNING tr.task_uuid, tr.to_state
-        ),
-        errored AS (
-          INSERT INTO tasker_task_transitions
-            (task_uuid, to_state, from_state, sort_key, most_recent, transition_metadata, created_at, updated_at)
-          SELECT fl.task_uuid, 'error', fl.to_state,
-                 (SELECT max(x.sort_key) FROM tasker_task_transitions x WHERE x.task_uuid = fl.task_uuid) + 1,
-                 true,
-                 jsonb_build_object('reason', coalesce(f.reason::text, 'staleness_timeout'),
-                                    'automatic_transition', true,
-                                    'stale_by', f.stale_by,
-                                    'time_in_state_minutes', floor(f.time_in_state_minutes)::integer,
-                                    'threshold_minutes', f.threshold_minutes,
-                                    'dlq_entry_created', f.reason IS NOT NULL,
-                                    'namespace', f.namespace_name,
-                                    'task_name', f.task_name,
-                                    'judged_at', p_now,
-                                    'detected_at', f.stamp),
-                 f.stamp, f.stamp
-            FROM flipped fl
-            JOIN found f ON f.task_uuid = fl.task_uuid
-          RETURNING tasker_task_transitions.task_uuid
-        ),
-        entered AS (
-          INSERT INTO tasker_tasks_dlq
-            (task_uuid, original_state, dlq_reason, dlq_timestamp, task_snapshot, metadata, created_at, updated_at)
-          SELECT f.task_uuid, f.current_state, f.reason, f.stamp,
-                 dlq_detection_snapshot(f.task_uuid, f.namespace_name, f.task_name, f.current_state,
-                                        floor(f.time_in_state_minutes)::integer, f.threshold_minutes, f.stamp)
-                   || jsonb_build_object('stale_by', f.stale_by,
-                                         'task_age_minutes', floor(f.task_age_minutes)::integer),
-                 jsonb_build_object('detection_method', 'automatic_staleness',
-                                    'stale_by', f.stale_by,
-                                    'time_in_state_minutes', floor(f.time_in_state_minutes)::integer,
-                                    'threshold_minutes', f.threshold_minutes,
-                                    'transitioned_to_error', f.do_transition,
-                                    'judged_at', p_now),
-                 f.stamp, f.stamp
+            JOIN tasker_named_tasks nt ON nt.named_task_uuid = f.named_task_uuid
+           ORDER BY CASE WHEN v_phase = 'lifetime' THEN f.named_task_uuid END,
+                    CASE WHEN v_phase = 'lifetime' THEN f.task_created_at ELSE f.state_entered_at END,
+                    f.task_uuid;
+      ELSE
+        OPEN v_found FOR
+          WITH found AS MATERIALIZED (
+            SELECT c.*,
+                   CASE WHEN c.do_dlq THEN task_dlq_reason(c.task_uuid, c.current_state, p_enabled_reasons) END AS reason,
+                   greatest(clock_timestamp(), c.state_entered_at) AS stamp
+              FROM stale_tasks_judged(v_candidates, v_phase, v_state_cut, p_batch_size - v_taken, p_now,
+                                      p_waiting_deps_minutes, p_waiting_retry_minutes, p_steps_in_process_minutes,
+                                      p_task_max_lifetime_hours, p_auto_transition_to_error, p_auto_move_to_dlq,
+                                      p_enabled_reasons, true) c
+          ),
+          flipped AS (
+            UPDATE tasker_task_transitions tr
+               SET most_recent = false, updated_at = f.stamp
+              FROM found f
+             WHERE f.do_transition
+               AND tr.task_transition_uuid = f.task_transition_uuid AND tr.most_recent = true
+            RETURNING tr.task_uuid, tr.to_state
+          ),
+          errored AS (
+            INSERT INTO tasker_task_transitions
+              (task_uuid, to_state, from_state, sort_key, most_recent, transition_metadata, created_at, updated_at)
+            SELECT fl.task_uuid, 'error', fl.to_state,
+                   (SELECT max(x.sort_key) FROM tasker_task_transitions x WHERE x.task_uuid = fl.task_uuid) + 1,
+                   true,
+                   jsonb_build_object('reason', coalesce(f.reason::text, 'staleness_timeout'),
+                                      'automatic_transition', true,
+                                      'stale_by', f.stale_by,
+                                      'time_in_state_minutes', floor(f.time_in_state_minutes)::integer,
+                                      'threshold_minutes', f.threshold_minutes,
+                                      'dlq_entry_created', f.reason IS NOT NULL,
+                                      'namespace', f.namespace_name,
+                                      'task_name', f.task_name,
+                                      'judged_at', p_now,
+                                      'detected_at', f.stamp),
+                   f.stamp, f.stamp
+              FROM flipped fl
+              JOIN found f ON f.task_uuid = fl.task_uuid
+            RETURNING tasker_task_transitions.task_uuid
+          ),
+          entered AS (
+            INSERT INTO tasker_tasks_dlq
+              (task_uuid, original_state, dlq_reason, dlq_timestamp, task_snapshot, metadata, created_at, updated_at)
+            SELECT f.task_uuid, f.current_state, f.reason, f.stamp,
+                   dlq_detection_snapshot(f.task_uuid, f.namespace_name, f.task_name, f.current_state,
+                                          floor(f.time_in_state_minutes)::integer, f.threshold_minutes, f.stamp)
+                     || jsonb_build_object('stale_by', f.stale_by,
+                                           'task_age_minutes', floor(f.task_age_minutes)::integer),
+                   jsonb_build_object('detection_method', 'automatic_staleness',
+                                      'stale_by', f.stale_by,
+                                      'time_in_state_minutes', floor(f.time_in_state_minutes)::integer,
+                                      'threshold_minutes', f.threshold_minutes,
+                                      'transitioned_to_error', f.do_transition,
+                                      'judged_at', p_now),
+                   f.stamp, f.stamp
+              FROM found f
+             WHERE f.reason IS NOT NULL
+               AND (NOT f.do_transition OR f.task_uuid IN (SELECT e.task_uuid FROM errored e))
+            ON CONFLICT (task_uuid) WHERE resolution_status = 'pending' DO NOTHING
+            RETURNING tasker_tasks_dlq.task_uuid, tasker_tasks_dlq.dlq_entry_uuid
+          )
+          SELECT f.*,
+                 e.task_uuid IS NOT NULL AS transitioned,
+                 q.dlq_entry_uuid AS entry_uuid,
+                 nt.configuration -> 'lifecycle' AS lifecycle
             FROM found f
-           WHERE f.reason IS NOT NULL
-             AND (NOT f.do_transition OR f.task_uuid IN (SELECT e.task_uuid FROM errored e))
-          ON CONFLICT (task_uuid) WHERE resolution_status = 'pending' DO NOTHING
-          RETURNING tasker_tasks_dlq.task_uuid, tasker_tasks_dlq.dlq_entry_uuid
-        )
-        SELECT f.*,
-               e.task_uuid IS NOT NULL AS transitioned,
-               q.dlq_entry_uuid AS entry_uuid,
-               nt.configuration -> 'lifecycle' AS lifecycle
-          FROM found f
-          LEFT JOIN errored e ON e.task_uuid = f.task_uuid
-          LEFT JOIN entered q ON q.task_uuid = f.task_uuid
-          JOIN tasker_named_tasks nt ON nt.named_task_uuid = f.named_task_uuid
-         ORDER BY CASE WHEN v_phase = 'lifetime' THEN f.named_task_uuid END,
-                  CASE WHEN v_phase = 'lifetime' THEN f.task_created_at ELSE f.state_entered_at END,
-                  f.task_uuid;
-    END IF;
-
-
-    next_cursor := NULL;
-    LOOP
-      FETCH v_found INTO r;
-      EXIT WHEN NOT FOUND;
-      v_taken := v_taken + 1;
-      v_last_taken := CASE WHEN v_phase = 'state'
-        THEN jsonb_build_object('phase', 'state', 'at', r.state_entered_at, 'task', r.task_uuid)
-        ELSE jsonb_build_object('phase', 'lifetime', 'template', r.named_task_uuid, 'at', r.task_created_at,
-                                'task', r.task_uuid) END;
-      task_uuid := r.task_uuid;
-      namespace_name := r.namespace_name;
-      task_name := r.task_name;
-      current_state := r.current_state;
-      time_in_state_minutes := floor(r.time_in_state_minutes)::integer;
-      staleness_threshold_minutes := r.threshold_minutes;
-      planned_action := CASE
-        WHEN r.do_transition AND r.reason IS NOT NULL THEN 'dlq_and_error'
-        WHEN r.do_transition THEN 'error_only'
-        ELSE 'dlq_only' END;
-      moved_to_dlq := r.entry_uuid IS NOT NULL;
-      transition_success := r.transitioned;
-      action_taken := CASE
-        WHEN p_dry_run THEN 'would_transition_to_dlq_and_error'
-        WHEN r.transitioned AND r.entry_uuid IS NOT NULL THEN 'transitioned_to_dlq_and_error'
-        WHEN r.transitioned THEN 'transitioned_to_error_only'
-        WHEN r.entry_uuid IS NOT NULL THEN 'moved_to_dlq_only'
-        ELSE 'transition_failed' END;
-      stale_by := r.stale_by;
-      task_age_minutes := floor(r.task_age_minutes)::integer;
-      dlq_entry_uuid := r.entry_uuid;
-      dlq_reason := r.reason;
-      named_task_uuid := r.named_task_uuid;
-      template_problems := CASE WHEN r.lifecycle IS NULL THEN ARRAY[]::text[] ELSE lifecycle_config_problems(r.lifecycle) END;
-      state_entered_at := r.state_entered_at;
-
-      IF NOT p_dry_run AND p_event_channel IS NOT NULL AND (r.transitioned OR r.entry_uuid IS NOT NULL) THEN
-        PERFORM pg_notify(p_event_channel, jsonb_build_object(
-          'event', 'task_staleness_detected',
-          'task_uuid', r.task_uuid,
-          'namespace', r.namespace_name,
-          'task_name', r.task_name,
-          'original_state', r.current_state,
-          'stale_by', r.stale_by,
-          'action_taken', action_taken,
-          'dlq_entry_uuid', r.entry_uuid,
-          'dlq_reason', r.reason,
-          'detected_at', r.stamp)::text);
+            LEFT JOIN errored e ON e.task_uuid = f.task_uuid
+            LEFT JOIN entered q ON q.task_uuid = f.task_uuid
+            JOIN tasker_named_tasks nt ON nt.named_task_uuid = f.named_task_uuid
+           ORDER BY CASE WHEN v_phase = 'lifetime' THEN f.named_task_uuid END,
+                    CASE WHEN v_phase = 'lifetime' THEN f.task_created_at ELSE f.state_entered_at END,
+                    f.task_uuid;
       END IF;
 
-      RETURN NEXT;
-    END LOOP;
-    CLOSE v_found;
+      next_cursor := NULL;
+      LOOP
+        FETCH v_found INTO r;
+        EXIT WHEN NOT FOUND;
+        v_taken := v_taken + 1;
+        v_last_taken := CASE WHEN v_phase = 'state'
+          THEN jsonb_build_object('phase', 'state', 'at', r.state_entered_at, 'task', r.task_uuid)
+          ELSE jsonb_build_object('phase', 'lifetime', 'template', r.named_task_uuid, 'at', r.task_created_at,
+                                  'task', r.task_uuid) END;
+        task_uuid := r.task_uuid;
+        namespace_name := r.namespace_name;
+        task_name := r.task_name;
+        current_state := r.current_state;
+        time_in_state_minutes := floor(r.time_in_state_minutes)::integer;
+        staleness_threshold_minutes := r.threshold_minutes;
+        planned_action := CASE
+          WHEN r.do_transition AND r.reason IS NOT NULL THEN 'dlq_and_error'
+          WHEN r.do_transition THEN 'error_only'
+          ELSE 'dlq_only' END;
+        moved_to_dlq := r.entry_uuid IS NOT NULL;
+        transition_success := r.transitioned;
+        action_taken := CASE
+          WHEN p_dry_run THEN 'would_transition_to_dlq_and_error'
+          WHEN r.transitioned AND r.entry_uuid IS NOT NULL THEN 'transitioned_to_dlq_and_error'
+          WHEN r.transitioned THEN 'transitioned_to_error_only'
+          WHEN r.entry_uuid IS NOT NULL THEN 'moved_to_dlq_only'
+          ELSE 'transition_failed' END;
+        stale_by := r.stale_by;
+        task_age_minutes := floor(r.task_age_minutes)::integer;
+        dlq_entry_uuid := r.entry_uuid;
+        dlq_reason := r.reason;
+        named_task_uuid := r.named_task_uuid;
+        template_problems := CASE WHEN r.lifecycle IS NULL THEN ARRAY[]::text[] ELSE lifecycle_config_problems(r.lifecycle) END;
+        state_entered_at := r.state_entered_at;
+
+        IF NOT p_dry_run AND p_event_channel IS NOT NULL AND (r.transitioned OR r.entry_uuid IS NOT NULL) THEN
+          PERFORM pg_notify(p_event_channel, jsonb_build_object(
+            'event', 'task_staleness_detected',
+            'task_uuid', r.task_uuid,
+            'namespace', r.namespace_name,
+            'task_name', r.task_name,
+            'original_state', r.current_state,
+            'stale_by', r.stale_by,
+            'action_taken', action_taken,
+            'dlq_entry_uuid', r.entry_uuid,
+            'dlq_reason', r.reason,
+            'detected_at', r.stamp)::text);
+        END IF;
+
+        RETURN NEXT;
+      END LOOP;
+      CLOSE v_found;
+    END IF;
 
     -- Where the next page starts: after the last task taken when the page is full (candidates after
     -- it were not judged), else after the last candidate when the examining budget is spent (every
