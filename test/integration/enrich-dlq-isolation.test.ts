@@ -22,7 +22,6 @@ import {
   NOW,
   type Template,
 } from '../helpers/factories.ts';
-import { insertStepChain } from '../helpers/graphs.ts';
 
 const db = useTestDatabase();
 let template: Template;
@@ -60,29 +59,55 @@ async function entryFor(minutesAgo: number): Promise<{ task: string; entry: stri
   return { task, entry };
 }
 
+/**
+ * Makes enriching one entry take `seconds` (a trigger on its snapshot's write), so that it outlasts
+ * a short statement timeout. (A big graph no longer does: the diagnosis is linear.)
+ */
+async function slowDown(entry: string, seconds: number): Promise<void> {
+  await db.pool.query(
+    `CREATE FUNCTION test_slow_entry() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       IF NEW.dlq_entry_uuid = '${entry}' AND NEW.task_snapshot -> 'enrichment' ? 'enriched_at' THEN
+         PERFORM pg_sleep(${seconds});
+       END IF;
+       RETURN NEW;
+     END $$;
+     CREATE TRIGGER test_slow_entry BEFORE UPDATE ON tasker_tasks_dlq
+       FOR EACH ROW EXECUTE FUNCTION test_slow_entry();`,
+  );
+}
+
+async function dropSlowDown(): Promise<void> {
+  await db.pool.query('DROP TRIGGER test_slow_entry ON tasker_tasks_dlq; DROP FUNCTION test_slow_entry()');
+}
+
 const enrichment = async (entry: string) =>
   (await readEntry(db.pool, entry)).task_snapshot.enrichment as Record<string, unknown> | undefined;
 
 describe('one entry cannot fail its batch', () => {
-  it('a 5,000-step chain that outlasts the statement timeout is marked failed; the rest of its sweep batch is enriched', async () => {
-    const chain = await entryFor(50); // the oldest: first in every sweep
-    await insertStepChain(db.pool, chain.task, 5000);
+  it('an entry whose enrichment outlasts the statement timeout is marked failed; the rest of its sweep batch is enriched', async () => {
+    const slow = await entryFor(50); // the oldest: first in every sweep
     const others = [await entryFor(40), await entryFor(30)];
-    const started = performance.now();
-    const first = await enrichJob.run(ctx(), options({ batch_statement_timeout_ms: 1000 }));
-    const ms = performance.now() - started;
-    expect(first).toMatchObject({ mode: 'sweep', enriched: 2, failed: 1 });
-    expect(ms).toBeLessThan(10_000); // about two statement timeouts, not the walk's minutes
-    expect(await enrichment(chain.entry)).toMatchObject({
-      failed: true,
-      error: { code: '57014', message: expect.stringMatching(/statement timeout/) },
-    });
-    for (const o of others) expect(await enrichment(o.entry)).toHaveProperty('enriched_at');
-    // The next sweep skips it: nothing left, nothing failing.
-    expect(await enrichJob.run(ctx(), options({ batch_statement_timeout_ms: 1000 }))).toMatchObject({
-      enriched: 0,
-      failed: 0,
-    });
+    await slowDown(slow.entry, 5);
+    try {
+      const started = performance.now();
+      const first = await enrichJob.run(ctx(), options({ batch_statement_timeout_ms: 1000 }));
+      const ms = performance.now() - started;
+      expect(first).toMatchObject({ mode: 'sweep', enriched: 2, failed: 1 });
+      expect(ms).toBeLessThan(10_000); // about two statement timeouts, not the entry's 5 s each time
+      expect(await enrichment(slow.entry)).toMatchObject({
+        failed: true,
+        error: { code: '57014', message: expect.stringMatching(/statement timeout/) },
+      });
+      for (const o of others) expect(await enrichment(o.entry)).toHaveProperty('enriched_at');
+      // The next sweep skips it: nothing left, nothing failing.
+      expect(await enrichJob.run(ctx(), options({ batch_statement_timeout_ms: 1000 }))).toMatchObject({
+        enriched: 0,
+        failed: 0,
+      });
+    } finally {
+      await dropSlowDown();
+    }
   });
 
   it('an entry whose enrichment raises an error is marked failed; the others in the request are enriched', async () => {
