@@ -10,7 +10,8 @@
 -- Lists hold at most p_max_items steps; neighbour names at most p_max_names; errors at most
 -- p_max_error_bytes. The graph (on a cycle, blocking, neighbours, downstream) comes from
 -- dlq_enrichment_step_graph, linear in steps + edges; what is left here reads its rows once each
--- (no join between two sets of steps), plus idx_step_transitions_uuid_sort_key (transition count),
+-- (no join between two sets of steps), plus idx_step_transitions_uuid_sort_key (one probe per step
+-- for the transition count),
 -- idx_task_transitions_uuid_sort_key and the steps' primary key for the errors of the listed
 -- steps. So the work is bounded by this one task's graph and grows linearly with it (a 10,000-step
 -- chain: see docs/benchmarks.md).
@@ -85,8 +86,11 @@ LANGUAGE sql STABLE AS $$
       'steps_by_state', coalesce((SELECT jsonb_object_agg(state, n) FROM (
           SELECT state, count(*) AS n FROM flagged GROUP BY state) x), '{}'::jsonb),
       'edges', c.edges,
-      'step_transitions', (SELECT count(*) FROM flagged s
-                            JOIN tasker_workflow_step_transitions st ON st.workflow_step_uuid = s.id),
+      -- One index probe per step (a join here could hash the whole table: the function's rows
+      -- are estimated, not known).
+      'step_transitions', (SELECT coalesce(sum((SELECT count(*) FROM tasker_workflow_step_transitions st
+                                                 WHERE st.workflow_step_uuid = s.id)), 0)
+                             FROM flagged s),
       'task_transitions', (SELECT count(*) FROM tasker_task_transitions tt WHERE tt.task_uuid = p_task_uuid)),
     'diagnosis', jsonb_build_object(
       'blocking_steps', dlq_bounded_list((SELECT jsonb_agg(item ORDER BY since, id) FROM blocking_items), c.blocking),
