@@ -14,6 +14,7 @@ import enrichJob, {
   EnrichDlqSnapshotsOptions,
   enrichmentOptionsFromConfig,
 } from '../../jobs/enrich-dlq-snapshots.ts';
+import { runCli } from '../../src/cli/main.ts';
 import { ConfigSchema } from '../../src/config/schema.ts';
 import { sweepCandidatesPlan } from '../../src/db/queries/dlq-enrichment.ts';
 import { projectRoot } from '../../src/paths.ts';
@@ -261,6 +262,42 @@ describe('failed attempts are tried again', () => {
     const before = await readEntry(db.pool, flaky.entry);
     expect(await enrichJob.run(ctx(secondsAfter(due, 3600)), options(retry))).toMatchObject({ enriched: 0 });
     expect((await readEntry(db.pool, flaky.entry)).xmin).toBe(before.xmin);
+  });
+
+  it('dlq show says when a failing entry is tried next, that a given-up one is not, and when one was enriched', async () => {
+    const show = async (entry: string) => {
+      let out = '';
+      const io = {
+        stdout: { write: (t: string) => (out += t) },
+        stderr: { write: (_: string) => undefined },
+        env: { TASKER_ENV: 'test', DATABASE_URL: db.url },
+        isTTY: false,
+      };
+      expect(await runCli(['dlq', 'show', entry], io)).toBe(0);
+      return out.split('\n').find((l) => l.startsWith('enrichment: ')) ?? '';
+    };
+    const bad = await entryFor(50);
+    expect(await show(bad.entry)).toMatch(/^enrichment: not enriched yet/);
+    await refuse(bad.entry);
+    try {
+      await enrichJob.run(ctx(), options({ ...retry, max_attempts: 2 }));
+      const due = (await retryState(bad.entry)).record!.next_attempt_at as string;
+      expect(await show(bad.entry)).toBe(
+        `enrichment: failing: 1 of 2 attempt(s) failed, last at ${(await retryState(bad.entry)).record!.failed_at}; next attempt at ${due}; last error (P0001): refused for the test`,
+      );
+      await enrichJob.run(ctx(new Date(due)), options({ ...retry, max_attempts: 2 }));
+      expect(await show(bad.entry)).toMatch(
+        /^enrichment: failed for good: 2 of 2 attempt\(s\) failed, .*not tried again.*; last error \(P0001\): refused for the test$/,
+      );
+    } finally {
+      await stopRefusing();
+    }
+    const flaky = await entryFor(40);
+    await refuse(flaky.entry);
+    await enrichJob.run(ctx(), options({ ...retry, entry_uuids: [flaky.entry] }));
+    await stopRefusing();
+    await enrichJob.run(ctx(secondsAfter(NOW, 60)), options(retry));
+    expect(await show(flaky.entry)).toMatch(/^enrichment: enriched .* after 1 failed attempt\(s\)$/);
   });
 
   it('with max_attempts 1 an entry is marked failed at its first failure', async () => {

@@ -14,7 +14,7 @@ import {
 } from '../../validation/fields.ts';
 import { uuid, wholeNumber } from '../../validation/values.ts';
 import type { Command } from '../command.ts';
-import { diagnosisLines } from '../diagnosis.ts';
+import { diagnosisLines, enrichmentLine } from '../diagnosis.ts';
 import { formatMinutes, printable, printableLines, printFields, printJson, printTable } from '../output.ts';
 
 /** The investigation commands: dlq list | show | resolve | add | stats | queue. */
@@ -99,7 +99,9 @@ export const dlqShowCommand: Command = {
     printFields(io.stdout, fields);
     io.stdout.write(`metadata:\n${indent(printableLines(JSON.stringify(metadata, null, 2)))}\n`);
     io.stdout.write(`task_snapshot:\n${indent(printableLines(JSON.stringify(task_snapshot, null, 2)))}\n`);
-    // Last, so that it is what stays on screen below a long snapshot.
+    // Last, so that it is what stays on screen below a long snapshot: where enrichment stands, then
+    // the diagnosis.
+    io.stdout.write(`enrichment: ${printable(enrichmentLine(task_snapshot))}\n`);
     const diagnosis = diagnosisLines(task_snapshot).map(printable);
     if (diagnosis.length > 0) io.stdout.write(`diagnosis:\n${indent(diagnosis.join('\n'))}\n`);
   },
