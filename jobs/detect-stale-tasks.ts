@@ -148,7 +148,9 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
       : !result.dry_run && result.more && result.batches >= options.max_batches
         ? { reason: 'max_batches', handOn: true, resume: { resume: result.resume } }
         : null,
-  // Each new investigation is enriched right away (the enrichment sweep catches any lost request).
+  // The investigations each batch opened are enriched right away, by one request carrying that
+  // batch's entry ids (not one per entry: a storm's million entries would be a million pg-boss
+  // jobs); the enrichment sweep catches any lost request.
   followUps: (result) =>
     enrichmentRequestsFor(result.tasks.map((t) => t.dlq_entry_uuid)).map((r) => ({
       job: enrichDlqSnapshots.name,

@@ -4,38 +4,60 @@
  * transition history; the template's config) and a diagnosis (blocking steps, exhausted retries,
  * cycle, oldest waiting step, a one-line summary).
  *
- * Two modes, one queue:
- *   - entries: `entry_uuids` given (detection sends one run per new entry, see
- *     enrichmentRequestsFor); those entries are enriched whatever their resolution status;
- *   - sweep: `entry_uuids` absent or empty (the schedule); pending entries not enriched yet, oldest
- *     first, batch_size per statement, until a batch comes back short, max_batches is reached or the
- *     run is aborted (checked between batches). This catches entries whose send was lost.
+ * Two modes, one queue, and a run may do both:
+ *   - entries: `entry_uuids` given. Detection sends ONE request per batch that opened entries,
+ *     carrying that batch's entry ids (at most MAX_ENTRY_UUIDS; see enrichmentRequestsFor), so a
+ *     stale storm of a million new entries is a thousand-odd pg-boss jobs, not a million. Those
+ *     entries are enriched whatever their resolution status, batch_size per transaction;
+ *   - sweep: `entry_uuids` absent or empty (the schedule), or `sweep` set (a sweep request served
+ *     together with entry requests: the listed entries first, then the sweep). Pending entries
+ *     never enriched, oldest first, then entries whose failed attempt is due again, batch_size per
+ *     statement, until a batch comes back short, max_batches is reached or the run is aborted
+ *     (checked between batches). This catches entries whose request was lost, entries opened with
+ *     `dlq add`, and retries.
  *
- * Reads: tasker_tasks_dlq (primary key, or idx_dlq_pending_unenriched for the sweep); for each entry
- * its task, steps, step transitions, edges, task transitions and template (the per-task indexes).
- * Writes: tasker_tasks_dlq.task_snapshot only: the detection-time keys stay, the enrichment keys are
- * added, and task_snapshot.enrichment records when and how (enriched_at = ctx.now, detail level,
- * what was truncated). The task and its graph are never changed.
+ * Why requests carrying ids rather than sweeps alone: each request is a unit of work any worker can
+ * take, so the entries of a storm spread over all workers as detection opens them (the queue is
+ * `exclusive`, keyed by the batch's first entry: a resend of the same batch is queued once, two
+ * batches never share a key), each entry is found by primary key (no index range to walk past the
+ * entries others hold), and the sweep, which one worker runs at a time (key "run"), is left with
+ * the strays. Up to REQUESTS_PER_RUN queued requests are served by one run, so a run holds at most
+ * REQUESTS_PER_RUN x MAX_ENTRY_UUIDS entries and ends long before its expiry.
  *
- * Options (from [dlq] and [dlq.enrichment]): entry_uuids; batch_size (entries per transaction);
- * max_batches (per sweep); include_full_task_snapshot (false: counts and diagnosis only);
- * max_list_items, max_history_rows (items per list); max_payload_bytes (per JSON value);
+ * Reads: tasker_tasks_dlq (primary key; the sweep idx_dlq_pending_unenriched for new entries and
+ * idx_dlq_enrichment_retries for due retries); for each entry its task, steps, step transitions,
+ * edges, task transitions and template (the per-task indexes). Writes: tasker_tasks_dlq.task_snapshot
+ * and enrichment_next_attempt_at only: the detection-time keys stay, the enrichment keys are added,
+ * and task_snapshot.enrichment records when and how (enriched_at = ctx.now, detail level, what was
+ * truncated, failed_attempts when earlier attempts failed). The task and its graph are never changed.
+ *
+ * Options (from [dlq] and [dlq.enrichment]): entry_uuids; sweep; batch_size (entries per
+ * transaction); max_batches (per sweep); include_full_task_snapshot (false: counts and diagnosis
+ * only); max_list_items, max_history_rows (items per list); max_payload_bytes (per JSON value);
  * max_snapshot_bytes (whole snapshot; beyond it the detail drops to compact, then minimal);
- * batch_statement_timeout_ms (SET LOCAL statement_timeout of each batch's transaction).
+ * batch_statement_timeout_ms (SET LOCAL statement_timeout of each batch's transaction);
+ * max_attempts, retry_delay_seconds, retry_delay_max_seconds (failed attempts, below).
  *
- * Isolation: a batch that fails (timeout or error) is retried one entry at a time; an entry that
- * fails alone is marked failed (task_snapshot.enrichment.failed, with the error), counted and
- * logged, so later sweeps pass it by and the others are enriched. A requested id that is not a
- * uuid is skipped and counted (invalid) rather than failing every request merged into the run.
- * Transient errors (connection, deadlock, serialization) fail the run; pg-boss retries it.
+ * Isolation and retries: a batch that fails (timeout or error) is retried one entry at a time, each
+ * in its own transaction: the entry is locked, enriched under a savepoint, and if that fails the
+ * savepoint is rolled back and the failure recorded in the same transaction (so no other enricher
+ * can try it in between and count the attempt twice). The record says how many attempts failed
+ * and when the next is due: retry_delay_seconds after the first, doubling, at most
+ * retry_delay_max_seconds; the max_attempts-th failure gives the entry up (marked failed for good,
+ * sweeps pass it by). Failures are counted (failed, gave_up) and logged, and the others are
+ * enriched. A requested id that is not a uuid is skipped and counted (invalid) rather than failing
+ * every request merged into the run. Transient errors (connection, deadlock, serialization) fail
+ * the run; pg-boss retries it; nothing is recorded against the entry.
  *
- * Idempotent: an entry is written only while task_snapshot has no "enrichment" key, so a second run
- * (or a sweep after the per-entry run) writes nothing: same row, same xmin, same updated_at.
+ * Idempotent: an entry is written only while it is enrichable (no "enrichment" key, or a failed
+ * attempt whose next is due), so a second run (or a sweep after the request's run) writes nothing
+ * to an enriched entry: same row, same xmin, same updated_at.
  *
  * Safe with N workers: each statement locks the entries it takes with FOR UPDATE SKIP LOCKED and
- * re-checks "not enriched" on the locked row, so two enrichers on the same entry never both write:
+ * re-checks "enrichable" on the locked row, so two enrichers on the same entry never both write:
  * one writes, the other reports it busy (then already_enriched). A snapshot is built and written in
- * one statement, so it is whole or absent.
+ * one statement, so it is whole or absent. Every transaction commits through the run's commit
+ * fence, so a run taken over by another worker commits nothing more.
  */
 import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
@@ -45,16 +67,26 @@ import {
   type EnrichmentLimits,
   enrichEntries,
   enrichPendingBatch,
+  type FailureRecord,
+  lockEnrichableEntry,
   markEnrichmentFailed,
   type RequestedEntry,
+  type RetryPolicy,
   sweepCandidateIds,
 } from '../src/db/queries/dlq-enrichment.ts';
 import type { EnrichmentDetail } from '../src/domain/dlq-enrichment.ts';
 import { cronEverySeconds } from '../src/worker/cron.ts';
 import { defineJob } from '../src/worker/job.ts';
 
-/** Most entries one run may name; detection sends one per run. */
+/** Most entries one request may name; detection sends one request per batch, split at this size. */
 export const MAX_ENTRY_UUIDS = 1000;
+
+/**
+ * Queued requests one run serves together (pg-boss's batch size for this queue). Small, so that
+ * a run holds at most REQUESTS_PER_RUN x MAX_ENTRY_UUIDS entries and the requests of a storm
+ * spread over the workers instead of all going to the first one that polls.
+ */
+export const REQUESTS_PER_RUN = 10;
 
 export const EnrichDlqSnapshotsOptions = z
   .strictObject({
@@ -64,6 +96,11 @@ export const EnrichDlqSnapshotsOptions = z
      * in one of them is skipped and counted (invalid) instead of failing all of them.
      */
     entry_uuids: z.array(z.string().max(200)).max(MAX_ENTRY_UUIDS).optional(),
+    /**
+     * Sweep after the listed entries: set when a sweep request is served together with entry
+     * requests, so that neither is dropped. Without entries a run always sweeps.
+     */
+    sweep: z.boolean().optional(),
     batch_size: z.int().min(1).max(1000),
     max_batches: z.int().min(1).max(1000),
     include_full_task_snapshot: z.boolean(),
@@ -72,6 +109,13 @@ export const EnrichDlqSnapshotsOptions = z
     max_payload_bytes: z.int().min(256).max(1048576),
     max_snapshot_bytes: z.int().min(16384).max(67108864),
     batch_statement_timeout_ms: z.int().min(100).max(600000),
+    max_attempts: z.int().min(1).max(100),
+    retry_delay_seconds: z.int().min(1).max(86400),
+    retry_delay_max_seconds: z.int().min(1).max(604800),
+  })
+  .refine((o) => o.retry_delay_seconds <= o.retry_delay_max_seconds, {
+    error: 'retry_delay_seconds must not exceed retry_delay_max_seconds',
+    path: ['retry_delay_seconds'],
   })
   .refine((o) => o.max_payload_bytes <= o.max_snapshot_bytes, {
     error: 'max_payload_bytes must not exceed max_snapshot_bytes',
@@ -80,7 +124,8 @@ export const EnrichDlqSnapshotsOptions = z
 export type EnrichDlqSnapshotsOptions = z.infer<typeof EnrichDlqSnapshotsOptions>;
 
 export interface EnrichDlqSnapshotsResult {
-  mode: 'entries' | 'sweep';
+  /** entries: the listed entries; sweep: a sweep; entries_and_sweep: the listed entries, then a sweep. */
+  mode: 'entries' | 'sweep' | 'entries_and_sweep';
   batches: number;
   /** Distinct entries asked for (entries mode; 0 in a sweep). */
   requested: number;
@@ -98,8 +143,19 @@ export interface EnrichDlqSnapshotsResult {
   truncated: number;
   /** Enriched entries stored below the requested detail to fit max_snapshot_bytes. */
   reduced_detail: number;
-  /** Entries whose enrichment failed on its own (timeout or error): marked failed, skipped by sweeps. */
+  /** Enriched entries that an earlier attempt had failed on (retries that succeeded). */
+  retried: number;
+  /**
+   * Entries whose attempt in this run failed on its own (timeout or error): recorded with the time
+   * of their next attempt, or given up (gave_up). Each entry counts once per run.
+   */
   failed: number;
+  /** Of the failed, those whose attempt was itself a retry (an earlier attempt had failed too). */
+  failed_retries: number;
+  /** Of the failed, those that used their last attempt: marked failed for good, sweeps skip them. */
+  gave_up: number;
+  /** Asked for, but an earlier attempt failed and the next is not due yet (or it was given up). */
+  failed_before: number;
   /** Requested ids that are not uuids: skipped. */
   invalid: number;
   /** Stopped because the run was aborted between batches. */
@@ -118,46 +174,61 @@ export function enrichmentOptionsFromConfig(config: Readonly<Config>): EnrichDlq
     max_payload_bytes: e.max_payload_bytes,
     max_snapshot_bytes: e.max_snapshot_bytes,
     batch_statement_timeout_ms: e.batch_statement_timeout_ms,
+    max_attempts: e.max_attempts,
+    retry_delay_seconds: e.retry_delay_seconds,
+    retry_delay_max_seconds: e.retry_delay_max_seconds,
   };
 }
 
 /** One send to this job's queue: its data (merged over the config-derived options) and its key. */
 export interface EnrichmentRequest {
-  data: { entry_uuids: [string] };
+  data: { entry_uuids: string[] };
   singletonKey: string;
 }
 
 /**
- * The per-entry sends for new DLQ entries (e.g. detection's dlq_entry_uuid values): one run per
- * entry, keyed by the entry, so sending the same entry twice queues it once (with a per-key queue
- * policy) and a slow entry never holds up the others. Duplicates and empty values are dropped.
+ * The sends for the entries one detection batch opened (its dlq_entry_uuid values): one request
+ * carrying all of them (split into requests of MAX_ENTRY_UUIDS when there are more), keyed by the
+ * smallest id it carries. A batch's entries are new, so two batches never share a key, and sending
+ * the same ids again while they are queued queues them once (the queue's `exclusive` policy).
+ * Duplicates and empty values are dropped; ids are sorted, so the same set gives the same requests.
  */
 export function enrichmentRequestsFor(entryUuids: Iterable<string | null | undefined>): EnrichmentRequest[] {
   const unique = new Set<string>();
   for (const id of entryUuids) if (id) unique.add(id.toLowerCase());
-  return [...unique].map((id) => ({ data: { entry_uuids: [id] }, singletonKey: `dlq-entry:${id}` }));
+  const ids = [...unique].sort();
+  const requests: EnrichmentRequest[] = [];
+  for (let i = 0; i < ids.length; i += MAX_ENTRY_UUIDS) {
+    const chunk = ids.slice(i, i + MAX_ENTRY_UUIDS);
+    requests.push({ data: { entry_uuids: chunk }, singletonKey: `dlq-entries:${chunk[0]}` });
+  }
+  return requests;
 }
 
 export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
   name: 'tasker.enrich-dlq-snapshots',
   description:
-    'Fill DLQ entry snapshots with steps, graph, history, template config and a diagnosis (per entry, and a sweep for missed ones).',
+    'Fill DLQ entry snapshots with steps, graph, history, template config and a diagnosis (the entries of each detection batch, and a sweep for missed ones and retries).',
   optionsSchema: EnrichDlqSnapshotsOptions,
   optionsFromConfig: enrichmentOptionsFromConfig,
   workDone: (result) => result.enriched,
-  // A batch that fails is followed by one entry on its own before the stop signal is seen again.
+  // A batch that fails is followed by one entry on its own before the stop signal is seen again:
+  // its attempt (up to the timeout), then, if it failed, the record of its failure (a primary-key
+  // write of a row already held, which waits for nothing).
   longestBatchMs: (options) => 2 * options.batch_statement_timeout_ms,
-  // The sweep; per-entry runs are sent by detection (followUps in detect-stale-tasks.ts).
+  // The sweep; the entries of each detection batch are sent by detection (followUps in
+  // detect-stale-tasks.ts).
   schedule: (config) =>
     config.dlq.enabled ? cronEverySeconds(config.dlq.enrichment.sweep_interval_seconds) : null,
-  // Per-entry requests queued together are served by one run; a sweep among them makes it a sweep
-  // (which takes pending unenriched entries oldest first, these among them).
+  // Requests queued together are served by one run: their entries, and then a sweep if one of them
+  // was a sweep (so a sweep never drops the entries merged with it, nor they the sweep).
   batch: {
-    size: 50,
+    size: REQUESTS_PER_RUN,
     merge: (requests) => {
       const first = requests[0]!;
-      if (requests.some((r) => !r.entry_uuids?.length)) return { ...first, entry_uuids: [] };
-      return { ...first, entry_uuids: [...new Set(requests.flatMap((r) => r.entry_uuids ?? []))] };
+      const entry_uuids = [...new Set(requests.flatMap((r) => r.entry_uuids ?? []))];
+      const sweep = requests.some((r) => r.sweep === true || !r.entry_uuids?.length);
+      return { ...first, entry_uuids, ...(sweep && entry_uuids.length > 0 ? { sweep: true } : {}) };
     },
   },
 
@@ -170,9 +241,16 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
       maxPayloadBytes: options.max_payload_bytes,
       maxSnapshotBytes: options.max_snapshot_bytes,
     };
+    const policy: RetryPolicy = {
+      maxAttempts: options.max_attempts,
+      retryDelaySeconds: options.retry_delay_seconds,
+      retryDelayMaxSeconds: options.retry_delay_max_seconds,
+    };
     const requested: EnrichmentDetail = options.include_full_task_snapshot ? 'full' : 'compact';
+    const listed = (options.entry_uuids?.length ?? 0) > 0;
+    const sweeping = !listed || options.sweep === true;
     const result: EnrichDlqSnapshotsResult = {
-      mode: options.entry_uuids?.length ? 'entries' : 'sweep',
+      mode: listed ? (sweeping ? 'entries_and_sweep' : 'entries') : 'sweep',
       batches: 0,
       requested: 0,
       enriched: 0,
@@ -182,39 +260,74 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
       task_missing: 0,
       truncated: 0,
       reduced_detail: 0,
+      retried: 0,
       failed: 0,
+      failed_retries: 0,
+      gave_up: 0,
+      failed_before: 0,
       invalid: 0,
       aborted: false,
     };
     const bounded = <T>(fn: (db: Db) => Promise<T>) =>
       withStatementTimeout(ctx.pool, options.batch_statement_timeout_ms, fn, ctx.commitFence);
+    // One entry in its own transaction: locked, enriched under a savepoint, and if that fails, the
+    // savepoint rolled back and the failure recorded while the entry is still held.
+    const attemptOne = (id: string) =>
+      bounded(async (db): Promise<RequestedEntry[] | { failure: Error; record: FailureRecord | null }> => {
+        if (!(await lockEnrichableEntry(db, id, ctx.now))) return enrichEntries(db, [id], limits);
+        await db.query('SAVEPOINT enrich_entry');
+        try {
+          return await enrichEntries(db, [id], limits);
+        } catch (err) {
+          if (isTransient(err)) throw err;
+          await db.query('ROLLBACK TO SAVEPOINT enrich_entry');
+          const code = (err as { code?: string }).code ?? null;
+          const record = await markEnrichmentFailed(
+            db,
+            id,
+            ctx.now,
+            { code, message: (err as Error).message },
+            policy,
+          );
+          return { failure: err as Error, record };
+        }
+      });
     // A batch that fails is retried one entry at a time, so one entry that cannot be enriched
-    // (too big for the timeout, or raising an error) is marked failed and the others go on.
+    // (too big for the timeout, or raising an error) is recorded as failed and the others go on.
     const oneByOne = async (ids: readonly string[]) => {
       for (const id of ids) {
         if (ctx.signal.aborted) {
           result.aborted = true;
           return;
         }
-        try {
-          countOutcomes(result, await bounded((db) => enrichEntries(db, [id], limits)), requested);
-        } catch (err) {
-          if (isTransient(err)) throw err;
-          const code = (err as { code?: string }).code ?? null;
-          const message = (err as Error).message;
-          await markEnrichmentFailed(ctx.pool, id, ctx.now, { code, message });
-          result.failed += 1;
-          ctx.logger.warn('DLQ entry could not be enriched; marked failed, sweeps skip it', {
-            dlq_entry_uuid: id,
-            code,
-            error: message,
-            statement_timeout_ms: options.batch_statement_timeout_ms,
-          });
+        const outcome = await attemptOne(id);
+        if (Array.isArray(outcome)) {
+          countOutcomes(result, outcome, requested);
+          continue;
         }
+        const { failure, record } = outcome;
+        result.failed += 1;
+        if (record && record.failed_attempts > 1) result.failed_retries += 1;
+        if (record?.gave_up) result.gave_up += 1;
+        const fields = {
+          dlq_entry_uuid: id,
+          code: (failure as { code?: string }).code ?? null,
+          error: failure.message,
+          statement_timeout_ms: options.batch_statement_timeout_ms,
+          failed_attempts: record?.failed_attempts ?? null,
+          max_attempts: options.max_attempts,
+          next_attempt_at: record?.next_attempt_at ?? null,
+        };
+        if (record?.gave_up)
+          ctx.logger.warn(
+            'DLQ entry could not be enriched; its last attempt failed: marked failed, sweeps skip it',
+            fields,
+          );
+        else ctx.logger.warn('DLQ entry could not be enriched; it will be tried again', fields);
       }
     };
 
-    if (result.mode === 'entries') {
+    if (listed) {
       const all = [...new Set(options.entry_uuids!.map((id) => id.toLowerCase()))];
       const ids = all.filter((id) => UUID.test(id));
       result.invalid = all.length - ids.length;
@@ -238,13 +351,16 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
           await oneByOne(chunk);
         }
       }
-    } else {
+    }
+    if (sweeping && !result.aborted) {
+      let sweepBatches = 0;
       for (;;) {
         if (ctx.signal.aborted) {
           result.aborted = true;
           break;
         }
         result.batches += 1;
+        sweepBatches += 1;
         let taken: number;
         try {
           const rows = await bounded((db) => enrichPendingBatch(db, options.batch_size, limits));
@@ -252,11 +368,11 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
           taken = rows.length;
         } catch (err) {
           if (isTransient(err)) throw err;
-          const ids = await sweepCandidateIds(ctx.pool, options.batch_size);
+          const ids = await sweepCandidateIds(ctx.pool, options.batch_size, ctx.now);
           await oneByOne(ids);
           taken = ids.length;
         }
-        if (taken < options.batch_size || result.batches >= options.max_batches) break;
+        if (taken < options.batch_size || sweepBatches >= options.max_batches) break;
       }
     }
     if (result.task_missing > 0) {
@@ -301,6 +417,7 @@ function countEnriched(
 ): void {
   for (const row of rows) {
     result.enriched += 1;
+    if (row.retried) result.retried += 1;
     if (!row.task_found) result.task_missing += 1;
     if (row.truncated) result.truncated += 1;
     if (row.task_found && row.detail_level !== requested) result.reduced_detail += 1;

@@ -8,6 +8,9 @@
 -- p_max_snapshot_bytes, the detail drops to "compact", then to "minimal" (the diagnosis lists are
 -- emptied, their totals kept), and truncated says so. A task that no longer exists gives
 -- task_found = false, detail_level "none" and a summary saying so.
+-- An entry being tried again after a failed attempt (dlq.enrichment retries) comes with its failure
+-- record in p_snapshot.enrichment: the new record replaces it and keeps its failed_attempts (how
+-- many attempts failed before this one succeeded); the rest of p_snapshot wins as always.
 CREATE OR REPLACE FUNCTION dlq_enriched_snapshot(
   p_snapshot jsonb,
   p_task_uuid uuid,
@@ -38,7 +41,9 @@ DECLARE
   v_cut bigint;
   v_lists jsonb;
   v_result jsonb;
+  v_failed_before jsonb := p_snapshot #> '{enrichment,failed_attempts}';
 BEGIN
+  p_snapshot := p_snapshot - 'enrichment';
   IF p_enriched_at IS NULL OR p_full IS NULL THEN
     RAISE EXCEPTION 'p_enriched_at and p_full must be given' USING ERRCODE = '22023';
   END IF;
@@ -52,8 +57,10 @@ BEGIN
     'version', 1,
     'enriched_at', p_enriched_at,
     'requested_detail', v_requested,
+    'failed_attempts', v_failed_before,
     'limits', jsonb_build_object('max_list_items', p_max_list_items, 'max_history_rows', p_max_history_rows,
                                  'max_payload_bytes', p_max_payload_bytes, 'max_snapshot_bytes', p_max_snapshot_bytes));
+  v_meta := jsonb_strip_nulls(v_meta);
 
   SELECT jsonb_build_object('state', tr.to_state, 'state_since', tr.created_at,
                             'minutes_in_state', floor(extract(epoch FROM p_enriched_at - tr.created_at) / 60)::integer,

@@ -8,9 +8,13 @@
 --                 error and not retryable (the rule task_dlq_reason uses for max_retries_exceeded);
 --   on a cycle    reachable from itself along the edges.
 -- Lists hold at most p_max_items steps; neighbour names at most p_max_names; errors at most
--- p_max_error_bytes. Reads idx_workflow_steps_task_uuid, idx_step_transitions_uuid_most_recent,
--- idx_step_edges_from_step_uuid, idx_task_transitions_uuid_sort_key; the work is bounded by this
--- one task's graph (the cycle walk by steps x reachable steps, as task_has_dependency_cycle).
+-- p_max_error_bytes. The graph (on a cycle, blocking, neighbours, downstream) comes from
+-- dlq_enrichment_step_graph, linear in steps + edges; what is left here reads its rows once each
+-- (no join between two sets of steps), plus idx_step_transitions_uuid_sort_key (one probe per step
+-- for the transition count),
+-- idx_task_transitions_uuid_sort_key and the steps' primary key for the errors of the listed
+-- steps. So the work is bounded by this one task's graph and grows linearly with it (a 10,000-step
+-- chain: see docs/benchmarks.md).
 CREATE OR REPLACE FUNCTION dlq_enrichment_diagnosis(
   p_task_uuid uuid,
   p_at timestamptz,
@@ -19,45 +23,19 @@ CREATE OR REPLACE FUNCTION dlq_enrichment_diagnosis(
   p_max_error_bytes integer
 ) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-  WITH RECURSIVE
-  steps AS MATERIALIZED (
-    SELECT s.workflow_step_uuid AS id, ns.name::text AS name,
-           coalesce(st.to_state, 'pending')::text AS state,
-           coalesce(st.created_at, s.created_at) AS since,
-           coalesce(s.attempts, 0) AS attempts, s.max_attempts, s.retryable, s.last_attempted_at
-      FROM tasker_workflow_steps s
-      JOIN tasker_named_steps ns ON ns.named_step_uuid = s.named_step_uuid
-      LEFT JOIN tasker_workflow_step_transitions st
-        ON st.workflow_step_uuid = s.workflow_step_uuid AND st.most_recent = true
-     WHERE s.task_uuid = p_task_uuid
-  ),
-  edges AS MATERIALIZED (
-    SELECT e.from_step_uuid AS from_id, e.to_step_uuid AS to_id
-      FROM steps s
-      JOIN tasker_workflow_step_edges e ON e.from_step_uuid = s.id
-  ),
-  reach (origin, step) AS (
-    SELECT from_id, to_id FROM edges
-    UNION
-    SELECT r.origin, e.to_id FROM reach r JOIN edges e ON e.from_id = r.step
-  ),
+  WITH
   flagged AS MATERIALIZED (
-    SELECT s.*,
-           s.state IN ('complete', 'resolved_manually') AS done,
-           s.state IN ('pending', 'enqueued', 'in_progress', 'enqueued_for_orchestration',
+    SELECT g.*,
+           g.state IN ('pending', 'enqueued', 'in_progress', 'enqueued_for_orchestration',
                        'enqueued_as_error_for_orchestration', 'waiting_for_retry') AS waiting,
-           EXISTS (SELECT 1 FROM reach r WHERE r.origin = s.id AND r.step = s.id) AS on_cycle,
-           CASE WHEN s.state IN ('complete', 'resolved_manually', 'cancelled') THEN NULL
-                WHEN s.max_attempts > 0 AND s.attempts >= s.max_attempts THEN 'attempts_exhausted'
-                WHEN s.state = 'error' AND NOT s.retryable THEN 'not_retryable'
+           CASE WHEN g.state IN ('complete', 'resolved_manually', 'cancelled') THEN NULL
+                WHEN g.max_attempts > 0 AND g.attempts >= g.max_attempts THEN 'attempts_exhausted'
+                WHEN g.state = 'error' AND NOT g.retryable THEN 'not_retryable'
            END AS exhausted_why
-      FROM steps s
+      FROM dlq_enrichment_step_graph(p_task_uuid, p_max_items, p_max_names) g
   ),
   blocking AS MATERIALIZED (
-    SELECT f.* FROM flagged f
-     WHERE NOT f.done
-       AND (f.on_cycle OR NOT EXISTS (
-              SELECT 1 FROM edges e JOIN flagged p ON p.id = e.from_id WHERE e.to_id = f.id AND NOT p.done))
+    SELECT f.* FROM flagged f WHERE f.blocking
   ),
   counts AS (
     SELECT count(*) AS steps,
@@ -66,7 +44,7 @@ LANGUAGE sql STABLE AS $$
            count(*) FILTER (WHERE exhausted_why IS NOT NULL) AS exhausted,
            (SELECT count(*) FROM blocking) AS blocking,
            (SELECT count(*) FROM blocking WHERE NOT on_cycle) AS stuck_at,
-           (SELECT count(*) FROM edges) AS edges
+           coalesce(sum(out_edges), 0) AS edges
       FROM flagged
   ),
   blocking_items AS (
@@ -75,18 +53,9 @@ LANGUAGE sql STABLE AS $$
              'minutes_in_state', floor(extract(epoch FROM p_at - b.since) / 60)::integer,
              'attempts', b.attempts, 'max_attempts', b.max_attempts, 'retryable', b.retryable,
              'on_cycle', b.on_cycle,
-             'waits_on', coalesce((SELECT jsonb_agg(x.name ORDER BY x.name) FROM (
-                 SELECT p.name FROM edges e JOIN flagged p ON p.id = e.from_id
-                  WHERE e.to_id = b.id AND NOT p.done ORDER BY p.name LIMIT p_max_names) x), '[]'::jsonb),
-             'waits_on_total', (SELECT count(*) FROM edges e JOIN flagged p ON p.id = e.from_id
-                                 WHERE e.to_id = b.id AND NOT p.done),
-             'blocks', coalesce((SELECT jsonb_agg(x.name ORDER BY x.name) FROM (
-                 SELECT n.name FROM edges e JOIN flagged n ON n.id = e.to_id
-                  WHERE e.from_id = b.id AND NOT n.done ORDER BY n.name LIMIT p_max_names) x), '[]'::jsonb),
-             'blocks_total', (SELECT count(*) FROM edges e JOIN flagged n ON n.id = e.to_id
-                               WHERE e.from_id = b.id AND NOT n.done),
-             'downstream_unfinished', (SELECT count(*) FROM reach r JOIN flagged d ON d.id = r.step
-                                        WHERE r.origin = b.id AND r.step <> b.id AND NOT d.done),
+             'waits_on', b.waits_on, 'waits_on_total', b.waits_on_total,
+             'blocks', b.blocks, 'blocks_total', b.blocks_total,
+             'downstream_unfinished', b.downstream_unfinished,
              'error', dlq_capped_json(w.err, p_max_error_bytes)) AS item
       FROM (SELECT * FROM blocking ORDER BY since, id LIMIT p_max_items) b
       CROSS JOIN LATERAL (SELECT dlq_step_error(ws.results) AS err FROM tasker_workflow_steps ws
@@ -115,10 +84,13 @@ LANGUAGE sql STABLE AS $$
       'steps', c.steps,
       'unfinished_steps', c.unfinished,
       'steps_by_state', coalesce((SELECT jsonb_object_agg(state, n) FROM (
-          SELECT state, count(*) AS n FROM steps GROUP BY state) x), '{}'::jsonb),
+          SELECT state, count(*) AS n FROM flagged GROUP BY state) x), '{}'::jsonb),
       'edges', c.edges,
-      'step_transitions', (SELECT count(*) FROM steps s
-                            JOIN tasker_workflow_step_transitions st ON st.workflow_step_uuid = s.id),
+      -- One index probe per step (a join here could hash the whole table: the function's rows
+      -- are estimated, not known).
+      'step_transitions', (SELECT coalesce(sum((SELECT count(*) FROM tasker_workflow_step_transitions st
+                                                 WHERE st.workflow_step_uuid = s.id)), 0)
+                             FROM flagged s),
       'task_transitions', (SELECT count(*) FROM tasker_task_transitions tt WHERE tt.task_uuid = p_task_uuid)),
     'diagnosis', jsonb_build_object(
       'blocking_steps', dlq_bounded_list((SELECT jsonb_agg(item ORDER BY since, id) FROM blocking_items), c.blocking),

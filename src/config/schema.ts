@@ -150,7 +150,7 @@ export const DlqEnrichmentSchema = z
       })
       .default(60)
       .describe(
-        'Seconds between sweeps for pending entries not enriched yet (new entries are also sent one by one by detection); cron-backed, so whole minutes dividing an hour.',
+        'Seconds between sweeps for pending entries not enriched yet and failed attempts due again (the entries of each detection batch are also sent, as one request per batch, by detection); cron-backed, so whole minutes dividing an hour.',
       ),
     batch_size: z
       .int()
@@ -202,8 +202,34 @@ export const DlqEnrichmentSchema = z
       .max(600000)
       .default(10000)
       .describe(
-        'statement_timeout of each enrichment batch transaction, in milliseconds. A batch that fails (timeout or error) is retried one entry at a time; an entry that fails alone is marked failed and skipped by later sweeps.',
+        'statement_timeout of each enrichment batch transaction, in milliseconds. A batch that fails (timeout or error) is retried one entry at a time; an entry that fails alone is tried again later (max_attempts, retry_delay_seconds).',
       ),
+    max_attempts: z
+      .int()
+      .min(1)
+      .max(100)
+      .default(8)
+      .describe(
+        'Attempts at enriching one entry before it is given up: marked failed (task_snapshot.enrichment.gave_up) and skipped by later sweeps. 1: never tried again. With the default delays, 8 attempts span about two hours.',
+      ),
+    retry_delay_seconds: z
+      .int()
+      .min(1)
+      .max(86400)
+      .default(60)
+      .describe(
+        "Seconds after an entry's first failed attempt before the sweep tries it again; doubles after each further failed attempt, up to retry_delay_max_seconds.",
+      ),
+    retry_delay_max_seconds: z
+      .int()
+      .min(1)
+      .max(604800)
+      .default(3600)
+      .describe('Longest wait between two attempts at one entry, in seconds.'),
+  })
+  .refine((e) => e.retry_delay_seconds <= e.retry_delay_max_seconds, {
+    error: 'retry_delay_seconds must not exceed retry_delay_max_seconds',
+    path: ['retry_delay_seconds'],
   })
   .refine((e) => e.max_payload_bytes <= e.max_snapshot_bytes, {
     error: 'max_payload_bytes must not exceed max_snapshot_bytes',

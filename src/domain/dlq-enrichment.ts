@@ -29,6 +29,8 @@ export interface TruncatedPayload {
 export interface EnrichmentRecord {
   version: number;
   enriched_at: string;
+  /** Attempts that failed before this one succeeded (absent when the first attempt did). */
+  failed_attempts?: number;
   task_found: boolean;
   requested_detail: 'full' | 'compact';
   detail_level: EnrichmentDetail;
@@ -114,6 +116,37 @@ export interface EnrichedSnapshotPart {
     task_transitions: number;
   };
   diagnosis: Partial<Diagnosis> & { summary: string };
+}
+
+/**
+ * What task_snapshot.enrichment holds while an entry's enrichment is failing (written by
+ * markEnrichmentFailed in src/db/queries/dlq-enrichment.ts): no enriched_at.
+ */
+export interface EnrichmentFailureRecord {
+  version: number;
+  failed: true;
+  failed_at: string;
+  error: { code: string | null; message: string };
+  /** Attempts that have failed; records of builds before migration 0140 lack it (one). */
+  failed_attempts?: number;
+  max_attempts?: number;
+  /** When the sweep tries again; null when given up. */
+  next_attempt_at?: string | null;
+  gave_up?: boolean;
+}
+
+/** Where an entry's enrichment stands, from its snapshot alone. */
+export type EnrichmentState =
+  | { state: 'awaiting' }
+  | { state: 'enriched'; record: EnrichmentRecord }
+  | { state: 'retrying' | 'given_up'; record: EnrichmentFailureRecord };
+
+export function enrichmentState(snapshot: Record<string, unknown>): EnrichmentState {
+  const e = snapshot.enrichment;
+  if (typeof e !== 'object' || e === null) return { state: 'awaiting' };
+  if ('enriched_at' in e) return { state: 'enriched', record: e as EnrichmentRecord };
+  const record = e as EnrichmentFailureRecord;
+  return { state: record.gave_up === false ? 'retrying' : 'given_up', record };
 }
 
 export function isEnriched(

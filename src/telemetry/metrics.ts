@@ -19,8 +19,10 @@ import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic
 import pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import { pendingSummary } from '../db/queries/dlq.ts';
+import { enrichmentBacklog } from '../db/queries/dlq-enrichment.ts';
 import { lastCompletedRun } from '../db/queries/job-runs.ts';
 import { databaseNow } from '../db/queries/server.ts';
+import { STALE_WAITING_CAP, staleTasksWaiting } from '../db/queries/staleness-backlog.ts';
 import { TASK_STATES, TERMINAL_TASK_STATES } from '../domain/task-states.ts';
 import type { Logger } from './logger.ts';
 import type { RunBatch, RunEnd, RunFailure, RunInterrupted, RunObserver, RunRejected } from './run-events.ts';
@@ -51,6 +53,7 @@ export const DURATION_BUCKETS_SECONDS = [
 ];
 
 export const RUN_TRIGGERS = ['schedule', 'adhoc', 'event'] as const;
+
 export const RUN_OUTCOMES = ['completed', 'failed', 'interrupted', 'rejected'] as const;
 const NON_TERMINAL_STATES = TASK_STATES.filter(
   (s) => !(TERMINAL_TASK_STATES as readonly string[]).includes(s),
@@ -148,6 +151,8 @@ export function createMetrics(
     renameWithUnit('tasker.job.schedule_interval', 's'),
     renameWithUnit('tasker.worker.start_time', 's'),
     renameWithUnit('tasker.dlq.oldest_pending.age', 's'),
+    renameWithUnit('tasker.dlq.oldest_awaiting_enrichment.age', 's'),
+    renameWithUnit('tasker.staleness.oldest_waiting.age', 's'),
     renameWithUnit('tasker.queue.oldest_ready.age', 's'),
     // Node runtime (instrumentation-runtime-node) and process (host-metrics) instruments.
     ...['nodejs.eventloop.delay.min', 'nodejs.eventloop.delay.max', 'nodejs.eventloop.delay.mean']
@@ -270,7 +275,18 @@ export function createMetrics(
   });
   const entriesEnriched = meter.createCounter('tasker.dlq.entries_enriched', {
     unit: '{entry}',
-    description: 'DLQ snapshots enriched, by trigger (event: per-entry request; schedule: the sweep).',
+    description:
+      "DLQ snapshots enriched, by trigger (event: the request of a detection batch; schedule: the sweep). Its rate is enrichment's drain rate.",
+  });
+  const enrichmentFailures = meter.createCounter('tasker.dlq.enrichment_failures', {
+    unit: '{attempt}',
+    description:
+      'Attempts at enriching one entry that failed on their own (statement timeout or error), by outcome: retry_scheduled (tried again later, with backoff) or gave_up (its last attempt: marked failed for good).',
+  });
+  const enrichmentRetries = meter.createCounter('tasker.dlq.enrichment_retries', {
+    unit: '{attempt}',
+    description:
+      'Attempts at entries an earlier attempt had failed on, by outcome: enriched, or failed (counted in enrichment_failures too).',
   });
   const tasksArchived = meter.createCounter('tasker.archive.tasks_archived', {
     unit: '{task}',
@@ -303,6 +319,8 @@ export function createMetrics(
     entriesCreated.add(0, { dlq_reason: 'staleness_timeout', original_state: state });
   }
   for (const trigger of RUN_TRIGGERS) entriesEnriched.add(0, { trigger });
+  for (const outcome of ['retry_scheduled', 'gave_up']) enrichmentFailures.add(0, { outcome });
+  for (const outcome of ['enriched', 'failed']) enrichmentRetries.add(0, { outcome });
   tasksArchived.add(0);
   rowsArchived.add(0);
   archiveTimeouts.add(0);
@@ -317,32 +335,77 @@ export function createMetrics(
   });
   const awaitingEnrichment = meter.createObservableGauge('tasker.dlq.awaiting_enrichment_investigations', {
     unit: '{entry}',
-    description: 'Pending investigations whose snapshot is not enriched yet (the enrichment backlog).',
+    description:
+      'Pending investigations never enriched yet (the enrichment backlog; read from idx_dlq_pending_unenriched only). Alert when it grows faster than it drains.',
+  });
+  const oldestAwaiting = meter.createObservableGauge('tasker.dlq.oldest_awaiting_enrichment.age', {
+    unit: 's',
+    description:
+      'Age of the oldest pending investigation never enriched (0 when none): how far enrichment is behind.',
+  });
+  const retrying = meter.createObservableGauge('tasker.dlq.enrichment_retrying_investigations', {
+    unit: '{entry}',
+    description:
+      'Pending investigations whose enrichment failed and will be tried again (idx_dlq_enrichment_retries), by due: true when the next attempt is due now.',
+  });
+  const enrichmentFailed = meter.createObservableGauge('tasker.dlq.enrichment_failed_investigations', {
+    unit: '{entry}',
+    description:
+      'Pending investigations whose enrichment was given up after dlq.enrichment.max_attempts failed attempts (only the detection snapshot is there).',
   });
   const oldestAge = meter.createObservableGauge('tasker.dlq.oldest_pending.age', {
     unit: 's',
     description: 'Age of the oldest pending investigation (0 when none).',
   });
+  const staleWaiting = meter.createObservableGauge('tasker.staleness.waiting_tasks', {
+    unit: '{task}',
+    description: `In-flight tasks in their state longer than its configured default threshold: stale tasks detection has not reached yet (template thresholds and lifetimes not applied). Counted among the ${STALE_WAITING_CAP.toLocaleString('en')} candidates in flight longest (idx_task_transitions_in_flight), so it saturates there. Alert when it grows faster than it drains.`,
+  });
+  const oldestWaiting = meter.createObservableGauge('tasker.staleness.oldest_waiting.age', {
+    unit: 's',
+    description:
+      'How long the longest-waiting of those tasks has been in its state (0 when none): past its threshold by about one detection interval when detection keeps up.',
+  });
   const stale = meter.createObservableGauge('tasker.metrics.gauges_stale', {
     unit: '{flag}',
     description:
-      '1 when the last read of the DLQ gauges failed (database away) and they show the last values read; 0 when fresh. Alert when 1 for 5 minutes.',
+      '1 when the last read of the DLQ and backlog gauges failed (database away) and they show the last values read; 0 when fresh. Alert when 1 for 5 minutes.',
   });
   // The last good reading: a failed read reports it again (marked stale) rather than dropping the
   // gauges, so dashboards and alerts do not see investigations vanish with the database.
-  let last: { pending: number; overdue: number; awaiting: number; oldestSeconds: number } | null = null;
+  let last: {
+    pending: number;
+    overdue: number;
+    awaiting: number;
+    oldestSeconds: number;
+    oldestAwaitingSeconds: number;
+    retrying: number;
+    retryDue: number;
+    failed: number;
+    staleWaiting: number;
+    oldestWaitingSeconds: number;
+  } | null = null;
   let failing = false;
   meter.addBatchObservableCallback(
     async (result) => {
       try {
-        const [summary, now] = await Promise.all([pendingSummary(pool, new Date()), databaseNow(pool)]);
+        // One after another: a scrape holds at most one of the worker's connections.
+        const now = await databaseNow(pool);
+        const summary = await pendingSummary(pool, now);
+        const backlog = await enrichmentBacklog(pool, now);
+        const waiting = await staleTasksWaiting(pool, now, STALE_WAITING_CAP);
+        const age = (at: Date | null) => (at ? Math.max(0, (now.getTime() - at.getTime()) / 1000) : 0);
         last = {
           pending: Number(summary.pending),
           overdue: Number(summary.overdue),
-          awaiting: Number(summary.awaiting_enrichment),
-          oldestSeconds: summary.oldest_pending_at
-            ? Math.max(0, (now.getTime() - summary.oldest_pending_at.getTime()) / 1000)
-            : 0,
+          awaiting: Number(backlog.awaiting),
+          oldestSeconds: age(summary.oldest_pending_at),
+          oldestAwaitingSeconds: age(backlog.oldest_awaiting_at),
+          retrying: Number(backlog.retrying),
+          retryDue: Number(backlog.retry_due),
+          failed: Number(backlog.failed),
+          staleWaiting: Number(waiting.waiting),
+          oldestWaitingSeconds: age(waiting.oldest_entered_at),
         };
         if (failing) logger.info('metrics: DLQ gauges read again');
         failing = false;
@@ -358,11 +421,28 @@ export function createMetrics(
         result.observe(pending, last.pending);
         result.observe(overdue, last.overdue);
         result.observe(awaitingEnrichment, last.awaiting);
+        result.observe(oldestAwaiting, last.oldestAwaitingSeconds);
+        result.observe(retrying, last.retrying - last.retryDue, { due: 'false' });
+        result.observe(retrying, last.retryDue, { due: 'true' });
+        result.observe(enrichmentFailed, last.failed);
         result.observe(oldestAge, last.oldestSeconds);
+        result.observe(staleWaiting, last.staleWaiting);
+        result.observe(oldestWaiting, last.oldestWaitingSeconds);
       }
       result.observe(stale, failing ? 1 : 0);
     },
-    [pending, overdue, awaitingEnrichment, oldestAge, stale],
+    [
+      pending,
+      overdue,
+      awaitingEnrichment,
+      oldestAwaiting,
+      retrying,
+      enrichmentFailed,
+      oldestAge,
+      staleWaiting,
+      oldestWaiting,
+      stale,
+    ],
   );
 
   // Last success per job: seeded from run history (a restarted worker still knows), then kept.
@@ -403,8 +483,15 @@ export function createMetrics(
     workDone.add(r.work_done, { tasker_job: r.job });
     const c = r.counts;
     if (r.job === 'tasker.detect-stale-tasks') recordDetectedTasks(r.result as DetectionResult);
-    if (r.job === 'tasker.enrich-dlq-snapshots')
+    if (r.job === 'tasker.enrich-dlq-snapshots') {
       entriesEnriched.add(Number(c.enriched ?? 0), { trigger: r.trigger });
+      const failed = Number(c.failed ?? 0);
+      const gaveUp = Number(c.gave_up ?? 0);
+      enrichmentFailures.add(failed - gaveUp, { outcome: 'retry_scheduled' });
+      enrichmentFailures.add(gaveUp, { outcome: 'gave_up' });
+      enrichmentRetries.add(Number(c.retried ?? 0), { outcome: 'enriched' });
+      enrichmentRetries.add(Number(c.failed_retries ?? 0), { outcome: 'failed' });
+    }
     if (r.job === 'tasker.archive-finished-tasks' && c.dry_run !== true) {
       tasksArchived.add(Number(c.tasks_archived ?? 0));
       rowsArchived.add(Number(c.rows_archived ?? 0));

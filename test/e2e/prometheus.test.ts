@@ -56,6 +56,7 @@ const EXPECTED_ALERT_STATES: Record<string, 'inactive' | 'pending' | 'firing'> =
   TaskerDlqBacklog: 'inactive',
   TaskerDlqOverdue: 'inactive',
   TaskerStaleTasksSurge: 'pending',
+  TaskerStormBacklogGrowing: 'inactive',
   TaskerMetricsGaugesStale: 'inactive',
   TaskerArchivalBatchTimeouts: 'inactive',
 };

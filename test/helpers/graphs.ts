@@ -2,14 +2,15 @@ import type { Db } from '../../src/db/pool.ts';
 
 /**
  * A chain of `length` pending steps on a task, step i -> step i+1, written set-based (a few
- * statements whatever the length). With `cycle`, the last step also points back at the first.
+ * statements whatever the length). With `cycle`, the last step also points back at the first; with
+ * `edges: false`, the steps are written without edges (for a test to link them its own way).
  * Returns the number of steps written.
  */
 export async function insertStepChain(
   db: Db,
   task: string,
   length: number,
-  options: { cycle?: boolean } = {},
+  options: { cycle?: boolean; edges?: boolean } = {},
 ): Promise<number> {
   await db.query(
     `WITH named AS (
@@ -24,6 +25,7 @@ export async function insertStepChain(
      SELECT workflow_step_uuid, 'pending', 0, true FROM steps`,
     [task, length],
   );
+  if (options.edges === false) return length;
   await db.query(
     `WITH ordered AS (
        SELECT workflow_step_uuid AS id, row_number() OVER (ORDER BY workflow_step_uuid) AS n

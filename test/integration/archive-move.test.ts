@@ -146,6 +146,10 @@ describe('moving a graph', () => {
   });
 
   it('archive tables have the live columns, same names, types and order, plus archived_at', async () => {
+    // archived_at comes after the columns the archive table was created with; a column the live
+    // table gains later is added to the archive by sync_archive_tables after it (as for an engine's
+    // new column: tasker_tasks_dlq's enrichment_next_attempt_at, migration 0140). Rows move by
+    // column name, so only the names, types and their order among themselves matter.
     const columns = async (table: string) =>
       (
         await db.pool.query<{ c: string }>(
@@ -157,11 +161,14 @@ describe('moving a graph', () => {
         )
       ).rows.map((r) => r.c);
     for (const table of TABLES) {
-      expect(await columns(`${table}_archive`)).toEqual([
-        ...(await columns(table)),
-        'archived_at timestamp with time zone',
-      ]);
+      const archive = await columns(`${table}_archive`);
+      expect(archive.filter((c) => c !== 'archived_at timestamp with time zone')).toEqual(
+        await columns(table),
+      );
+      expect(archive).toContain('archived_at timestamp with time zone');
     }
+    // Where nothing was added since, archived_at is last.
+    expect((await columns('tasker_tasks_archive')).at(-1)).toBe('archived_at timestamp with time zone');
   });
 });
 

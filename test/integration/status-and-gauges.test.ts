@@ -1,7 +1,9 @@
 /**
  * What operators read: `status` shows the schedules the workers filed in pg-boss (not the CLI's own
- * configuration) and tells interrupted runs apart; the DLQ gauges keep their last values, marked
- * stale, when the database cannot be read, and say so at warn.
+ * configuration) and tells interrupted runs apart; the backlogs of a stale storm (stale tasks
+ * waiting for detection, entries awaiting enrichment, retrying and given up) and how fast they
+ * drain are in `status` and the gauges; the DLQ gauges keep their last values, marked stale, when
+ * the database cannot be read, and say so at warn.
  */
 import { createServer } from 'node:http';
 import { PassThrough } from 'node:stream';
@@ -16,7 +18,7 @@ import { RunObserver } from '../../src/telemetry/run-events.ts';
 import { createBoss } from '../../src/worker/boss.ts';
 import { startBoss } from '../../src/worker/process.ts';
 import { runCli } from '../helpers/cli-process.ts';
-import { useTestDatabase } from '../helpers/db.ts';
+import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { insertDlqEntry, insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { FAST_WORKER_ENV, installFor, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
 
@@ -141,4 +143,127 @@ it('a pg-boss start failure that is not about the schema is reported with its ow
   expect(failure?.message).toMatch(/^pg-boss could not start: .*ECONNREFUSED/);
   expect(failure?.message).not.toMatch(/migrate/);
   await boss.stop({ graceful: false }).catch(() => undefined);
+});
+
+it("status and the gauges show a storm's backlogs and how fast they drain", async () => {
+  await resetTables(db.pool);
+  const now = await databaseNow(db.pool);
+  const template = await insertTemplate(db.pool);
+  // Stale by the defaults (steps_in_process 30 minutes in the test environment's settings or
+  // less): 3 waiting; one in flight but fresh; one in waiting_for_dependencies under its 60.
+  for (let i = 0; i < 3; i++)
+    await insertTask(db.pool, {
+      template,
+      state: 'steps_in_process',
+      enteredAt: minutesBefore(now, 120 + i),
+    });
+  await insertTask(db.pool, { template, state: 'steps_in_process', enteredAt: minutesBefore(now, 1) });
+  // Entries: 2 awaiting enrichment, 1 retrying (due), 1 retrying (not due), 1 given up, 1 enriched.
+  const entry = async (minutesAgo: number, enrichment: unknown, nextAttemptAt: Date | 'infinity' | null) => {
+    const task = await insertTask(db.pool, {
+      template,
+      state: 'error',
+      enteredAt: minutesBefore(now, minutesAgo),
+    });
+    const id = await insertDlqEntry(db.pool, {
+      task,
+      reason: 'staleness_timeout',
+      at: minutesBefore(now, minutesAgo),
+    });
+    await db.pool.query(
+      `UPDATE tasker_tasks_dlq SET task_snapshot = task_snapshot || coalesce($2::jsonb, '{}'),
+              enrichment_next_attempt_at = $3 WHERE dlq_entry_uuid = $1`,
+      [id, enrichment === null ? null : JSON.stringify({ enrichment }), nextAttemptAt],
+    );
+  };
+  const failure = (attempts: number, gaveUp: boolean) => ({
+    version: 1,
+    failed: true,
+    failed_at: now,
+    error: { code: '57014', message: 'canceling statement due to statement timeout' },
+    failed_attempts: attempts,
+    max_attempts: 8,
+    next_attempt_at: null,
+    gave_up: gaveUp,
+  });
+  await entry(30, null, null);
+  await entry(20, null, null);
+  await entry(25, failure(1, false), minutesBefore(now, 1));
+  await entry(25, failure(2, false), minutesBefore(now, -5));
+  await entry(25, failure(8, true), 'infinity');
+  await entry(25, { version: 1, enriched_at: now }, null);
+  // Runs of the last minutes: 600 tasks detected, 300 entries enriched (and one run too old to count).
+  await db.pool.query(
+    `INSERT INTO tasker_job_runs (run_id, job_name, trigger, worker, started_at, finished_at, outcome, counts)
+     VALUES (gen_random_uuid(), 'tasker.detect-stale-tasks', 'schedule', 'w:1', $1::timestamptz - interval '2 minutes', $1, 'completed', '{"tasks_detected": 600}'),
+            (gen_random_uuid(), 'tasker.enrich-dlq-snapshots', 'event', 'w:1', $1::timestamptz - interval '1 minute', $1, 'completed', '{"enriched": 200}'),
+            (gen_random_uuid(), 'tasker.enrich-dlq-snapshots', 'event', 'w:1', $1::timestamptz - interval '30 seconds', NULL, NULL, '{"enriched": 100}'),
+            (gen_random_uuid(), 'tasker.enrich-dlq-snapshots', 'event', 'w:1', $1::timestamptz - interval '6 minutes', $1, 'completed', '{"enriched": 5000}')`,
+    [now],
+  );
+
+  const status = await runCli(['status', '--json'], { DATABASE_URL: db.url, ...FAST_WORKER_ENV });
+  expect(status.code).toBe(0);
+  const report = JSON.parse(status.stdout);
+  expect(report.investigations).toMatchObject({ awaiting_enrichment: 2 });
+  expect(report.backlog).toEqual({
+    window_minutes: 5,
+    stale_tasks: {
+      waiting: 3,
+      capped: false,
+      oldest_waiting_minutes: 122,
+      detected: { runs: 1, work: 600, per_second: 2 },
+    },
+    enrichment: {
+      awaiting: 2,
+      oldest_awaiting_minutes: 30,
+      retrying: 2,
+      retry_due: 1,
+      given_up: 1,
+      enriched: { runs: 2, work: 300, per_second: 1 },
+    },
+  });
+  const text = await runCli(['status'], { DATABASE_URL: db.url, ...FAST_WORKER_ENV });
+  expect(text.stdout).toContain(
+    'stale tasks waiting for detection: 3 (longest 2h2m in its state); detected 600 in the last 5 minutes (2/s)',
+  );
+  expect(text.stdout).toContain(
+    'enrichment: 2 awaiting (oldest 30m), 2 retrying (1 due), 1 given up; enriched 300 in the last 5 minutes (1/s)',
+  );
+
+  const metrics = createMetrics(new RunObserver(), db.pool, silentLogger());
+  const server = createServer((req, res) => metrics.handleScrape(req, res));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const port = (server.address() as { port: number }).port;
+    const lines = (await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).split('\n');
+    const value = (series: string) => {
+      const line = lines.find((l) => l.startsWith(`${series} `));
+      return line === undefined ? undefined : Number(line.split(' ').at(-1));
+    };
+    expect({
+      awaiting: value('tasker_dlq_awaiting_enrichment_investigations'),
+      oldestAwaiting: Math.round(value('tasker_dlq_oldest_awaiting_enrichment_age_seconds')! / 60),
+      retryingDue: value('tasker_dlq_enrichment_retrying_investigations{due="true"}'),
+      retryingLater: value('tasker_dlq_enrichment_retrying_investigations{due="false"}'),
+      givenUp: value('tasker_dlq_enrichment_failed_investigations'),
+      staleWaiting: value('tasker_staleness_waiting_tasks'),
+      oldestWaiting: Math.round(value('tasker_staleness_oldest_waiting_age_seconds')! / 60),
+      failures: value('tasker_dlq_enrichment_failures_total{outcome="gave_up"}'),
+      retries: value('tasker_dlq_enrichment_retries_total{outcome="enriched"}'),
+    }).toEqual({
+      awaiting: 2,
+      oldestAwaiting: 30,
+      retryingDue: 1,
+      retryingLater: 1,
+      givenUp: 1,
+      staleWaiting: 3,
+      oldestWaiting: 122,
+      failures: 0,
+      retries: 0,
+    });
+  } finally {
+    server.close();
+    await metrics.shutdown();
+  }
 });

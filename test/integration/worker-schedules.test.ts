@@ -1,7 +1,7 @@
 /**
  * Three worker processes over four schedule ticks (one a minute): each tick's run happens exactly
  * once, runs of a job never overlap, a new DLQ entry is enriched by the sweep, and detection's new
- * entries are enriched by the per-entry requests it sends.
+ * entries are enriched by the request it sends for the batch that opened them.
  *
  * Cron has minute resolution, so the test moves pg-boss's clock rather than waiting for minutes: in
  * this test database pgboss.job_now() (the function every pg-boss statement reads the time from,
@@ -132,13 +132,20 @@ it('three workers, four ticks: each tick runs once, never two at once; entries g
     const sweeps = (await runsOf(db.pool, ENRICH)).filter((r) => r.trigger === 'schedule');
     expect(sweeps.reduce((n, r) => n + Number(r.counts?.enriched ?? 0), 0)).toBeGreaterThanOrEqual(1);
     expect(entries.find((e) => e.dlq_entry_uuid === manual)!.enriched_at).not.toBeNull();
-    // One request per new entry, each served (the sweep of the same tick may have got there first).
+    // One request for the detection batch that opened the 5 entries, carrying all of them, served
+    // (the sweep of the same tick may have got there first).
     const { rows: requests } = await db.pool.query(
-      `SELECT singleton_key, state FROM pgboss.job WHERE name = $1 AND data->>'trigger' = 'event'`,
+      `SELECT singleton_key, state, data->'options'->'entry_uuids' AS ids FROM pgboss.job
+        WHERE name = $1 AND data->>'trigger' = 'event'`,
       [ENRICH],
     );
-    expect(requests).toHaveLength(5);
-    expect(requests.every((r) => r.state === 'completed')).toBe(true);
+    const detected = entries
+      .filter((e) => e.dlq_entry_uuid !== manual)
+      .map((e) => e.dlq_entry_uuid)
+      .sort();
+    expect(requests).toEqual([
+      { singleton_key: `dlq-entries:${detected[0]}`, state: 'completed', ids: detected },
+    ]);
   } finally {
     for (const w of workers) w.kill('SIGTERM');
     for (const w of workers) expect((await w.done).code).toBe(0);

@@ -16,7 +16,7 @@ import {
 } from '../../validation/fields.ts';
 import { uuid, wholeNumber } from '../../validation/values.ts';
 import type { Command } from '../command.ts';
-import { diagnosisLines } from '../diagnosis.ts';
+import { diagnosisLines, enrichmentLine } from '../diagnosis.ts';
 import { formatMinutes, printable, printableLines, printFields, printJson, printTable } from '../output.ts';
 import { cliActor } from './token.ts';
 
@@ -127,12 +127,10 @@ export const dlqShowCommand: Command = {
       lifecycle,
     });
     if (why) io.stdout.write(`why: ${printable(why)}\n`);
+    // Where enrichment stands (awaiting, enriched, failing with its next attempt, given up).
+    io.stdout.write(`enrichment: ${printable(enrichmentLine(task_snapshot))}\n`);
     const diagnosis = diagnosisLines(task_snapshot).map(printable);
-    io.stdout.write(
-      diagnosis.length > 0
-        ? `diagnosis:\n${indent(diagnosis.join('\n'))}\n`
-        : 'diagnosis: not enriched yet (the enrichment job adds it shortly after detection)\n',
-    );
+    if (diagnosis.length > 0) io.stdout.write(`diagnosis:\n${indent(diagnosis.join('\n'))}\n`);
     const problems = template ? template.problems : [];
     if (problems.length > 0) {
       io.stdout.write(

@@ -3,9 +3,11 @@ import { databaseUrl } from '../../db/pool.ts';
 import { archiveTotals } from '../../db/queries/archive.ts';
 import { PGBOSS_SCHEMA_VERSION, queueDepths } from '../../db/queries/boss-jobs.ts';
 import { pendingSummary } from '../../db/queries/dlq.ts';
-import { type RunRow, recentRuns } from '../../db/queries/job-runs.ts';
+import { enrichmentBacklog } from '../../db/queries/dlq-enrichment.ts';
+import { type RunRow, recentRuns, recentWork } from '../../db/queries/job-runs.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { stalenessHealth } from '../../db/queries/staleness.ts';
+import { STALE_WAITING_CAP, staleTasksWaiting } from '../../db/queries/staleness-backlog.ts';
 import { createBoss } from '../../worker/boss.ts';
 import { startBoss } from '../../worker/process.ts';
 import { deadLetterQueue } from '../../worker/worker.ts';
@@ -15,8 +17,14 @@ import { formatMinutes, printable, printJson, printTable } from '../output.ts';
 /**
  * status: one screen. For each job: its schedule, its last run (when, how long, outcome, counts)
  * and its queue from pg-boss (queued, active, failed, dead-lettered); the workers alive; pending
- * investigations and the oldest one's age; staleness health of in-flight tasks; archive totals.
+ * investigations and the oldest one's age; the backlogs a stale storm builds and how fast they
+ * drain (stale tasks waiting for detection, entries awaiting enrichment, retrying or given up, and
+ * the work of each job's runs over the last DRAIN_WINDOW_MINUTES); staleness health of in-flight
+ * tasks; archive totals.
  */
+
+/** The window over which `status` measures how fast detection and enrichment drain. */
+const DRAIN_WINDOW_MINUTES = 5;
 export const statusCommand: Command = {
   name: 'status',
   summary:
@@ -54,6 +62,15 @@ export const statusCommand: Command = {
         });
       }
       const pending = await pendingSummary(rt.pool, now);
+      const backlog = await enrichmentBacklog(rt.pool, now);
+      const waiting = await staleTasksWaiting(rt.pool, now, STALE_WAITING_CAP);
+      const since = new Date(now.getTime() - DRAIN_WINDOW_MINUTES * 60_000);
+      const drained = async (job: string, key: string) => {
+        const { runs, work } = await recentWork(rt.pool, job, since, key);
+        return { runs, work, per_second: Math.round((work / (DRAIN_WINDOW_MINUTES * 60)) * 10) / 10 };
+      };
+      const minutesSince = (at: Date | null) =>
+        at ? Math.floor((now.getTime() - at.getTime()) / 60_000) : null;
       const report = {
         database: rt.target,
         checked_at: now,
@@ -71,11 +88,28 @@ export const statusCommand: Command = {
         investigations: {
           pending: pending.pending,
           overdue: pending.overdue,
-          awaiting_enrichment: pending.awaiting_enrichment,
+          awaiting_enrichment: backlog.awaiting,
           oldest_pending_at: pending.oldest_pending_at,
-          oldest_pending_minutes: pending.oldest_pending_at
-            ? Math.floor((now.getTime() - pending.oldest_pending_at.getTime()) / 60_000)
-            : null,
+          oldest_pending_minutes: minutesSince(pending.oldest_pending_at),
+        },
+        // What a stale storm leaves waiting, and how fast each job drains it.
+        backlog: {
+          window_minutes: DRAIN_WINDOW_MINUTES,
+          stale_tasks: {
+            // By the configured default thresholds, among the STALE_WAITING_CAP in flight longest.
+            waiting: waiting.waiting,
+            capped: waiting.capped,
+            oldest_waiting_minutes: minutesSince(waiting.oldest_entered_at),
+            detected: await drained('tasker.detect-stale-tasks', 'tasks_detected'),
+          },
+          enrichment: {
+            awaiting: backlog.awaiting,
+            oldest_awaiting_minutes: minutesSince(backlog.oldest_awaiting_at),
+            retrying: backlog.retrying,
+            retry_due: backlog.retry_due,
+            given_up: backlog.failed,
+            enriched: await drained('tasker.enrich-dlq-snapshots', 'enriched'),
+          },
         },
         staleness: await stalenessHealth(rt.pool),
         archive: await archiveTotals(rt.pool),
@@ -119,6 +153,20 @@ export const statusCommand: Command = {
         `\ninvestigations: ${inv.pending} pending${inv.overdue ? ` (${inv.overdue} overdue)` : ''}` +
           `${inv.awaiting_enrichment ? `, ${inv.awaiting_enrichment} awaiting enrichment` : ''}` +
           `${inv.oldest_pending_minutes === null ? '' : `, oldest ${formatMinutes(inv.oldest_pending_minutes)}`}\n`,
+      );
+      const st = report.backlog.stale_tasks;
+      const en = report.backlog.enrichment;
+      const window = `in the last ${DRAIN_WINDOW_MINUTES} minutes`;
+      out.write(
+        `stale tasks waiting for detection: ${st.capped ? 'at least ' : ''}${st.waiting.toLocaleString('en')}` +
+          `${st.oldest_waiting_minutes === null ? '' : ` (longest ${formatMinutes(st.oldest_waiting_minutes)} in its state)`}` +
+          `; detected ${st.detected.work.toLocaleString('en')} ${window} (${st.detected.per_second}/s)\n`,
+      );
+      out.write(
+        `enrichment: ${en.awaiting.toLocaleString('en')} awaiting` +
+          `${en.oldest_awaiting_minutes === null ? '' : ` (oldest ${formatMinutes(en.oldest_awaiting_minutes)})`}` +
+          `, ${en.retrying} retrying (${en.retry_due} due), ${en.given_up} given up` +
+          `; enriched ${en.enriched.work.toLocaleString('en')} ${window} (${en.enriched.per_second}/s)\n`,
       );
       const s = report.staleness;
       out.write(

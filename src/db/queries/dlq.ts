@@ -286,21 +286,27 @@ export async function investigationQueueJson(db: Db, limit: number): Promise<str
 export interface PendingSummary {
   pending: number;
   overdue: number;
-  /** Pending entries whose snapshot the enrichment job has not filled in yet. */
-  awaiting_enrichment: number;
   oldest_pending_at: Date | null;
 }
 
-/** Pending investigations: how many, how many overdue, and the oldest (idx_dlq_resolution_status). */
+/**
+ * Pending investigations: how many, how many overdue, and the oldest (the enrichment backlog is
+ * enrichmentBacklog's, in dlq-enrichment.ts). Each figure reads only an index, no row and no
+ * snapshot (it used to read every pending row, and `task_snapshot ? 'enrichment'` detoasted every
+ * enriched snapshot: in a stale storm, a million of them on every metrics scrape): pending from a
+ * pending-only index (idx_dlq_pending_reason_timestamp, the smallest), the oldest and overdue from
+ * idx_dlq_resolution_status (resolution_status, dlq_timestamp: its first entry, and its range
+ * before the cutoff).
+ */
 export async function pendingSummary(db: Db, now: Date): Promise<PendingSummary> {
   const { rows } = await db.query<PendingSummary>(
-    `SELECT count(*) AS pending,
-            count(*) FILTER (WHERE d.dlq_timestamp < $1::timestamptz - make_interval(hours => s.max_pending_age_hours)) AS overdue,
-            count(*) FILTER (WHERE NOT (d.task_snapshot ? 'enrichment')) AS awaiting_enrichment,
-            min(d.dlq_timestamp) AS oldest_pending_at
-       FROM tasker_tasks_dlq d
-      CROSS JOIN tasker_lifecycle_settings s
-      WHERE d.resolution_status = 'pending'`,
+    `SELECT (SELECT count(*) FROM tasker_tasks_dlq d WHERE d.resolution_status = 'pending') AS pending,
+            (SELECT count(*) FROM tasker_tasks_dlq d
+              WHERE d.resolution_status = 'pending'
+                AND d.dlq_timestamp < (SELECT $1::timestamptz - make_interval(hours => s.max_pending_age_hours)
+                                         FROM tasker_lifecycle_settings s WHERE s.singleton)) AS overdue,
+            (SELECT min(d.dlq_timestamp) FROM tasker_tasks_dlq d WHERE d.resolution_status = 'pending')
+              AS oldest_pending_at`,
     [now],
   );
   return rows[0]!;

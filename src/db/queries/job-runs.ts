@@ -137,3 +137,25 @@ export async function lastCompletedRun(db: Db, jobName: string): Promise<Date | 
   );
   return rows[0]?.finished_at ?? null;
 }
+
+/**
+ * What a job's runs did lately: the sum of one of their counts (e.g. "enriched") over the runs
+ * started since `since`, finished or still going (a run's counts are written as its batches
+ * commit). Reads idx_job_runs_job_started from `since` on, at most `limit` runs.
+ */
+export async function recentWork(
+  db: Db,
+  jobName: string,
+  since: Date,
+  countKey: string,
+  limit = 10_000,
+): Promise<{ runs: number; work: number }> {
+  const { rows } = await db.query<{ runs: number; work: number }>(
+    `SELECT count(*)::integer AS runs, coalesce(sum((r.counts ->> $3)::bigint), 0)::bigint AS work
+       FROM (SELECT counts FROM tasker_job_runs
+              WHERE job_name = $1 AND started_at >= $2
+              ORDER BY started_at DESC LIMIT $4) r`,
+    [jobName, since, countKey, limit],
+  );
+  return { runs: rows[0]!.runs, work: Number(rows[0]!.work) };
+}
