@@ -13,20 +13,21 @@
 --   lifetime  tasks that entered their state after that, which can only be stale by their age:
 --             per template (in uuid order), the next unfinished tasks created before
 --             p_now - the template's lifetime, a keyset range scan of idx_tasks_unfinished_by_template
---             (named_task_uuid, created_at, task_uuid; migration 0160), their current transitions
---             read in one index scan (idx_task_transitions_state_lookup, task_uuid = ANY). Those in
---             flight are the candidates; those whose current state is terminal (the engine leaves
---             error and cancelled tasks complete = false, and detection's own error tasks stay so,
---             until archival moves them) are read past, at most 50 x p_examine index entries per
---             page: a pass reads each of them once (about 2-3 us each, warm), in pages of bounded
---             cost, never a hash of every ended task.
+--             (named_task_uuid, created_at, task_uuid; migration 0160), at most
+--             least(250 x p_examine, 100,000) entries per page. Those in flight are the candidates;
+--             those whose current state is terminal (the engine leaves error and cancelled tasks
+--             complete = false, and detection's own error tasks stay so, until archival moves
+--             them) are read past, in one statement per page that the planner plans with the
+--             entries' real number: a hash of the ended tasks when there are few of them (as
+--             migration 0120 did once per pass), one index probe per entry when there are many
+--             (after a storm), so a page never costs more than its entries' probes.
 -- The judge (task_staleness_policy, the actions, no pending investigation) takes the first
 -- p_batch_size stale candidates in the phase's order and, in a real run, locks their current
 -- transition FOR UPDATE SKIP LOCKED (a task another session holds is passed over, as before). The
 -- cursor then moves past the last task taken when the page is full, else past the last entry
--- read, else to the next phase. So a page reads at most p_examine in-flight candidates (and
--- 50 x p_examine lifetime index entries), whatever the backlog, and a pass drains a backlog in time
--- proportional to it.
+-- read, else to the next phase. So a page examines at most p_examine candidates (and reads a
+-- bounded number of lifetime index entries), whatever the backlog, and a pass drains a backlog in
+-- time proportional to it.
 --
 -- Real run (p_dry_run false): for each task taken, transition to error and/or open a pending
 -- investigation, as the switches and the template say, in this one statement, so the entry and the
@@ -92,11 +93,12 @@ DECLARE
   v_last_taken jsonb;
   v_next jsonb;
   v_found refcursor;
-  -- Lifetime index entries read per page, tasks in flight or not (each one index probe).
-  v_read_budget integer := p_examine * 50;
+  -- Lifetime index entries read per page, tasks in flight or not: 50,000 at the default batch of
+  -- 100 (a nothing-stale pass beside a million tasks in flight reads its ended tasks in one page).
+  v_read_budget integer := least(p_examine * 250, 100000);
   v_read integer := 0;
   v_rows uuid[];
-  v_keys jsonb;
+  v_all uuid[];
   v_last_at timestamptz;
   v_template_more boolean;
   r record;
@@ -159,13 +161,10 @@ BEGIN
     ELSE
       -- Per template, after the cursor's, the next unfinished tasks older than its lifetime:
       -- idx_tasks_unfinished_by_template, Index Only Scan, named_task_uuid = ... AND created_at range,
-      -- at most v_read_budget entries per page in all (one more, only to know whether the template
-      -- goes on). Their current transitions are read in one index scan for the lot (Index Only Scan
-      -- using idx_task_transitions_state_lookup, task_uuid = ANY), never a hash of every ended
-      -- task. Those in flight are the candidates, at most p_examine in all; the others (terminal:
-      -- the engine leaves error and cancelled tasks complete = false, and detection's own error
-      -- tasks stay so, until archival moves them) are read past.
+      -- at most v_read_budget entries per page in all (one more, only to know whether the phase
+      -- goes on).
       v_more := false;
+      v_all := '{}';
       FOR v_template IN
         SELECT nt.named_task_uuid,
                p_now - make_interval(mins => coalesce(lifecycle_minutes(nt.configuration -> 'lifecycle', 'max_duration_minutes'),
@@ -174,12 +173,8 @@ BEGIN
          WHERE nt.named_task_uuid >= coalesce((v_cursor ->> 'template')::uuid, '00000000-0000-0000-0000-000000000000')
          ORDER BY nt.named_task_uuid
       LOOP
-        IF v_examined + v_phase_examined >= p_examine THEN
-          v_more := true; -- templates left to look at: the next page does
-          EXIT;
-        END IF;
-        SELECT coalesce(array_agg(x.task_uuid ORDER BY x.created_at, x.task_uuid), '{}'),
-               max(x.created_at)
+        -- (array_agg keeps the subquery's order: no second sort.)
+        SELECT coalesce(array_agg(x.task_uuid), '{}'), max(x.created_at)
           INTO v_rows, v_last_at
           FROM (SELECT t.task_uuid, t.created_at
                   FROM tasker_tasks t
@@ -193,43 +188,55 @@ BEGIN
                  LIMIT v_read_budget - v_read + 1) x;
         v_template_more := cardinality(v_rows) > v_read_budget - v_read;
         IF v_template_more THEN
-          -- The entry beyond the budget only said that the template goes on; the last one read is
-          -- the one before it.
+          -- The entry beyond the budget only said that the phase goes on; the last one read is the
+          -- one before it.
           v_rows := v_rows[1:v_read_budget - v_read];
           SELECT t.created_at INTO v_last_at FROM tasker_tasks t WHERE t.task_uuid = v_rows[cardinality(v_rows)];
         END IF;
-        v_keys := CASE WHEN cardinality(v_rows) > 0 THEN
-          jsonb_build_object('phase', 'lifetime', 'template', v_template.named_task_uuid,
-                             'at', v_last_at, 'task', v_rows[cardinality(v_rows)]) END;
-        v_read := v_read + cardinality(v_rows);
         IF cardinality(v_rows) > 0 THEN
-          -- The ones in flight.
-          v_rows := ARRAY(SELECT s.task_uuid FROM tasker_task_transitions s
-                           WHERE s.task_uuid = ANY (v_rows) AND s.most_recent = true
-                             AND s.to_state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually'));
-          IF cardinality(v_rows) > p_examine - v_examined - v_phase_examined THEN
-            -- More in flight than the page examines: the first ones, in the template's order; the
-            -- next page goes on after the last of them.
-            SELECT array_agg(f.task_uuid ORDER BY f.created_at, f.task_uuid),
-                   (array_agg(jsonb_build_object('phase', 'lifetime', 'template', v_template.named_task_uuid,
-                                                 'at', f.created_at, 'task', f.task_uuid)
-                              ORDER BY f.created_at DESC, f.task_uuid DESC))[1]
-              INTO v_rows, v_keys
-              FROM (SELECT t.task_uuid, t.created_at FROM tasker_tasks t
-                     WHERE t.task_uuid = ANY (v_rows)
-                     ORDER BY t.created_at, t.task_uuid
-                     LIMIT p_examine - v_examined - v_phase_examined) f;
-            v_template_more := true;
-          END IF;
-          v_candidates := v_candidates || v_rows;
-          v_phase_examined := v_phase_examined + cardinality(v_rows);
-          v_phase_last := v_keys;
+          v_all := v_all || v_rows;
+          v_read := v_read + cardinality(v_rows);
+          v_phase_last := jsonb_build_object('phase', 'lifetime', 'template', v_template.named_task_uuid,
+                                             'at', v_last_at, 'task', v_rows[cardinality(v_rows)]);
         END IF;
         IF v_template_more THEN
           v_more := true;
           EXIT;
         END IF;
       END LOOP;
+
+      IF cardinality(v_all) > 0 THEN
+        -- The ones in flight: not those whose current state is terminal (the engine leaves error and
+        -- cancelled tasks complete = false, and detection's own error tasks stay so, until archival
+        -- moves them). Planned with the array's real length (EXECUTE: a one-shot plan), so the
+        -- planner takes the cheaper of one probe per entry (Index Only Scan using
+        -- idx_task_transitions_state_lookup) and a hash of the ended tasks (three ranges of
+        -- idx_task_transitions_finished): with few ended tasks a page costs what 0120's pass did,
+        -- with many (after a storm) it costs at most one probe per entry read.
+        EXECUTE $q$
+          SELECT coalesce(array_agg(u.task_uuid), '{}')
+            FROM unnest($1::uuid[]) u(task_uuid)
+           WHERE NOT EXISTS (SELECT 1 FROM tasker_task_transitions s
+                              WHERE s.task_uuid = u.task_uuid AND s.most_recent = true
+                                AND s.to_state IN ('error', 'cancelled', 'resolved_manually'))$q$
+          INTO v_rows USING v_all;
+        IF cardinality(v_rows) > p_examine - v_examined THEN
+          -- More in flight than the page examines: the first ones, in the phase's order; the next
+          -- page goes on after the last of them.
+          SELECT array_agg(f.task_uuid ORDER BY f.named_task_uuid, f.created_at, f.task_uuid),
+                 (array_agg(jsonb_build_object('phase', 'lifetime', 'template', f.named_task_uuid,
+                                               'at', f.created_at, 'task', f.task_uuid)
+                            ORDER BY f.named_task_uuid DESC, f.created_at DESC, f.task_uuid DESC))[1]
+            INTO v_rows, v_phase_last
+            FROM (SELECT t.task_uuid, t.named_task_uuid, t.created_at FROM tasker_tasks t
+                   WHERE t.task_uuid = ANY (v_rows)
+                   ORDER BY t.named_task_uuid, t.created_at, t.task_uuid
+                   LIMIT p_examine - v_examined) f;
+          v_more := true;
+        END IF;
+        v_candidates := v_rows;
+        v_phase_examined := cardinality(v_rows);
+      END IF;
     END IF;
     v_examined := v_examined + v_phase_examined;
     IF v_phase_last IS NOT NULL THEN v_last_candidate := v_phase_last; END IF;

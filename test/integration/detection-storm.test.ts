@@ -75,13 +75,13 @@ it('a page reads what it returns: with a backlog 50 x the batch, within a small 
 });
 
 it('ended tasks past their lifetime (detection left them in error) are read past in bounded pages, and the one in flight behind them is found', async () => {
-  // 450 error tasks created 25 h ago (complete = false, as detection and the engine leave them), then
+  // 2,100 error tasks created 25 h ago (complete = false, as detection and the engine leave them), then
   // one task created just after them, still in flight, stale only by its lifetime.
   const created = new Date(NOW.getTime() - 25 * 3_600_000);
   await db.pool.query(
     `WITH t AS (
        INSERT INTO tasker_tasks (named_task_uuid, identity_hash, requested_at, created_at, updated_at)
-       SELECT $1, md5(random()::text), $2, $2, $2 FROM generate_series(1, 450) RETURNING task_uuid)
+       SELECT $1, md5(random()::text), $2, $2, $2 FROM generate_series(1, 2100) RETURNING task_uuid)
      INSERT INTO tasker_task_transitions (task_uuid, to_state, from_state, sort_key, most_recent, created_at, updated_at)
      SELECT task_uuid, 'error', 'waiting_for_retry', 1, true, $3, $3 FROM t`,
     [template.named_task_uuid, created, new Date(NOW.getTime() - 60 * 60_000)],
@@ -96,10 +96,10 @@ it('ended tasks past their lifetime (detection left them in error) are read past
     [template.named_task_uuid, behind, new Date(NOW.getTime() - 60_000)],
   );
   await db.pool.query('ANALYZE tasker_tasks, tasker_task_transitions');
-  // batch_size 2: a page examines 4 candidates and reads past at most 200 lifetime index entries.
+  // batch_size 2: a page examines 4 candidates and reads at most 1,000 lifetime index entries.
   const dry = await detect(db, defaultOptions({ dry_run: true, batch_size: 2, max_batches: 10 }));
   expect(dry.tasks.map((t) => t.task_uuid)).toEqual([rows[0].task_uuid]);
-  expect(dry).toMatchObject({ more: false, batches: 3 }); // 200 + 200 + 51 entries
+  expect(dry).toMatchObject({ more: false, batches: 3 }); // 1,000 + 1,000 + 101 entries
   // A run that stops after the first page hands on where it stood; the next goes on from there.
   const first = await detect(db, defaultOptions({ batch_size: 2, max_batches: 1 }));
   expect(first).toMatchObject({ tasks_detected: 0, more: true });
