@@ -1,14 +1,16 @@
 /**
  * The console shows a stale storm while it lasts (issue 20), served by a real `web` process: each
  * entry's enrichment on the queue and entry pages in `dlq show`'s words (failing with its next
- * attempt, given up with its last error, enriched after failed attempts, awaiting), for the rows
- * of the storm `status` is tested with (test/helpers/storm.ts).
+ * attempt, given up with its last error, enriched after failed attempts, awaiting), and the
+ * Staleness page's storm panel with the figures `status` shows for the same rows
+ * (test/helpers/storm.ts) plus tasks placed either side of each default threshold, its drain
+ * only to a token that may read the jobs.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { formatTime } from '../../src/web/console/html.ts';
 import { useTestDatabase } from '../helpers/db.ts';
-import { minutesBefore } from '../helpers/factories.ts';
+import { insertTask, minutesBefore } from '../helpers/factories.ts';
 import { placeStorm, STORM_ERROR, type StormRows } from '../helpers/storm.ts';
 import { installBoss, startWeb, tokenWith, type WebProcess } from './web-process.ts';
 
@@ -16,14 +18,33 @@ const db = useTestDatabase();
 let web: WebProcess;
 let now: Date;
 let storm: StormRows;
-const tokens: Record<'all', string> = { all: '' };
+const tokens: Record<'all' | 'noJobs' | 'readOnly', string> = { all: '', noJobs: '', readOnly: '' };
 
 beforeAll(async () => {
   await installBoss(db.url);
   web = await startWeb(db.url);
+  // The default thresholds the storm's tasks are placed around (migrate wrote the test
+  // configuration's; these are the base configuration's).
+  await db.pool.query(
+    `UPDATE tasker_lifecycle_settings
+        SET waiting_for_dependencies_minutes = 60, waiting_for_retry_minutes = 30, steps_in_process_minutes = 30,
+            task_max_lifetime_hours = 24`,
+  );
   now = await databaseNow(db.pool);
   storm = await placeStorm(db.pool, now);
+  // Either side of each default threshold: a minute past it (stale, waiting for detection) and a
+  // minute short of it (not yet). A state without a setting of its own (pending) has 1440 minutes.
+  for (const [state, threshold] of [
+    ['waiting_for_retry', 30],
+    ['waiting_for_dependencies', 60],
+    ['pending', 1440],
+  ] as const) {
+    for (const minutes of [threshold + 1, threshold - 1])
+      await insertTask(db.pool, { template: storm.template, state, enteredAt: minutesBefore(now, minutes) });
+  }
   tokens.all = await tokenWith(db.pool, 'night', ['dlq:read', 'dlq:stats', 'jobs:read']);
+  tokens.noJobs = await tokenWith(db.pool, 'stats', ['dlq:read', 'dlq:stats']);
+  tokens.readOnly = await tokenWith(db.pool, 'reader', ['dlq:read']);
 }, 60_000);
 afterAll(async () => {
   await web?.stop();
@@ -127,5 +148,56 @@ describe("an entry's enrichment", () => {
     expect(byId(body, 'enrichment-state')).toBe(
       'Enrichment: not enriched yet: the request of its detection batch or the next sweep enriches it',
     );
+  });
+});
+
+describe('the storm panel', () => {
+  const figures = (markup: string) =>
+    Object.fromEntries(
+      ['stale-waiting', 'detected', 'awaiting', 'retrying', 'given-up', 'enriched'].map((k) => [
+        k,
+        byId(markup, `storm-${k}`),
+      ]),
+    );
+
+  it("shows on the Staleness page the storm's backlogs, counted either side of the thresholds, and the drain of the last 5 minutes", async () => {
+    const { status, body } = await page('/staleness');
+    expect(status).toBe(200);
+    expect(figures(body)).toEqual({
+      // 3 of the storm (120 to 122 minutes in steps_in_process) and 3 a minute past their
+      // threshold; the 4 a minute short of theirs, and the fresh one, are not waiting.
+      'stale-waiting': '6 (longest 1 d 0 h in its state)',
+      detected: '600 tasks in the last 5 minutes (2/s), by 1 run',
+      awaiting: '2 (oldest 30 min)',
+      retrying: '2 (1 due now)',
+      'given-up': '1 failed for good: only the detection snapshot is there',
+      enriched: '300 entries in the last 5 minutes (1/s), by 2 runs',
+    });
+    expect(byId(body, 'storm')).toContain(
+      'counted among the 100,000 in-flight tasks longest in their state, so at most 100,000',
+    );
+    // The panel comes first, and refreshes itself from /staleness/storm, which says the same.
+    expect(body.indexOf('id="storm"')).toBeLessThan(body.indexOf('id="staleness"'));
+    expect(body).toContain('data-refresh-url="/staleness/storm"');
+    const live = await page('/staleness/storm');
+    expect(live.status).toBe(200);
+    expect(figures(live.body)).toEqual(figures(body));
+  });
+
+  it('shows the drain only to a token that may read the jobs, and nothing to one without dlq:stats', async () => {
+    const noJobs = await page('/staleness', tokens.noJobs);
+    expect(noJobs.status).toBe(200);
+    expect(figures(noJobs.body)).toMatchObject({
+      'stale-waiting': '6 (longest 1 d 0 h in its state)',
+      awaiting: '2 (oldest 30 min)',
+      detected: 'shown with the permission jobs:read, which your token lacks',
+      enriched: 'shown with the permission jobs:read, which your token lacks',
+    });
+    for (const path of ['/staleness', '/staleness/storm']) {
+      const refused = await page(path, tokens.readOnly);
+      expect(refused.status).toBe(403);
+      expect(refused.body).toContain('lacks the permission dlq:stats');
+      expect(refused.body).not.toContain('storm-awaiting');
+    }
   });
 });
