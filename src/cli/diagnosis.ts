@@ -1,25 +1,6 @@
-import { type BoundedList, enrichmentState, isEnriched } from '../domain/dlq-enrichment.ts';
+import { type BoundedList, isEnriched } from '../domain/dlq-enrichment.ts';
+import { errorText } from '../domain/enrichment-words.ts';
 import { formatMinutes } from './output.ts';
-
-/**
- * Where the entry's enrichment stands, in one line: awaiting (never tried), enriched (and after
- * how many failed attempts), failing and tried again when, or given up, with the last error.
- */
-export function enrichmentLine(snapshot: Record<string, unknown>): string {
-  const s = enrichmentState(snapshot);
-  if (s.state === 'awaiting')
-    return 'not enriched yet: the request of its detection batch or the next sweep enriches it';
-  if (s.state === 'enriched') {
-    const after = s.record.failed_attempts ? ` after ${s.record.failed_attempts} failed attempt(s)` : '';
-    return `enriched ${s.record.enriched_at}${after}`;
-  }
-  const r = s.record;
-  const attempts = `${r.failed_attempts ?? 1}${r.max_attempts ? ` of ${r.max_attempts}` : ''} attempt(s) failed`;
-  const error = `last error${r.error?.code ? ` (${r.error.code})` : ''}: ${errorText(r.error?.message ?? r.error)}`;
-  return s.state === 'retrying'
-    ? `failing: ${attempts}, last at ${r.failed_at}; next attempt at ${r.next_attempt_at}; ${error}`
-    : `failed for good: ${attempts}, last at ${r.failed_at}; not tried again (only the detection snapshot is there); ${error}`;
-}
 
 /**
  * The diagnosis as lines for a terminal: the summary first, then what blocks, what is out of
@@ -90,19 +71,6 @@ function names(shown: readonly string[], total: number): string {
 
 function moreLine(lines: string[], what: string, list: BoundedList<unknown> | undefined): void {
   if (list?.truncated) lines.push(`${what}: ${list.omitted} more not shown`);
-}
-
-function errorText(error: unknown): string {
-  const text =
-    typeof error === 'string'
-      ? error
-      : typeof error === 'object' &&
-          error !== null &&
-          typeof (error as { message?: unknown }).message === 'string'
-        ? (error as { message: string }).message
-        : JSON.stringify(error);
-  const line = text.replace(/\s+/g, ' ').trim();
-  return line.length > 200 ? `${line.slice(0, 199)}…` : line;
 }
 
 function formatAge(minutes: number): string {

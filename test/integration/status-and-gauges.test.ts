@@ -20,6 +20,7 @@ import { startBoss } from '../../src/worker/process.ts';
 import { runCli } from '../helpers/cli-process.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { insertDlqEntry, insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
+import { placeStorm } from '../helpers/storm.ts';
 import { FAST_WORKER_ENV, installFor, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
 
 const db = useTestDatabase();
@@ -148,59 +149,9 @@ it('a pg-boss start failure that is not about the schema is reported with its ow
 it("status and the gauges show a storm's backlogs and how fast they drain", async () => {
   await resetTables(db.pool);
   const now = await databaseNow(db.pool);
-  const template = await insertTemplate(db.pool);
-  // Stale by the defaults (steps_in_process 30 minutes in the test environment's settings or
-  // less): 3 waiting; one in flight but fresh; one in waiting_for_dependencies under its 60.
-  for (let i = 0; i < 3; i++)
-    await insertTask(db.pool, {
-      template,
-      state: 'steps_in_process',
-      enteredAt: minutesBefore(now, 120 + i),
-    });
-  await insertTask(db.pool, { template, state: 'steps_in_process', enteredAt: minutesBefore(now, 1) });
-  // Entries: 2 awaiting enrichment, 1 retrying (due), 1 retrying (not due), 1 given up, 1 enriched.
-  const entry = async (minutesAgo: number, enrichment: unknown, nextAttemptAt: Date | 'infinity' | null) => {
-    const task = await insertTask(db.pool, {
-      template,
-      state: 'error',
-      enteredAt: minutesBefore(now, minutesAgo),
-    });
-    const id = await insertDlqEntry(db.pool, {
-      task,
-      reason: 'staleness_timeout',
-      at: minutesBefore(now, minutesAgo),
-    });
-    await db.pool.query(
-      `UPDATE tasker_tasks_dlq SET task_snapshot = task_snapshot || coalesce($2::jsonb, '{}'),
-              enrichment_next_attempt_at = $3 WHERE dlq_entry_uuid = $1`,
-      [id, enrichment === null ? null : JSON.stringify({ enrichment }), nextAttemptAt],
-    );
-  };
-  const failure = (attempts: number, gaveUp: boolean) => ({
-    version: 1,
-    failed: true,
-    failed_at: now,
-    error: { code: '57014', message: 'canceling statement due to statement timeout' },
-    failed_attempts: attempts,
-    max_attempts: 8,
-    next_attempt_at: null,
-    gave_up: gaveUp,
-  });
-  await entry(30, null, null);
-  await entry(20, null, null);
-  await entry(25, failure(1, false), minutesBefore(now, 1));
-  await entry(25, failure(2, false), minutesBefore(now, -5));
-  await entry(25, failure(8, true), 'infinity');
-  await entry(25, { version: 1, enriched_at: now }, null);
-  // Runs of the last minutes: 600 tasks detected, 300 entries enriched (and one run too old to count).
-  await db.pool.query(
-    `INSERT INTO tasker_job_runs (run_id, job_name, trigger, worker, started_at, finished_at, outcome, counts)
-     VALUES (gen_random_uuid(), 'tasker.detect-stale-tasks', 'schedule', 'w:1', $1::timestamptz - interval '2 minutes', $1, 'completed', '{"tasks_detected": 600}'),
-            (gen_random_uuid(), 'tasker.enrich-dlq-snapshots', 'event', 'w:1', $1::timestamptz - interval '1 minute', $1, 'completed', '{"enriched": 200}'),
-            (gen_random_uuid(), 'tasker.enrich-dlq-snapshots', 'event', 'w:1', $1::timestamptz - interval '30 seconds', NULL, NULL, '{"enriched": 100}'),
-            (gen_random_uuid(), 'tasker.enrich-dlq-snapshots', 'event', 'w:1', $1::timestamptz - interval '6 minutes', $1, 'completed', '{"enriched": 5000}')`,
-    [now],
-  );
+  // 3 stale tasks waiting (1 fresh), 2 entries awaiting enrichment, 2 retrying (1 due), 1 given
+  // up, 1 enriched; 600 tasks detected and 300 entries enriched in the last 5 minutes.
+  await placeStorm(db.pool, now);
 
   const status = await runCli(['status', '--json'], { DATABASE_URL: db.url, ...FAST_WORKER_ENV });
   expect(status.code).toBe(0);

@@ -8,6 +8,7 @@ import { describe, expect, it } from '@jest/globals';
 import type { AuditRow } from '../../src/db/queries/audit.ts';
 import type { RunRow } from '../../src/db/queries/job-runs.ts';
 import { nextCronTime } from '../../src/domain/cron.ts';
+import { enrichmentLine, enrichmentWords } from '../../src/domain/enrichment-words.ts';
 import { closestName } from '../../src/domain/names.ts';
 import { whyStale } from '../../src/domain/why-stale.ts';
 import { pointInTime, resolveTime } from '../../src/validation/values.ts';
@@ -394,5 +395,55 @@ describe('the entry page', () => {
     } as unknown as Parameters<typeof diagnosisSection>[0]).value;
     expect(out.match(/card declined/g)).toHaveLength(1);
     expect(out).toContain('(its error is under Blocking)');
+  });
+});
+
+describe("where an entry's enrichment stands", () => {
+  const failure = (attempts: number, gaveUp: boolean) => ({
+    enrichment: {
+      version: 1,
+      failed: true,
+      failed_at: '2026-06-01T12:00:00.5+00:00',
+      error: { code: '57014', message: 'canceling statement\n due to statement timeout' },
+      failed_attempts: attempts,
+      max_attempts: 8,
+      next_attempt_at: gaveUp ? null : '2026-06-01T12:04:00+00:00',
+      gave_up: gaveUp,
+    },
+  });
+  const clock = (iso: string) => `<${iso.slice(11, 16)}>`;
+
+  it('says awaiting, enriched (after failed attempts), failing with the next attempt, and given up, in the same words everywhere', () => {
+    expect(enrichmentWords({})).toEqual({
+      state: 'awaiting',
+      label: 'awaiting enrichment',
+      detail: '',
+      line: 'not enriched yet: the request of its detection batch or the next sweep enriches it',
+    });
+    expect(enrichmentWords({ enrichment: { enriched_at: '2026-06-01T12:00:00Z' } }, clock)).toMatchObject({
+      state: 'enriched',
+      label: 'enriched',
+      detail: '',
+      line: 'enriched <12:00>',
+    });
+    expect(
+      enrichmentWords({ enrichment: { enriched_at: '2026-06-01T12:00:00Z', failed_attempts: 2 } }).detail,
+    ).toBe('after 2 failed attempt(s)');
+    expect(enrichmentWords(failure(2, false), clock)).toEqual({
+      state: 'retrying',
+      label: 'enrichment failing',
+      detail: '2 of 8 attempt(s) failed; next attempt at <12:04>',
+      line: 'failing: 2 of 8 attempt(s) failed, last at <12:00>; next attempt at <12:04>; last error (57014): canceling statement due to statement timeout',
+    });
+    expect(enrichmentWords(failure(8, true), clock)).toEqual({
+      state: 'given_up',
+      label: 'enrichment given up',
+      detail: '8 of 8 attempt(s) failed; not tried again',
+      line: 'failed for good: 8 of 8 attempt(s) failed, last at <12:00>; not tried again (only the detection snapshot is there); last error (57014): canceling statement due to statement timeout',
+    });
+    // `dlq show` prints the line with the times as stored.
+    expect(enrichmentLine(failure(2, false))).toContain(
+      'last at 2026-06-01T12:00:00.5+00:00; next attempt at 2026-06-01T12:04:00+00:00;',
+    );
   });
 });

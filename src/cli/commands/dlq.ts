@@ -3,6 +3,7 @@ import { databaseNow } from '../../db/queries/server.ts';
 import { templateOfTask } from '../../db/queries/templates.ts';
 import { TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import type { EnrichedDetails } from '../../domain/dlq-enrichment.ts';
+import { enrichmentLine } from '../../domain/enrichment-words.ts';
 import { whyStale } from '../../domain/why-stale.ts';
 import { NotFoundError, UsageError } from '../../errors.ts';
 import { openInvestigation, resolveInvestigation } from '../../operations/investigations.ts';
@@ -16,7 +17,7 @@ import {
 } from '../../validation/fields.ts';
 import { uuid, wholeNumber } from '../../validation/values.ts';
 import type { Command } from '../command.ts';
-import { diagnosisLines, enrichmentLine } from '../diagnosis.ts';
+import { diagnosisLines } from '../diagnosis.ts';
 import { formatMinutes, printable, printableLines, printFields, printJson, printTable } from '../output.ts';
 import { cliActor } from './token.ts';
 

@@ -3,11 +3,10 @@ import { databaseUrl } from '../../db/pool.ts';
 import { archiveTotals } from '../../db/queries/archive.ts';
 import { PGBOSS_SCHEMA_VERSION, queueDepths } from '../../db/queries/boss-jobs.ts';
 import { pendingSummary } from '../../db/queries/dlq.ts';
-import { enrichmentBacklog } from '../../db/queries/dlq-enrichment.ts';
-import { type RunRow, recentRuns, recentWork } from '../../db/queries/job-runs.ts';
+import { type RunRow, recentRuns } from '../../db/queries/job-runs.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { stalenessHealth } from '../../db/queries/staleness.ts';
-import { STALE_WAITING_CAP, staleTasksWaiting } from '../../db/queries/staleness-backlog.ts';
+import { DRAIN_WINDOW_MINUTES, stormBacklog, stormDrain } from '../../db/queries/storm-backlog.ts';
 import { createBoss } from '../../worker/boss.ts';
 import { startBoss } from '../../worker/process.ts';
 import { deadLetterQueue } from '../../worker/worker.ts';
@@ -19,12 +18,11 @@ import { formatMinutes, printable, printJson, printTable } from '../output.ts';
  * and its queue from pg-boss (queued, active, failed, dead-lettered); the workers alive; pending
  * investigations and the oldest one's age; the backlogs a stale storm builds and how fast they
  * drain (stale tasks waiting for detection, entries awaiting enrichment, retrying or given up, and
- * the work of each job's runs over the last DRAIN_WINDOW_MINUTES); staleness health of in-flight
- * tasks; archive totals.
+ * the work of each job's runs over the last DRAIN_WINDOW_MINUTES: src/db/queries/storm-backlog.ts,
+ * which the console's Staleness page shows too); staleness health of in-flight tasks; archive
+ * totals.
  */
 
-/** The window over which `status` measures how fast detection and enrichment drain. */
-const DRAIN_WINDOW_MINUTES = 5;
 export const statusCommand: Command = {
   name: 'status',
   summary:
@@ -62,13 +60,8 @@ export const statusCommand: Command = {
         });
       }
       const pending = await pendingSummary(rt.pool, now);
-      const backlog = await enrichmentBacklog(rt.pool, now);
-      const waiting = await staleTasksWaiting(rt.pool, now, STALE_WAITING_CAP);
-      const since = new Date(now.getTime() - DRAIN_WINDOW_MINUTES * 60_000);
-      const drained = async (job: string, key: string) => {
-        const { runs, work } = await recentWork(rt.pool, job, since, key);
-        return { runs, work, per_second: Math.round((work / (DRAIN_WINDOW_MINUTES * 60)) * 10) / 10 };
-      };
+      const { stale: waiting, enrichment: backlog } = await stormBacklog(rt.pool, now);
+      const drain = await stormDrain(rt.pool, now);
       const minutesSince = (at: Date | null) =>
         at ? Math.floor((now.getTime() - at.getTime()) / 60_000) : null;
       const report = {
@@ -94,13 +87,13 @@ export const statusCommand: Command = {
         },
         // What a stale storm leaves waiting, and how fast each job drains it.
         backlog: {
-          window_minutes: DRAIN_WINDOW_MINUTES,
+          window_minutes: drain.window_minutes,
           stale_tasks: {
             // By the configured default thresholds, among the STALE_WAITING_CAP in flight longest.
             waiting: waiting.waiting,
             capped: waiting.capped,
             oldest_waiting_minutes: minutesSince(waiting.oldest_entered_at),
-            detected: await drained('tasker.detect-stale-tasks', 'tasks_detected'),
+            detected: drain.detected,
           },
           enrichment: {
             awaiting: backlog.awaiting,
@@ -108,7 +101,7 @@ export const statusCommand: Command = {
             retrying: backlog.retrying,
             retry_due: backlog.retry_due,
             given_up: backlog.failed,
-            enriched: await drained('tasker.enrich-dlq-snapshots', 'enriched'),
+            enriched: drain.enriched,
           },
         },
         staleness: await stalenessHealth(rt.pool),

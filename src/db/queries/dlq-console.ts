@@ -33,7 +33,8 @@ export interface ConsoleQueueRow {
   task_name: string | null;
   priority_score: number;
   overdue: boolean;
-  enriched: boolean;
+  /** task_snapshot.enrichment as stored (null: never enriched); read with enrichmentState(). */
+  enrichment: Record<string, unknown> | null;
   summary: string | null;
 }
 
@@ -90,7 +91,7 @@ export async function consoleQueuePage(
                 ELSE 10
               END + w.minutes_in_dlq AS priority_score,
               f.dlq_timestamp < $1::timestamptz - make_interval(hours => f.max_pending_age_hours) AS overdue,
-              f.task_snapshot ? 'enrichment' AS enriched,
+              f.task_snapshot -> 'enrichment' AS enrichment,
               f.task_snapshot #>> '{diagnosis,summary}' AS summary
          FROM firsts f
         CROSS JOIN LATERAL (SELECT floor(extract(epoch FROM $1::timestamptz - f.dlq_timestamp) / 60)::integer AS minutes_in_dlq) w

@@ -3,7 +3,8 @@ import { otherInvestigationsOfTask } from '../../db/queries/dlq-console.ts';
 import type { TaskTemplate } from '../../db/queries/templates.ts';
 import { type DlqEntry, TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import type { EnrichedDetails, FullEnrichedSnapshot } from '../../domain/dlq-enrichment.ts';
-import { isEnriched } from '../../domain/dlq-enrichment.ts';
+import { enrichmentState, isEnriched } from '../../domain/dlq-enrichment.ts';
+import { enrichmentWords } from '../../domain/enrichment-words.ts';
 import { whyStale } from '../../domain/why-stale.ts';
 import { graphSvg, layoutGraph } from './graph.ts';
 import { formatMinutes, formatTime, html, jsonPreview, type SafeHtml } from './html.ts';
@@ -61,10 +62,33 @@ function cutNote(list: { truncated: boolean; omitted: number } | undefined, what
     : html``;
 }
 
+/** Why there is no diagnosis yet, by where enrichment stands (its line is at the top of the page). */
+const NOT_ENRICHED: Record<'awaiting' | 'retrying' | 'given_up', string> = {
+  awaiting:
+    'This entry has not been enriched yet: the enrichment job adds the steps, history, graph and diagnosis shortly after detection.',
+  retrying:
+    'Not enriched: its enrichment is failing and will be tried again (when, and the last error, are at the top of the page). The steps, history, graph and diagnosis appear when an attempt succeeds.',
+  given_up:
+    "Not enriched: enrichment failed for good (the last error is at the top of the page) and is not tried again, so only the detection snapshot is there. Look at the task in the engine's tables.",
+};
+
+/**
+ * Where enrichment stands, in dlq show's words: a notice near the top while the entry is not
+ * enriched (awaiting, failing with its next attempt, given up; each with the last error), a line
+ * among the entry's facts once it is (and after how many failed attempts).
+ */
+function enrichmentNotice(s: Snapshot): SafeHtml {
+  const w = enrichmentWords(s, formatTime);
+  if (w.state === 'enriched') return html``;
+  const kind = { awaiting: '', retrying: ' warn', given_up: ' error' }[w.state];
+  return html`<p class="notice${kind}" id="enrichment-state" data-enrichment="${w.state}"><strong>Enrichment:</strong> ${w.line}</p>`;
+}
+
 export function diagnosisSection(s: Snapshot): SafeHtml {
   if (!isEnriched(s)) {
+    const { state } = enrichmentState(s);
     return html`<section class="card" aria-labelledby="diag-h"><h2 id="diag-h">Diagnosis</h2>
-<p>This entry has not been enriched yet: the enrichment job adds the steps, history, graph and diagnosis shortly after detection.</p></section>`;
+<p>${NOT_ENRICHED[state === 'enriched' ? 'awaiting' : state]}</p></section>`;
   }
   const d = s.diagnosis;
   const e = s.enrichment;
@@ -268,10 +292,12 @@ export async function entryPage(
   return html`<p><a href="/">← Queue</a></p>
 <h1>${String(s.namespace ?? '?')}/${String(s.task_name ?? '?')} <span class="badge ${entry.resolution_status === 'pending' ? 'warn' : 'ok'}" id="entry-status">${entry.resolution_status}</span></h1>
 ${why ? html`<p class="why" id="why-stale">${why}</p>` : ''}
+${enrichmentNotice(s)}
 ${extras.hold ? html`<p class="notice" id="archive-hold">The task is held out of archival until ${formatTime(extras.hold.held_until)} (${extras.hold.reason}).</p>` : ''}
 <dl class="kv card"><dt>Reason</dt><dd>${entry.dlq_reason}</dd><dt>State when detected</dt><dd>${entry.original_state}</dd>
 <dt>In the DLQ</dt><dd>${formatTime(entry.dlq_timestamp)} (${formatMinutes(Math.max(0, minutes))}${entry.resolution_status === 'pending' ? '' : ' until resolved'})</dd>
-<dt>Task</dt><dd>${entry.task_uuid}</dd><dt>Entry</dt><dd>${entry.dlq_entry_uuid}</dd></dl>
+<dt>Task</dt><dd>${entry.task_uuid}</dd><dt>Entry</dt><dd>${entry.dlq_entry_uuid}</dd>
+${enriched ? html`<dt>Enrichment</dt><dd id="enrichment-state" data-enrichment="enriched">${enrichmentWords(s, formatTime).line}</dd>` : ''}</dl>
 <div class="grid2">${diagnosisSection(s)}${resolveSection(ctx, entry, extras.draft)}</div>
 ${
   full

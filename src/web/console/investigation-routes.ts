@@ -39,7 +39,7 @@ import {
   refusedQueuePage,
 } from './queue-page.ts';
 import { CSRF_FIELD } from './session.ts';
-import { stalenessPage } from './staleness-page.ts';
+import { stalenessPage, stormLive } from './staleness-page.ts';
 
 /**
  * The investigation queue, finding an investigation by entry or task uuid, the entry page and
@@ -238,6 +238,13 @@ export function registerInvestigationRoutes(app: FastifyInstance, kit: ConsoleKi
     const ctx = await kit.guard(request, reply, 'dlq:stats');
     if (!ctx) return reply;
     return kit.page(reply, 200, 'Staleness', await stalenessPage(ctx), ctx);
+  });
+
+  // The storm panel's figures, fetched again by the page while its switch is on.
+  app.get('/staleness/storm', async (request, reply) => {
+    const ctx = await kit.guard(request, reply, 'dlq:stats', { consumeFlash: false });
+    if (!ctx) return reply;
+    return kit.send(reply, 200, (await stormLive(ctx)).value);
   });
 
   app.get('/bulk', async (request, reply) => {

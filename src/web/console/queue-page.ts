@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { type ConsoleQueueRow, consoleQueuePage, queueFilterChoices } from '../../db/queries/dlq-console.ts';
 import { DLQ_REASONS } from '../../domain/dlq.ts';
+import { enrichmentWords } from '../../domain/enrichment-words.ts';
 import { dlqReason, namespaceName, taskTemplateName } from '../../validation/fields.ts';
 import { wholeNumber } from '../../validation/values.ts';
 import { optionalField } from './filters.ts';
@@ -63,6 +64,21 @@ const REASON_BADGE: Record<string, string> = {
   manual_dlq: 'muted',
 };
 
+/** How the badge of an entry not enriched looks: a failing one stands out, one given up more. */
+const ENRICHMENT_BADGE = { awaiting: 'muted', retrying: 'warn', given_up: 'bad' } as const;
+
+/**
+ * The diagnosis column: the summary once enriched (and after how many failed attempts), else where
+ * enrichment stands as a badge with its attempts and next attempt, in dlq show's words.
+ */
+function diagnosisCell(r: ConsoleQueueRow): SafeHtml {
+  const w = enrichmentWords({ enrichment: r.enrichment }, formatTime);
+  if (w.state === 'enriched')
+    return html`${r.summary ?? ''}${w.detail ? html`<br><span class="muted enrichment-detail">${w.label} ${w.detail}</span>` : ''}`;
+  const detail = w.detail ? html`<br><span class="muted enrichment-detail">${w.detail}</span>` : '';
+  return html`<span class="badge ${ENRICHMENT_BADGE[w.state]}" data-enrichment="${w.state}">${w.label}</span>${detail}`;
+}
+
 export function queueRows(rows: readonly ConsoleQueueRow[]): SafeHtml {
   if (rows.length === 0)
     return html`<tr><td colspan="6">No pending investigations match these filters.</td></tr>`;
@@ -73,7 +89,7 @@ export function queueRows(rows: readonly ConsoleQueueRow[]): SafeHtml {
 <td data-label="Reason"><span class="badge ${REASON_BADGE[r.dlq_reason] ?? 'muted'}">${r.dlq_reason}</span></td>
 <td data-label="Was">${r.original_state}</td>
 <td data-label="Waiting">${formatMinutes(r.minutes_in_dlq)}${r.overdue ? html` <span class="badge bad">overdue</span>` : ''}<br><span class="muted">${formatTime(r.dlq_timestamp)}</span></td>
-<td data-label="Diagnosis">${r.summary ?? html`<span class="muted">${r.enriched ? '' : 'awaiting enrichment'}</span>`}</td>
+<td data-label="Diagnosis">${diagnosisCell(r)}</td>
 </tr>`,
   )}`;
 }
