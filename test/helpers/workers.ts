@@ -95,13 +95,16 @@ export const HELD_DETECTION_ENV = {
 };
 
 /**
- * Holds an exclusive lock on tasker_task_namespaces, which every detection batch (real or dry run)
- * reads, so the next detection run blocks at its first statement until release(): a run whose
- * length the test controls (run the worker with HELD_DETECTION_ENV).
+ * Holds an exclusive lock on tasker_named_tasks, which every detection page (real or dry run, with
+ * or without candidates) reads first for its smallest threshold, so the next detection run blocks
+ * at its first statement until release(): a run whose length the test controls (run the worker
+ * with HELD_DETECTION_ENV). tasker_task_namespaces would not do: a page with no candidates never
+ * judges, so it never reads it. Enrichment reads tasker_named_tasks too, so hold it only while no
+ * enrichment is due.
  */
 export async function holdDetectionAtStart(client: pg.Client): Promise<{ release(): Promise<void> }> {
   await client.query('BEGIN');
-  await client.query('LOCK TABLE tasker_task_namespaces IN ACCESS EXCLUSIVE MODE');
+  await client.query('LOCK TABLE tasker_named_tasks IN ACCESS EXCLUSIVE MODE');
   return { release: async () => void (await client.query('COMMIT')) };
 }
 
