@@ -27,9 +27,15 @@ import { databaseNow } from '../../src/db/queries/server.ts';
 import { projectRoot } from '../../src/paths.ts';
 import { insertFinishedGraphs } from '../helpers/archive-factories.ts';
 import { type CliProcess, runCli, startCli } from '../helpers/cli-process.ts';
-import { hoursBefore, insertTask, insertTemplate, minutesBefore, type Template } from '../helpers/factories.ts';
-import { FAST_WORKER_ENV } from '../helpers/workers.ts';
+import {
+  hoursBefore,
+  insertTask,
+  insertTemplate,
+  minutesBefore,
+  type Template,
+} from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
+import { FAST_WORKER_ENV } from '../helpers/workers.ts';
 
 /**
  * The previous release: the build whose workers are running when this one is deployed. Move it to
@@ -38,7 +44,6 @@ import { waitFor } from '../helpers/wait.ts';
 const PREVIOUS_RELEASE = '7ef2c80896932dc9faa2f3fe707e856bcb3b6af3';
 
 const DETECT = 'tasker.detect-stale-tasks';
-const ENRICH = 'tasker.enrich-dlq-snapshots';
 const ARCHIVE = 'tasker.archive-finished-tasks';
 /** Waves of work while both builds run, and what each brings. */
 const WAVES = 5;
@@ -95,7 +100,9 @@ it('the previous release keeps working while this build migrates and joins: noth
     template ??= await insertTemplate(pool, { namespace: 'upgrade', name: 'upgrade_test' });
     const now = await databaseNow(pool);
     for (let i = 0; i < STALE_PER_WAVE; i++)
-      stale.push(await insertTask(pool, { template, state: 'waiting_for_retry', enteredAt: minutesBefore(now, 30) }));
+      stale.push(
+        await insertTask(pool, { template, state: 'waiting_for_retry', enteredAt: minutesBefore(now, 30) }),
+      );
     graphs.push(
       ...(await insertFinishedGraphs(pool, {
         named_task_uuid: template.named_task_uuid,
@@ -158,10 +165,14 @@ it('the previous release keeps working while this build migrates and joins: noth
       { timeoutMs: 90_000, intervalMs: 3_000 },
     );
     // A scheduled tick served while both builds ran (cron: once a minute).
-    await waitFor('a scheduled detection run', async () => (await runs()).some((r) => r.trigger === 'schedule'), {
-      timeoutMs: 70_000,
-      intervalMs: 1_000,
-    });
+    await waitFor(
+      'a scheduled detection run',
+      async () => (await runs()).some((r) => r.trigger === 'schedule'),
+      {
+        timeoutMs: 70_000,
+        intervalMs: 1_000,
+      },
+    );
 
     // The old workers stop cleanly.
     const olds = workers.filter((w) => w.build.label === 'old' && w.process !== first);
