@@ -135,6 +135,25 @@ it('the previous release keeps working while this build migrates and joins: noth
     start(OLD);
     await waitForLiveWorkers(2);
     await addWork();
+    // A request of this build's (this run only: its extras beside it), while only old workers run.
+    await waitFor(
+      "this build's --this-run-only request queued and run by an old worker",
+      async () => {
+        const r = await cli(NEW, [
+          'enqueue',
+          'detect-stale',
+          '--max-batches',
+          '1',
+          '--this-run-only',
+          '--wait',
+          '--timeout-seconds',
+          '60',
+        ]);
+        enqueued.push(r);
+        return r.code === 0;
+      },
+      { timeoutMs: 90_000, intervalMs: 1_000 },
+    );
     // This build's workers join.
     start(NEW);
     start(NEW);
@@ -239,6 +258,13 @@ it('the previous release keeps working while this build migrates and joins: noth
     expect(new Set(ranBy('old').map((r) => r.job_name)).size).toBeGreaterThan(1);
     expect(new Set(ranBy('new').map((r) => r.job_name)).size).toBeGreaterThan(1);
     expect(enqueued.filter((e) => e.code !== 0 && e.code !== 2)).toEqual([]);
+    // Old workers ran requests this build sent with extras beside them.
+    const { rows: extrasRuns } = await pool.query<{ worker: string }>(
+      `SELECT r.worker FROM tasker_job_runs r JOIN tasker_run_request_extras x ON x.pgboss_job_id = r.pgboss_job_id`,
+    );
+    expect(
+      extrasRuns.filter((r) => buildOf.get(Number(r.worker.split(':').pop())) === 'old').length,
+    ).toBeGreaterThan(0);
     console.log(
       `upgrade: ${all.length} runs (${ranBy('old').length} by the previous release, ${ranBy('new').length} by this build; ` +
         `${all.filter((r) => r.trigger === 'schedule').length} scheduled); ${stale.length} stale tasks, ${graphs.length} graphs; ` +
