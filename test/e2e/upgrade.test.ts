@@ -15,9 +15,8 @@
  * work tree is not touched) and uses this checkout's node_modules when its lockfile is the same,
  * else its own `npm ci`. Slow (about two minutes): run by `npm run test:e2e`, not `npm test`.
  */
-import { execFileSync, execSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
@@ -34,14 +33,9 @@ import {
   minutesBefore,
   type Template,
 } from '../helpers/factories.ts';
+import { extractPreviousRelease } from '../helpers/previous-release.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { FAST_WORKER_ENV } from '../helpers/workers.ts';
-
-/**
- * The previous release: the build whose workers are running when this one is deployed. Move it to
- * the last released commit at each release (`git log` of main: the last one that landed).
- */
-const PREVIOUS_RELEASE = '7ef2c80896932dc9faa2f3fe707e856bcb3b6af3';
 
 const DETECT = 'tasker.detect-stale-tasks';
 const ARCHIVE = 'tasker.archive-finished-tasks';
@@ -317,21 +311,6 @@ async function workLeft(stale: string[], graphs: string[]) {
     [stale, graphs],
   );
   return rows[0] as { undetected: number; unenriched: number; live_graphs: number };
-}
-
-/**
- * The previous release in a temporary directory, from git (the work tree is not touched), with
- * this checkout's node_modules when the lockfiles agree, else its own.
- */
-function extractPreviousRelease(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'tasker-previous-release-'));
-  execSync(`git archive ${PREVIOUS_RELEASE} | tar -x -C ${JSON.stringify(dir)}`, { cwd: projectRoot });
-  const sameLock =
-    readFileSync(join(dir, 'package-lock.json'), 'utf8') ===
-    readFileSync(join(projectRoot, 'package-lock.json'), 'utf8');
-  if (sameLock) symlinkSync(join(projectRoot, 'node_modules'), join(dir, 'node_modules'));
-  else execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: dir, stdio: 'inherit' });
-  return dir;
 }
 
 /** A database of its own: on DATABASE_URL's server when set, else an embedded PostgreSQL. */
