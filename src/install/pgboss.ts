@@ -49,7 +49,7 @@ export class PgBossUpgradeRefusedError extends UsageError {
 
 /**
  * Before `migrate` changes anything: when this build's pg-boss would upgrade the installed schema,
- * refuses while any worker is alive (named, from pgboss.instance), unless `allowed` (the operator's
+ * refuses while any worker is alive (named, from pg-boss's instance registry), unless `allowed` (the operator's
  * --upgrade-pgboss-schema). Returns the upgrade it lets through ({from, to}), or null when pg-boss's
  * schema is absent (a first install) or already this build's.
  */
