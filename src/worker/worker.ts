@@ -220,12 +220,19 @@ async function runRequests(
   let rejection: RunRejection | null = null;
   const first = requests[0]!;
   const expiresInMs = expiresIn(first);
-  // What this build sent beside each request (splitRequest). Read before the run: a database that
-  // cannot be reached here fails the attempt (pg-boss retries it), and never rejects the request.
-  const extras = await requestExtras(
-    deps.pool,
-    requests.map((r) => r.id),
-  );
+  // What this build sent beside each request (splitRequest). When they cannot be read (the
+  // database away), the run stops before it starts, as an interruption (given back, no retry used),
+  // and the request is never rejected for it.
+  let extras = new Map<string, RequestExtras>();
+  let extrasUnread: Error | null = null;
+  try {
+    extras = await requestExtras(
+      deps.pool,
+      requests.map((r) => r.id),
+    );
+  } catch (err) {
+    extrasUnread = err as Error;
+  }
   try {
     parsed = requests.map((r) => withExtras(RunRequest.parse(r.data), extras.get(r.id)));
     const optionsList = parsed.map((p) =>
@@ -309,6 +316,7 @@ async function runRequests(
         };
         let r: Record<string, unknown>;
         try {
+          if (extrasUnread) throw extrasUnread;
           r = await job.run(
             {
               pool: deps.pool,
