@@ -8,6 +8,7 @@
  * migrations/README.md "Changing things" is the rule this test holds every change to.
  * test/e2e/upgrade.test.ts runs the previous release's real workers through an upgrade.
  */
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
 import type { Db } from '../../src/db/pool.ts';
 import { migrate, readMigrations } from '../../src/install/sql.ts';
@@ -51,6 +52,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await db.drop();
+  rmSync(previous, { recursive: true, force: true });
 });
 
 it("every function of the previous release keeps its signature and result type after this build's migrate", () => {
