@@ -363,3 +363,45 @@ export async function queueDepths(db: Db, queues: readonly string[]): Promise<Ma
   for (const q of queues) if (!depths.has(q)) depths.set(q, { queue: q, queued: 0, active: 0, failed: 0 });
   return depths;
 }
+
+/** pg-boss's installed schema version (pgboss.version), or null where pg-boss is not installed. */
+export async function installedSchemaVersion(db: Db): Promise<number | null> {
+  const { rows: present } = await db.query<{ present: boolean }>(
+    `SELECT to_regclass('${SCHEMA}.version') IS NOT NULL AS present`,
+  );
+  if (!present[0]?.present) return null;
+  const { rows } = await db.query<{ version: number }>(
+    `SELECT version::int AS version FROM ${SCHEMA}.version LIMIT 1`,
+  );
+  return rows[0]?.version ?? null;
+}
+
+/** A pg-boss instance (a worker process) registered in pgboss.instance. */
+export interface LiveInstance {
+  host: string;
+  pid: number;
+  /** Its pg-boss package version. */
+  version: string;
+  application_name: string | null;
+  started_on: Date;
+  heartbeat_on: Date;
+}
+
+/**
+ * The pg-boss instances alive now, as pg-boss judges them (getInstances' `live`): not stopped, and
+ * a heartbeat within 3 of their intervals. Only workers register (src/worker/boss.ts). null where
+ * pg-boss's schema has no instance registry to read.
+ */
+export async function liveInstances(db: Db): Promise<LiveInstance[] | null> {
+  const { rows: present } = await db.query<{ present: boolean }>(
+    `SELECT to_regclass('${SCHEMA}.instance') IS NOT NULL AS present`,
+  );
+  if (!present[0]?.present) return null;
+  const { rows } = await db.query<LiveInstance>(
+    `SELECT host, pid, version, application_name, started_on, heartbeat_on
+       FROM ${SCHEMA}.instance
+      WHERE stopped_on IS NULL AND heartbeat_on >= now() - heartbeat_seconds * 3 * interval '1 second'
+      ORDER BY started_on`,
+  );
+  return rows;
+}
