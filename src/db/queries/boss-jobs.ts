@@ -129,7 +129,7 @@ export type RequeueOutcome =
 /**
  * Moves an active run back to the queue: into `retry` when that slot of its key is free, else into
  * `created`; when both are taken, it is merged into the waiting request if that one carries the
- * same options, takes the place of a waiting scheduled tick, or else is dropped with its request
+ * same options and the same extras (tasker_run_request_extras: this run only, detection's resume), takes the place of a waiting scheduled tick, or else is dropped with its request
  * in its output. Serialized per queue by a transaction advisory lock, so two recovery passes never
  * race for one slot; bounded by lock_timeout and statement_timeout (timeoutMs), so a held row makes
  * it fail fast (the next pass tries again) instead of hanging. Reads the job by its primary key and
@@ -166,12 +166,15 @@ export async function requeueRun(pool: pg.Pool, r: RequeueRequest): Promise<Requ
       scheduled_tick: boolean;
     }>(
       `SELECT id, state,
-                coalesce(data -> 'options', '{}'::jsonb) = coalesce($3::jsonb -> 'options', '{}'::jsonb) AS same_options,
+                coalesce(data -> 'options', '{}'::jsonb) = coalesce($3::jsonb -> 'options', '{}'::jsonb)
+                AND coalesce((SELECT x.extras FROM tasker_run_request_extras x WHERE x.pgboss_job_id = j.id), '{}'::jsonb)
+                  = coalesce((SELECT x.extras FROM tasker_run_request_extras x WHERE x.pgboss_job_id = $4::uuid), '{}'::jsonb)
+                AS same_options,
                 data ->> 'trigger' = 'schedule' AND coalesce(data -> 'options', '{}'::jsonb) = '{}'::jsonb AS scheduled_tick
-           FROM ${SCHEMA}.job
+           FROM ${SCHEMA}.job j
           WHERE name = $1 AND state IN ('created', 'retry') AND COALESCE(singleton_key, '') = COALESCE($2, '')
-          ORDER BY created_on FOR UPDATE`,
-      [r.name, target[0]!.singleton_key, JSON.stringify(r.data)],
+          ORDER BY created_on FOR UPDATE OF j`,
+      [r.name, target[0]!.singleton_key, JSON.stringify(r.data), r.id],
     );
     const taken = new Set(waiting.map((w) => w.state));
     if (r.onlyIfRetryTaken && !taken.has('retry')) return { placed: 'retry_free' } as const;
