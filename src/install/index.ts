@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.ts';
 import { NotMigratedError } from '../errors.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AnyJob } from '../worker/worker.ts';
+import { archiveTableOptions } from './archive-tables.ts';
 import { installPgBoss, pgBossDifferences } from './pgboss.ts';
 import { settingsDifferences, writeSettingsRow } from './settings.ts';
 import { type MigrationResult, migrate, migrationStatus } from './sql.ts';
@@ -31,6 +32,11 @@ export interface InstallOptions {
   /** Who installs, for the settings row's updated_by ("migrate", "start"). */
   command: string;
   jobs: readonly AnyJob[];
+  /**
+   * Rewrite archive tables over archive.max_rewrite_rows too (`migrate --allow-archive-rewrites`,
+   * for a maintenance window).
+   */
+  allowArchiveRewrites?: boolean;
 }
 
 export interface InstallResult {
@@ -40,7 +46,17 @@ export interface InstallResult {
 }
 
 export async function install(o: InstallOptions): Promise<InstallResult> {
-  const sql = await migrate(o.directPool);
+  const sql = await migrate(
+    o.directPool,
+    undefined,
+    archiveTableOptions(o.config.archive, o.allowArchiveRewrites ?? false),
+  );
+  // What migrate left undone that archival needs: archival (and, for the first, restore) refuses
+  // until it is done, naming the same; nothing else waits for it.
+  for (const left of sql.archiveChangesLeft)
+    o.logger.warn(`${o.command}: ${left}`, { archival: 'refused', reason: 'archive_change_left' });
+  for (const key of sql.archivalKeyProblems)
+    o.logger.warn(`${o.command}: ${key}`, { archival: 'refused', reason: 'foreign_key' });
   const pgbossSchemaVersion = await installPgBoss(o.config, o.directUrl, o.logger, o.jobs);
   const settingsChanged = await writeSettingsRow(o.pool, o.config, o.logger, o.command);
   return { sql, pgbossSchemaVersion, settingsChanged };

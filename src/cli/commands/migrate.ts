@@ -9,7 +9,7 @@ import type { Runtime } from '../runtime.ts';
  * Everything `migrate` does, for `start` too (src/install): this system's SQL, pg-boss's schema,
  * the jobs' queues and schedules, and tasker_lifecycle_settings, from this process's configuration.
  */
-export function migrateAll(rt: Runtime, command: string) {
+export function migrateAll(rt: Runtime, command: string, options: { allowArchiveRewrites?: boolean } = {}) {
   // Straight to PostgreSQL (database.direct_url): the migration lock is a session advisory lock,
   // which PgBouncer in transaction pooling mode cannot keep.
   return install({
@@ -20,6 +20,7 @@ export function migrateAll(rt: Runtime, command: string) {
     logger: rt.logger,
     command,
     jobs: JOBS,
+    allowArchiveRewrites: options.allowArchiveRewrites ?? false,
   });
 }
 
@@ -27,10 +28,24 @@ export const migrateCommand: Command = {
   name: 'migrate',
   summary:
     "Bring the database to this build: this system's migrations and function files, pg-boss's schema, the jobs' queues and schedules, and tasker_lifecycle_settings, from the configuration (safe to run from several processes at once).",
-  args: { flags: {} },
+  args: {
+    flags: {
+      'allow-archive-rewrites': {
+        type: 'boolean',
+        description:
+          'also make archive table changes that rewrite a table over archive.max_rewrite_rows (integer to bigint, …): for a maintenance window; the table is held ACCESS EXCLUSIVE while it is rewritten, the live tables are not touched',
+      },
+    },
+  },
   async run({ flags }, { io, runtime }) {
     const rt = runtime.get();
-    const { sql: result, pgbossSchemaVersion, settingsChanged } = await migrateAll(rt, 'migrate');
+    const {
+      sql: result,
+      pgbossSchemaVersion,
+      settingsChanged,
+    } = await migrateAll(rt, 'migrate', {
+      allowArchiveRewrites: flags['allow-archive-rewrites'] === true,
+    });
     if (flags.json)
       return printJson(io.stdout, {
         ...result,
