@@ -9,7 +9,10 @@
 -- Catalog reads only, cheap enough for every batch and `status`.
 CREATE OR REPLACE FUNCTION tasker_lifecycle_archive_refusals(p_action text)
 RETURNS TABLE (sqlstate text, reason text)
-LANGUAGE sql STABLE AS $$
+-- plpgsql, so that the query's plan is kept for the session (a SQL function's is made at every call)
+LANGUAGE plpgsql STABLE ROWS 5 AS $$
+BEGIN
+  RETURN QUERY
   WITH d AS (
     SELECT x.* FROM tasker_lifecycle_archive_differences()
                     WITH ORDINALITY AS x(live_table, archive_table, column_name, change, problem, n)
@@ -30,5 +33,6 @@ LANGUAGE sql STABLE AS $$
   SELECT 'TL004', format('the foreign key %s, which archival relies on, is %s', k.foreign_key, k.problem)
     FROM (SELECT * FROM tasker_lifecycle_archive_key_problems() WITH ORDINALITY AS k(foreign_key, problem, n)
            ORDER BY k.n) k
-   WHERE p_action = 'archival'
+   WHERE p_action = 'archival';
+END
 $$;
