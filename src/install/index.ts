@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.ts';
 import { NotMigratedError } from '../errors.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AnyJob } from '../worker/worker.ts';
+import { archiveTableOptions } from './archive-tables.ts';
 import { checkPgBossSchemaUpgrade, installPgBoss, pgBossDifferences } from './pgboss.ts';
 import { settingsDifferences, writeSettingsRow } from './settings.ts';
 import { type MigrationResult, migrate, migrationStatus } from './sql.ts';
@@ -36,6 +37,11 @@ export interface InstallOptions {
    * --upgrade-pgboss-schema): without it, `migrate` refuses such an upgrade before changing anything.
    */
   upgradePgBossSchema?: boolean;
+  /**
+   * Rewrite archive tables over archive.max_rewrite_rows too (`migrate --allow-archive-rewrites`,
+   * for a maintenance window).
+   */
+  allowArchiveRewrites?: boolean;
 }
 
 export interface InstallResult {
@@ -50,12 +56,22 @@ export async function install(o: InstallOptions): Promise<InstallResult> {
   // A pg-boss schema upgrade is a stop-the-world step: refused before anything changes while
   // workers of another build are alive (src/install/pgboss.ts).
   const pgbossSchemaUpgrade = await checkPgBossSchemaUpgrade(o.directPool, o.upgradePgBossSchema ?? false);
-  const sql = await migrate(o.directPool);
+  const sql = await migrate(
+    o.directPool,
+    undefined,
+    archiveTableOptions(o.config.archive, o.allowArchiveRewrites ?? false),
+  );
   if (pgbossSchemaUpgrade)
     o.logger.warn(
       `upgrading pg-boss's schema from version ${pgbossSchemaUpgrade.from} to ${pgbossSchemaUpgrade.to}: workers of the previous build cannot start on it`,
       { pgboss_schema_from: pgbossSchemaUpgrade.from, pgboss_schema_to: pgbossSchemaUpgrade.to },
     );
+  // What migrate left undone that archival needs: archival (and, for the first, restore) refuses
+  // until it is done, naming the same; nothing else waits for it.
+  for (const left of sql.archiveChangesLeft)
+    o.logger.warn(`${o.command}: ${left}`, { archival: 'refused', reason: 'archive_change_left' });
+  for (const key of sql.archivalKeyProblems)
+    o.logger.warn(`${o.command}: ${key}`, { archival: 'refused', reason: 'foreign_key' });
   const pgbossSchemaVersion = await installPgBoss(o.config, o.directUrl, o.logger, o.jobs);
   const settingsChanged = await writeSettingsRow(o.pool, o.config, o.logger, o.command);
   return { sql, pgbossSchemaVersion, pgbossSchemaUpgrade, settingsChanged };

@@ -9,7 +9,11 @@ import type { Runtime } from '../runtime.ts';
  * Everything `migrate` does, for `start` too (src/install): this system's SQL, pg-boss's schema,
  * the jobs' queues and schedules, and tasker_lifecycle_settings, from this process's configuration.
  */
-export function migrateAll(rt: Runtime, command: string, upgradePgBossSchema = false) {
+export function migrateAll(
+  rt: Runtime,
+  command: string,
+  options: { allowArchiveRewrites?: boolean; upgradePgBossSchema?: boolean } = {},
+) {
   // Straight to PostgreSQL (database.direct_url): the migration lock is a session advisory lock,
   // which PgBouncer in transaction pooling mode cannot keep.
   return install({
@@ -20,7 +24,8 @@ export function migrateAll(rt: Runtime, command: string, upgradePgBossSchema = f
     logger: rt.logger,
     command,
     jobs: JOBS,
-    upgradePgBossSchema,
+    upgradePgBossSchema: options.upgradePgBossSchema ?? false,
+    allowArchiveRewrites: options.allowArchiveRewrites ?? false,
   });
 }
 
@@ -35,6 +40,11 @@ export const migrateCommand: Command = {
         description:
           "upgrade pg-boss's schema even while workers are alive on the older one (they cannot start again afterwards: stop them first)",
       },
+      'allow-archive-rewrites': {
+        type: 'boolean',
+        description:
+          'also make archive table changes that rewrite a table over archive.max_rewrite_rows (integer to bigint, …): for a maintenance window; the table is held ACCESS EXCLUSIVE while it is rewritten, the live tables are not touched',
+      },
     },
   },
   async run({ flags }, { io, runtime }) {
@@ -44,7 +54,10 @@ export const migrateCommand: Command = {
       pgbossSchemaVersion,
       pgbossSchemaUpgrade,
       settingsChanged,
-    } = await migrateAll(rt, 'migrate', flags['upgrade-pgboss-schema'] === true);
+    } = await migrateAll(rt, 'migrate', {
+      upgradePgBossSchema: flags['upgrade-pgboss-schema'] === true,
+      allowArchiveRewrites: flags['allow-archive-rewrites'] === true,
+    });
     if (flags.json)
       return printJson(io.stdout, {
         ...result,
