@@ -40,7 +40,10 @@ export interface InstallResult {
 }
 
 export async function install(o: InstallOptions): Promise<InstallResult> {
-  const sql = await migrate(o.directPool);
+  const sql = await migrate(o.directPool, undefined, {
+    settings: o.config.migrate,
+    log: (message) => o.logger.info(`migrate: ${message}`),
+  });
   const pgbossSchemaVersion = await installPgBoss(o.config, o.directUrl, o.logger, o.jobs);
   const settingsChanged = await writeSettingsRow(o.pool, o.config, o.logger, o.command);
   return { sql, pgbossSchemaVersion, settingsChanged };
