@@ -244,6 +244,14 @@ const RULES: readonly Rule[] = [
     }),
   ],
   [
+    re(String.raw`^(?:vacuum \(full[^)]*\)|vacuum full|cluster)(?: verbose)? (NAME)`),
+    (m) => ({
+      locks: [{ relation: unquote(m[1]!), mode: 'ACCESS EXCLUSIVE' }],
+      rewrites: true,
+      note: 'writes a new copy of the table and its indexes under the lock',
+    }),
+  ],
+  [
     re(`^lock (?:table )?(?:only )?(NAME) in ([a-z ]+?) mode`),
     (m) => {
       const mode = m[2]!.toUpperCase() as LockMode;
