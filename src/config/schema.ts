@@ -389,7 +389,7 @@ export const DatabaseSchema = z
       .max(200)
       .default(7)
       .describe(
-        "Most connections one process (a worker, web, a CLI command) opens to database.url: pg-boss's pool takes max(3, a third), rounded down, this system's pool the rest (7: 3 and 4). A worker needs 4 of its own (one per job it runs, one for recovery and run history) and is refused below that. `migrate` opens 1 more to direct_url.",
+        "Most connections one process (a worker, web, a CLI command) opens to database.url: pg-boss's pool takes max(3, a third), rounded down, this system's pool the rest (7: 3 and 4). A worker needs 4 of its own (one per job it runs, one for recovery and run history) and is refused below that. `migrate` opens 2 more to direct_url: its session, and one that watches whom its statements wait for.",
       ),
     pool_max: z
       .int()
