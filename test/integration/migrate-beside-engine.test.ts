@@ -213,6 +213,45 @@ describe('a long engine transaction holding a lock on tasker_task_transitions', 
   }, 60_000);
 });
 
+describe('a long engine transaction holding a lock on tasker_tasks, the indexes built already', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await engineDatabase(2_000, 1_000);
+    for (const f of INDEXES) await db.pool.query(f.statement);
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it("a migration that needs the table's lock gives it up after lock_timeout_ms, is rolled back and retried, then gives up naming the session; the next migrate applies it", async () => {
+    const client = new pg.Client({ connectionString: db.url, application_name: 'engine-holding-tasks' });
+    await client.connect();
+    const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    await client.query('BEGIN');
+    await client.query(
+      'UPDATE tasker_tasks SET updated_at = now() WHERE task_uuid = (SELECT task_uuid FROM tasker_tasks LIMIT 1)',
+    );
+    const settings = MigrateSchema.parse({ lock_timeout_ms: 150, lock_retries: 2, lock_retry_delay_ms: 50 });
+    try {
+      await expect(migrate(db.pool, migrationsDir, { settings })).rejects.toThrow(
+        new RegExp(
+          `^migration 0002_dlq\\.sql: migrate gave up after 3 attempts .*: it waited longer than 150 ms \\(migrate\\.lock_timeout_ms\\) for ShareRowExclusiveLock on tasker_tasks, held by pid ${rows[0]!.pid} \\(application_name "engine-holding-tasks", state "idle in transaction", transaction open .*query "UPDATE tasker_tasks SET updated_at = now\\(\\).*It was rolled back: nothing of it is applied\\.$`,
+        ),
+      );
+      const { rows: recorded } = await db.pool.query(
+        `SELECT array_agg(version ORDER BY version) AS versions, to_regclass('tasker_tasks_dlq') AS dlq FROM tasker_lifecycle_migrations`,
+      );
+      expect(recorded).toEqual([{ versions: [1], dlq: null }]); // 0001 adopted; 0002 rolled back whole
+    } finally {
+      await client.query('ROLLBACK');
+      await client.end();
+    }
+    const result = await migrate(db.pool, migrationsDir, { settings });
+    expect(result.applied[0]).toBe('0002_dlq.sql');
+    expect(result.indexes).toEqual([]);
+  });
+});
+
 describe('indexes of earlier builds', () => {
   let db: TestDatabase;
   let fromScratch: TestDatabase;
