@@ -14,6 +14,7 @@ import {
 import { ENGINE_TABLES } from '../db/queries/engine-schema.ts';
 import { appliedObjectFiles, recordObjectFile } from '../db/queries/schema-history.ts';
 import { LockNotTaken, type LockSafeDdl } from './lock-safe-ddl.ts';
+import { oneLine, splitStatements } from './statements.ts';
 
 /**
  * Indexes on the engine's tables, one per file: migrations/indexes/<index name>.sql, each one
@@ -125,6 +126,35 @@ export function readIndexFiles(dir: string): IndexFile[] {
         tail: tail!,
       };
     });
+}
+
+const IF_NOT_EXISTS = /^create\s+index\s+if\s+not\s+exists\s+([a-z_][a-z0-9_]*)\s+on\b/i;
+
+/**
+ * A numbered migration's SQL without the `CREATE INDEX IF NOT EXISTS` of indexes an index file
+ * keeps, where that index exists and is valid (the index files ran first). Such a statement builds
+ * nothing, but PostgreSQL takes its SHARE lock on the table before it looks, and the migration's
+ * transaction would hold it, keeping the engine's writes waiting, until it commits. The released
+ * file, and its checksum, stay as they are; only what is run leaves the statement out. Returns the
+ * SQL to run (the file's own text when nothing is left out) and the statements left out.
+ */
+export async function withoutExistingIndexBuilds(
+  db: Db,
+  sql: string,
+  files: readonly IndexFile[],
+): Promise<{ sql: string; skipped: string[] }> {
+  const names = new Set(files.map((f) => f.name));
+  if (![...names].some((name) => sql.includes(name))) return { sql, skipped: [] };
+  const kept: string[] = [];
+  const skipped: string[] = [];
+  for (const statement of splitStatements(sql)) {
+    const name = IF_NOT_EXISTS.exec(oneLine(statement))?.[1]?.toLowerCase();
+    const state = name && names.has(name) ? await indexState(db, name) : null;
+    if (state?.valid) skipped.push(oneLine(statement));
+    else kept.push(statement);
+  }
+  if (skipped.length === 0) return { sql, skipped };
+  return { sql: `${kept.join(';\n')};\n`, skipped };
 }
 
 /** A definition without the index's and the table's names, to compare two. */

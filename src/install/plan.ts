@@ -164,10 +164,17 @@ async function plan(client: pg.PoolClient, o: PlanOptions, dir: string): Promise
     }
     for (const statement of splitStatements(m.sql)) {
       const effect = statementEffect(statement);
-      let note = effect.note ?? null;
-      const ifNotExists = /^create (unique )?index if not exists (\S+)/i.exec(oneLine(statement));
-      if (ifNotExists && existing.has(ifNotExists[2]!.toLowerCase())) {
-        note = `${ifNotExists[2]} exists (its index file builds it concurrently): builds nothing, but waits for the SHARE lock and holds it until ${m.file} commits`;
+      const ifNotExists = /^create index if not exists (\S+) on/i.exec(oneLine(statement));
+      if (ifNotExists && existing.has(ifNotExists[1]!.toLowerCase())) {
+        add({
+          source,
+          statement: oneLine(statement),
+          transaction: true,
+          locks: [],
+          rewrites: false,
+          note: `not run: ${ifNotExists[1]} exists (its index file builds it concurrently), and the statement would only take the table's SHARE lock until ${m.file} commits`,
+        });
+        continue;
       }
       add({
         source,
@@ -175,7 +182,7 @@ async function plan(client: pg.PoolClient, o: PlanOptions, dir: string): Promise
         transaction: true,
         locks: await resolveLocks(client, effect.locks, lock),
         rewrites: effect.rewrites,
-        note,
+        note: effect.note ?? null,
       });
     }
     add({

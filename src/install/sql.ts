@@ -18,7 +18,12 @@ import {
 import { EngineSchemaError, MigrateBlockedError } from '../errors.ts';
 import { migrationsDir } from '../paths.ts';
 import { engineSchemaProblems, hasEngineTables } from './engine-schema.ts';
-import { applyIndexFiles, type IndexChange, readIndexFiles } from './index-files.ts';
+import {
+  applyIndexFiles,
+  type IndexChange,
+  readIndexFiles,
+  withoutExistingIndexBuilds,
+} from './index-files.ts';
 import { LockSafeDdl } from './lock-safe-ddl.ts';
 
 /**
@@ -273,8 +278,13 @@ export async function migrate(
         const adopt = m.version === ENGINE_MIGRATION_VERSION && engineFirst;
         await ddl.transaction(`migration ${m.file}`, async () => {
           if (!adopt) {
+            // Its CREATE INDEX IF NOT EXISTS of an index the index files built would take the
+            // table's SHARE lock to build nothing: left out of what is run.
+            const { sql, skipped } = await withoutExistingIndexBuilds(client, m.sql, indexFiles);
+            for (const statement of skipped)
+              ddl.log(`${m.file}: not run, the index exists (migrations/indexes/): ${statement}`);
             try {
-              await client.query(m.sql);
+              await client.query(sql);
             } catch (err) {
               throw Object.assign(
                 new Error(`migration ${m.file} failed: ${(err as Error).message}`, { cause: err }),

@@ -150,3 +150,88 @@ export function waitsDuring(
     p99Ms: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))]!,
   };
 }
+
+export interface LockWaitSample {
+  at: number;
+  /** pg_stat_activity.wait_event_type / wait_event of the writer ("Lock", "relation"; "IO", …). */
+  waitEventType: string | null;
+  waitEvent: string | null;
+  /** Who it waited for (pg_blocking_pids): application_name and query of the first. */
+  blocker: string | null;
+}
+
+export interface LockWaitSampler {
+  stop(): Promise<readonly LockWaitSample[]>;
+}
+
+/**
+ * Samples, every `everyMs` from a connection of its own, what the session named `applicationName`
+ * is waiting for, and who holds it up: so a slow writer transaction can be told apart as a lock
+ * wait (something it queued behind) or something else (the disk, the CPU).
+ */
+export async function startLockWaitSampler(
+  url: string,
+  applicationName: string,
+  everyMs = 20,
+): Promise<LockWaitSampler> {
+  const client = new pg.Client({ connectionString: url, application_name: 'lock-wait-sampler' });
+  await client.connect();
+  const samples: LockWaitSample[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const at = performance.now();
+      const { rows } = await client.query<{ t: string | null; e: string | null; blocker: string | null }>(
+        `SELECT a.wait_event_type AS t, a.wait_event AS e,
+                (SELECT b.application_name || ': ' || left(b.query, 120)
+                   FROM pg_stat_activity b WHERE b.pid = (pg_blocking_pids(a.pid))[1]) AS blocker
+           FROM pg_stat_activity a WHERE a.application_name = $1 AND a.state = 'active' LIMIT 1`,
+        [applicationName],
+      );
+      samples.push({
+        at,
+        waitEventType: rows[0]?.t ?? null,
+        waitEvent: rows[0]?.e ?? null,
+        blocker: rows[0]?.blocker ?? null,
+      });
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  })();
+  let stopped: Promise<void> | undefined;
+  return {
+    async stop() {
+      running = false;
+      stopped ??= loop.then(() => client.end());
+      await stopped;
+      return samples;
+    },
+  };
+}
+
+/**
+ * The longest stretch of consecutive samples in [from, to] with the session waiting on a lock (an
+ * upper bound: from the sample before the stretch to the one after), and who it waited for.
+ */
+export function longestLockWait(
+  samples: readonly LockWaitSample[],
+  from: number,
+  to: number,
+): { ms: number; blocker: string | null } {
+  let longest = { ms: 0, blocker: null as string | null };
+  let start: number | null = null;
+  let blocker: string | null = null;
+  const within = samples.filter((s) => s.at >= from && s.at <= to);
+  within.forEach((s, i) => {
+    if (s.waitEventType === 'Lock') {
+      if (start === null) {
+        start = i > 0 ? within[i - 1]!.at : s.at;
+        blocker = s.blocker;
+      }
+    } else if (start !== null) {
+      if (s.at - start > longest.ms) longest = { ms: s.at - start, blocker };
+      start = null;
+    }
+  });
+  if (start !== null && to - start > longest.ms) longest = { ms: to - start, blocker };
+  return longest;
+}
