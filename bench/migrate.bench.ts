@@ -13,7 +13,8 @@
  * they were dropped again (its cache is warm by then, which only helps the baseline).
  *
  * Printed for each: how long it took; the writer's transactions meanwhile (writes/s) and its
- * longest and 99th-percentile transaction; and the writer's quiet p99 before, for scale.
+ * longest and 99th-percentile transaction, and its longest wait on a lock (sampled every 20 ms from
+ * pg_stat_activity, with whom it waited for); and the same for the writer alone before, for scale.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readIndexFiles } from '../src/install/index-files.ts';
@@ -21,8 +22,11 @@ import { migrationsDir } from '../src/paths.ts';
 import { runCli } from '../test/helpers/cli-process.ts';
 import {
   ENGINE_ONLY,
+  type LockWaitSampler,
   loadEngineTasks,
+  longestLockWait,
   startEngineWriter,
+  startLockWaitSampler,
   waitsDuring,
 } from '../test/helpers/engine-writer.ts';
 import { type BenchServer, timed } from './db.ts';
@@ -32,6 +36,8 @@ interface Window {
   count: number;
   longestMs: number;
   p99Ms: number;
+  start: number;
+  end: number;
 }
 
 export default async function migrateBench(server: BenchServer): Promise<void> {
@@ -47,13 +53,15 @@ export default async function migrateBench(server: BenchServer): Promise<void> {
       `engine-first database: ${tasks.toLocaleString('en')} tasks (${finished.toLocaleString('en')} finished), ${(2 * tasks).toLocaleString('en')} transitions, loaded in ${(load.ms / 1000).toFixed(1)} s`,
     );
     const writer = await startEngineWriter(db.url, { applicationName: 'bench-engine-writer' });
+    let sampler: LockWaitSampler | undefined;
     try {
+      sampler = await startLockWaitSampler(db.url, 'bench-engine-writer');
       const window = async (work: () => Promise<void>): Promise<Window> => {
         const start = performance.now();
         await work();
         const end = performance.now();
         await sleep(200); // the writer's transaction in flight at the end
-        return { ms: end - start, ...waitsDuring(writer.samples(), start, end) };
+        return { ms: end - start, start, end, ...waitsDuring(writer.samples(), start, end) };
       };
       const quiet = await window(() => sleep(3000));
 
@@ -90,8 +98,11 @@ export default async function migrateBench(server: BenchServer): Promise<void> {
         }
       });
 
-      const line = (name: string, w: Window) =>
-        `  ${name.padEnd(58)} ${(w.ms / 1000).toFixed(1).padStart(6)} s   ${String(Math.round((w.count * 1000) / w.ms)).padStart(5)} writes/s   longest ${w.longestMs.toFixed(0).padStart(5)} ms   p99 ${w.p99Ms.toFixed(0).padStart(5)} ms`;
+      const samples = await sampler.stop();
+      const line = (name: string, w: Window) => {
+        const lockWait = longestLockWait(samples, w.start, w.end);
+        return `  ${name.padEnd(58)} ${(w.ms / 1000).toFixed(1).padStart(6)} s   ${String(Math.round((w.count * 1000) / w.ms)).padStart(5)} writes/s   longest ${w.longestMs.toFixed(0).padStart(5)} ms   p99 ${w.p99Ms.toFixed(0).padStart(5)} ms   longest lock wait ${lockWait.ms.toFixed(0).padStart(5)} ms${lockWait.blocker ? ` (behind ${lockWait.blocker.slice(0, 60)})` : ''}`;
+      };
       console.log('the engine writer during each (its transactions overlapping the window):');
       console.log(line('quiet, before', quiet));
       console.log(line('this build: tasker-lifecycle migrate (first install)', current));
@@ -104,6 +115,7 @@ export default async function migrateBench(server: BenchServer): Promise<void> {
         `longest engine write during migrate: ${current.longestMs.toFixed(0)} ms (target < 1,000 ms: ${current.longestMs < 1000 ? 'met' : 'MISSED'}); the old way: ${old.longestMs.toFixed(0)} ms`,
       );
     } finally {
+      await sampler?.stop();
       await writer.stop();
     }
   } finally {
