@@ -522,7 +522,7 @@ export const MigrateSchema = z
       .max(86_400_000)
       .default(3_600_000)
       .describe(
-        'statement_timeout of every statement `migrate` runs, in milliseconds: an index build on a very large table may need more than the default hour. A build cancelled by it leaves nothing behind (its unfinished index is dropped) and is not retried.',
+        'statement_timeout of each schema change and index build `migrate` makes (the migrations, object files and index files), in milliseconds: an index build on a very large table may need more than the default hour. A build cancelled by it has its unfinished index dropped (or dropped by the next migrate) and is not retried.',
       ),
     schema_lock_wait_seconds: z
       .int()
