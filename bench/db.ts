@@ -9,8 +9,8 @@ import { migrate } from '../src/install/sql.ts';
 
 /** The server benchmarks run on, and fresh migrated databases on it. */
 export interface BenchServer {
-  /** A new, migrated database; drop() removes it. */
-  createDatabase(): Promise<BenchDatabase>;
+  /** A new database, migrated unless `migrated` is false; drop() removes it. */
+  createDatabase(options?: { migrated?: boolean }): Promise<BenchDatabase>;
   description: string;
   stop(): Promise<void>;
 }
@@ -45,13 +45,13 @@ export async function startBenchDatabase(): Promise<BenchServer> {
   const version = (await admin.query('SHOW server_version')).rows[0].server_version;
   return {
     description: `${description}, server ${version}`,
-    async createDatabase() {
+    async createDatabase(options: { migrated?: boolean } = {}) {
       const name = `tasker_bench_${randomBytes(4).toString('hex')}`;
       await admin.query(`CREATE DATABASE ${name}`);
       const url = new URL(adminUrl);
       url.pathname = `/${name}`;
       const pool = createPool(url.toString(), { max: 20 });
-      await migrate(pool);
+      if (options.migrated !== false) await migrate(pool);
       return {
         url: url.toString(),
         pool,

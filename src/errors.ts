@@ -74,3 +74,12 @@ export function asError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;
   return new Error(String(thrown), { cause: thrown });
 }
+
+/**
+ * `migrate` gave up waiting for a lock (another session's transaction held it past its retries),
+ * or for another `migrate`, rather than keep the engine's writes queued behind it: the message
+ * names what it waited for and who held it, and what state it left (exit 1; run it again).
+ */
+export class MigrateBlockedError extends Error {
+  override name = 'MigrateBlockedError';
+}

@@ -9,11 +9,11 @@
 --             max_waiting_for_dependencies_minutes / max_waiting_for_retry_minutes /
 --             max_steps_in_process_minutes): only these can be stale by state. Candidates are the
 --             next p_examine entries of idx_task_transitions_in_flight after the cursor, a keyset
---             range scan on (created_at, task_uuid) (migration 0160), judged by both rules.
+--             range scan on (created_at, task_uuid) (migrations/indexes/), judged by both rules.
 --   lifetime  tasks that entered their state after that, which can only be stale by their age:
 --             per template (in uuid order), the next unfinished tasks created before
 --             p_now - the template's lifetime, a keyset range scan of idx_tasks_unfinished_by_template
---             (named_task_uuid, created_at, task_uuid; migration 0160), at most
+--             (named_task_uuid, created_at, task_uuid; migrations/indexes/), at most
 --             least(250 x p_examine, 100,000) entries per page. Those in flight are the candidates;
 --             those whose current state is terminal (the engine leaves error and cancelled tasks
 --             complete = false, and detection's own error tasks stay so, until archival moves

@@ -405,7 +405,7 @@ export const DatabaseSchema = z
       .max(200)
       .default(7)
       .describe(
-        "Most connections one process (a worker, web, a CLI command) opens to database.url: pg-boss's pool takes max(3, a third), rounded down, this system's pool the rest (7: 3 and 4). A worker needs 4 of its own (one per job it runs, one for recovery and run history) and is refused below that. `migrate` opens 1 more to direct_url.",
+        "Most connections one process (a worker, web, a CLI command) opens to database.url: pg-boss's pool takes max(3, a third), rounded down, this system's pool the rest (7: 3 and 4). A worker needs 4 of its own (one per job it runs, one for recovery and run history) and is refused below that. `migrate` opens 2 more to direct_url: its session, and one that watches whom its statements wait for.",
       ),
     pool_max: z
       .int()
@@ -429,7 +429,7 @@ export const DatabaseSchema = z
       .max(3_600_000)
       .default(30_000)
       .describe(
-        "statement_timeout every session to database.url starts with, in milliseconds: a query that runs longer is cancelled, so one slow query cannot keep a process's connections. Batches set their own (the jobs' batch_statement_timeout_ms); `migrate` has none. Behind PgBouncer set it on the server (docs/scaling.md).",
+        "statement_timeout every session to database.url starts with, in milliseconds: a query that runs longer is cancelled, so one slow query cannot keep a process's connections. Batches set their own (the jobs' batch_statement_timeout_ms); `migrate` its own ([migrate]). Behind PgBouncer set it on the server (docs/scaling.md).",
       ),
     lock_timeout_ms: z
       .int()
@@ -482,6 +482,77 @@ export const DatabaseSchema = z
         message: `database.pool_max (${pool}) + database.boss_pool_max (${boss}) = ${pool + boss} is more than database.max_connections_per_process (${d.max_connections_per_process}): raise max_connections_per_process to ${pool + boss}, or unset pool_max and boss_pool_max to split the budget (pg-boss max(2, a third), this system the rest)`,
       });
     }
+  });
+
+/**
+ * [migrate]: how `migrate` (and the migrate step of `start`) takes the locks its schema changes
+ * need, in a database where the workflow engine is writing (src/install/lock-safe-ddl.ts). Every
+ * statement that takes a lock an engine write could wait on runs under lock_timeout_ms: an engine
+ * write queued behind it waits at most that long, plus the moment the statement holds the lock.
+ */
+export const MigrateSchema = z
+  .strictObject({
+    lock_timeout_ms: z
+      .int()
+      .min(10)
+      .max(60_000)
+      .default(200)
+      .describe(
+        "lock_timeout of every schema change `migrate` makes in a transaction (numbered migrations, object files, renames), in milliseconds: a change that cannot have its lock that soon gives the lock up, so the engine's writes queued behind it go on, and is tried again (lock_retries). Also the age beyond which a transaction holding a lock on a table makes `migrate` put off building an index on it. With 200, no engine write waits 1 s on `migrate`.",
+      ),
+    lock_retries: z
+      .int()
+      .min(0)
+      .max(1000)
+      .default(10)
+      .describe(
+        'Times a schema change that gave its lock up (lock_timeout_ms, index_build_lock_timeout_ms, a deadlock) or an index build put off for a long transaction is tried again before `migrate` gives up, naming the session that held the lock.',
+      ),
+    lock_retry_delay_ms: z
+      .int()
+      .min(1)
+      .max(60_000)
+      .default(200)
+      .describe(
+        'Milliseconds before the first retry of a schema change that gave its lock up; the delay doubles per retry (with jitter), up to lock_retry_delay_max_ms.',
+      ),
+    lock_retry_delay_max_ms: z
+      .int()
+      .min(1)
+      .max(600_000)
+      .default(5_000)
+      .describe(
+        'Longest delay between two attempts of a schema change (the cap of the doubling). With the defaults, migrate waits about 30 s in all for a lock before it gives up.',
+      ),
+    index_build_lock_timeout_ms: z
+      .int()
+      .min(10)
+      .max(3_600_000)
+      .default(10_000)
+      .describe(
+        "lock_timeout of CREATE INDEX CONCURRENTLY and DROP INDEX CONCURRENTLY on the engine's tables, in milliseconds. Their locks (SHARE UPDATE EXCLUSIVE) block no read or write, but they wait for the transactions open on the table (and, at the end, for every older snapshot): a wait longer than this fails the build, its unfinished index is dropped, and the build is tried again (lock_retries). Over 1 s lets it outwait autovacuum, which PostgreSQL cancels after deadlock_timeout.",
+      ),
+    statement_timeout_ms: z
+      .int()
+      .min(1_000)
+      .max(86_400_000)
+      .default(3_600_000)
+      .describe(
+        'statement_timeout of each schema change and index build `migrate` makes (the migrations, object files and index files), in milliseconds: an index build on a very large table may need more than the default hour. A build cancelled by it has its unfinished index dropped (or dropped by the next migrate) and is not retried.',
+      ),
+    schema_lock_wait_seconds: z
+      .int()
+      .min(1)
+      .max(86_400)
+      .default(900)
+      .describe(
+        'Seconds a `migrate` waits for another one (which holds the migration lock, maybe building an index on a large table) before it gives up, naming it.',
+      ),
+  })
+  .refine((m) => m.lock_retry_delay_max_ms >= m.lock_retry_delay_ms, {
+    error:
+      'lock_retry_delay_max_ms is below lock_retry_delay_ms: the cap of the doubling delay must be at least its first value',
+    path: ['lock_retry_delay_max_ms'],
   });
 
 /**
@@ -647,6 +718,7 @@ export const ConfigSchema = z.strictObject({
   metrics: MetricsSchema.prefault({}),
   web: WebSchema.prefault({}),
   database: DatabaseSchema.prefault({}),
+  migrate: MigrateSchema.prefault({}),
   logging: LoggingSchema.prefault({}),
 });
 
@@ -655,3 +727,4 @@ export type StalenessDetectionConfig = Config['staleness_detection'];
 export type DlqConfig = Config['dlq'];
 export type DlqEnrichmentConfig = Config['dlq']['enrichment'];
 export type ArchiveConfig = Config['archive'];
+export type MigrateConfig = Config['migrate'];

@@ -56,11 +56,11 @@ export async function install(o: InstallOptions): Promise<InstallResult> {
   // A pg-boss schema upgrade is a stop-the-world step: refused before anything changes while
   // workers of another build are alive (src/install/pgboss.ts).
   const pgbossSchemaUpgrade = await checkPgBossSchemaUpgrade(o.directPool, o.upgradePgBossSchema ?? false);
-  const sql = await migrate(
-    o.directPool,
-    undefined,
-    archiveTableOptions(o.config.archive, o.allowArchiveRewrites ?? false),
-  );
+  const sql = await migrate(o.directPool, undefined, {
+    settings: o.config.migrate,
+    log: (message) => o.logger.info(`migrate: ${message}`),
+    archive: archiveTableOptions(o.config.archive, o.allowArchiveRewrites ?? false),
+  });
   if (pgbossSchemaUpgrade)
     o.logger.warn(
       `upgrading pg-boss's schema from version ${pgbossSchemaUpgrade.from} to ${pgbossSchemaUpgrade.to}: workers of the previous build cannot start on it`,

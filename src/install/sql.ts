@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type pg from 'pg';
+import pg from 'pg';
+import { type MigrateConfig, MigrateSchema } from '../config/schema.ts';
 import {
   type AppliedMigration,
   appliedMigrations,
@@ -10,9 +11,10 @@ import {
   lockSchemaChanges,
   recordMigration,
   recordObjectFile,
+  type SchemaLockHolder,
   unlockSchemaChanges,
 } from '../db/queries/schema-history.ts';
-import { EngineSchemaError } from '../errors.ts';
+import { EngineSchemaError, MigrateBlockedError } from '../errors.ts';
 import { migrationsDir } from '../paths.ts';
 import {
   type ArchiveTableOptions,
@@ -21,6 +23,13 @@ import {
   followLiveTables,
 } from './archive-tables.ts';
 import { engineSchemaProblems, hasEngineTables } from './engine-schema.ts';
+import {
+  applyIndexFiles,
+  type IndexChange,
+  readIndexFiles,
+  withoutExistingIndexBuilds,
+} from './index-files.ts';
+import { LockSafeDdl } from './lock-safe-ddl.ts';
 
 /**
  * This system's SQL, in two kinds of file (migrations/README.md):
@@ -37,10 +46,20 @@ import { engineSchemaProblems, hasEngineTables } from './engine-schema.ts';
  *   (with check_function_bodies off, so their order does not matter), then views (a view after the
  *   views it names), then triggers.
  *
+ * - Index files, migrations/indexes/<name>.sql: one index on an engine table each, built
+ *   CONCURRENTLY outside any transaction, so the engine's reads and writes go on while it builds
+ *   (index-files.ts). Applied before the pending versioned migrations where the engine's tables
+ *   exist, and again after them.
+ *
+ * Every schema change runs under a short lock_timeout and is retried with backoff, then given up
+ * naming the session in its way ([migrate], lock-safe-ddl.ts): an engine write never queues
+ * behind `migrate` for longer than that timeout and the moment the change holds its lock.
+ *
  * A session advisory lock makes it safe for any number of processes to run this at once: one
- * applies, the others wait and then find nothing left to do. The lock belongs to the session, so
- * the pool passed in must reach PostgreSQL itself (database.direct_url), never PgBouncer in
- * transaction pooling mode, which would hand the lock's server connection to other clients.
+ * applies, the others wait (polling, up to migrate.schema_lock_wait_seconds) and then find nothing
+ * left to do. The lock belongs to the session, so the pool passed in must reach PostgreSQL itself
+ * (database.direct_url), never PgBouncer in transaction pooling mode, which would hand the lock's
+ * server connection to other clients.
  *
  * The engine's tables belong to the engine (tasker-core). Migration 0001 creates them only where
  * none exists (standalone, demo, tests). Where any exists, they are checked against what this
@@ -104,6 +123,8 @@ export interface MigrationResult extends ArchiveTablesResult {
   /** Object files applied because their checksum changed (or they were new), in the order applied. */
   objectsApplied: string[];
   objectsUnchanged: number;
+  /** Indexes on the engine's tables built, rebuilt or replaced (migrations/indexes/), with the steps taken. */
+  indexes: IndexChange[];
   /**
    * The engine's tables: created by 0001 here, adopted (they existed; 0001 recorded, not run), or
    * verified (0001 applied before; checked again).
@@ -115,7 +136,7 @@ export interface MigrationStatus {
   pending: Migration[];
   /** Applied versions with no file here: the database is newer than this build. */
   unknown: number[];
-  /** Object files never applied to this database. */
+  /** Object files (and index files) never applied to this database. */
   objectsMissing: string[];
   /**
    * Object files whose checksum differs from the one applied: this build's version of the object
@@ -206,24 +227,41 @@ function withoutComments(sql: string): string {
   return sql.replace(/--[^\n]*/g, '');
 }
 
+export interface MigrateOptions {
+  /** [migrate] of the configuration: lock and statement timeouts, retries; its defaults if absent. */
+  settings?: Readonly<MigrateConfig>;
+  /** Progress lines (an index build on a large table takes minutes). */
+  log?: (message: string) => void;
+  /** How the archive tables follow the live ones (src/install/archive-tables.ts). */
+  archive?: ArchiveTableOptions;
+}
+
 export async function migrate(
   pool: pg.Pool,
   dir = migrationsDir,
-  archive: ArchiveTableOptions = DEFAULT_ARCHIVE_TABLE_OPTIONS,
+  options: MigrateOptions = {},
 ): Promise<MigrationResult> {
+  const settings = options.settings ?? MigrateSchema.parse({});
   const migrations = readMigrations(dir);
   const objects = readObjectFiles(dir);
+  const indexFiles = readIndexFiles(dir);
   const client = await pool.connect();
+  const ddl = new LockSafeDdl(client, {
+    settings,
+    // Sees who holds a lock this session waits for: the waiting session cannot ask.
+    connectWatcher: async () => {
+      const watcher = new pg.Client({ ...pool.options, application_name: 'tasker-lifecycle-migrate-watch' });
+      await watcher.connect();
+      return watcher;
+    },
+    ...(options.log ? { log: options.log } : {}),
+  });
   try {
-    await lockSchemaChanges(client);
+    const lock = await lockSchemaChanges(client, settings.schema_lock_wait_seconds * 1000);
+    if (!lock.held) throw schemaLockBusy(lock.holder, lock.waitedMs);
     try {
-      await createSchemaHistoryTables(client);
-      const { pending, unknown } = compare(migrations, await appliedMigrations(client));
-      if (unknown.length > 0) {
-        throw new Error(
-          `the database has migration(s) ${unknown.join(', ')} that this build does not have: deploy the newer build instead`,
-        );
-      }
+      await ddl.transaction('creating the schema history tables', () => createSchemaHistoryTables(client));
+      const pending = pendingMigrations(migrations, await appliedMigrations(client));
       // Before anything is changed: the engine's tables, if any exist, must have what we need.
       const engineFirst = await hasEngineTables(client);
       const core = migrations.find((m) => m.version === ENGINE_MIGRATION_VERSION);
@@ -236,24 +274,50 @@ export async function migrate(
           );
         }
       }
+      // The indexes on the engine's tables, concurrently, before the numbered migrations that name
+      // them (whose CREATE INDEX IF NOT EXISTS then build nothing).
+      const indexes = engineFirst ? await applyIndexFiles(ddl, indexFiles) : [];
       const done: string[] = [];
       let engineTables: MigrationResult['engineTables'] = 'verified';
       for (const m of pending) {
         const adopt = m.version === ENGINE_MIGRATION_VERSION && engineFirst;
-        await inTransaction(client, `migration ${m.file}`, async () => {
-          if (!adopt) await client.query(m.sql);
+        await ddl.transaction(`migration ${m.file}`, async () => {
+          if (!adopt) {
+            // Its CREATE INDEX IF NOT EXISTS of an index the index files built would take the
+            // table's SHARE lock to build nothing: left out of what is run.
+            const { sql, skipped } = await withoutExistingIndexBuilds(client, m.sql, indexFiles);
+            for (const statement of skipped)
+              ddl.log(`${m.file}: not run, the index exists (migrations/indexes/): ${statement}`);
+            try {
+              await client.query(sql);
+            } catch (err) {
+              throw Object.assign(
+                new Error(`migration ${m.file} failed: ${(err as Error).message}`, { cause: err }),
+                {
+                  code: (err as { code?: string }).code,
+                },
+              );
+            }
+          }
           await recordMigration(client, m);
         });
         if (m.version === ENGINE_MIGRATION_VERSION) engineTables = adopt ? 'adopted' : 'created';
         if (!adopt) done.push(m.file);
       }
-      const objectsApplied = await applyObjectFiles(client, objects);
-      const archiveTables = await followLiveTables(client, archive);
+      const objectsApplied = await applyObjectFiles(ddl, objects);
+      // Again: where 0001 created the engine's tables in this run, or a migration changed an index.
+      for (const change of await applyIndexFiles(ddl, indexFiles)) {
+        const earlier = indexes.find((c) => c.file === change.file);
+        if (earlier) earlier.steps.push(...change.steps);
+        else indexes.push(change);
+      }
+      const archiveTables = await followLiveTables(client, options.archive ?? DEFAULT_ARCHIVE_TABLE_OPTIONS);
       return {
         applied: done,
         alreadyApplied: migrations.length - pending.length,
         objectsApplied,
         objectsUnchanged: objects.length - objectsApplied.length,
+        indexes,
         engineTables,
         ...archiveTables,
       };
@@ -261,40 +325,48 @@ export async function migrate(
       await unlockSchemaChanges(client);
     }
   } finally {
+    await ddl.close();
     client.release();
   }
 }
 
+function schemaLockBusy(holder: SchemaLockHolder | null, waitedMs: number): MigrateBlockedError {
+  const who = holder
+    ? `pid ${holder.pid} (application_name ${JSON.stringify(holder.application_name)}, state ${JSON.stringify(holder.state ?? 'unknown')}, ${holder.state === 'active' ? 'running' : 'last ran'} ${JSON.stringify(holder.query ?? '')} for ${((holder.query_ms ?? 0) / 1000).toFixed(1)} s)`
+    : 'a session that let it go just now';
+  return new MigrateBlockedError(
+    `another migrate holds the migration lock: ${who}. Waited ${(waitedMs / 1000).toFixed(1)} s for it (migrate.schema_lock_wait_seconds) and changed nothing. It may be building an index on a large table: let it finish, then run migrate again (it will find nothing left to do, or finish what that one did not)`,
+  );
+}
+
 /** Applies the object files whose checksum changed, in one transaction; returns those applied. */
-async function applyObjectFiles(client: pg.PoolClient, objects: ObjectFile[]): Promise<string[]> {
+async function applyObjectFiles(ddl: LockSafeDdl, objects: ObjectFile[]): Promise<string[]> {
+  const client = ddl.client;
   const recorded = new Map((await appliedObjectFiles(client)).map((r) => [r.file, r.checksum]));
   const changed = objects.filter((o) => recorded.get(o.file) !== o.checksum);
   if (changed.length === 0) return [];
-  await inTransaction(client, 'the object files', async () => {
-    // Function bodies are checked when they run, as pg_dump's restores do: one function may call
-    // another that a later file defines. Views and triggers are always checked.
-    await client.query('SET LOCAL check_function_bodies = off');
-    for (const o of changed) {
-      try {
-        await client.query(o.sql);
-      } catch (err) {
-        throw new Error(`${o.file}: ${(err as Error).message}`, { cause: err });
+  await ddl
+    .transaction('the object files', async () => {
+      // Function bodies are checked when they run, as pg_dump's restores do: one function may call
+      // another that a later file defines. Views and triggers are always checked.
+      await client.query('SET LOCAL check_function_bodies = off');
+      for (const o of changed) {
+        try {
+          await client.query(o.sql);
+        } catch (err) {
+          // The code stays on the error: a lock timeout is retried (the whole transaction).
+          throw Object.assign(new Error(`${o.file}: ${(err as Error).message}`, { cause: err }), {
+            code: (err as { code?: string }).code,
+          });
+        }
+        await recordObjectFile(client, o.file, o.checksum);
       }
-      await recordObjectFile(client, o.file, o.checksum);
-    }
-  });
+    })
+    .catch((err: unknown) => {
+      if (err instanceof MigrateBlockedError) throw err;
+      throw new Error(`the object files failed: ${(err as Error).message}`, { cause: err });
+    });
   return changed.map((o) => o.file);
-}
-
-async function inTransaction(client: pg.PoolClient, what: string, work: () => Promise<void>): Promise<void> {
-  try {
-    await client.query('BEGIN');
-    await work();
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined); // report the work's error, not the rollback's
-    throw new Error(`${what} failed: ${(err as Error).message}`, { cause: err });
-  }
 }
 
 /** What this build's SQL would change in the database, without changing anything. */
@@ -304,7 +376,10 @@ export async function migrationStatus(
 ): Promise<MigrationStatus> {
   const { pending, unknown } = compare(readMigrations(dir), await appliedMigrations(db));
   const recorded = new Map((await appliedObjectFiles(db)).map((r) => [r.file, r.checksum]));
-  const objects = readObjectFiles(dir);
+  const objects: Array<{ file: string; checksum: string }> = [
+    ...readObjectFiles(dir),
+    ...readIndexFiles(dir),
+  ];
   return {
     pending,
     unknown,
@@ -313,6 +388,20 @@ export async function migrationStatus(
       .filter((o) => recorded.has(o.file) && recorded.get(o.file) !== o.checksum)
       .map((o) => o.file),
   };
+}
+
+/**
+ * The migrations not applied yet, as migrate sees them: it refuses (throws) a migration changed
+ * after it was applied, and a database with migrations this build does not have.
+ */
+export function pendingMigrations(migrations: Migration[], applied: AppliedMigration[]): Migration[] {
+  const { pending, unknown } = compare(migrations, applied);
+  if (unknown.length > 0) {
+    throw new Error(
+      `the database has migration(s) ${unknown.join(', ')} that this build does not have: deploy the newer build instead`,
+    );
+  }
+  return pending;
 }
 
 function compare(migrations: Migration[], applied: AppliedMigration[]) {

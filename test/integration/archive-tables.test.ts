@@ -163,7 +163,7 @@ describe('migrate alone changes the archive tables, and never rewrites a large o
     expect(await archival(db)).toMatchObject({ step_transitions_archived: 45 });
     await db.pool.query('ALTER TABLE tasker_workflow_step_transitions ALTER COLUMN sort_key TYPE bigint');
 
-    const over = await migrate(db.pool, undefined, { maxRewriteRows: 44, lockTimeoutMs: 2000 });
+    const over = await migrate(db.pool, undefined, { archive: { maxRewriteRows: 44, lockTimeoutMs: 2000 } });
     expect(over.archiveChanges).toEqual([]);
     expect(over.archiveChangesLeft).toEqual([
       expect.stringContaining(
@@ -172,7 +172,7 @@ describe('migrate alone changes the archive tables, and never rewrites a large o
     ]);
     expect(await columnType(db, 'tasker_workflow_step_transitions_archive', 'sort_key')).toBe('integer');
 
-    const at = await migrate(db.pool, undefined, { maxRewriteRows: 45, lockTimeoutMs: 2000 });
+    const at = await migrate(db.pool, undefined, { archive: { maxRewriteRows: 45, lockTimeoutMs: 2000 } });
     expect(at).toMatchObject({
       archiveChanges: ['tasker_workflow_step_transitions_archive.sort_key: widen integer to bigint'],
       archiveChangesLeft: [],
@@ -219,7 +219,9 @@ describe('migrate alone changes the archive tables, and never rewrites a large o
     await reader.query('SELECT count(*) FROM tasker_workflow_steps_archive'); // a long read of the archive
     try {
       const started = performance.now();
-      const result = await migrate(db.pool, undefined, { maxRewriteRows: 100_000, lockTimeoutMs: 100 });
+      const result = await migrate(db.pool, undefined, {
+        archive: { maxRewriteRows: 100_000, lockTimeoutMs: 100 },
+      });
       const tookMs = performance.now() - started;
       expect(result.archiveChanges).toEqual(['tasker_tasks_archive.shard: add integer']);
       expect(result.archiveChangesLeft).toEqual([
@@ -232,7 +234,8 @@ describe('migrate alone changes the archive tables, and never rewrites a large o
       await reader.query('ROLLBACK');
     }
     expect(
-      (await migrate(db.pool, undefined, { maxRewriteRows: 100_000, lockTimeoutMs: 100 })).archiveChanges,
+      (await migrate(db.pool, undefined, { archive: { maxRewriteRows: 100_000, lockTimeoutMs: 100 } }))
+        .archiveChanges,
     ).toEqual(['tasker_workflow_steps_archive.lane: add text']);
   });
 });

@@ -43,6 +43,13 @@ describe('on an empty database', () => {
         .map((o) => o.file)
         .sort(),
     );
+    // The indexes on the engine's tables: 0001 and 0060 made two of them with the definitions of
+    // their day; one of the four replaced each with its file's, concurrently, and no other did.
+    const indexes = runs.flatMap((r) => JSON.parse(r.stdout).indexes.map((i: { file: string }) => i.file));
+    expect(indexes.sort()).toEqual([
+      'indexes/idx_task_transitions_in_flight.sql',
+      'indexes/idx_tasks_unfinished_by_template.sql',
+    ]);
     expect(await migrationStatus(empty.pool)).toEqual({
       pending: [],
       unknown: [],
@@ -67,6 +74,7 @@ describe('on a migrated database', () => {
       alreadyApplied: readMigrations().length,
       objectsApplied: [],
       objectsUnchanged: readObjectFiles().length,
+      indexes: [],
       engineTables: 'verified',
       archiveChanges: [],
       archiveChangesLeft: [],

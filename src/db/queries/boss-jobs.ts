@@ -408,3 +408,41 @@ export async function liveInstances(db: Db): Promise<LiveInstance[] | null> {
   );
   return rows;
 }
+
+/** pg-boss's side of a database as `migrate --plan` reads it: its schema version, queues and schedules. */
+export interface PgBossInstallState {
+  /** pgboss.version; null where pg-boss is not installed. */
+  version: number | null;
+  /** Which of the queues asked about exist. */
+  queues: string[];
+  /** The cron of each schedule with the given key, by queue. */
+  schedules: Record<string, string>;
+}
+
+export async function pgBossInstallState(
+  db: Db,
+  queues: readonly string[],
+  scheduleKey: string,
+): Promise<PgBossInstallState> {
+  const { rows } = await db.query<{ present: boolean }>(
+    `SELECT to_regclass('${SCHEMA}.version') IS NOT NULL AND to_regclass('${SCHEMA}.queue') IS NOT NULL
+            AND to_regclass('${SCHEMA}.schedule') IS NOT NULL AS present`,
+  );
+  if (!rows[0]!.present) return { version: null, queues: [], schedules: {} };
+  const version = await db.query<{ version: number }>(
+    `SELECT version::int AS version FROM ${SCHEMA}.version`,
+  );
+  const present = await db.query<{ name: string }>(
+    `SELECT name FROM ${SCHEMA}.queue WHERE name = ANY ($1::text[]) ORDER BY name`,
+    [queues],
+  );
+  const schedules = await db.query<{ name: string; cron: string }>(
+    `SELECT name, cron FROM ${SCHEMA}.schedule WHERE key = $1 AND name = ANY ($2::text[])`,
+    [scheduleKey, queues],
+  );
+  return {
+    version: version.rows[0]?.version ?? null,
+    queues: present.rows.map((r) => r.name),
+    schedules: Object.fromEntries(schedules.rows.map((r) => [r.name, r.cron])),
+  };
+}
