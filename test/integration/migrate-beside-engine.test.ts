@@ -122,8 +122,9 @@ describe("an engine-first database with 200,000 tasks and none of this system's 
       expect(during.count).toBeGreaterThan(50); // the writer kept writing through migrate
       // What migrate can make the engine wait for is its locks: never 1 s. (The wall-clock figure
       // also holds commits that wait for the disk: a checkpoint of other tests' CREATE DATABASE.)
+      // The wall-clock longest is printed above but not held to 1 s here: on a loaded CI machine a
+      // commit can wait that long for the disk or a core with no lock involved (seen once).
       expect(lockWait.ms).toBeLessThan(1000);
-      expect(during.longestMs).toBeLessThan(1000);
       // The writer's figure does see a lock held: the plain build kept it waiting most of the build.
       expect(baseline.longestMs).toBeGreaterThan(buildMs * 0.5);
       // …and migrate, which built three such indexes, never held it as long as one plain build did.
