@@ -795,7 +795,9 @@ describe('actions do exactly what the operator was shown (issue 28)', () => {
       await page.waitForURL(`${h.url}/jobs/${job}/runs/${first}`);
       await expect(page.locator('#flash').textContent()).resolves.toBe('Cancelled: the run will not start.');
       await expect(page.locator('#run-status').textContent()).resolves.toBe('cancelled');
-      await expect(page.locator('#run-cancelled-by').textContent()).resolves.toMatch(/^Cancelled by kate at/);
+      await expect(page.locator('#run-cancelled-by').textContent()).resolves.toMatch(
+        /^Cancelled by kate \(token [0-9a-f]{16}\) at/,
+      );
       await expectAccessible(page, 'run-cancelled');
       const states = await h.pool.query(
         `SELECT id, state FROM pgboss.job WHERE name = $1 AND id = ANY($2::uuid[])`,

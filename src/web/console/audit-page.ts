@@ -90,6 +90,17 @@ function targetCell(row: AuditRow, templates: ReadonlyMap<string, string>): Safe
 }
 
 /**
+ * Who made a change, in words, wherever a page names an audit row's actor: the name and the token's
+ * id ("kate (token 1a2b3c4d5e6f7a8b)"), or for the CLI the name and the OS user.
+ */
+export function actorText(row: Pick<AuditRow, 'actor' | 'actor_token_id' | 'actor_os_user'>): string {
+  if (row.actor_token_id) return `${row.actor} (token ${row.actor_token_id})`;
+  if (row.actor_os_user && row.actor_os_user !== row.actor)
+    return `${row.actor} (OS user ${row.actor_os_user})`;
+  return row.actor;
+}
+
+/**
  * Who made a change: the name, what kind (token, console, cli), and the identity behind it: the
  * token's id, linked to that token's changes, or the OS user who ran the CLI.
  */
