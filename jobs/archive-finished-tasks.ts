@@ -18,9 +18,12 @@
  * One run: call archive_completed_tasks batch by batch, each in its own transaction under SET
  * LOCAL statement_timeout, continuing from where the previous batch stopped (a keyset cursor on
  * state-entry time and task uuid, kept to PostgreSQL's microsecond, so tasks skipped once are not
- * rescanned and a dry run counts each task once). Each batch first brings the archive tables up to
- * date with the live tables' columns (a dry run only checks), and refuses, naming the column, what
- * the archive could not store as it is. A batch that times out (SQLSTATE
+ * rescanned and a dry run counts each task once). A run (real or dry) first refuses, moving
+ * nothing, while the archive tables differ from the live tables (naming each column and `tasker-
+ * lifecycle migrate`, which alone changes them) or a foreign key the moves rely on is missing or not
+ * enforced (naming each key and what to run): an ArchiveRefusedError, so the run fails (it is retried
+ * like any failure, and `status` shows why); every batch checks the same again in SQL and never
+ * changes a table. A batch that times out (SQLSTATE
  * 57014) is rolled back and retried at half the size; after three successes in a row the size
  * doubles again, up to batch_size. Each batch is also sized from the previous one's pace, so that
  * it takes about batch_target_ms (at most double the last size, never above batch_size; the first
@@ -51,7 +54,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
-import { type ArchiveBatchResult, type ArchiveCursor, runArchiveBatch } from '../src/db/queries/archive.ts';
+import {
+  type ArchiveBatchResult,
+  type ArchiveCursor,
+  refuseUnlessMovable,
+  runArchiveBatch,
+} from '../src/db/queries/archive.ts';
 import { checkTemplateFilter, templateFilterProblem } from '../src/db/queries/templates.ts';
 import { AdaptiveBatchSize } from '../src/domain/adaptive-batch-size.ts';
 import { cronEveryHours } from '../src/worker/cron.ts';
@@ -202,6 +210,10 @@ export async function runArchival(
   let retriesInRow = 0;
   let longest = 0;
   let stoppedBy: ArchiveStopReason = 'max_batches';
+
+  // Before anything: archive tables that differ from the live ones (run migrate) or a foreign key
+  // the moves rely on refuse the run, naming each and what to run (ArchiveRefusedError).
+  await refuseUnlessMovable(ctx.pool, 'archival');
 
   // A filter that names no template can never match: the run ends at once, as done (retrying it
   // would only hold the queue's waiting slot). The CLI refuses such a filter before queueing.

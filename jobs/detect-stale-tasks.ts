@@ -137,6 +137,8 @@ export default defineJob<DetectStaleTasksOptions, DetectStaleTasksResult>({
     config.staleness_detection.enabled
       ? cronEverySeconds(config.staleness_detection.detection_interval_seconds)
       : null,
+  // Added after the previous release (7ef2c80), whose workers refuse options they do not know.
+  optionsSentAsExtras: ['resume'],
   workDone: (result) => (result.dry_run ? 0 : result.tasks_detected),
   longestBatchMs: (options) => options.batch_statement_timeout_ms,
   // Stopped between batches, or at max_batches before the pass was through.

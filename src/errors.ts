@@ -37,6 +37,24 @@ export class EngineSchemaError extends UsageError {
   }
 }
 
+/**
+ * Archival or a restore refused to move anything: the archive tables differ from the live tables
+ * (SQLSTATE TL003: `tasker-lifecycle migrate` brings them up to date), an archive column cannot take
+ * the live values (TL001: change it by hand), a restore would drop a value (TL002), or a foreign key
+ * archival relies on is missing or not enforced (TL004). The message names each column or key and
+ * what to run. Exit 2, as bad input: the fix is in the database in front of us, not here.
+ */
+export class ArchiveRefusedError extends UsageError {
+  override name = 'ArchiveRefusedError';
+  /** The SQLSTATE the database refused with. */
+  readonly sqlstate: string;
+
+  constructor(message: string, sqlstate: string, cause?: unknown) {
+    super(message, { cause });
+    this.sqlstate = sqlstate;
+  }
+}
+
 /** The database lacks what this build needs: `migrate` has not run with it (exit 1). */
 export class NotMigratedError extends Error {
   override name = 'NotMigratedError';

@@ -39,8 +39,11 @@
 --      resolved DLQ entries, tasks; each through the index named there. The foreign-key checks of
 --      the deletes use the same child indexes (every FK is indexed).
 --
--- Before a row moves, the archive tables take every column of the live tables (sync_archive_tables;
--- a dry run only checks). The whole batch is one transaction (the caller's), bounded by
+-- Before anything else, a batch (real or dry) refuses, moving nothing, while the archive tables differ
+-- from the live tables or a foreign key it relies on is missing or not enforced
+-- (tasker_lifecycle_refuse_archive_moves: SQLSTATE TL001, TL003 or TL004, naming each column or key
+-- and what to run). It never changes a table: `migrate` brings the archive tables up to date. The
+-- whole batch is one transaction (the caller's), bounded by
 -- p_batch_size graphs. The result says where the next batch starts (last_state_entered_at,
 -- last_task_uuid: pass them as p_after_*) and whether more candidates may follow
 -- (more_candidates). The function runs with enable_seqscan off: every statement reads the batch's
@@ -139,9 +142,9 @@ BEGIN
       p_after_state_entered_at, p_after_task_uuid USING ERRCODE = '22023';
   END IF;
 
-  -- The archive tables take every column of the live tables before a row moves (a dry run only
-  -- checks: it refuses what the real run would refuse, and changes nothing).
-  PERFORM sync_archive_tables(NOT p_dry_run);
+  -- Refuses while the archive tables differ from the live ones (run `migrate`) or a foreign key the
+  -- moves rely on is missing; a dry run refuses what the real run would refuse. Catalog reads only.
+  PERFORM tasker_lifecycle_refuse_archive_moves('archival');
 
   -- 24-hour days, so the cut-off does not move with the session's time zone and DST
   v_cutoff := p_now - make_interval(hours => 24 * p_retention_days);

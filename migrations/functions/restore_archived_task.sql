@@ -1,7 +1,9 @@
 -- Moves one archived graph back to the live tables exactly as it was (archived_at dropped), parents
--- first, every column (after sync_archive_tables brought the archive tables up to date, so a column
--- the engine added since archival comes back with its default, as it did for the live rows), and
--- returns the rows moved per table. A task that is not archived is an error with SQLSTATE P0002
+-- first, every column (a column the engine added since archival comes back with the default
+-- `migrate` gave the archived rows when it added the column to the archive, as the live rows got
+-- it), and returns the rows moved per table. Refuses, moving nothing, while the archive tables
+-- differ from the live ones (SQLSTATE TL003: run `tasker-lifecycle migrate`; TL001: an archive
+-- column to change by hand); it never changes a table itself. A task that is not archived is an error with SQLSTATE P0002
 -- (no_data_found) whose message says whether the task is live or unknown. Two restores of the same
 -- task: the second waits for the first and then finds nothing to restore. A row whose value sits
 -- in an archive column the live table no longer has is refused (SQLSTATE TL002), not dropped.
@@ -24,7 +26,7 @@ DECLARE
   v_step_ids uuid[];
   v_state varchar;
 BEGIN
-  PERFORM sync_archive_tables(true);
+  PERFORM tasker_lifecycle_refuse_archive_moves('restore');
 
   tasks_restored := tasker_lifecycle_restore_rows(
     'tasker_tasks_archive', 'tasker_tasks', 'x.task_uuid = ANY ($1)', v_task);

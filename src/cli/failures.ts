@@ -75,6 +75,12 @@ export function describeFailure(err: Error, target: Target | undefined): string 
   ) {
     return `${where} (PgBouncer?) refuses the session timeouts this process sends when it connects (${message}): add \`ignore_startup_parameters = statement_timeout, lock_timeout, idle_in_transaction_session_timeout\` to pgbouncer.ini and set the timeouts on the server instead (ALTER ROLE … SET statement_timeout …), or set database.session_timeouts = false (docs/scaling.md, "PgBouncer")`;
   }
+  if (
+    /Connection terminated|ECONNRESET|EPIPE|terminating connection/i.test(message) ||
+    code === 'ECONNRESET'
+  ) {
+    return `the connection to ${where} was cut (${message}): PostgreSQL stopped or restarted, or something between here and there closed it`;
+  }
   if (/timeout expired|connection timeout/i.test(message)) {
     return `no answer from ${where} within the connection timeout: check the host, the port and any firewall, or ${fixUrl}`;
   }

@@ -359,6 +359,22 @@ export const ArchiveSchema = z.strictObject({
     .describe(
       'Scheduled runs only report what they would archive (and change nothing). The CLI overrides it per run: --dry-run, --no-dry-run.',
     ),
+  max_rewrite_rows: z
+    .int()
+    .min(0)
+    .max(1_000_000_000)
+    .default(100_000)
+    .describe(
+      '`migrate` makes a change to an archive table that rewrites it (integer to bigint, a new column with a volatile default) only while the table has at most this many rows; on a larger one it leaves the change, names the statement, and archival and restore refuse until `migrate --allow-archive-rewrites` makes it in a maintenance window. Changes that touch only the catalog (a new column, varchar(n) to a longer varchar or to text) are made at any size.',
+    ),
+  alter_lock_timeout_ms: z
+    .int()
+    .min(10)
+    .max(600000)
+    .default(2000)
+    .describe(
+      "lock_timeout of each archive table's changes in `migrate`, in milliseconds: when another session holds the table (an archival batch, a restore, a long read of the archive), migrate gives that table up after 3 tries, says so, and archival and restore refuse until a later migrate makes the change.",
+    ),
 });
 
 export const DatabaseSchema = z

@@ -4,7 +4,8 @@ import type { Config } from '../config/schema.ts';
 import { NotMigratedError } from '../errors.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AnyJob } from '../worker/worker.ts';
-import { installPgBoss, pgBossDifferences } from './pgboss.ts';
+import { archiveTableOptions } from './archive-tables.ts';
+import { checkPgBossSchemaUpgrade, installPgBoss, pgBossDifferences } from './pgboss.ts';
 import { settingsDifferences, writeSettingsRow } from './settings.ts';
 import { type MigrationResult, migrate, migrationStatus } from './sql.ts';
 
@@ -31,19 +32,49 @@ export interface InstallOptions {
   /** Who installs, for the settings row's updated_by ("migrate", "start"). */
   command: string;
   jobs: readonly AnyJob[];
+  /**
+   * Upgrade pg-boss's schema even while workers are alive on the older one (the operator's
+   * --upgrade-pgboss-schema): without it, `migrate` refuses such an upgrade before changing anything.
+   */
+  upgradePgBossSchema?: boolean;
+  /**
+   * Rewrite archive tables over archive.max_rewrite_rows too (`migrate --allow-archive-rewrites`,
+   * for a maintenance window).
+   */
+  allowArchiveRewrites?: boolean;
 }
 
 export interface InstallResult {
   sql: MigrationResult;
   pgbossSchemaVersion: number | null;
+  /** pg-boss's schema upgrade this run made ({from, to}), or null. */
+  pgbossSchemaUpgrade: { from: number; to: number } | null;
   settingsChanged: boolean;
 }
 
 export async function install(o: InstallOptions): Promise<InstallResult> {
-  const sql = await migrate(o.directPool);
+  // A pg-boss schema upgrade is a stop-the-world step: refused before anything changes while
+  // workers of another build are alive (src/install/pgboss.ts).
+  const pgbossSchemaUpgrade = await checkPgBossSchemaUpgrade(o.directPool, o.upgradePgBossSchema ?? false);
+  const sql = await migrate(
+    o.directPool,
+    undefined,
+    archiveTableOptions(o.config.archive, o.allowArchiveRewrites ?? false),
+  );
+  if (pgbossSchemaUpgrade)
+    o.logger.warn(
+      `upgrading pg-boss's schema from version ${pgbossSchemaUpgrade.from} to ${pgbossSchemaUpgrade.to}: workers of the previous build cannot start on it`,
+      { pgboss_schema_from: pgbossSchemaUpgrade.from, pgboss_schema_to: pgbossSchemaUpgrade.to },
+    );
+  // What migrate left undone that archival needs: archival (and, for the first, restore) refuses
+  // until it is done, naming the same; nothing else waits for it.
+  for (const left of sql.archiveChangesLeft)
+    o.logger.warn(`${o.command}: ${left}`, { archival: 'refused', reason: 'archive_change_left' });
+  for (const key of sql.archivalKeyProblems)
+    o.logger.warn(`${o.command}: ${key}`, { archival: 'refused', reason: 'foreign_key' });
   const pgbossSchemaVersion = await installPgBoss(o.config, o.directUrl, o.logger, o.jobs);
   const settingsChanged = await writeSettingsRow(o.pool, o.config, o.logger, o.command);
-  return { sql, pgbossSchemaVersion, settingsChanged };
+  return { sql, pgbossSchemaVersion, pgbossSchemaUpgrade, settingsChanged };
 }
 
 export interface InstallCheck {

@@ -1,5 +1,8 @@
 import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
+import type { Db } from '../db/pool.ts';
+import { installedSchemaVersion, liveInstances, PGBOSS_SCHEMA_VERSION } from '../db/queries/boss-jobs.ts';
+import { UsageError } from '../errors.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createBoss } from '../worker/boss.ts';
 import { type AnyJob, deadLetterQueue, RUN_KEY, type RunRequest } from '../worker/worker.ts';
@@ -29,6 +32,52 @@ export function queueSettings(config: Readonly<Config>) {
     // the recovery pass requeues it first, without the dead-letter conflict and the used-up retry.
     heartbeatSeconds: 2 * w.heartbeat_seconds,
   };
+}
+
+/** The flag that lets `migrate` upgrade pg-boss's schema while workers of another build are alive. */
+export const UPGRADE_PGBOSS_SCHEMA_FLAG = '--upgrade-pgboss-schema';
+
+/**
+ * `migrate` would upgrade pg-boss's schema while workers of another build are alive (refused, with
+ * nothing changed). pg-boss runs only on its own schema version, so every worker alive on the older
+ * schema is of an older build, and once the schema is upgraded none of them can start again: the
+ * upgrade is a stop-the-world step. Exit 2: the fix is in front of the operator.
+ */
+export class PgBossUpgradeRefusedError extends UsageError {
+  override name = 'PgBossUpgradeRefusedError';
+}
+
+/**
+ * Before `migrate` changes anything: when this build's pg-boss would upgrade the installed schema,
+ * refuses while any worker is alive (named, from pg-boss's instance registry), unless `allowed` (the operator's
+ * --upgrade-pgboss-schema). Returns the upgrade it lets through ({from, to}), or null when pg-boss's
+ * schema is absent (a first install) or already this build's.
+ */
+export async function checkPgBossSchemaUpgrade(
+  db: Db,
+  allowed: boolean,
+): Promise<{ from: number; to: number } | null> {
+  const installed = await installedSchemaVersion(db);
+  if (installed === null || installed >= PGBOSS_SCHEMA_VERSION) return null;
+  const upgrade = { from: installed, to: PGBOSS_SCHEMA_VERSION };
+  if (allowed) return upgrade;
+  const live = await liveInstances(db);
+  if (live !== null && live.length === 0) return upgrade;
+  const who =
+    live === null
+      ? "pg-boss's schema has no instance registry, so which workers are alive cannot be read"
+      : `workers alive on it: ${live
+          .map(
+            (i) =>
+              `${i.host}:${i.pid} (pg-boss ${i.version}, started ${i.started_on.toISOString()}, last heartbeat ${i.heartbeat_on.toISOString()})`,
+          )
+          .join('; ')}`;
+  throw new PgBossUpgradeRefusedError(
+    `migrate refuses to upgrade pg-boss's schema from version ${installed} to ${PGBOSS_SCHEMA_VERSION} (this build's pg-boss) while workers of another build may run: ${who}. ` +
+      `pg-boss starts only on its own schema version, so once it is upgraded none of them can start again (a worker that restarts refuses to start): this upgrade is a stop-the-world step. ` +
+      `Stop those workers first (SIGTERM; a worker killed without stopping counts as alive until it misses 3 heartbeats), then run migrate again, then start this build's workers; ` +
+      `or run migrate ${UPGRADE_PGBOSS_SCHEMA_FLAG} to upgrade now anyway. Nothing was changed (docs/operating.md, "Upgrades").`,
+  );
 }
 
 /** Installs or upgrades pg-boss's schema, then the queues and schedules; returns the schema version. */

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type pg from 'pg';
-import { canSyncArchiveTables, syncArchiveTables } from '../db/queries/archive.ts';
 import {
   type AppliedMigration,
   appliedMigrations,
@@ -15,6 +14,12 @@ import {
 } from '../db/queries/schema-history.ts';
 import { EngineSchemaError } from '../errors.ts';
 import { migrationsDir } from '../paths.ts';
+import {
+  type ArchiveTableOptions,
+  type ArchiveTablesResult,
+  DEFAULT_ARCHIVE_TABLE_OPTIONS,
+  followLiveTables,
+} from './archive-tables.ts';
 import { engineSchemaProblems, hasEngineTables } from './engine-schema.ts';
 
 /**
@@ -42,7 +47,7 @@ import { engineSchemaProblems, hasEngineTables } from './engine-schema.ts';
  * system needs (engine-schema.ts) and refused with an EngineSchemaError naming each gap, before
  * changing anything; when all is there, 0001 is recorded as adopted instead of run. Last, the
  * archive tables are brought up to date with the live tables (columns the engine added, types it
- * widened).
+ * widened; archive-tables.ts), and the foreign keys archival relies on are checked.
  */
 
 /** The migration that creates the engine's tables (see above). */
@@ -93,7 +98,7 @@ export interface ObjectFile {
   checksum: string;
 }
 
-export interface MigrationResult {
+export interface MigrationResult extends ArchiveTablesResult {
   applied: string[];
   alreadyApplied: number;
   /** Object files applied because their checksum changed (or they were new), in the order applied. */
@@ -104,8 +109,6 @@ export interface MigrationResult {
    * verified (0001 applied before; checked again).
    */
   engineTables: 'created' | 'adopted' | 'verified';
-  /** Changes made to the archive tables to follow the live tables ("table.column: change"). */
-  archiveChanges: string[];
 }
 
 export interface MigrationStatus {
@@ -203,7 +206,11 @@ function withoutComments(sql: string): string {
   return sql.replace(/--[^\n]*/g, '');
 }
 
-export async function migrate(pool: pg.Pool, dir = migrationsDir): Promise<MigrationResult> {
+export async function migrate(
+  pool: pg.Pool,
+  dir = migrationsDir,
+  archive: ArchiveTableOptions = DEFAULT_ARCHIVE_TABLE_OPTIONS,
+): Promise<MigrationResult> {
   const migrations = readMigrations(dir);
   const objects = readObjectFiles(dir);
   const client = await pool.connect();
@@ -241,14 +248,14 @@ export async function migrate(pool: pg.Pool, dir = migrationsDir): Promise<Migra
         if (!adopt) done.push(m.file);
       }
       const objectsApplied = await applyObjectFiles(client, objects);
-      const archiveChanges = await followLiveTables(client);
+      const archiveTables = await followLiveTables(client, archive);
       return {
         applied: done,
         alreadyApplied: migrations.length - pending.length,
         objectsApplied,
         objectsUnchanged: objects.length - objectsApplied.length,
         engineTables,
-        archiveChanges,
+        ...archiveTables,
       };
     } finally {
       await unlockSchemaChanges(client);
@@ -287,21 +294,6 @@ async function inTransaction(client: pg.PoolClient, what: string, work: () => Pr
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined); // report the work's error, not the rollback's
     throw new Error(`${what} failed: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-/** The archive tables take every column of the live tables (nothing to do before 0030). */
-async function followLiveTables(client: pg.PoolClient): Promise<string[]> {
-  if (!(await canSyncArchiveTables(client))) return [];
-  try {
-    const changes = await syncArchiveTables(client);
-    return changes.map((c) => `${c.archive_table}.${c.column_name}: ${c.change}`);
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'TL001') throw err;
-    throw new EngineSchemaError(
-      'the archive tables cannot follow the live tables (migrations are applied; archival and restore refuse until this is fixed)',
-      [(err as Error).message, (err as { hint?: string }).hint ?? ''].filter((m) => m !== ''),
-    );
   }
 }
 

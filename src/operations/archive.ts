@@ -4,6 +4,8 @@ import { currentStateOf, restoreArchivedTask as restoreArchivedRows } from '../d
 import { upsertHold } from '../db/queries/archive-holds.ts';
 import { type Actor, insertAudit } from '../db/queries/audit.ts';
 import { minutesText } from '../domain/why-stale.ts';
+import { ArchiveRefusedError } from '../errors.ts';
+import { ConflictError } from './errors.ts';
 
 /**
  * What an operator does to the archive, for the API, the console and the CLI (`restore`) alike:
@@ -75,14 +77,20 @@ export function archivalOutlook(
 
 /**
  * Moves one archived task graph back to the live tables (NotFoundError when it is not archived),
- * and holds it out of archival when asked, with one audit row for both.
+ * and holds it out of archival when asked, with one audit row for both. A restore the database
+ * refuses (the archive tables differ from the live ones: run `migrate`; or a value would be
+ * dropped) is a ConflictError naming what to run (409 / exit 2), with nothing moved or audited.
  */
 export async function restoreArchivedTask(
   pool: pg.Pool,
   p: RestoreArchivedTaskParams,
 ): Promise<RestoredGraph> {
   return withTransaction(pool, async (client) => {
-    const restored = await restoreArchivedRows(client, p.taskUuid);
+    const restored = await restoreArchivedRows(client, p.taskUuid).catch((err: unknown) => {
+      if (err instanceof ArchiveRefusedError)
+        throw new ConflictError(err.message, { sqlstate: err.sqlstate, task_uuid: p.taskUuid });
+      throw err;
+    });
     const current = await currentStateOf(client, p.taskUuid);
     const hold =
       p.holdDays === undefined

@@ -3,11 +3,20 @@ import type { PgBoss } from 'pg-boss';
 import archiveFinishedTasks from '../../jobs/archive-finished-tasks.ts';
 import detectStaleTasks from '../../jobs/detect-stale-tasks.ts';
 import type { Config } from '../config/schema.ts';
+import type { Db } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
 import { type Actor, insertAudit } from '../db/queries/audit.ts';
 import { lockDeadLettered, markDeadLetterRetried } from '../db/queries/boss-jobs.ts';
+import { requestExtras } from '../db/queries/run-request-extras.ts';
 import { NotFoundError, UsageError } from '../errors.ts';
-import { type AnyJob, deadLetterQueue, RUN_KEY, type RunRequest } from '../worker/worker.ts';
+import {
+  type AnyJob,
+  deadLetterQueue,
+  RUN_KEY,
+  type RunRequest,
+  sendRequest,
+  withExtras,
+} from '../worker/worker.ts';
 import { ConflictError } from './errors.ts';
 
 /**
@@ -74,7 +83,8 @@ export async function enqueueRun(
       options: p.options,
       ...(p.thisRunOnly ? { this_run_only: true } : {}),
     };
-    const id = await deps.boss.send(job.name, data, { singletonKey: RUN_KEY, db: bossDb(client) });
+    // Extras (this_run_only) beside the job, in this transaction: see splitRequest.
+    const id = await sendRequest(deps.boss, client, job, data, { singletonKey: RUN_KEY, db: bossDb(client) });
     if (id === null) {
       const waiting = await deps.boss.findJobs(job.name, { key: RUN_KEY, queued: true, limit: 1 });
       throw new ConflictError(
@@ -138,7 +148,7 @@ export async function retryDeadJob(
       });
     }
     const data = (dead.data ?? { trigger: 'adhoc' }) as RunRequest;
-    const id = await deps.boss.send(job.name, data, { singletonKey: RUN_KEY, db: bossDb(client) });
+    const id = await sendRequest(deps.boss, client, job, data, { singletonKey: RUN_KEY, db: bossDb(client) });
     if (id === null) {
       throw new ConflictError(`a ${job.name} run is already waiting to start; retry this one after it`, {
         job: job.name,
@@ -230,9 +240,10 @@ function nextOf(link: RunLink): string | null {
 /**
  * The chain a pg-boss job belongs to, through pg-boss's getJobById (one primary-key read per link,
  * at most CHAIN_MAX_LINKS each way). NotFoundError when pg-boss has no such job (never queued, or
- * deleted after its retention).
+ * deleted after its retention). With `db`, each link's data has the extras sent beside it put back
+ * (this_run_only, detection's resume: see splitRequest), as its run sees it.
  */
-export async function runChain(boss: PgBoss, jobName: string, id: string): Promise<RunChain> {
+export async function runChain(boss: PgBoss, jobName: string, id: string, db?: Db): Promise<RunChain> {
   const job = Object.values(ENQUEUEABLE_JOBS).find((j) => j.name === jobName);
   if (!job)
     throw new NotFoundError(`no job ${jobName}: expected one of ${Object.keys(ENQUEUEABLE_JOBS).join(', ')}`);
@@ -262,6 +273,18 @@ export async function runChain(boss: PgBoss, jobName: string, id: string): Promi
     if (!j) break;
     links.push(linkOf(j));
     next = nextOf(links.at(-1)!);
+  }
+  if (db) {
+    const extras = await requestExtras(
+      db,
+      links.map((l) => l.id),
+    );
+    for (const link of links)
+      if (extras.has(link.id))
+        link.data = withExtras((link.data ?? {}) as RunRequest, extras.get(link.id)) as Record<
+          string,
+          unknown
+        >;
   }
   const head = links.at(-1)!;
   const status =
@@ -307,7 +330,7 @@ export async function cancelRun(
   deps: { pool: pg.Pool; boss: PgBoss },
   p: CancelRunParams,
 ): Promise<CancelledRun> {
-  const chain = await runChain(deps.boss, p.job, p.id);
+  const chain = await runChain(deps.boss, p.job, p.id, deps.pool);
   const head = chain.head;
   if (!UNFINISHED_STATES.has(head.state)) {
     const when = head.completed_on ? ` at ${head.completed_on.toISOString()}` : '';

@@ -89,7 +89,7 @@ export async function followRun(
   if (!boss && runs.length === 0) throw new NotFoundError(`no run ${id} of ${job}`);
   const output = boss?.output ?? null;
   const pick = (k: string) => (typeof output?.[k] === 'string' ? (output[k] as string) : null);
-  const chain = boss ? await runChain(deps.boss, job, id) : null;
+  const chain = boss ? await runChain(deps.boss, job, id, deps.pool) : null;
   return {
     job,
     job_id: id,

@@ -36,6 +36,14 @@ export interface JobDefinition<Options, Result> {
   readonly description: string;
   /** The job's options, validated before every run (config-derived or sent with an ad-hoc run). */
   readonly optionsSchema: z.ZodType<Options>;
+  /**
+   * Options the previous release's workers do not know: their strict schemas would refuse (and
+   * dead-letter) a request carrying one. They travel beside the request, in
+   * tasker_run_request_extras, never in its pg-boss data (src/worker/worker.ts splitRequest), so
+   * a worker of either build can take any request during a rolling upgrade. Move an option here
+   * when it is added; out again once the previous release knows it.
+   */
+  readonly optionsSentAsExtras?: readonly string[];
   /** The options a scheduled run uses, from the configuration. */
   optionsFromConfig(config: Readonly<Config>): Options;
   /** When pg-boss runs it (cron, UTC), from the configuration; null: not scheduled. */

@@ -4,6 +4,7 @@ import { SpanStatusCode } from '@opentelemetry/api';
 import type pg from 'pg';
 import { z } from 'zod';
 import { finishRun, insertRun, pruneRuns, updateRunCounts } from '../db/queries/job-runs.ts';
+import { pruneRequestExtras } from '../db/queries/run-request-extras.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type {
   InterruptReason,
@@ -380,7 +381,9 @@ export function recordRuns(
         // Another process settles a lost run's row only if nothing else has (a late real end wins).
         onlyIfUnfinished: outcome === 'interrupted' && duration === null,
       });
-      await pruneRuns(pool, r.job, new Date(Date.now() - historyDays * 86_400_000));
+      const before = new Date(Date.now() - historyDays * 86_400_000);
+      await pruneRuns(pool, r.job, before);
+      await pruneRequestExtras(pool, before);
     }).finally(() => pending.delete(r.run_id));
   observer.on('end', (r) => void finish(r, 'completed', r.duration_ms, r.counts, null));
   // Counts so far, per batch: a run that fails or is cut off later keeps what it did.

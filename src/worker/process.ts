@@ -53,6 +53,11 @@ export async function startBoss(boss: PgBoss): Promise<void> {
           `pg-boss could not start: the database's pg-boss schema is version ${installed}, newer than this build's pg-boss (schema ${PGBOSS_SCHEMA_VERSION}). This build is older than the database (a newer build ran migrate): deploy that build (docs/operating.md, "Upgrades")`,
         );
       }
+      if (installed !== null && installed < PGBOSS_SCHEMA_VERSION) {
+        throw new NotMigratedError(
+          `pg-boss could not start: the database's pg-boss schema is version ${installed}, older than this build's pg-boss (schema ${PGBOSS_SCHEMA_VERSION}): run \`tasker-lifecycle migrate\` with this build (it upgrades pg-boss's schema: stop the old workers first, as workers of the previous build cannot start on the upgraded schema; docs/operating.md, "Upgrades")`,
+        );
+      }
     }
     if (/pg-boss is not installed|requires migrations/.test(message)) {
       throw new NotMigratedError(

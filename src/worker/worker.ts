@@ -1,9 +1,17 @@
+import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type pg from 'pg';
-import type { JobWithMetadata, PgBoss } from 'pg-boss';
+import type { JobWithMetadata, PgBoss, SendOptions } from 'pg-boss';
 import { z } from 'zod';
 import type { Config } from '../config/schema.ts';
+import type { Db } from '../db/pool.ts';
 import { bossJobState, requeueRun, waitingRun } from '../db/queries/boss-jobs.ts';
+import {
+  deleteRequestExtras,
+  type RequestExtras,
+  requestExtras,
+  saveRequestExtras,
+} from '../db/queries/run-request-extras.ts';
 import { databaseNow } from '../db/queries/server.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { RunObserver } from '../telemetry/run-events.ts';
@@ -48,6 +56,65 @@ export const RunRequest = z.strictObject({
   this_run_only: z.boolean().optional(),
 });
 export type RunRequest = z.infer<typeof RunRequest>;
+
+/**
+ * A request as the previous release's workers accept it, and the rest: their request and option
+ * schemas are strict, so a field or option they do not know (this_run_only; a job's
+ * optionsSentAsExtras, e.g. detection's resume) would make them refuse the request and
+ * dead-letter it. Every request this build sends keeps its pg-boss data in their format and puts
+ * the rest beside it (tasker_run_request_extras, keyed by the job's id), where this build's workers
+ * read it back and theirs never look (they run it as their release would).
+ */
+export function splitRequest(
+  job: Pick<AnyJob, 'optionsSentAsExtras'>,
+  request: RunRequest,
+): { data: RunRequest; extras: RequestExtras | null } {
+  const { this_run_only, options, ...rest } = request;
+  const extraKeys = new Set(job.optionsSentAsExtras ?? []);
+  const kept: Record<string, unknown> = {};
+  const moved: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(options ?? {})) (extraKeys.has(key) ? moved : kept)[key] = value;
+  const extras: RequestExtras = {
+    ...(Object.keys(moved).length > 0 ? { options: moved } : {}),
+    ...(this_run_only ? { this_run_only: true } : {}),
+  };
+  return {
+    data: { ...rest, ...(options ? { options: kept } : {}) },
+    extras: Object.keys(extras).length > 0 ? extras : null,
+  };
+}
+
+/** A request with the extras sent beside it put back (the inverse of splitRequest). */
+export function withExtras(request: RunRequest, extras: RequestExtras | undefined): RunRequest {
+  if (!extras) return request;
+  return {
+    ...request,
+    ...(extras.options ? { options: { ...request.options, ...extras.options } } : {}),
+    ...(extras.this_run_only ? { this_run_only: true } : {}),
+  };
+}
+
+/**
+ * Sends a request the way every worker of this or the previous release can take it
+ * (splitRequest): its extras first, under the id the job will have, then the job. `db` writes the
+ * extras: the sending transaction's client, with `bossDb` the same transaction for pg-boss, makes
+ * both one commit. Returns the job's id, or null when pg-boss dropped it (a run already waits).
+ */
+export async function sendRequest(
+  boss: PgBoss,
+  db: Db,
+  job: AnyJob,
+  request: RunRequest,
+  options: { singletonKey: string; db?: SendOptions['db'] },
+): Promise<string | null> {
+  const { data, extras } = splitRequest(job, request);
+  if (!extras) return boss.send(job.name, data, options);
+  const id = randomUUID();
+  await saveRequestExtras(db, { pgbossJobId: id, jobName: job.name, extras });
+  const sent = await boss.send(job.name, data, { ...options, id });
+  if (sent === null) await deleteRequestExtras(db, id);
+  return sent;
+}
 
 export function deadLetterQueue(job: { name: string }): string {
   return `${job.name}.failed`;
@@ -153,8 +220,21 @@ async function runRequests(
   let rejection: RunRejection | null = null;
   const first = requests[0]!;
   const expiresInMs = expiresIn(first);
+  // What this build sent beside each request (splitRequest). When they cannot be read (the
+  // database away), the run stops before it starts, as an interruption (given back, no retry used),
+  // and the request is never rejected for it.
+  let extras = new Map<string, RequestExtras>();
+  let extrasUnread: Error | null = null;
   try {
-    parsed = requests.map((r) => RunRequest.parse(r.data));
+    extras = await requestExtras(
+      deps.pool,
+      requests.map((r) => r.id),
+    );
+  } catch (err) {
+    extrasUnread = err as Error;
+  }
+  try {
+    parsed = requests.map((r) => withExtras(RunRequest.parse(r.data), extras.get(r.id)));
     const optionsList = parsed.map((p) =>
       job.optionsSchema.parse({ ...job.optionsFromConfig(deps.config), ...p.options }),
     );
@@ -236,6 +316,7 @@ async function runRequests(
         };
         let r: Record<string, unknown>;
         try {
+          if (extrasUnread) throw extrasUnread;
           r = await job.run(
             {
               pool: deps.pool,
@@ -353,7 +434,7 @@ async function handOn(
     continues: from.id,
   };
   try {
-    const id = await deps.boss.send(job.name, data, { singletonKey: RUN_KEY });
+    const id = await sendRequest(deps.boss, deps.pool, job, data, { singletonKey: RUN_KEY });
     if (id) {
       // Cancelled while it handed on: the rest is cancelled too (the operator's cancel also cancels
       // what continues a run it finds; between the two, neither can miss the other).
@@ -364,14 +445,21 @@ async function handOn(
       return id;
     }
     const waiting = await waitingRun(deps.pool, job.name, RUN_KEY);
-    if (waiting && sameOptions(waiting.data, data)) return waiting.id;
+    if (waiting) {
+      const waitingExtras = (await requestExtras(deps.pool, [waiting.id])).get(waiting.id);
+      if (sameOptions(withExtras((waiting.data ?? {}) as RunRequest, waitingExtras), data)) return waiting.id;
+    }
+    // This run's own job carries the rest: its extras are the rest's.
+    const { data: requeued, extras } = splitRequest(job, { ...data, continues: undefined });
+    if (extras) await saveRequestExtras(deps.pool, { pgbossJobId: from.id, jobName: job.name, extras });
+    else await deleteRequestExtras(deps.pool, from.id);
     const outcome = await requeueRun(deps.pool, {
       name: job.name,
       id: from.id,
       retryCount: from.retryCount,
       delaySeconds: 0,
       extendLimit: true,
-      data: { ...data, continues: undefined },
+      data: requeued,
       output: { message: 'stopped early; the rest continues as this job' },
       timeoutMs: deps.config.database.lock_timeout_ms,
     });
@@ -393,8 +481,8 @@ async function handOn(
 }
 
 /** Whether a waiting request asks for the same run as this one (its options, as sent). */
-function sameOptions(data: Record<string, unknown> | null, request: RunRequest): boolean {
-  return isDeepStrictEqual(data?.options ?? {}, request.options ?? {});
+function sameOptions(waiting: RunRequest, request: RunRequest): boolean {
+  return isDeepStrictEqual(waiting.options ?? {}, request.options ?? {});
 }
 
 /**
@@ -417,7 +505,8 @@ async function requeueOnConflict(
       retryCount: request.retryCount,
       delaySeconds: retryDelaySeconds(deps.config, request.retryCount),
       extendLimit: false,
-      data: parsed,
+      // In the previous release's format: the extras stay recorded under this same job's id.
+      data: splitRequest(job, parsed).data,
       output: { message: error.message },
       onlyIfRetryTaken: true,
       timeoutMs: deps.config.database.lock_timeout_ms,

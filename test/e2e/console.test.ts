@@ -684,10 +684,13 @@ describe('actions do exactly what the operator was shown (issue 28)', () => {
         archiveFinishedTasks.name,
       ]);
       expect(queued.rows.map((r) => r.id)).toEqual([runId]);
-      expect(queued.rows[0].data).toMatchObject({
-        options: { max_batches: 3, dry_run: true },
-        this_run_only: true,
-      });
+      expect(queued.rows[0].data).toMatchObject({ options: { max_batches: 3, dry_run: true } });
+      // Beside the request, not in it: the previous release's workers refuse a field they do not know.
+      const extras = await h.pool.query(
+        'SELECT extras FROM tasker_run_request_extras WHERE pgboss_job_id = $1',
+        [runId],
+      );
+      expect(extras.rows).toEqual([{ extras: { this_run_only: true } }]);
       const audit = await h.pool.query(
         `SELECT actor FROM tasker_audit_log WHERE action = 'job.enqueue' AND target_id = $1`,
         [runId],

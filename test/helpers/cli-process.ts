@@ -20,9 +20,17 @@ export interface CliProcess {
   stderrSoFar(): string;
 }
 
-export function startCli(args: readonly string[], env: Record<string, string>): CliProcess {
-  const child = spawn(process.execPath, [CLI_PATH, ...args], {
-    cwd: projectRoot,
+/**
+ * The CLI of this build, or of another one extracted elsewhere (`root`: its checkout, e.g. the
+ * previous release for test/e2e/upgrade.test.ts).
+ */
+export function startCli(
+  args: readonly string[],
+  env: Record<string, string>,
+  root: string = projectRoot,
+): CliProcess {
+  const child = spawn(process.execPath, [join(root, 'src', 'cli', 'main.ts'), ...args], {
+    cwd: root,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', TASKER_ENV: 'test', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -46,6 +54,10 @@ export function startCli(args: readonly string[], env: Record<string, string>): 
   };
 }
 
-export function runCli(args: readonly string[], env: Record<string, string>): Promise<ProcessResult> {
-  return startCli(args, env).done;
+export function runCli(
+  args: readonly string[],
+  env: Record<string, string>,
+  root: string = projectRoot,
+): Promise<ProcessResult> {
+  return startCli(args, env, root).done;
 }

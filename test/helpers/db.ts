@@ -82,6 +82,7 @@ const TEST_TABLES = [
   'tasker_tasks_dlq_archive',
   'tasker_job_runs',
   'tasker_archive_holds',
+  'tasker_run_request_extras',
 ];
 
 /**

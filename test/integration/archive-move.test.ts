@@ -147,8 +147,8 @@ describe('moving a graph', () => {
 
   it('archive tables have the live columns, same names, types and order, plus archived_at', async () => {
     // archived_at comes after the columns the archive table was created with; a column the live
-    // table gains later is added to the archive by sync_archive_tables after it (as for an engine's
-    // new column: tasker_tasks_dlq's enrichment_next_attempt_at, migration 0140). Rows move by
+    // table gains later is added to the archive by `migrate` after it (as for an engine's new
+    // column: tasker_tasks_dlq's enrichment_next_attempt_at, migration 0140). Rows move by
     // column name, so only the names, types and their order among themselves matter.
     const columns = async (table: string) =>
       (

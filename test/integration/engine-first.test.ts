@@ -2,7 +2,8 @@
  * Installing beside the workflow engine (issue 8 §1): the engine's tables came first, with columns
  * of their own in every table. `migrate` keeps them as they are and adds only this system's
  * objects, or refuses (exit 2) naming what is missing; the archive tables follow the live tables
- * as the engine changes them, and archive -> restore gives back every column exactly.
+ * as the engine changes them, when `migrate` runs (archival and restore refuse meanwhile, naming the
+ * columns and the command), and archive -> restore gives back every column exactly.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import archiveJob, {
 } from '../../jobs/archive-finished-tasks.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { restoreArchivedTask } from '../../src/db/queries/archive.ts';
-import { EngineSchemaError } from '../../src/errors.ts';
+import { ArchiveRefusedError, EngineSchemaError } from '../../src/errors.ts';
 import { migrate, readMigrations } from '../../src/install/sql.ts';
 import { migrationsDir } from '../../src/paths.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
@@ -154,7 +155,7 @@ describe("the engine's tables came first, with columns of their own in every tab
     expect(Object.values(await tableCounts(db.pool, 'archive'))).toEqual([0, 0, 0, 0, 0, 0]);
   });
 
-  it('a column the engine adds, or a type it widens, reaches the archive before any row moves', async () => {
+  it('archival and restore refuse a column the engine adds or a type it widens, naming it and `migrate`, and move nothing; after migrate the archive follows and both move rows', async () => {
     await resetTables(db.pool);
     const [early] = await oldGraphs(1);
     expect(await run()).toMatchObject({ tasks_archived: 1 }); // archived before the engine's change
@@ -172,15 +173,55 @@ describe("the engine's tables came first, with columns of their own in every tab
       await db.pool.query(sql, [tasks]);
     }
     const before = await graphRows(db.pool, 'live', tasks);
+    const totals = await totalCounts(db.pool);
+    const archiveColumns = await columns(db, 'tasker_tasks_archive');
 
-    // no migrate in between: the archival run brings the archive tables up to date itself
-    expect(await run({ dry_run: true })).toMatchObject({ tasks_archived: 2 });
-    expect(await columns(db, 'tasker_tasks_archive')).not.toContain('priority_reason jsonb'); // a dry run changes nothing
-    expect(await run()).toMatchObject({ tasks_archived: 2 });
+    // no migrate yet: every run, dry or real, and every restore refuses, naming each column and the command
+    for (const attempt of [
+      () => run({ dry_run: true }),
+      () => run(),
+      () => restoreArchivedTask(db.pool, early!),
+    ]) {
+      const refusal = attempt();
+      await expect(refusal).rejects.toThrow(ArchiveRefusedError);
+      await expect(refusal).rejects.toThrow(
+        /^(archival|restore) refused, nothing was moved: the archive tables differ/,
+      );
+      for (const named of [
+        'tasker_tasks_archive.priority_reason: add jsonb',
+        'tasker_tasks_archive.initiator: widen character varying(128) to character varying(512)',
+        'tasker_workflow_steps_archive.cost: add numeric(8,2)',
+        'tasker_task_transitions_archive.sort_key: widen integer to bigint',
+        'run `tasker-lifecycle migrate`',
+      ]) {
+        await expect(refusal).rejects.toThrow(named);
+      }
+    }
+    // and none of them changed a table or moved a row
+    expect(await columns(db, 'tasker_tasks_archive')).toEqual(archiveColumns);
+    expect(await columns(db, 'tasker_task_transitions_archive')).toContain('sort_key integer');
+    expect(await totalCounts(db.pool)).toEqual(totals);
+    expect(await graphRows(db.pool, 'live', tasks)).toEqual(before);
+
+    // migrate brings the archive tables up to date (small tables: the rewrite of sort_key is allowed)
+    const migrated = await migrate(db.pool);
+    expect(migrated.archiveChanges).toEqual(
+      expect.arrayContaining([
+        'tasker_tasks_archive.priority_reason: add jsonb',
+        'tasker_tasks_archive.initiator: widen character varying(128) to character varying(512)',
+        'tasker_workflow_steps_archive.cost: add numeric(8,2)',
+        'tasker_task_transitions_archive.sort_key: widen integer to bigint',
+      ]),
+    );
+    expect(migrated).toMatchObject({ archiveChangesLeft: [], archivalKeyProblems: [] });
     expect(await columns(db, 'tasker_tasks_archive')).toEqual(
       expect.arrayContaining(['priority_reason jsonb', 'initiator character varying(512)']),
     );
     expect(await columns(db, 'tasker_task_transitions_archive')).toContain('sort_key bigint');
+
+    // then archival moves the rows, every value as it was, and restore gives them back
+    expect(await run({ dry_run: true })).toMatchObject({ tasks_archived: 2 });
+    expect(await run()).toMatchObject({ tasks_archived: 2 });
     expect(await graphRows(db.pool, 'archive', tasks)).toEqual(before);
     for (const task of tasks) await restoreArchivedTask(db.pool, task);
     expect(await graphRows(db.pool, 'live', tasks)).toEqual(before);
@@ -194,12 +235,24 @@ describe("the engine's tables came first, with columns of their own in every tab
     expect(rows).toEqual([{ cost: '1.25' }]);
   });
 
-  it('two archivers meeting a column the engine just added: one adds it, both move, each task once', async () => {
+  it('two archivers meeting a column the engine just added: both refuse; after migrate both move, each task once', async () => {
     await resetTables(db.pool);
     const tasks = await oldGraphs(12);
     await db.pool.query('ALTER TABLE tasker_workflow_step_transitions ADD COLUMN worker_id text');
     await db.pool.query("UPDATE tasker_workflow_step_transitions SET worker_id = 'w-' || sort_key");
     const before = await graphRows(db.pool, 'live');
+    const refused = await Promise.allSettled([run({ batch_size: 2 }), run({ batch_size: 2 })]);
+    for (const r of refused) {
+      expect(r).toMatchObject({ status: 'rejected' });
+      expect(String((r as PromiseRejectedResult).reason)).toContain(
+        'tasker_workflow_step_transitions_archive.worker_id: add text',
+      );
+    }
+    expect(await graphRows(db.pool, 'live')).toEqual(before);
+
+    expect((await migrate(db.pool)).archiveChanges).toEqual([
+      'tasker_workflow_step_transitions_archive.worker_id: add text',
+    ]);
     const runs = await Promise.all([run({ batch_size: 2 }), run({ batch_size: 2 })]);
     expect(runs[0]!.tasks_archived + runs[1]!.tasks_archived).toBe(tasks.length);
     expect(await graphRows(db.pool, 'archive')).toEqual(before);
@@ -295,7 +348,7 @@ describe('the review case: a migrated database, then the engine adds bypass_step
     await db.drop();
   });
 
-  it('`archive` then `restore` give the value back byte for byte', async () => {
+  it('`archive` refuses until `migrate`; then `archive` and `restore` give the value back byte for byte', async () => {
     await db.pool.query('ALTER TABLE tasker_tasks ADD COLUMN bypass_steps jsonb');
     const template = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });
     const { rows: now } = await db.pool.query<{ now: Date }>('SELECT now() AS now');
@@ -311,6 +364,17 @@ describe('the review case: a migrated database, then the engine adds bypass_step
     const value = 'SELECT bypass_steps::text AS b FROM tasker_tasks WHERE task_uuid = $1';
     const before = (await db.pool.query(value, [task])).rows;
     expect(before).toEqual([{ b: '{"n": 1.50, "s": "é", "skip": ["b", "a"]}' }]);
+
+    const refused = await runCli(['archive', '--json'], { DATABASE_URL: db.url });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('tasker_tasks_archive.bypass_steps: add jsonb');
+    expect(refused.stderr).toContain('run `tasker-lifecycle migrate`');
+    expect((await db.pool.query(value, [task])).rows).toEqual(before);
+    const migrated = await runCli(['migrate'], { DATABASE_URL: db.url });
+    expect(migrated.code).toBe(0);
+    expect(migrated.stdout).toContain(
+      'archive table follows its live table: tasker_tasks_archive.bypass_steps: add jsonb',
+    );
 
     const archived = await runCli(['archive', '--json'], { DATABASE_URL: db.url });
     expect(archived.code).toBe(0);

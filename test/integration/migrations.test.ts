@@ -69,6 +69,8 @@ describe('on a migrated database', () => {
       objectsUnchanged: readObjectFiles().length,
       engineTables: 'verified',
       archiveChanges: [],
+      archiveChangesLeft: [],
+      archivalKeyProblems: [],
     });
   });
 

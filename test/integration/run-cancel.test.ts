@@ -111,9 +111,16 @@ describe('max batches', () => {
       const links = jobs.slice(2);
       for (const [i, link] of links.entries())
         expect(link.data).toMatchObject({ continues: jobs[i + 1]!.id });
-      const resumes = links.map(
-        (j) => (j.data as { options: { resume: { judged_at: string } } }).options.resume,
-      );
+      // The cursor travels beside each link (the previous release's workers refuse a `resume`
+      // option), never in its data.
+      expect(links.filter((j) => 'resume' in ((j.data as { options?: object }).options ?? {}))).toEqual([]);
+      const { rows: extras } = await db.pool.query<{
+        extras: { options: { resume: { judged_at: string } } };
+      }>('SELECT extras FROM tasker_run_request_extras WHERE pgboss_job_id = ANY($1::uuid[])', [
+        links.map((j) => j.id),
+      ]);
+      expect(extras).toHaveLength(links.length);
+      const resumes = extras.map((x) => x.extras.options.resume);
       expect(new Set(resumes.map((r) => r.judged_at)).size).toBe(1);
       expect(jobs.every((j) => j.state === 'completed')).toBe(true);
     } finally {

@@ -16,6 +16,7 @@ import {
   PGBOSS_SCHEMA_VERSION,
   requeueRun,
 } from '../../src/db/queries/boss-jobs.ts';
+import { saveRequestExtras } from '../../src/db/queries/run-request-extras.ts';
 import { ClaimLostError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { RunObserver } from '../../src/telemetry/run-events.ts';
@@ -158,6 +159,35 @@ it('a requeue merges only into an identical request; a scheduled tick gives way;
   expect(tick.outcome).toEqual({ placed: 'replaced', replaced: tick.waitingId });
   expect(await state(tick.run.id)).toMatchObject({ state: 'created' });
   expect(await state(tick.waitingId!)).toMatchObject({ state: 'cancelled' });
+
+  // Same options, but the waiting request is "this run only" (kept beside the job, where the
+  // previous release's workers do not read it): not the same request.
+  {
+    await db.pool.query(`DELETE FROM pgboss.job WHERE name LIKE 'tasker.%'`);
+    const retrying = await activeRun({ retention_days: 90 });
+    await boss.fail(ARCHIVE, [retrying], { message: 'failed' });
+    const run = await activeRun({ retention_days: 5 });
+    const waitingId = (await boss.send(
+      ARCHIVE,
+      { trigger: 'adhoc', options: { retention_days: 5 } },
+      { singletonKey: 'run' },
+    ))!;
+    await saveRequestExtras(db.pool, {
+      pgbossJobId: waitingId,
+      jobName: ARCHIVE,
+      extras: { this_run_only: true },
+    });
+    const outcome = await requeueRun(db.pool, {
+      ...run,
+      delaySeconds: 0,
+      extendLimit: true,
+      data: { trigger: 'adhoc', options: { retention_days: 5 } },
+      output: { message: 'interrupted' },
+      timeoutMs: 5000,
+    });
+    expect(outcome).toMatchObject({ placed: 'dropped' });
+    expect(await state(waitingId)).toMatchObject({ state: 'created' });
+  }
 
   const other = await lostRun({ retention_days: 5 }, { trigger: 'adhoc', options: { namespace: 'billing' } });
   expect(other.outcome).toMatchObject({ placed: 'dropped' });

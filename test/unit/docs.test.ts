@@ -58,6 +58,12 @@ describe('docs/cli.md', () => {
   it.each(COMMANDS.map((c) => [c.name]))('documents the command `%s`', (name) => {
     expect(cli).toContain(`tasker-lifecycle ${name}`);
   });
+  it.each(COMMANDS.flatMap((c) => Object.keys(c.args.flags ?? {}).map((flag) => [c.name, flag])))(
+    'documents `%s --%s`',
+    (_name, flag) => {
+      expect(cli).toContain(`--${flag}`);
+    },
+  );
 });
 
 describe('README.md', () => {

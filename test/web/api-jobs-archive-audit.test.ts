@@ -270,9 +270,16 @@ describe('cancelling a run', () => {
       expect.objectContaining({
         id: r.body.job_id,
         state: 'created',
-        data: { trigger: 'adhoc', options: { max_batches: 3 }, this_run_only: true },
+        // In the previous release's format (its workers refuse a field they do not know); this
+        // run only is recorded beside it, where this build's workers read it.
+        data: { trigger: 'adhoc', options: { max_batches: 3 } },
       }),
     ]);
+    const extras = await db.pool.query(
+      'SELECT extras FROM tasker_run_request_extras WHERE pgboss_job_id = $1',
+      [r.body.job_id],
+    );
+    expect(extras.rows).toEqual([{ extras: { this_run_only: true } }]);
     const cancelled = await web.request('POST', `/v1/jobs/${job}/runs/${r.body.job_id}/cancel`, { token });
     expect(cancelled.status).toBe(200);
     expect(cancelled.body).toEqual({

@@ -1,6 +1,6 @@
 import { JOBS } from '../../../jobs/index.ts';
 import { databaseUrl } from '../../db/pool.ts';
-import { archiveTotals } from '../../db/queries/archive.ts';
+import { archiveRefusals, archiveTotals } from '../../db/queries/archive.ts';
 import { PGBOSS_SCHEMA_VERSION, queueDepths } from '../../db/queries/boss-jobs.ts';
 import { pendingSummary } from '../../db/queries/dlq.ts';
 import { type RunRow, recentRuns } from '../../db/queries/job-runs.ts';
@@ -20,7 +20,8 @@ import { formatMinutes, printable, printJson, printTable } from '../output.ts';
  * drain (stale tasks waiting for detection, entries awaiting enrichment, retrying or given up, and
  * the work of each job's runs over the last DRAIN_WINDOW_MINUTES: src/db/queries/storm-backlog.ts,
  * which the console's Staleness page shows too); staleness health of in-flight tasks; archive
- * totals.
+ * totals, and why archival refuses to run, if it does (archive tables that differ from the live
+ * ones, a foreign key it relies on), with what to run.
  */
 
 export const statusCommand: Command = {
@@ -106,6 +107,9 @@ export const statusCommand: Command = {
         },
         staleness: await stalenessHealth(rt.pool),
         archive: await archiveTotals(rt.pool),
+        // Why every archival run refuses now, each with what to run ([]: it does not; null: this
+        // build's migrate has not run here).
+        archival_refused_by: await archiveRefusals(rt.pool, 'archival'),
       };
       if (flags.json) return printJson(io.stdout, report);
       const out = io.stdout;
@@ -171,6 +175,11 @@ export const statusCommand: Command = {
         `archive: ${a.tables.map((t) => `${t.table.replace(/^tasker_|_archive$/g, '')} ${t.exact ? '' : '~'}${t.rows}`).join(', ')}` +
           `${a.last_archived_at ? `; last archived ${a.last_archived_at.toISOString()}` : ''}\n`,
       );
+      const refused = report.archival_refused_by ?? [];
+      if (refused.length > 0) {
+        out.write('archival: REFUSED, every run moves nothing until this is fixed:\n');
+        for (const reason of refused) out.write(`  - ${printable(reason)}\n`);
+      }
     } finally {
       await boss.stop({ graceful: false });
     }

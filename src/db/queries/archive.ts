@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { NotFoundError } from '../../errors.ts';
+import { ArchiveRefusedError, NotFoundError } from '../../errors.ts';
 import { type Db, withStatementTimeout } from '../pool.ts';
 
 /**
@@ -207,33 +207,144 @@ export async function countArchiveCandidates(
   return rows[0]!.n;
 }
 
-/** One change sync_archive_tables made (or, with apply false, would make) to an archive table. */
-export interface ArchiveTableChange {
-  archive_table: string;
-  column_name: string;
-  /** "add <type>", "widen <type> to <type>" or "drop not null". */
-  change: string;
+/**
+ * SQLSTATEs of archival's and restore's refusals: TL001 an archive column cannot take the live
+ * values, TL002 a restore would drop a value, TL003 the archive tables differ from the live ones
+ * (run `migrate`), TL004 a foreign key archival relies on (migrations/functions/
+ * tasker_lifecycle_archive_refusals.sql).
+ */
+const REFUSED = new Set(['TL001', 'TL002', 'TL003', 'TL004']);
+
+/** A refusal from the database as an ArchiveRefusedError (its message names what to run); anything else as it is. */
+function asRefusal(err: unknown): unknown {
+  const code = (err as { code?: string }).code;
+  return code !== undefined && REFUSED.has(code)
+    ? new ArchiveRefusedError((err as Error).message, code, err)
+    : err;
 }
 
 /**
- * Brings the archive tables up to date with the live tables (every column, widened types), as
- * archive_completed_tasks does before each batch (migrations/functions/sync_archive_tables.sql).
- * What cannot be done without changing or losing a value raises SQLSTATE TL001, naming each column.
+ * Throws ArchiveRefusedError, naming each reason and what to run, when archival ('archival') or a
+ * restore ('restore') must not move a row now: the archive tables differ from the live ones, or
+ * (archival only) a foreign key it relies on is missing or not enforced. archive_completed_tasks and
+ * restore_archived_task check the same themselves; this asks before a run starts. Catalog reads.
  */
-export async function syncArchiveTables(db: Db, apply = true): Promise<ArchiveTableChange[]> {
-  const { rows } = await db.query<ArchiveTableChange>(
-    'SELECT archive_table, column_name, change FROM sync_archive_tables($1)',
-    [apply],
+export async function refuseUnlessMovable(db: Db, action: 'archival' | 'restore'): Promise<void> {
+  try {
+    await db.query('SELECT tasker_lifecycle_refuse_archive_moves($1)', [action]);
+  } catch (err) {
+    throw asRefusal(err);
+  }
+}
+
+/**
+ * Why archival ('archival') or a restore ('restore') would refuse now, each reason naming what to
+ * run; [] when it would not. null on a database this build's `migrate` has not reached (the check
+ * does not exist there yet). Catalog reads only.
+ */
+export async function archiveRefusals(db: Db, action: 'archival' | 'restore'): Promise<string[] | null> {
+  const { rows: present } = await db.query<{ present: boolean }>(
+    "SELECT to_regprocedure('tasker_lifecycle_archive_refusals(text)') IS NOT NULL AS present",
+  );
+  if (!present[0]!.present) return null;
+  const { rows } = await db.query<{ reason: string }>(
+    `SELECT r.reason FROM tasker_lifecycle_archive_refusals($1) WITH ORDINALITY AS r(sqlstate, reason, n)
+      ORDER BY r.sqlstate, r.n`,
+    [action],
+  );
+  return rows.map((r) => r.reason);
+}
+
+/** A live table and its archive table (tasker_lifecycle_archive_pairs), parents first. */
+export interface ArchivePair {
+  live_table: string;
+  archive_table: string;
+  /** Both tables exist. */
+  present: boolean;
+}
+
+export async function archivePairs(db: Db): Promise<ArchivePair[]> {
+  const { rows } = await db.query<ArchivePair>(
+    `SELECT p.live_table, p.archive_table,
+            to_regclass(p.live_table) IS NOT NULL AND to_regclass(p.archive_table) IS NOT NULL AS present
+       FROM tasker_lifecycle_archive_pairs() WITH ORDINALITY AS p(live_table, archive_table, n)
+      ORDER BY p.n`,
   );
   return rows;
 }
 
-/** Whether this database has sync_archive_tables yet (migration 0030 applied). */
-export async function canSyncArchiveTables(db: Db): Promise<boolean> {
+/** One column an archive table lacks against its live table (tasker_lifecycle_archive_differences). */
+export interface ArchiveDifference {
+  live_table: string;
+  archive_table: string;
+  column_name: string | null;
+  /** "add <type>", "widen <type> to <type>" or "drop not null"; null with a problem. */
+  change: string | null;
+  /** Why the archive table cannot take the live column as it is (change it by hand), or a missing table. */
+  problem: string | null;
+}
+
+/** What every archive table lacks against its live table, parents first; [] when nothing. Catalog reads. */
+export async function archiveDifferences(db: Db): Promise<ArchiveDifference[]> {
+  const { rows } = await db.query<ArchiveDifference>(
+    `SELECT d.live_table, d.archive_table, d.column_name, d.change, d.problem
+       FROM tasker_lifecycle_archive_differences()
+            WITH ORDINALITY AS d(live_table, archive_table, column_name, change, problem, n)
+      ORDER BY d.n`,
+  );
+  return rows;
+}
+
+/** Whether this database has tasker_lifecycle_follow_live_table (nothing to follow before 0030 and this build's files). */
+export async function canFollowLiveTables(db: Db): Promise<boolean> {
   const { rows } = await db.query<{ present: boolean }>(
-    "SELECT to_regprocedure('sync_archive_tables(boolean)') IS NOT NULL AS present",
+    `SELECT to_regprocedure('tasker_lifecycle_follow_live_table(regclass, regclass, boolean, bigint)') IS NOT NULL
+            AND to_regprocedure('tasker_lifecycle_archive_pairs()') IS NOT NULL AS present`,
   );
   return rows[0]!.present;
+}
+
+/** One change an archive table needed to take every column of its live table. */
+export interface ArchiveColumnChange {
+  column_name: string;
+  /** "add <type>", "widen <type> to <type>" or "drop not null". */
+  change: string;
+  /** The SQL that makes it, for an operator to run by hand. */
+  statement: string;
+  /** It rewrites the table or rebuilds an index (as this server decides: an empty copy is changed and compared). */
+  rewrites: boolean;
+  /** The archive table's rows, counted up to maxRewriteRows + 1, for a change that rewrites; else null. */
+  archive_rows: number | null;
+  /** Made; false: left (it rewrites a table with more than maxRewriteRows rows). */
+  applied: boolean;
+}
+
+/**
+ * Brings one archive table up to date with its live table (tasker_lifecycle_follow_live_table), in a
+ * transaction of its own on this client (outside any other) with lock_timeout = lockTimeoutMs: a
+ * change that rewrites the table is made only when the table has at most maxRewriteRows rows (null:
+ * whatever its size), else it is returned with applied false. Throws SQLSTATE 55P03 when the
+ * table's lock is not granted in time, TL001 when a change cannot be made without changing a value;
+ * nothing of this table is changed then.
+ */
+export async function followLiveTable(
+  client: pg.PoolClient,
+  p: { pair: ArchivePair; maxRewriteRows: number | null; lockTimeoutMs: number },
+): Promise<ArchiveColumnChange[]> {
+  await client.query('BEGIN');
+  try {
+    await client.query("SELECT set_config('lock_timeout', $1, true)", [`${p.lockTimeoutMs}ms`]);
+    const { rows } = await client.query<ArchiveColumnChange>(
+      `SELECT column_name, change, statement, rewrites, archive_rows, applied
+         FROM tasker_lifecycle_follow_live_table($1::regclass, $2::regclass, true, $3)`,
+      [p.pair.live_table, p.pair.archive_table, p.maxRewriteRows],
+    );
+    await client.query('COMMIT');
+    return rows;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined); // report the work's error, not the rollback's
+    throw err;
+  }
 }
 
 /** Rows moved back per table by restore_archived_task. */
@@ -248,7 +359,9 @@ export interface RestoreResult {
 
 /**
  * Moves one archived task graph back to the live tables. A task that is not archived is a
- * NotFoundError whose message says whether it is live or unknown.
+ * NotFoundError whose message says whether it is live or unknown; a restore the database refuses
+ * (the archive tables differ from the live ones, or a value would be dropped) is an
+ * ArchiveRefusedError naming what to run.
  */
 export async function restoreArchivedTask(db: Db, taskUuid: string): Promise<RestoreResult> {
   try {
@@ -256,7 +369,7 @@ export async function restoreArchivedTask(db: Db, taskUuid: string): Promise<Res
     return rows[0]!;
   } catch (err) {
     if ((err as { code?: string }).code === 'P0002') throw new NotFoundError((err as Error).message);
-    throw err;
+    throw asRefusal(err);
   }
 }
 

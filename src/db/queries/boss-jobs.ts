@@ -129,7 +129,7 @@ export type RequeueOutcome =
 /**
  * Moves an active run back to the queue: into `retry` when that slot of its key is free, else into
  * `created`; when both are taken, it is merged into the waiting request if that one carries the
- * same options, takes the place of a waiting scheduled tick, or else is dropped with its request
+ * same options and the same extras (tasker_run_request_extras: this run only, detection's resume), takes the place of a waiting scheduled tick, or else is dropped with its request
  * in its output. Serialized per queue by a transaction advisory lock, so two recovery passes never
  * race for one slot; bounded by lock_timeout and statement_timeout (timeoutMs), so a held row makes
  * it fail fast (the next pass tries again) instead of hanging. Reads the job by its primary key and
@@ -166,12 +166,15 @@ export async function requeueRun(pool: pg.Pool, r: RequeueRequest): Promise<Requ
       scheduled_tick: boolean;
     }>(
       `SELECT id, state,
-                coalesce(data -> 'options', '{}'::jsonb) = coalesce($3::jsonb -> 'options', '{}'::jsonb) AS same_options,
+                coalesce(data -> 'options', '{}'::jsonb) = coalesce($3::jsonb -> 'options', '{}'::jsonb)
+                AND coalesce((SELECT x.extras FROM tasker_run_request_extras x WHERE x.pgboss_job_id = j.id), '{}'::jsonb)
+                  = coalesce((SELECT x.extras FROM tasker_run_request_extras x WHERE x.pgboss_job_id = $4::uuid), '{}'::jsonb)
+                AS same_options,
                 data ->> 'trigger' = 'schedule' AND coalesce(data -> 'options', '{}'::jsonb) = '{}'::jsonb AS scheduled_tick
-           FROM ${SCHEMA}.job
+           FROM ${SCHEMA}.job j
           WHERE name = $1 AND state IN ('created', 'retry') AND COALESCE(singleton_key, '') = COALESCE($2, '')
-          ORDER BY created_on FOR UPDATE`,
-      [r.name, target[0]!.singleton_key, JSON.stringify(r.data)],
+          ORDER BY created_on FOR UPDATE OF j`,
+      [r.name, target[0]!.singleton_key, JSON.stringify(r.data), r.id],
     );
     const taken = new Set(waiting.map((w) => w.state));
     if (r.onlyIfRetryTaken && !taken.has('retry')) return { placed: 'retry_free' } as const;
@@ -362,4 +365,46 @@ export async function queueDepths(db: Db, queues: readonly string[]): Promise<Ma
   const depths = new Map(rows.map((r) => [r.queue, r]));
   for (const q of queues) if (!depths.has(q)) depths.set(q, { queue: q, queued: 0, active: 0, failed: 0 });
   return depths;
+}
+
+/** pg-boss's installed schema version (pgboss.version), or null where pg-boss is not installed. */
+export async function installedSchemaVersion(db: Db): Promise<number | null> {
+  const { rows: present } = await db.query<{ present: boolean }>(
+    `SELECT to_regclass('${SCHEMA}.version') IS NOT NULL AS present`,
+  );
+  if (!present[0]?.present) return null;
+  const { rows } = await db.query<{ version: number }>(
+    `SELECT version::int AS version FROM ${SCHEMA}.version LIMIT 1`,
+  );
+  return rows[0]?.version ?? null;
+}
+
+/** A pg-boss instance (a worker process) registered in pgboss.instance. */
+export interface LiveInstance {
+  host: string;
+  pid: number;
+  /** Its pg-boss package version. */
+  version: string;
+  application_name: string | null;
+  started_on: Date;
+  heartbeat_on: Date;
+}
+
+/**
+ * The pg-boss instances alive now, as pg-boss judges them (getInstances' `live`): not stopped, and
+ * a heartbeat within 3 of their intervals. Only workers register (src/worker/boss.ts). null where
+ * pg-boss's schema has no instance registry to read.
+ */
+export async function liveInstances(db: Db): Promise<LiveInstance[] | null> {
+  const { rows: present } = await db.query<{ present: boolean }>(
+    `SELECT to_regclass('${SCHEMA}.instance') IS NOT NULL AS present`,
+  );
+  if (!present[0]?.present) return null;
+  const { rows } = await db.query<LiveInstance>(
+    `SELECT host, pid, version, application_name, started_on, heartbeat_on
+       FROM ${SCHEMA}.instance
+      WHERE stopped_on IS NULL AND heartbeat_on >= now() - heartbeat_seconds * 3 * interval '1 second'
+      ORDER BY started_on`,
+  );
+  return rows;
 }

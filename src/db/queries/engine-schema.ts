@@ -4,8 +4,8 @@ import type { Db } from '../pool.ts';
 /**
  * Catalog queries about the engine's tables (tasker-core owns them; migrations/0001_core_tables.sql
  * is the shape this system was built against): which exist, their columns and types, the
- * most_recent rule and the engine functions this system calls. Read-only, except
- * probeCoreTableShape, whose work is always rolled back.
+ * most_recent rule, the engine functions this system calls, and the foreign keys archival relies on.
+ * Read-only, except probeCoreTableShape, whose work is always rolled back.
  */
 
 /** The engine's tables, as 0001 creates them where they are absent. */
@@ -118,4 +118,32 @@ export async function missingEngineFunctions(db: Db): Promise<string[]> {
     [ENGINE_FUNCTIONS],
   );
   return rows.map((r) => r.signature);
+}
+
+/** One foreign key archival relies on that the database does not enforce as archival needs it. */
+export interface ArchivalKeyProblem {
+  /** "tasker_workflow_steps (task_uuid) -> tasker_tasks (task_uuid)". */
+  foreign_key: string;
+  /** "missing: add it with ALTER TABLE …", "NOT VALID (name): run ALTER TABLE … VALIDATE CONSTRAINT name", … */
+  problem: string;
+}
+
+/**
+ * The foreign keys archival relies on (each child table to its parent: steps, task transitions and
+ * DLQ entries to tasks; step transitions and both ends of an edge to steps) that are missing, NOT
+ * VALID, NOT ENFORCED, DEFERRABLE or have their triggers disabled, each with what to run
+ * (migrations/functions/tasker_lifecycle_archive_key_problems.sql, which archive_completed_tasks
+ * checks before every batch too). null on a database this build's `migrate` has not reached.
+ */
+export async function archivalKeyProblems(db: Db): Promise<ArchivalKeyProblem[] | null> {
+  const { rows: present } = await db.query<{ present: boolean }>(
+    "SELECT to_regprocedure('tasker_lifecycle_archive_key_problems()') IS NOT NULL AS present",
+  );
+  if (!present[0]!.present) return null;
+  const { rows } = await db.query<ArchivalKeyProblem>(
+    `SELECT k.foreign_key, k.problem
+       FROM tasker_lifecycle_archive_key_problems() WITH ORDINALITY AS k(foreign_key, problem, n)
+      ORDER BY k.n`,
+  );
+  return rows;
 }

@@ -54,7 +54,7 @@ export function registerJobRoutes(app: FastifyInstance, kit: ConsoleKit): void {
       : undefined;
 
   async function loadRun(job: string, id: string): Promise<RunView> {
-    const chain = await runChain(deps.web.boss, job, id);
+    const chain = await runChain(deps.web.boss, job, id, deps.db);
     const ids = chain.links.map((l) => l.id);
     const first = chain.links[0]!;
     const [runs, firstAudit, headAudit] = await Promise.all([
