@@ -187,11 +187,11 @@ export async function buildServer(deps: WebDeps): Promise<FastifyInstance> {
       duration_ms: Math.round(reply.elapsedTime),
       token: request.principal?.tokenName,
       token_id: request.principal?.tokenId,
+      client_address: request.ip,
     };
     // A conflict (resolved by someone else first, a run already waiting) is a refusal worth a
     // trace at the default level; 401, 403 and CSRF refusals were logged at warn when refused.
-    if (reply.statusCode === 409)
-      deps.logger.info('request refused: conflict', { ...fields, client_address: request.ip });
+    if (reply.statusCode === 409) deps.logger.info('request refused: conflict', fields);
     else deps.logger.debug('request', fields);
   });
 
