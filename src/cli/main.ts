@@ -26,7 +26,7 @@ import { tokenCreateCommand, tokenListCommand, tokenRevokeCommand } from './comm
 import { webCommand } from './commands/web.ts';
 import { workerCommand } from './commands/worker.ts';
 import { describeFailure } from './failures.ts';
-import { printJson } from './output.ts';
+import { printableLines, printJson } from './output.ts';
 import { type CliIo, RuntimeHolder } from './runtime.ts';
 
 /**
@@ -99,7 +99,9 @@ export async function runCli(
     const usage = err instanceof UsageError;
     const message = usage ? err.message : describeFailure(err, runtime.target());
     if (wantsJson) printJson(io.stderr, { error: { code: usage ? err.name : 'FAILURE', message } });
-    else io.stderr.write(`error: ${message}\n`);
+    // Like every other human output, escaped: a message may quote stored text (who resolved an
+    // entry, as an earlier build stored it), whose escape sequences must not act on the terminal.
+    else io.stderr.write(`error: ${printableLines(message)}\n`);
     if (wantsDebug || runtime.debugLogging()) io.stderr.write(`${redactCredentials(stackOf(err))}\n`);
     return usage ? 2 : 1;
   } finally {

@@ -660,6 +660,15 @@ export const WorkerSchema = z.strictObject({
 });
 
 /** A DNS host name: dot-separated labels of letters, digits and inner hyphens. */
+/** An IP address, or a CIDR range such as 10.0.0.0/8 or fd00::/8 (web.trust_proxy). */
+function isProxyAddress(v: string): boolean {
+  const [address, bits, ...rest] = v.split('/');
+  const family = isIP(address ?? '');
+  if (family === 0 || rest.length > 0) return false;
+  if (bits === undefined) return true;
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
+}
+
 const HOST_NAME =
   /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
@@ -700,6 +709,59 @@ export const WebSchema = z.strictObject({
     .max(65535)
     .default(8080)
     .describe('Port of the `web` command; 0 picks a free port (logged at start).'),
+  trust_proxy: z
+    .union(
+      [
+        z.boolean(),
+        z
+          .array(
+            z.string().refine((v) => isProxyAddress(v), {
+              error: 'expected an IP address or a CIDR range such as 10.0.0.0/8',
+            }),
+          )
+          .min(1),
+      ],
+      { error: 'expected true, false, or a list of proxy addresses and CIDR ranges such as ["10.0.0.0/8"]' },
+    )
+    .default(false)
+    .meta({ allowed: '`false`, `true`, or a list of proxy addresses and CIDR ranges' })
+    .describe(
+      "Whether to believe a proxy's X-Forwarded-For and X-Forwarded-Proto: false (the default) takes the client address and scheme from the connection; true believes any proxy; a list believes only those addresses. Behind a proxy set it, or every client shares the proxy's address (in the log, and for web.refusal_limit_per_address) and sessions never see https.",
+    ),
+  secure_cookies: z
+    .enum(['auto', 'always'])
+    .default('auto')
+    .describe(
+      'When the console marks its cookies Secure (sent over https only): auto, when the request came over https (TLS to this process, or a proxy trusted by web.trust_proxy that says X-Forwarded-Proto: https); always, on every request (for TLS ended by a proxy that does not say so; plain http then cannot sign in).',
+    ),
+  session_max_age_minutes: z
+    .int()
+    .min(5)
+    .max(10_080)
+    .default(480)
+    .describe(
+      "How long a console session lasts after signing in, at most (the token's own expiry and revocation end it sooner).",
+    ),
+  session_idle_timeout_minutes: z
+    .int()
+    .min(1)
+    .max(10_080)
+    .default(60)
+    .describe('A console session without a request for this long has ended (sign in again).'),
+  refusal_limit_per_address: z
+    .int()
+    .min(1)
+    .max(100_000)
+    .default(30)
+    .describe(
+      'Refused requests (bad token or session, missing permission, CSRF) one client address may make within web.refusal_window_seconds; past it, every request from the address gets 429 until the window ends. Counted per web process.',
+    ),
+  refusal_window_seconds: z
+    .int()
+    .min(1)
+    .max(86_400)
+    .default(60)
+    .describe('The window web.refusal_limit_per_address counts refused requests in.'),
 });
 
 export const LoggingSchema = z.strictObject({

@@ -33,7 +33,12 @@ export interface DlqEntry {
   resolution_status: DlqResolutionStatus;
   resolution_timestamp: Date | null;
   resolution_notes: string | null;
+  /** Who resolved it: the identity that made the change (a token's name, the CLI's --by or OS user). */
   resolved_by: string | null;
+  /** The token that resolved it (API and console); null for the CLI and entries resolved before 0181. */
+  resolved_by_token_id: string | null;
+  /** What the caller said it resolved it for (the API's resolved_by), shown as "on behalf of". */
+  resolved_on_behalf_of: string | null;
   task_snapshot: Record<string, unknown>;
   metadata: Record<string, unknown> | null;
   created_at: Date;
@@ -93,4 +98,19 @@ export function isOverdue(
 ): boolean {
   if (entry.resolution_status !== 'pending') return false;
   return now.getTime() - entry.dlq_timestamp.getTime() > maxPendingAgeHours * 3_600_000;
+}
+
+/**
+ * Who resolved an entry, in the same words on every surface: the identity that made the change,
+ * with its token when it was one (a token's name may be given again after a revocation; its id is
+ * never), then whom the caller said it was for. "ops (token 1a2b3c4d5e6f7a8b) on behalf of alice";
+ * "alice" for the CLI; "unknown" when nothing was recorded.
+ */
+export function resolverText(
+  entry: Pick<DlqEntry, 'resolved_by' | 'resolved_by_token_id' | 'resolved_on_behalf_of'>,
+): string {
+  const who = entry.resolved_by ?? 'unknown';
+  const token = entry.resolved_by_token_id ? ` (token ${entry.resolved_by_token_id})` : '';
+  const behalf = entry.resolved_on_behalf_of ? ` on behalf of ${entry.resolved_on_behalf_of}` : '';
+  return `${who}${token}${behalf}`;
 }

@@ -12,7 +12,7 @@ import {
   resolveEntries,
   updateEntry,
 } from '../db/queries/dlq.ts';
-import type { DlqEntry, TerminalResolutionStatus } from '../domain/dlq.ts';
+import { type DlqEntry, minutesInDlq, resolverText, type TerminalResolutionStatus } from '../domain/dlq.ts';
 import { NotFoundError, UsageError } from '../errors.ts';
 import { ConflictError } from './errors.ts';
 
@@ -30,19 +30,24 @@ function entryValues(e: DlqEntry) {
     resolution_status: e.resolution_status,
     resolution_notes: e.resolution_notes,
     resolved_by: e.resolved_by,
+    resolved_by_token_id: e.resolved_by_token_id,
+    resolved_on_behalf_of: e.resolved_on_behalf_of,
     resolution_timestamp: e.resolution_timestamp,
     metadata: e.metadata,
   };
 }
 
-function notPending(e: DlqEntry): ConflictError {
+/** A resolved entry is final: the refusal says who resolved it (with the token) and when. */
+function alreadyResolved(e: DlqEntry): ConflictError {
   const at = e.resolution_timestamp?.toISOString() ?? 'an unknown time';
   return new ConflictError(
-    `DLQ entry ${e.dlq_entry_uuid} is not pending: it was ${e.resolution_status} by ${e.resolved_by ?? 'unknown'} at ${at}; only pending entries can be resolved`,
+    `DLQ entry ${e.dlq_entry_uuid} is not pending: it was ${e.resolution_status} by ${resolverText(e)} at ${at}; a resolved entry is final (its status, notes and who resolved it cannot be changed)`,
     {
       dlq_entry_uuid: e.dlq_entry_uuid,
       resolution_status: e.resolution_status,
       resolved_by: e.resolved_by,
+      resolved_by_token_id: e.resolved_by_token_id,
+      resolved_on_behalf_of: e.resolved_on_behalf_of,
       resolution_timestamp: e.resolution_timestamp,
     },
   );
@@ -50,43 +55,55 @@ function notPending(e: DlqEntry): ConflictError {
 
 export interface UpdateInvestigationParams {
   uuid: string;
-  /** A final status: only a pending entry can be given one (else ConflictError, who and when). */
+  /** A final status: resolves the entry, recorded as resolved by the actor. */
   status?: TerminalResolutionStatus | undefined;
   notes?: string | undefined;
-  /** Defaults to the actor's name when a status is given. */
-  resolvedBy?: string | undefined;
+  /**
+   * Whom the caller says the resolution is for (the API's resolved_by): kept beside the actor,
+   * never instead of it. Only with a status.
+   */
+  onBehalfOf?: string | undefined;
   metadata?: Record<string, unknown> | undefined;
   actor: Actor;
   now: Date;
 }
 
 /**
- * Upstream's PATCH /v1/dlq/entry/{uuid}: a partial update (omitted fields keep their value). With a
- * status it resolves the entry, which must be pending; without one it amends notes or metadata of
- * any entry. The entry is locked first, so of simultaneous resolutions exactly one wins and the
- * others get a ConflictError naming it.
+ * Upstream's PATCH /v1/dlq/entry/{uuid}: a partial update (omitted fields keep their value) of a
+ * pending entry. With a status it resolves the entry, recorded as resolved by the actor (the
+ * authenticated identity; what the caller says goes to "on behalf of"); without one it amends notes
+ * or metadata. A resolved entry is final: any change to it is a ConflictError naming who resolved
+ * it and when. The entry is locked first, so of simultaneous resolutions exactly one wins and the
+ * others get that ConflictError. A change that changes nothing writes nothing, not even an audit
+ * row, and returns the entry as it is.
  */
 export async function updateInvestigation(
   pool: pg.Pool,
   p: UpdateInvestigationParams,
 ): Promise<ResolvedEntry> {
-  if ([p.status, p.notes, p.resolvedBy, p.metadata].every((v) => v === undefined)) {
+  if ([p.status, p.notes, p.metadata].every((v) => v === undefined)) {
+    throw new UsageError('body: expected at least one of resolution_status, resolution_notes, metadata');
+  }
+  if (p.onBehalfOf !== undefined && p.status === undefined) {
     throw new UsageError(
-      'body: expected at least one of resolution_status, resolution_notes, resolved_by, metadata',
+      'resolved_by: says on whose behalf an entry is resolved, so it needs resolution_status (who made a change is always the token that made it)',
     );
   }
   return withTransaction(pool, async (client) => {
     const before = await lockEntry(client, p.uuid);
     if (!before) throw new NotFoundError(`no DLQ entry ${p.uuid}`);
-    if (p.status !== undefined && before.resolution_status !== 'pending') throw notPending(before);
+    if (before.resolution_status !== 'pending') throw alreadyResolved(before);
     const after = await updateEntry(client, {
       entryUuid: p.uuid,
       status: p.status,
       notes: p.notes,
-      resolvedBy: p.resolvedBy ?? (p.status === undefined ? undefined : p.actor.name),
+      resolvedBy: p.actor.name,
+      resolvedByTokenId: p.actor.tokenId,
+      onBehalfOf: p.onBehalfOf,
       metadata: p.metadata,
       now: p.now,
     });
+    if (!after) return { ...before, minutes_in_dlq: minutesInDlq(before, p.now) };
     await insertAudit(client, {
       at: p.now,
       actor: p.actor,
@@ -94,10 +111,10 @@ export async function updateInvestigation(
       targetKind: 'dlq_entry',
       targetId: p.uuid,
       before: entryValues(before),
-      after: entryValues(after!),
+      after: entryValues(after),
       details: { task_uuid: before.task_uuid },
     });
-    return after!;
+    return after;
   });
 }
 
@@ -105,8 +122,6 @@ export interface ResolveInvestigationParams {
   uuid: string;
   status: TerminalResolutionStatus;
   notes: string;
-  /** Who resolved it, as recorded on the entry; defaults to the actor's name. */
-  resolvedBy?: string | undefined;
   actor: Actor;
   now: Date;
 }
@@ -135,6 +150,7 @@ export async function openInvestigation(pool: pg.Pool, p: OpenInvestigationParam
         taskUuid: p.taskUuid,
         notes: p.notes,
         openedBy: p.actor.name,
+        openedByTokenId: p.actor.tokenId,
         now: p.now,
       });
     } catch (err) {
@@ -245,7 +261,7 @@ export async function bulkResolve(pool: pg.Pool, p: BulkResolveParams): Promise<
       rows.map((r) => r.dlq_entry_uuid),
       p.status,
       p.notes,
-      p.actor.name,
+      { name: p.actor.name, tokenId: p.actor.tokenId },
       p.now,
     );
     // One action, one audit row: the filter, what every entry went from and to, and which entries
@@ -260,7 +276,12 @@ export async function bulkResolve(pool: pg.Pool, p: BulkResolveParams): Promise<
             targetKind: 'dlq_filter',
             targetId: JSON.stringify(p.filter),
             before: { resolution_status: 'pending' },
-            after: { resolution_status: p.status, resolution_notes: p.notes, resolved_by: p.actor.name },
+            after: {
+              resolution_status: p.status,
+              resolution_notes: p.notes,
+              resolved_by: p.actor.name,
+              ...(p.actor.tokenId ? { resolved_by_token_id: p.actor.tokenId } : {}),
+            },
             details: {
               filter: p.filter,
               matched: rows.length,

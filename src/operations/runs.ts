@@ -69,7 +69,7 @@ export async function enqueueRun(
   deps: { pool: pg.Pool; boss: PgBoss; config: Readonly<Config> },
   p: EnqueueRunParams,
 ): Promise<EnqueuedRun> {
-  const job = ENQUEUEABLE_JOBS[p.job];
+  const job = Object.hasOwn(ENQUEUEABLE_JOBS, p.job) ? ENQUEUEABLE_JOBS[p.job] : undefined;
   if (!job)
     throw new NotFoundError(`no job ${p.job}: expected one of ${Object.keys(ENQUEUEABLE_JOBS).join(', ')}`);
   const checked = job.optionsSchema.safeParse({ ...job.optionsFromConfig(deps.config), ...p.options });

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { type Db, withTransaction } from '../db/pool.ts';
 import { type Actor, insertAudit } from '../db/queries/audit.ts';
+import { endSessionsOfToken } from '../db/queries/console-sessions.ts';
 import {
   findTokenById,
   insertToken,
@@ -35,8 +36,10 @@ export type Permission = (typeof PERMISSIONS)[number];
 
 export const PermissionSchema = z.enum(PERMISSIONS, { error: `expected one of ${PERMISSIONS.join(', ')}` });
 
+/** Who a request is: a token, by its name and its id (public, never reused), with its permissions. */
 export interface Principal {
   tokenName: string;
+  tokenId: string;
   permissions: Permission[];
 }
 
@@ -54,6 +57,14 @@ export function generateToken(): { tokenId: string; secret: string; secretSha256
 }
 
 /**
+ * The token id a secret names, when it has a token's shape (for the log of a refused request: the
+ * id is public, the rest of the secret is never logged); null otherwise.
+ */
+export function tokenIdOf(secret: string): string | null {
+  return TOKEN_PATTERN.exec(secret)?.[1] ?? null;
+}
+
+/**
  * The principal a bearer secret stands for, or null when the secret is malformed, unknown,
  * expired (expires_at <= now) or revoked. The hash is compared in constant time.
  */
@@ -67,7 +78,12 @@ export async function authenticateToken(db: Db, secret: string, now: Date): Prom
   if (!row || !equal) return null;
   if (row.revoked_at !== null) return null;
   if (row.expires_at !== null && row.expires_at.getTime() <= now.getTime()) return null;
-  return { tokenName: row.name, permissions: row.permissions as Permission[] };
+  return { tokenName: row.name, tokenId: row.token_id, permissions: row.permissions as Permission[] };
+}
+
+/** Who an API change is recorded as: the token, by name and id. */
+export function tokenActorOf(principal: Principal, kind: 'token' | 'console'): Actor {
+  return { kind, name: principal.tokenName, tokenId: principal.tokenId };
 }
 
 export function can(principal: Principal, permission: Permission): boolean {
@@ -129,14 +145,18 @@ export async function createToken(pool: pg.Pool, p: CreateTokenParams): Promise<
   });
 }
 
-/** Revokes the live token of a name (NotFoundError when there is none). */
+/**
+ * Revokes the live token of a name (NotFoundError when there is none) and ends every console
+ * session opened with it, in one transaction with its audit row (which says how many).
+ */
 export async function revokeToken(
   pool: pg.Pool,
   p: { name: string; actor: Actor; now: Date },
-): Promise<TokenRow> {
+): Promise<TokenRow & { sessions_ended: number }> {
   return withTransaction(pool, async (client) => {
     const row = await revokeTokenRow(client, p.name, p.now, p.actor.name);
     if (!row) throw new NotFoundError(`no live token named ${p.name}`);
+    const sessionsEnded = await endSessionsOfToken(client, row.token_id, p.now, 'token_revoked');
     await insertAudit(client, {
       at: p.now,
       actor: p.actor,
@@ -144,8 +164,8 @@ export async function revokeToken(
       targetKind: 'token',
       targetId: p.name,
       before: { revoked_at: null },
-      after: { revoked_at: p.now, token_id: row.token_id },
+      after: { revoked_at: p.now, token_id: row.token_id, sessions_ended: sessionsEnded },
     });
-    return row;
+    return { ...row, sessions_ended: sessionsEnded };
   });
 }

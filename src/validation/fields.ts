@@ -18,7 +18,7 @@ export const finalResolutionStatus = oneOf(TERMINAL_RESOLUTION_STATUSES);
 export const dlqReason = oneOf(DLQ_REASONS);
 
 /** What an investigator found and did, or why an entry needs looking at. */
-export const investigationNotes = text('notes');
+export const investigationNotes = text('notes', 10_000, { multiline: true });
 
 /** Who did something, as resolved_by and the audit log record it. */
 export const personName = text('a name', 255);

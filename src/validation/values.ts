@@ -28,12 +28,33 @@ export const uuid = z
   })
   .transform((s) => s.toLowerCase());
 
-export function text(what: string, maxLength = 10_000): z.ZodType<string> {
+// biome-ignore lint/suspicious/noControlCharactersInRegex: these are the characters refused
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: these are the characters refused
+const CONTROL_BUT_LINE_BREAKS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/;
+
+/**
+ * Text an operator types. One line (names, filters): no control characters at all, so a name can
+ * neither fake a second line nor hold a terminal's escape sequence. Several lines (notes): tabs
+ * and line breaks, no other control character (NUL, escape, ...). PostgreSQL cannot store NUL in
+ * text, so refusing it here makes it a 400 naming the field, not a database error.
+ */
+export function text(
+  what: string,
+  maxLength = 10_000,
+  options: { multiline?: boolean } = {},
+): z.ZodType<string> {
+  const refused = options.multiline ? CONTROL_BUT_LINE_BREAKS : CONTROL_CHARACTERS;
   return z
     .string()
     .trim()
     .min(1, { error: `expected ${what}, not empty` })
-    .max(maxLength, { error: `expected ${what} of at most ${maxLength} characters` });
+    .max(maxLength, { error: `expected ${what} of at most ${maxLength} characters` })
+    .refine((v) => !refused.test(v), {
+      error: options.multiline
+        ? `expected ${what} without control characters (tabs and line breaks are fine)`
+        : `expected ${what} on one line, without control characters`,
+    });
 }
 
 /** A point in time as typed: an instant, or a span back from "now" (resolved with the caller's clock). */

@@ -2,7 +2,8 @@ import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
 import type { Actor } from '../db/queries/audit.ts';
-import type { Permission, Principal } from '../operations/tokens.ts';
+import { type Permission, type Principal, tokenActorOf } from '../operations/tokens.ts';
+import type { HttpMetrics } from '../telemetry/http-metrics.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 /**
@@ -24,11 +25,19 @@ export interface WebDeps {
   logger: Logger;
   /** A pg-boss client (role 'client': it sends and reads, it does not work queues). */
   boss: PgBoss;
+  /**
+   * The web process's metrics (refused requests), served on its /metrics. Default: made by
+   * buildServer when metrics.enabled, and shut down with the server.
+   */
+  metrics?: HttpMetrics;
 }
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** The token's principal on /v1 routes (set by the auth hook); null elsewhere. */
+    /**
+     * Who the request is: on /v1 routes the bearer token's principal (set by the auth hook); on
+     * console pages the session's (set by its guard); null elsewhere and before.
+     */
     principal: Principal | null;
   }
   interface FastifyContextConfig {
@@ -37,7 +46,8 @@ declare module 'fastify' {
   }
 }
 
-/** The actor of an API change: the token's name. */
-export function tokenActor(principal: { tokenName: string } | null): Actor {
-  return { kind: 'token', name: principal?.tokenName ?? 'unknown' };
+/** The actor of an API change: the token, by name and id (the auth hook has set the principal). */
+export function tokenActor(principal: Principal | null): Actor {
+  if (!principal) throw new Error('an API change without an authenticated principal');
+  return tokenActorOf(principal, 'token');
 }

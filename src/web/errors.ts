@@ -46,6 +46,49 @@ const TROUBLE = {
   timed_out: [1, 'BUSY', 'the database took longer than database.statement_timeout_ms; try again shortly'],
 } as const;
 
+/** What an error thrown by a route or hook is answered with (the API as JSON, the console as a page). */
+export interface ErrorAnswer {
+  status: number;
+  code: string;
+  message: string;
+  details?: Record<string, unknown> | undefined;
+  /** Seconds, for Retry-After (503). */
+  retryAfter?: number | undefined;
+}
+
+/**
+ * How every error is answered: validation and UsageError 400, NotFoundError 404, ConflictError 409
+ * (server.ts logs every 409 at info, with the token), the database away, busy or slow 503 with Retry-After (logged at
+ * warn), any other 4xx as it says, anything else 500 (logged at error with its stack; the client
+ * is told only that it was logged).
+ */
+export function answerFor(
+  error: FastifyError & { validationContext?: string },
+  request: FastifyRequest,
+  logger: Logger,
+): ErrorAnswer {
+  if (error.validation) return { status: 400, code: 'BAD_REQUEST', message: validationMessage(error) };
+  if (error instanceof NotFoundError) return { status: 404, code: 'NOT_FOUND', message: error.message };
+  if (error instanceof ConflictError)
+    return { status: 409, code: 'CONFLICT', message: error.message, details: error.details };
+  if (error instanceof UsageError) return { status: 400, code: 'BAD_REQUEST', message: error.message };
+  const trouble = databaseTrouble(error);
+  if (trouble !== null) {
+    const [retryAfter, code, message] = TROUBLE[trouble];
+    logger.warn('request answered 503', { route: request.routeOptions.url, trouble, error: error.message });
+    return { status: 503, code, message, retryAfter };
+  }
+  const status = error.statusCode ?? 500;
+  if (status >= 400 && status < 500) return { status, code: 'BAD_REQUEST', message: error.message };
+  logger.error('request failed', {
+    method: request.method,
+    route: request.routeOptions.url,
+    error: error.message,
+    stack: error.stack,
+  });
+  return { status: 500, code: 'INTERNAL_ERROR', message: 'internal error (logged by the server)' };
+}
+
 /** The server's error handler: anything a route throws, as the error body with its status. */
 export function errorHandler(logger: Logger) {
   return (
@@ -53,25 +96,8 @@ export function errorHandler(logger: Logger) {
     request: FastifyRequest,
     reply: FastifyReply,
   ) => {
-    if (error.validation) return sendError(reply, 400, 'BAD_REQUEST', validationMessage(error));
-    if (error instanceof NotFoundError) return sendError(reply, 404, 'NOT_FOUND', error.message);
-    if (error instanceof ConflictError)
-      return sendError(reply, 409, 'CONFLICT', error.message, error.details);
-    if (error instanceof UsageError) return sendError(reply, 400, 'BAD_REQUEST', error.message);
-    const trouble = databaseTrouble(error);
-    if (trouble !== null) {
-      const [retryAfter, code, message] = TROUBLE[trouble];
-      logger.warn('request answered 503', { route: request.routeOptions.url, trouble, error: error.message });
-      return sendError(reply.header('retry-after', String(retryAfter)), 503, code, message);
-    }
-    const status = error.statusCode ?? 500;
-    if (status >= 400 && status < 500) return sendError(reply, status, 'BAD_REQUEST', error.message);
-    logger.error('request failed', {
-      method: request.method,
-      route: request.routeOptions.url,
-      error: error.message,
-      stack: error.stack,
-    });
-    return sendError(reply, 500, 'INTERNAL_ERROR', 'internal error (logged by the server)');
+    const a = answerFor(error, request, logger);
+    if (a.retryAfter !== undefined) void reply.header('retry-after', String(a.retryAfter));
+    return sendError(reply, a.status, a.code, a.message, a.details);
   };
 }

@@ -40,7 +40,11 @@ export const UpdateEntryBody = z.strictObject({
     .optional()
     .describe('a final status; only a pending entry can be given one'),
   resolution_notes: investigationNotes.optional(),
-  resolved_by: personName.optional().describe("default: the token's name"),
+  resolved_by: personName
+    .optional()
+    .describe(
+      'whom the resolution is made on behalf of (with resolution_status only); kept as resolved_on_behalf_of. The entry is always recorded as resolved by the token itself.',
+    ),
   metadata: z.record(z.string(), z.unknown()).optional().describe('replaces the metadata'),
 });
 
@@ -145,7 +149,12 @@ const isoTime = z.iso.datetime({
 
 export const AuditQuery = z.strictObject({
   since: isoTime.optional().describe('only rows at or after this time'),
-  actor: text('an actor name', 255).optional().describe('only rows by this actor'),
+  actor: text('an actor name', 255).optional().describe('only rows by this actor (a name)'),
+  actor_token_id: z
+    .string()
+    .regex(/^[0-9a-f]{16}$/, { error: 'expected a token id (16 hex digits, as `token list` shows)' })
+    .optional()
+    .describe('only rows by this token: a name given again after a revocation is another token'),
   target_id: text('an entry, task, job or token id', 255).optional(),
   before_id: wholeNumber(1, Number.MAX_SAFE_INTEGER)
     .optional()

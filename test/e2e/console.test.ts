@@ -38,6 +38,7 @@ import {
   minutesBefore,
   NOW,
 } from '../helpers/factories.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 let h: ConsoleHarness;
 let browser: Browser;
@@ -177,7 +178,10 @@ describe('an operator with dlq:read and dlq:update', () => {
     await page.getByRole('button', { name: 'Resolve' }).click();
     await page.waitForURL(`${h.url}/dlq/${orderEntry}`);
     await expect(page.locator('#flash').textContent()).resolves.toBe('Resolved as manually_resolved.');
-    await expect(page.locator('#resolved-by').textContent()).resolves.toBe('alice');
+    // Who resolved it: the token signed in, by name and id.
+    await expect(page.locator('#resolved-by').textContent()).resolves.toMatch(
+      /^alice \(token [0-9a-f]{16}\)$/,
+    );
     await expect(page.locator('#entry-status').textContent()).resolves.toBe('manually_resolved');
     await expect(page.getByRole('button', { name: 'Resolve' }).count()).resolves.toBe(0);
     await expectAccessible(page, 'entry-resolved');
@@ -794,7 +798,9 @@ describe('actions do exactly what the operator was shown (issue 28)', () => {
       await page.waitForURL(`${h.url}/jobs/${job}/runs/${first}`);
       await expect(page.locator('#flash').textContent()).resolves.toBe('Cancelled: the run will not start.');
       await expect(page.locator('#run-status').textContent()).resolves.toBe('cancelled');
-      await expect(page.locator('#run-cancelled-by').textContent()).resolves.toMatch(/^Cancelled by kate at/);
+      await expect(page.locator('#run-cancelled-by').textContent()).resolves.toMatch(
+        /^Cancelled by kate \(token [0-9a-f]{16}\) at/,
+      );
       await expectAccessible(page, 'run-cancelled');
       const states = await h.pool.query(
         `SELECT id, state FROM pgboss.job WHERE name = $1 AND id = ANY($2::uuid[])`,
@@ -862,7 +868,9 @@ describe('actions do exactly what the operator was shown (issue 28)', () => {
     await expect(page.getByLabel('Status').inputValue()).resolves.toBe('manually_resolved');
     await page.getByRole('button', { name: 'Resolve' }).click();
     await page.waitForURL(`${h.url}/dlq/${entry}`);
-    await expect(page.locator('#resolved-by').textContent()).resolves.toBe('nora2');
+    await expect(page.locator('#resolved-by').textContent()).resolves.toMatch(
+      /^nora2 \(token [0-9a-f]{16}\)$/,
+    );
     await context.close();
   });
 
@@ -994,6 +1002,153 @@ describe('what the pages say next (issue 28)', () => {
     await expect(page.locator('#diagnosis-summary').textContent()).resolves.toMatch(/transform/);
     await expectAccessible(page, 'entry-demo');
     await docsScreenshot(page, 'entry', 1500);
+    await context.close();
+  });
+});
+
+describe('the record and the session (issue 23)', () => {
+  const idOf = (secret: string) => /^tlk_([0-9a-f]{16})_/.exec(secret)![1]!;
+
+  async function pendingIn(namespace: string): Promise<string> {
+    const template = await insertTemplate(h.pool, { namespace, name: 'record' });
+    const task = await insertTask(h.pool, {
+      template,
+      state: 'waiting_for_retry',
+      enteredAt: hoursBefore(NOW, 6),
+    });
+    return insertDlqEntry(h.pool, {
+      task,
+      reason: 'staleness_timeout',
+      at: hoursBefore(NOW, 5),
+      namespace,
+      taskName: 'record',
+      state: 'waiting_for_retry',
+    });
+  }
+
+  const api = (method: string, path: string, token: string, body?: unknown) =>
+    fetch(`${h.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+
+  it('a forged resolved_by is shown as on behalf of, beside the token that resolved it; rewriting it is refused', async () => {
+    const entry = await pendingIn('forged');
+    const ops = await h.token('ops-forger', ['dlq:read', 'dlq:update']);
+    const resolved = await api('PATCH', `/v1/dlq/entry/${entry}`, ops, {
+      resolution_status: 'cancelled',
+      resolution_notes: 'duplicate',
+      resolved_by: 'the-cfo',
+    });
+    expect(resolved.status).toBe(200);
+    const rewrite = await api('PATCH', `/v1/dlq/entry/${entry}`, ops, {
+      resolution_notes: 'it was someone else',
+    });
+    expect(rewrite.status).toBe(409);
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('rita', ['dlq:read', 'dlq:update']));
+    await page.goto(`${h.url}/dlq/${entry}`);
+    await expect(page.locator('#resolved-by').textContent()).resolves.toBe(`ops-forger (token ${idOf(ops)})`);
+    await expect(page.locator('#resolved-on-behalf-of').textContent()).resolves.toBe(
+      'the-cfo (as the resolver said; not checked)',
+    );
+    await expect(page.getByText('duplicate', { exact: true }).count()).resolves.toBe(1);
+    await expect(page.getByRole('button', { name: 'Resolve' }).count()).resolves.toBe(0);
+    await expectAccessible(page, 'entry-on-behalf-of');
+    await context.close();
+  });
+
+  it('a token name given again is told apart on the audit page by its token id', async () => {
+    const [a, b] = [await pendingIn('reused-a'), await pendingIn('reused-b')];
+    const first = await h.token('updater', ['dlq:update']);
+    await api('PATCH', `/v1/dlq/entry/${a}`, first, { resolution_status: 'cancelled' });
+    await revokeToken(h.pool, { name: 'updater', actor: { kind: 'cli', name: 'e2e' }, now: new Date() });
+    const second = await h.token('updater', ['dlq:update']);
+    await api('PATCH', `/v1/dlq/entry/${b}`, second, { resolution_status: 'cancelled' });
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('sam', ['audit:read']));
+    await page.goto(`${h.url}/audit?actor=updater`);
+    const ids = await page.locator('#audit tr[data-action="dlq.resolve"] .token-id').allTextContents();
+    expect(ids).toEqual([idOf(second), idOf(first)]);
+    await page.locator('#audit .token-id', { hasText: idOf(first) }).click();
+    await page.waitForURL(new RegExp(`token_id=${idOf(first)}`));
+    await expect(page.locator('#audit tr[data-action]').count()).resolves.toBe(1);
+    await expectAccessible(page, 'audit-token-ids');
+    await context.close();
+  });
+
+  it("sign-in's next never leaves the console: /\\x, /\\t/x, /%5Cx and CR/LF land on the console's own page", async () => {
+    // No bypassCSP here: what keeps the browser home is the server's answer, not the policy.
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const token = await h.token('tess', ['dlq:read']);
+    for (const next of ['/\\evil.example', '/\t/evil.example', '/%5Cevil.example', '/x\r\nSet-Cookie: a=b']) {
+      const page = await context.newPage();
+      await page.goto(`${h.url}/sign-in?next=${encodeURIComponent(next)}`);
+      await page.getByLabel('Token').fill(token);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.waitForLoadState('load');
+      expect({ next, at: page.url() }).toEqual({ next, at: `${h.url}/` });
+      await page.close();
+    }
+    await context.close();
+  });
+
+  it('a copied session cookie is dead after sign-out, and its use is logged with the token id and the address', async () => {
+    const entry = await pendingIn('copied');
+    const token = await h.token('uma', ['dlq:read', 'dlq:update']);
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, token);
+    const copied = (await context.cookies()).filter((c) => c.name === 'tasker_session');
+    expect(copied).toHaveLength(1);
+    expect(copied[0]!.value).not.toContain(token);
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.waitForURL(`${h.url}/sign-in`);
+    // Someone who took the cookie off the machine before sign-out.
+    const thief = await browser.newContext({ bypassCSP: true });
+    await thief.addCookies(copied);
+    const stolen = await thief.newPage();
+    await stolen.goto(`${h.url}/dlq/${entry}`);
+    expect(new URL(stolen.url()).pathname).toBe('/sign-in');
+    expect(await isPending(entry)).toBe(true);
+    await waitFor('the refusal in the log', async () =>
+      h.web.stderrSoFar().includes(`token_id=${idOf(token)} detail=the session was signed out`),
+    );
+    const line = h.web
+      .stderrSoFar()
+      .split('\n')
+      .find((l) => l.includes(`token_id=${idOf(token)} detail=the session was signed out`))!;
+    expect(line).toMatch(
+      /warn +request refused .*reason=bad_session .*route=\/dlq\/:uuid .*client_address=127\.0\.0\.1/,
+    );
+    await thief.close();
+    await context.close();
+  });
+
+  it('what used to be a 500 is a page of the console saying what it expected, with its headers', async () => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, await h.token('vic', ['*']));
+    const answer = await page.goto(`${h.url}/audit?actor=${encodeURIComponent('a\u0000b')}`);
+    expect(answer!.status()).toBe(400);
+    expect(answer!.headers()['content-security-policy']).toContain("base-uri 'none'");
+    expect(answer!.headers()['x-content-type-options']).toBe('nosniff');
+    await expect(page.locator('#problem').textContent()).resolves.toBe(
+      'actor: expected text without NUL characters (\\u0000). Nothing was changed.',
+    );
+    // Queueing a run of a job named after an Object member: the Jobs page says no such job.
+    await page.goto(`${h.url}/jobs`);
+    const csrf = await page.locator('form[action="/sign-out"] input[name=_csrf]').inputValue();
+    const queued = await page.evaluate(async (value) => {
+      const res = await fetch('/jobs/constructor/runs', {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: `_csrf=${encodeURIComponent(value)}`,
+      });
+      return { status: res.status, url: res.url, text: await res.text() };
+    }, csrf);
+    expect(queued.status).toBe(200);
+    expect(new URL(queued.url).pathname).toBe('/jobs');
+    expect(queued.text).toContain('Not queued: no job constructor.');
     await context.close();
   });
 });

@@ -59,6 +59,8 @@ const EXPECTED_ALERT_STATES: Record<string, 'inactive' | 'pending' | 'firing'> =
   TaskerStormBacklogGrowing: 'inactive',
   TaskerMetricsGaugesStale: 'inactive',
   TaskerArchivalBatchTimeouts: 'inactive',
+  // No web process is scraped here (its refusals are tested in test/web/web-refusals.test.ts).
+  TaskerRequestsRefusedBurst: 'inactive',
 };
 
 /** A database of its own: on DATABASE_URL's server when set, else an embedded PostgreSQL. */

@@ -49,7 +49,14 @@ export async function startConsoleHarness(): Promise<ConsoleHarness> {
   if (migrated.code !== 0) throw new Error(`migrate failed: ${migrated.stderr}`);
   const pool = createPool(databaseUrl, { max: 10 });
   const port = await freePort();
-  const web = startCli(['web'], { ...env, TASKER__web__host: '127.0.0.1', TASKER__web__port: String(port) });
+  // The tests refuse many forms and tokens from one address on purpose: more than a minute's
+  // per-address limit would let through.
+  const web = startCli(['web'], {
+    ...env,
+    TASKER__web__host: '127.0.0.1',
+    TASKER__web__port: String(port),
+    TASKER__web__refusal_limit_per_address: '1000',
+  });
   const url = `http://127.0.0.1:${port}`;
   await waitFor(`web on ${url} (log: ${web.stderrSoFar()})`, async () => (await fetch(`${url}/readyz`)).ok, {
     timeoutMs: 60_000,

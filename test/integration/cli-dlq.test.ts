@@ -252,7 +252,7 @@ describe('dlq resolve', () => {
     );
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(
-      /is not pending: it was manually_resolved by alice at .*only pending entries can be resolved/,
+      /is not pending: it was manually_resolved by alice at .*a resolved entry is final/,
     );
     const { rows } = await db.pool.query(
       'SELECT resolution_status::text, resolved_by FROM tasker_tasks_dlq WHERE dlq_entry_uuid = $1',
@@ -461,15 +461,35 @@ describe('text from outside reaches the terminal escaped, and --json exactly', (
       namespace: 'billing\x1b[2J',
       taskName: 'invoice\u202eexe.txt',
     });
+    // Notes may span lines, but neither notes nor a name may hold another control character now:
+    // both are refused, naming the flag.
     const notes = 'restarted the worker\nresolved_by: mallory\x1b[31m';
+    const badNotes = await cli(
+      ['dlq', 'resolve', entry, '--status', 'manually_resolved', '--notes', notes, '--by', 'alice'],
+      env,
+    );
+    expect(badNotes.code).toBe(2);
+    expect(badNotes.stderr).toContain('expected notes without control characters');
+    const badName = await cli(
+      ['dlq', 'resolve', entry, '--status', 'manually_resolved', '--notes', 'n', '--by', 'alice\rbob'],
+      env,
+    );
+    expect(badName.code).toBe(2);
+    expect(badName.stderr).toContain('expected a name on one line, without control characters');
+    const clean = 'restarted the worker\nresolved_by: mallory';
     expect(
       (
         await cli(
-          ['dlq', 'resolve', entry, '--status', 'manually_resolved', '--notes', notes, '--by', 'alice\rbob'],
+          ['dlq', 'resolve', entry, '--status', 'manually_resolved', '--notes', clean, '--by', 'alice'],
           env,
         )
       ).code,
     ).toBe(0);
+    // An entry resolved by an earlier build may hold them: written here as that build wrote it.
+    await db.pool.query(
+      `UPDATE tasker_tasks_dlq SET resolved_by = 'alice\rbob', resolution_notes = $2 WHERE dlq_entry_uuid = $1`,
+      [entry, notes],
+    );
 
     const shown = await cli(['dlq', 'show', entry], env);
     expect(shown.code).toBe(0);
@@ -494,6 +514,36 @@ describe('text from outside reaches the terminal escaped, and --json exactly', (
       namespace: 'billing\x1b[2J',
       task_name: 'invoice\u202eexe.txt',
     });
+  });
+});
+
+describe('a refusal that quotes stored text', () => {
+  it('dlq resolve on an entry resolved by an earlier build shows who resolved it escaped, as every other output', async () => {
+    const entry = await insertDlqEntry(db.pool, {
+      task: await task(),
+      reason: 'staleness_timeout',
+      status: 'cancelled',
+      at: minutesBefore(now, 30),
+    });
+    // As an earlier build let any caller write it: a name that clears the screen and retitles it.
+    await db.pool.query(`UPDATE tasker_tasks_dlq SET resolved_by = $2 WHERE dlq_entry_uuid = $1`, [
+      entry,
+      'mallory\x1b[2J\x1b]0;owned\x07',
+    ]);
+    const run = await cli(
+      ['dlq', 'resolve', entry, '--status', 'cancelled', '--notes', 'again', '--by', 'bob'],
+      env,
+    );
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('it was cancelled by mallory\\x1b[2J\\x1b]0;owned\\x07 at ');
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the test looks for raw control characters
+    expect(run.stderr.slice(0, -1)).not.toMatch(/[\u0000-\u001f\u007f-\u009f]/);
+    // --json keeps it exact (a program reads it, not a terminal).
+    const json = await cli(
+      ['dlq', 'resolve', entry, '--status', 'cancelled', '--notes', 'again', '--json'],
+      env,
+    );
+    expect(JSON.parse(json.stderr).error.message).toContain('mallory\x1b[2J');
   });
 });
 

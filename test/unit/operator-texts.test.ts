@@ -253,6 +253,8 @@ describe('the audit log', () => {
     at: new Date(),
     actor: 'a',
     actor_kind: 'console',
+    actor_token_id: null,
+    actor_os_user: null,
     action: 'dlq.resolve',
     target_kind: 'dlq_entry',
     target_id: 'e',

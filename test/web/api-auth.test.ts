@@ -72,8 +72,12 @@ beforeAll(async () => {
   await resetApiTables(db.pool);
   for (const p of PERMISSIONS)
     tokens.set(p, await tokenWith(db.pool, `only-${p.replace(/[:*]/g, '_')}`, [p]));
-  // Debug level: every request is logged, so the log can be checked for secrets.
-  web = await startWeb(db.url, { TASKER__logging__level: '"debug"' });
+  // Debug level: every request is logged, so the log can be checked for secrets. The matrix below
+  // is hundreds of refusals from one address: more than the per-address limit would let through.
+  web = await startWeb(db.url, {
+    TASKER__logging__level: '"debug"',
+    TASKER__web__refusal_limit_per_address: '100000',
+  });
 }, 60_000);
 afterAll(async () => {
   await web?.stop();

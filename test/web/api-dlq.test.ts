@@ -58,7 +58,8 @@ const get = (path: string) => web.request('GET', path, { token });
 
 async function entryRow(uuid: string) {
   const { rows } = await db.pool.query(
-    `SELECT resolution_status::text AS resolution_status, resolution_notes, resolved_by, resolution_timestamp, metadata
+    `SELECT resolution_status::text AS resolution_status, resolution_notes, resolved_by, resolved_by_token_id,
+            resolved_on_behalf_of, resolution_timestamp, metadata, updated_at
        FROM tasker_tasks_dlq WHERE dlq_entry_uuid = $1`,
     [uuid],
   );
@@ -779,7 +780,7 @@ describe('concurrency', () => {
     expect(row.resolution_notes).toBe(`attempt ${winner}`);
     for (const loser of results.filter((r) => r.status === 409)) {
       expect(loser.body.error.message).toContain(
-        `manually_resolved by ops at ${row.resolution_timestamp.toISOString()}`,
+        `manually_resolved by ops (token ${row.resolved_by_token_id}) at ${row.resolution_timestamp.toISOString()}`,
       );
     }
     expect(await auditRows(db.pool, 'dlq.resolve')).toHaveLength(1);

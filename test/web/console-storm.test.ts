@@ -12,7 +12,7 @@ import { formatTime } from '../../src/web/console/html.ts';
 import { useTestDatabase } from '../helpers/db.ts';
 import { insertTask, minutesBefore } from '../helpers/factories.ts';
 import { placeStorm, STORM_ERROR, type StormRows } from '../helpers/storm.ts';
-import { installBoss, startWeb, tokenWith, type WebProcess } from './web-process.ts';
+import { consoleSignIn, installBoss, startWeb, tokenWith, type WebProcess } from './web-process.ts';
 
 const db = useTestDatabase();
 let web: WebProcess;
@@ -50,10 +50,13 @@ afterAll(async () => {
   await web?.stop();
 });
 
-/** A console page as a signed-in browser gets it (the session cookie holds the token). */
+const sessions = new Map<string, string>();
+
+/** A console page as a browser signed in with this token gets it (one session per token). */
 async function page(path: string, token = tokens.all): Promise<{ status: number; body: string }> {
+  if (!sessions.has(token)) sessions.set(token, (await consoleSignIn(web.baseUrl, token)).cookie);
   const res = await fetch(`${web.baseUrl}${path}`, {
-    headers: { cookie: `tasker_session=${token}` },
+    headers: { cookie: sessions.get(token)! },
     redirect: 'manual',
   });
   return { status: res.status, body: await res.text() };

@@ -11,7 +11,12 @@ import { installFor } from '../helpers/workers.ts';
 export interface WebProcess {
   process: CliProcess;
   baseUrl: string;
-  request(method: string, path: string, o?: { token?: string | null; body?: unknown }): Promise<ApiResponse>;
+  /** raw: a JSON body as text, sent as it is (for bodies JSON.stringify cannot make, such as 5,000 levels deep). */
+  request(
+    method: string,
+    path: string,
+    o?: { token?: string | null; body?: unknown; raw?: string },
+  ): Promise<ApiResponse>;
   stop(): Promise<void>;
 }
 
@@ -56,11 +61,11 @@ export async function startWeb(databaseUrl: string, env: Record<string, string> 
     async request(method, path, o = {}) {
       const headers: Record<string, string> = {};
       if (o.token) headers.authorization = `Bearer ${o.token}`;
-      if (o.body !== undefined) headers['content-type'] = 'application/json';
+      if (o.body !== undefined || o.raw !== undefined) headers['content-type'] = 'application/json';
       const res = await fetch(`${baseUrl}${path}`, {
         method,
         headers,
-        body: o.body === undefined ? undefined : JSON.stringify(o.body),
+        body: o.raw ?? (o.body === undefined ? undefined : JSON.stringify(o.body)),
       });
       const text = await res.text();
       let body: unknown = text;
@@ -98,7 +103,7 @@ export async function tokenWith(
 
 /** Empties the API's tables (the shared resetTables does not know them). */
 export async function resetApiTables(pool: pg.Pool): Promise<void> {
-  await pool.query('TRUNCATE tasker_api_tokens, tasker_audit_log');
+  await pool.query('TRUNCATE tasker_console_sessions, tasker_api_tokens, tasker_audit_log');
 }
 
 export async function auditRows(pool: pg.Pool, action?: string) {
@@ -108,4 +113,41 @@ export async function auditRows(pool: pg.Pool, action?: string) {
     [action ?? null],
   );
   return rows;
+}
+
+/**
+ * Signs in to the console as a browser does (the sign-in form's nonce cookie, then the form) and
+ * returns the session cookie (`tasker_session=…`) and the Location it was sent to.
+ */
+export async function consoleSignIn(
+  baseUrl: string,
+  token: string,
+  o: { next?: string; headers?: Record<string, string> } = {},
+): Promise<{ cookie: string; location: string | null; status: number; setCookie: string[] }> {
+  const form = await fetch(`${baseUrl}/sign-in`, { headers: o.headers });
+  const nonce = /tasker_signin_csrf=([^;]+)/.exec(form.headers.getSetCookie().join('\n'))?.[1];
+  if (!nonce) throw new Error('the sign-in page set no nonce cookie');
+  const res = await fetch(`${baseUrl}/sign-in`, {
+    method: 'POST',
+    redirect: 'manual',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      cookie: `tasker_signin_csrf=${nonce}`,
+      ...o.headers,
+    },
+    body: new URLSearchParams({
+      _csrf: nonce,
+      token,
+      ...(o.next === undefined ? {} : { next: o.next }),
+    }).toString(),
+  });
+  await res.text();
+  const setCookie = res.headers.getSetCookie();
+  const session = setCookie.map((c) => /^tasker_session=([^;]*)/.exec(c)?.[1]).find((v) => v);
+  return {
+    cookie: session ? `tasker_session=${session}` : '',
+    location: res.headers.get('location'),
+    status: res.status,
+    setCookie,
+  };
 }

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { listAudit } from '../../db/queries/audit.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { personName } from '../../validation/fields.ts';
@@ -5,7 +6,7 @@ import { pointInTime, resolveTime, type TimeSpec, wholeNumber } from '../../vali
 import type { Command } from '../command.ts';
 import { printJson, printTable } from '../output.ts';
 
-/** audit [--since TIME|SPAN] [--actor NAME]: the audit log, newest first. */
+/** audit [--since TIME|SPAN] [--actor NAME] [--token-id ID]: the audit log, newest first. */
 export const auditCommand: Command = {
   name: 'audit',
   summary: 'The audit log, newest first: who changed what (API, CLI, console), when, before and after.',
@@ -22,7 +23,15 @@ export const auditCommand: Command = {
         type: 'string',
         placeholder: 'NAME',
         schema: personName,
-        description: 'only changes by this actor',
+        description: 'only changes by this actor (a name)',
+      },
+      'token-id': {
+        type: 'string',
+        placeholder: 'ID',
+        schema: z
+          .string()
+          .regex(/^[0-9a-f]{16}$/, { error: 'expected a token id: 16 hex digits, as `token list` shows' }),
+        description: 'only changes by this token (a name given again after a revocation is another token)',
       },
       limit: {
         type: 'string',
@@ -38,13 +47,18 @@ export const auditCommand: Command = {
     const rows = await listAudit(pool, {
       since: since ? resolveTime(since, await databaseNow(pool)) : undefined,
       actor: flags.actor as string | undefined,
+      actorTokenId: flags['token-id'] as string | undefined,
       limit: (flags.limit as number | undefined) ?? 100,
     });
     if (flags.json) return printJson(io.stdout, rows);
     if (rows.length === 0) return void io.stdout.write('no audit rows match\n');
     printTable(io.stdout, rows, [
       { header: 'at', value: (r) => r.at.toISOString() },
-      { header: 'actor', value: (r) => `${r.actor} (${r.actor_kind})` },
+      {
+        header: 'actor',
+        value: (r) =>
+          `${r.actor} (${r.actor_kind}${r.actor_token_id ? `, token ${r.actor_token_id}` : r.actor_os_user ? `, OS user ${r.actor_os_user}` : ''})`,
+      },
       { header: 'action', value: (r) => r.action },
       { header: 'target', value: (r) => `${r.target_kind} ${r.target_id}` },
       { header: 'change', value: (r) => describeChange(r.before, r.after) },

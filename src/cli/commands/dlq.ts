@@ -185,7 +185,6 @@ export const dlqResolveCommand: Command = {
       uuid: positionals[0] as string,
       status: flags.status as never,
       notes: flags.notes as string,
-      resolvedBy: actor.name,
       actor,
       now: await databaseNow(pool),
     });

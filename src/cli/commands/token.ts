@@ -32,8 +32,25 @@ export const BY_FLAG = {
   description: 'who does it, for the audit log (default: $USER)',
 } as const;
 
+/**
+ * Who a CLI change is recorded as: the --by name (default: $USER), and beside it the operating-system
+ * user the process runs as, which --by and $USER do not change.
+ */
 export function cliActor(flags: Record<string, unknown>, io: CliIo): Actor {
-  return { kind: 'cli', name: (flags.by as string | undefined) ?? io.env.USER ?? userInfo().username };
+  const osUser = processUser() ?? io.env.USER;
+  return {
+    kind: 'cli',
+    name: (flags.by as string | undefined) ?? io.env.USER ?? osUser ?? 'unknown',
+    osUser,
+  };
+}
+
+function processUser(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined; // a uid without a passwd entry (some containers)
+  }
 }
 
 export const tokenCreateCommand: Command = {
@@ -101,6 +118,7 @@ export const tokenListCommand: Command = {
     if (rows.length === 0) return void io.stdout.write('no tokens\n');
     printTable(io.stdout, rows, [
       { header: 'name', value: (r) => r.name },
+      { header: 'token_id', value: (r) => r.token_id },
       { header: 'status', value: (r) => r.status },
       { header: 'permissions', value: (r) => r.permissions.join(',') },
       { header: 'created', value: (r) => `${r.created_at.toISOString()} by ${r.created_by}` },
@@ -125,6 +143,8 @@ export const tokenRevokeCommand: Command = {
       now: await databaseNow(pool),
     });
     if (flags.json) return printJson(io.stdout, row);
-    io.stdout.write(`revoked token ${row.name}\n`);
+    io.stdout.write(
+      `revoked token ${row.name} (${row.token_id}); ${row.sessions_ended} console session(s) ended with it\n`,
+    );
   },
 };

@@ -4,10 +4,17 @@ import type { Db } from '../pool.ts';
 
 export type ActorKind = 'token' | 'cli' | 'console';
 
-/** Who made a change: a token's name (API), the --by name or OS user (CLI), a console user. */
+/**
+ * Who made a change: through the API and the console, the token (its name and its id, which is
+ * never reused); through the CLI, the --by name (or the OS user) and the OS user who ran it.
+ */
 export interface Actor {
   kind: ActorKind;
   name: string;
+  /** The token's id (API and console). */
+  tokenId?: string | undefined;
+  /** The operating-system user who ran the CLI. */
+  osUser?: string | undefined;
 }
 
 /** dlq_filter: a bulk resolution, one row for every entry it resolved (target_id: the filter as JSON). */
@@ -30,6 +37,10 @@ export interface AuditRow {
   at: Date;
   actor: string;
   actor_kind: ActorKind;
+  /** The token that made the change (API, console); null for the CLI and some rows before 0180. */
+  actor_token_id: string | null;
+  /** The OS user who ran the CLI; null otherwise. */
+  actor_os_user: string | null;
   action: string;
   target_kind: AuditTargetKind;
   target_id: string;
@@ -43,8 +54,9 @@ const json = (v: unknown) => (v === undefined || v === null ? null : JSON.string
 /** Writes one audit row; call it with the client of the transaction that makes the change. */
 export async function insertAudit(db: Db, r: AuditRecord): Promise<number> {
   const { rows } = await db.query<{ audit_id: number }>(
-    `INSERT INTO tasker_audit_log (at, actor, actor_kind, action, target_kind, target_id, before, after, details)
-     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9::jsonb) RETURNING audit_id`,
+    `INSERT INTO tasker_audit_log (at, actor, actor_kind, actor_token_id, actor_os_user, action, target_kind,
+                                   target_id, before, after, details)
+     VALUES ($1, $2, $3, $10, $11, $4, $5, $6, $7::jsonb, $8::jsonb, $9::jsonb) RETURNING audit_id`,
     [
       r.at,
       r.actor.name,
@@ -55,6 +67,8 @@ export async function insertAudit(db: Db, r: AuditRecord): Promise<number> {
       json(r.before),
       json(r.after),
       json(r.details),
+      r.actor.tokenId ?? null,
+      r.actor.osUser ?? null,
     ],
   );
   return rows[0]!.audit_id;
@@ -63,6 +77,8 @@ export async function insertAudit(db: Db, r: AuditRecord): Promise<number> {
 export interface ListAuditParams {
   since?: Date | undefined;
   actor?: string | undefined;
+  /** Only rows by this token (its id): a name given again after a revocation is another token. */
+  actorTokenId?: string | undefined;
   /** Only rows about this entry or task (target_id). */
   targetId?: string | undefined;
   /** Rows older than this audit_id (paging: the last audit_id of the previous page). */
@@ -70,21 +86,33 @@ export interface ListAuditParams {
   limit: number;
 }
 
+const AUDIT_COLUMNS =
+  'audit_id, at, actor, actor_kind, actor_token_id, actor_os_user, action, target_kind, target_id, before, after, details';
+
 /**
- * Audit rows, newest first, bounded by limit: idx_audit_log_actor_at with an actor,
- * idx_audit_log_at otherwise (a target filter is applied on top of those).
+ * Audit rows, newest first, bounded by limit: idx_audit_log_token_at with a token id,
+ * idx_audit_log_actor_at with an actor, idx_audit_log_at otherwise (a target filter is applied on
+ * top of those).
  */
 export async function listAudit(db: Db, p: ListAuditParams): Promise<AuditRow[]> {
   const { rows } = await db.query<AuditRow>(
-    `SELECT audit_id, at, actor, actor_kind, action, target_kind, target_id, before, after, details
+    `SELECT ${AUDIT_COLUMNS}
        FROM tasker_audit_log
       WHERE ($1::timestamptz IS NULL OR at >= $1)
         AND ($2::text IS NULL OR actor = $2)
         AND ($3::text IS NULL OR target_id = $3)
         AND ($4::bigint IS NULL OR audit_id < $4)
+        AND ($6::text IS NULL OR actor_token_id = $6)
       ORDER BY at DESC, audit_id DESC
       LIMIT $5`,
-    [p.since ?? null, p.actor ?? null, p.targetId ?? null, p.beforeId ?? null, p.limit],
+    [
+      p.since ?? null,
+      p.actor ?? null,
+      p.targetId ?? null,
+      p.beforeId ?? null,
+      p.limit,
+      p.actorTokenId ?? null,
+    ],
   );
   return rows;
 }
@@ -92,8 +120,7 @@ export async function listAudit(db: Db, p: ListAuditParams): Promise<AuditRow[]>
 /** One audit row by its id (primary key). */
 export async function findAudit(db: Db, auditId: number): Promise<AuditRow | undefined> {
   const { rows } = await db.query<AuditRow>(
-    `SELECT audit_id, at, actor, actor_kind, action, target_kind, target_id, before, after, details
-       FROM tasker_audit_log WHERE audit_id = $1`,
+    `SELECT ${AUDIT_COLUMNS} FROM tasker_audit_log WHERE audit_id = $1`,
     [auditId],
   );
   return rows[0];

@@ -132,6 +132,8 @@ export interface EarlierInvestigation {
   resolution_status: string;
   resolution_timestamp: Date | null;
   resolved_by: string | null;
+  resolved_by_token_id: string | null;
+  resolved_on_behalf_of: string | null;
   resolution_notes: string | null;
 }
 
@@ -144,7 +146,7 @@ export async function otherInvestigationsOfTask(
 ): Promise<EarlierInvestigation[]> {
   const { rows } = await db.query<EarlierInvestigation>(
     `SELECT dlq_entry_uuid, dlq_reason::text AS dlq_reason, dlq_timestamp, resolution_status::text AS resolution_status,
-            resolution_timestamp, resolved_by, resolution_notes
+            resolution_timestamp, resolved_by, resolved_by_token_id, resolved_on_behalf_of, resolution_notes
        FROM tasker_tasks_dlq
       WHERE task_uuid = $1 AND dlq_entry_uuid <> $2
       ORDER BY dlq_timestamp DESC, dlq_entry_uuid DESC

@@ -6,7 +6,7 @@ import type { Db } from '../pool.ts';
 
 const ENTRY_COLUMNS = `d.dlq_entry_uuid, d.task_uuid, d.original_state, d.dlq_reason::text AS dlq_reason, d.dlq_timestamp,
   d.resolution_status::text AS resolution_status, d.resolution_timestamp, d.resolution_notes, d.resolved_by,
-  d.task_snapshot, d.metadata, d.created_at, d.updated_at`;
+  d.resolved_by_token_id, d.resolved_on_behalf_of, d.task_snapshot, d.metadata, d.created_at, d.updated_at`;
 
 export interface ListedEntry extends DlqEntry {
   minutes_in_dlq: number;
@@ -88,6 +88,8 @@ const ENTRY_FIELDS = [
   'resolution_timestamp',
   'resolution_notes',
   'resolved_by',
+  'resolved_by_token_id',
+  'resolved_on_behalf_of',
   'task_snapshot',
   'metadata',
   'created_at',
@@ -137,6 +139,8 @@ export interface ManualEntryParams {
   taskUuid: string;
   notes: string;
   openedBy: string;
+  /** The token that opened it (API and console), recorded in the metadata beside opened_by. */
+  openedByTokenId?: string | undefined;
   now: Date;
 }
 
@@ -161,12 +165,13 @@ export async function openManualEntry(db: Db, p: ManualEntryParams): Promise<Dlq
             dlq_detection_snapshot(task.task_uuid, task.namespace_name, task.task_name, coalesce(task.to_state, 'pending'),
                                    floor(extract(epoch FROM $4 - task.state_entered_at) / 60)::integer, NULL, $4),
             jsonb_build_object('detection_method', 'manual', 'opened_by', $3::text, 'notes', $2::text,
-                               'time_in_state_minutes', floor(extract(epoch FROM $4 - task.state_entered_at) / 60)::integer),
+                               'time_in_state_minutes', floor(extract(epoch FROM $4 - task.state_entered_at) / 60)::integer)
+              || CASE WHEN $5::text IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('opened_by_token_id', $5::text) END,
             $4, $4
        FROM task
      ON CONFLICT (task_uuid) WHERE resolution_status = 'pending' DO NOTHING
      RETURNING ${ENTRY_COLUMNS}`,
-    [p.taskUuid, p.notes, p.openedBy, p.now],
+    [p.taskUuid, p.notes, p.openedBy, p.now, p.openedByTokenId ?? null],
   );
   if (rows[0]) return rows[0];
   const { rows: task } = await db.query('SELECT 1 FROM tasker_tasks WHERE task_uuid = $1', [p.taskUuid]);
@@ -326,26 +331,42 @@ export async function lockEntry(db: Db, entryUuid: string): Promise<DlqEntry | u
 
 export interface UpdateEntryParams {
   entryUuid: string;
-  /** With a status, resolution_timestamp becomes now. */
+  /** A final status: resolves the entry (resolution_timestamp becomes now, with who resolved it). */
   status?: TerminalResolutionStatus | undefined;
   notes?: string | undefined;
+  /** Who resolves it (with a status): the name of the identity making the change. */
   resolvedBy?: string | undefined;
+  /** The token resolving it, if it is a token (with a status). */
+  resolvedByTokenId?: string | undefined;
+  /** What the caller gave as resolved_by (with a status): kept apart, shown as "on behalf of". */
+  onBehalfOf?: string | undefined;
   /** Replaces the metadata (upstream's PATCH semantics: omitted fields keep their value). */
   metadata?: Record<string, unknown> | undefined;
   now: Date;
 }
 
-/** Upstream's PATCH: a partial update, omitted fields kept (primary key). */
+/**
+ * Upstream's PATCH on a pending entry: a partial update, omitted fields kept (primary key). With a
+ * status it resolves the entry and records who did; without one it changes notes or metadata. A
+ * change that would leave every value as it is writes nothing and returns undefined, as does an
+ * entry that is not pending (a resolved entry is final).
+ */
 export async function updateEntry(db: Db, p: UpdateEntryParams): Promise<ResolvedEntry | undefined> {
   const { rows } = await db.query<ResolvedEntry>(
     `UPDATE tasker_tasks_dlq d
         SET resolution_status = coalesce($2::dlq_resolution_status, d.resolution_status),
-            resolution_timestamp = CASE WHEN $2 IS NULL THEN d.resolution_timestamp ELSE $6 END,
+            resolution_timestamp = CASE WHEN $2::dlq_resolution_status IS NULL THEN d.resolution_timestamp ELSE $6 END,
             resolution_notes = coalesce($3, d.resolution_notes),
-            resolved_by = coalesce($4, d.resolved_by),
+            resolved_by = CASE WHEN $2::dlq_resolution_status IS NULL THEN d.resolved_by ELSE $4 END,
+            resolved_by_token_id = CASE WHEN $2::dlq_resolution_status IS NULL THEN d.resolved_by_token_id ELSE $7 END,
+            resolved_on_behalf_of = CASE WHEN $2::dlq_resolution_status IS NULL THEN d.resolved_on_behalf_of ELSE $8 END,
             metadata = coalesce($5::jsonb, d.metadata),
             updated_at = $6
       WHERE d.dlq_entry_uuid = $1
+        AND d.resolution_status = 'pending'
+        AND ($2::dlq_resolution_status IS NOT NULL
+             OR d.resolution_notes IS DISTINCT FROM coalesce($3, d.resolution_notes)
+             OR d.metadata IS DISTINCT FROM coalesce($5::jsonb, d.metadata))
       RETURNING ${ENTRY_COLUMNS},
                 floor(extract(epoch FROM coalesce(d.resolution_timestamp, $6) - d.dlq_timestamp) / 60)::integer AS minutes_in_dlq`,
     [
@@ -355,6 +376,8 @@ export async function updateEntry(db: Db, p: UpdateEntryParams): Promise<Resolve
       p.resolvedBy ?? null,
       p.metadata === undefined ? null : JSON.stringify(p.metadata),
       p.now,
+      p.resolvedByTokenId ?? null,
+      p.onBehalfOf ?? null,
     ],
   );
   return rows[0];
@@ -425,16 +448,16 @@ export async function resolveEntries(
   entryUuids: readonly string[],
   status: TerminalResolutionStatus,
   notes: string,
-  resolvedBy: string,
+  resolvedBy: { name: string; tokenId?: string | undefined },
   now: Date,
 ): Promise<string[]> {
   const { rows } = await db.query<{ dlq_entry_uuid: string }>(
     `UPDATE tasker_tasks_dlq d
         SET resolution_status = $2::dlq_resolution_status, resolution_notes = $3, resolved_by = $4,
-            resolution_timestamp = $5, updated_at = $5
+            resolved_by_token_id = $6, resolved_on_behalf_of = NULL, resolution_timestamp = $5, updated_at = $5
       WHERE d.dlq_entry_uuid = ANY ($1::uuid[]) AND d.resolution_status = 'pending'
       RETURNING d.dlq_entry_uuid`,
-    [entryUuids, status, notes, resolvedBy, now],
+    [entryUuids, status, notes, resolvedBy.name, now, resolvedBy.tokenId ?? null],
   );
   return rows.map((r) => r.dlq_entry_uuid);
 }

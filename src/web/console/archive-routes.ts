@@ -114,6 +114,7 @@ export function registerArchiveRoutes(app: FastifyInstance, kit: ConsoleKit): vo
     const rows = await listAudit(deps.db, {
       since: q.data.since ? resolveTime(q.data.since, deps.now()) : undefined,
       actor: q.data.actor || undefined,
+      actorTokenId: q.data.token_id || undefined,
       targetId: q.data.target_id || undefined,
       beforeId: q.data.before_id,
       limit: AUDIT_PAGE_SIZE,

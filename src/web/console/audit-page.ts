@@ -7,13 +7,20 @@ import type { PageContext } from './layout.ts';
 
 /**
  * The audit log, newest first, with filters (since: a time, a date or a span such as 1h; actor;
- * target) and paging by audit_id. Each change reads as the CLI's: every value that changed, before →
+ * token id; target) and paging by audit_id. Who made each change is shown with the token (its id:
+ * a name given again after a revocation is another token) or, for the CLI, the OS user. Each change reads as the CLI's: every value that changed, before →
  * after; a long value shows its start and a "more" toggle with the rest; a bulk resolution says how
  * many entries and lists them; an entry is shown with its template.
  */
 export const AuditFilterQuery = z.strictObject({
   since: optionalField(pointInTime),
   actor: optionalField(z.string().trim().max(255)),
+  token_id: optionalField(
+    z
+      .string()
+      .trim()
+      .regex(/^[0-9a-f]{16}$/, { error: 'expected a token id: 16 hex digits, as `token list` shows' }),
+  ),
   target_id: optionalField(z.string().trim().max(255)),
   before_id: optionalField(wholeNumber(1, Number.MAX_SAFE_INTEGER)),
 });
@@ -82,6 +89,30 @@ function targetCell(row: AuditRow, templates: ReadonlyMap<string, string>): Safe
   return html`${row.target_kind} ${row.target_id}`;
 }
 
+/**
+ * Who made a change, in words, wherever a page names an audit row's actor: the name and the token's
+ * id ("kate (token 1a2b3c4d5e6f7a8b)"), or for the CLI the name and the OS user.
+ */
+export function actorText(row: Pick<AuditRow, 'actor' | 'actor_token_id' | 'actor_os_user'>): string {
+  if (row.actor_token_id) return `${row.actor} (token ${row.actor_token_id})`;
+  if (row.actor_os_user && row.actor_os_user !== row.actor)
+    return `${row.actor} (OS user ${row.actor_os_user})`;
+  return row.actor;
+}
+
+/**
+ * Who made a change: the name, what kind (token, console, cli), and the identity behind it: the
+ * token's id, linked to that token's changes, or the OS user who ran the CLI.
+ */
+export function whoCell(row: AuditRow): SafeHtml {
+  const identity = row.actor_token_id
+    ? html`, token <a href="/audit?token_id=${row.actor_token_id}" class="token-id">${row.actor_token_id}</a>`
+    : row.actor_os_user
+      ? html`, OS user ${row.actor_os_user}`
+      : '';
+  return html`${row.actor} <span class="muted">(${row.actor_kind}${identity})</span>`;
+}
+
 function safeJson(text: string): unknown {
   try {
     return JSON.parse(text);
@@ -114,6 +145,7 @@ ${problems.length > 0 ? html`<p class="notice error" role="alert" id="filter-pro
 <form class="filters" method="get" action="/audit" role="search" aria-label="Filter the audit log">
 <div><label for="au-since">Since (time, date, or 30m, 1h, 2d)</label><input id="au-since" name="since" value="${values.since ?? ''}" placeholder="1h"${problems.some((p) => p.startsWith('since')) ? html` aria-invalid="true"` : ''}></div>
 <div><label for="au-actor">Actor</label><input id="au-actor" name="actor" value="${values.actor ?? ''}"></div>
+<div><label for="au-token">Token id</label><input id="au-token" name="token_id" value="${values.token_id ?? ''}" size="18"${problems.some((p) => p.startsWith('token_id')) ? html` aria-invalid="true"` : ''}></div>
 <div><label for="au-target">Entry, task, job or token</label><input id="au-target" name="target_id" value="${values.target_id ?? ''}"></div>
 <div><button type="submit">Filter</button> <a href="/audit">Clear</a></div></form>
 ${
@@ -126,11 +158,11 @@ ${
           : rows.map(
               (
                 r,
-              ) => html`<tr data-action="${r.action}"><td data-label="When">${formatTime(r.at)}</td><td data-label="Who">${r.actor} <span class="muted">(${r.actor_kind})</span></td>
+              ) => html`<tr data-action="${r.action}"><td data-label="When">${formatTime(r.at)}</td><td data-label="Who">${whoCell(r)}</td>
 <td data-label="What">${r.action}</td><td data-label="On">${targetCell(r, templates)}</td>
 <td data-label="Change">${changeCell(r, templates)}</td></tr>`,
             )
       }</tbody></table></div>
-${rows.length === AUDIT_PAGE_SIZE && last ? html`<nav class="pager" aria-label="Pages"><a href="/audit${queryString({ since: values.since, actor: values.actor, target_id: values.target_id, before_id: last.audit_id })}" rel="next">Older</a></nav>` : ''}`
+${rows.length === AUDIT_PAGE_SIZE && last ? html`<nav class="pager" aria-label="Pages"><a href="/audit${queryString({ since: values.since, actor: values.actor, token_id: values.token_id, target_id: values.target_id, before_id: last.audit_id })}" rel="next">Older</a></nav>` : ''}`
 }`;
 }

@@ -12,6 +12,7 @@ import {
   taskTemplateName,
 } from '../../validation/fields.ts';
 import { oneOf, wholeNumber } from '../../validation/values.ts';
+import { actorText } from './audit-page.ts';
 import { optionalField } from './filters.ts';
 import { formatTime, html, queryString, type SafeHtml } from './html.ts';
 import { csrfInput, type PageContext } from './layout.ts';
@@ -124,21 +125,28 @@ export interface BulkPageState {
   draft?: { status: string; notes: string } | undefined;
 }
 
-function outcomeSection(row: AuditRow): SafeHtml {
+function outcomeSection(row: AuditRow, mayRead: boolean): SafeHtml {
   const details = (row.details ?? {}) as { dlq_entry_uuids?: string[]; resolved?: number };
   const after = (row.after ?? {}) as { resolution_status?: string; resolution_notes?: string };
   const uuids = details.dlq_entry_uuids ?? [];
   const n = details.resolved ?? uuids.length;
   return html`<section class="card" aria-labelledby="outcome-h" id="bulk-outcome"><h2 id="outcome-h">Resolved ${n} ${n === 1 ? 'entry' : 'entries'}</h2>
-<p>${row.actor} resolved exactly the ${n} previewed ${n === 1 ? 'entry' : 'entries'} as <strong>${after.resolution_status ?? '?'}</strong> at ${formatTime(row.at)}: “${after.resolution_notes ?? ''}”. <a href="/audit?target_id=${encodeURIComponent(row.target_id)}">The audit row</a>.</p>
-<details><summary>The ${n} ${n === 1 ? 'entry' : 'entries'}</summary><ul id="bulk-resolved">${uuids.map((u) => html`<li><a href="/dlq/${u}">${u}</a></li>`)}</ul></details></section>`;
+<p>${actorText(row)} resolved exactly the ${n} previewed ${n === 1 ? 'entry' : 'entries'} as <strong>${after.resolution_status ?? '?'}</strong> at ${formatTime(row.at)}: “${after.resolution_notes ?? ''}”. <a href="/audit?target_id=${encodeURIComponent(row.target_id)}">The audit row</a>.</p>
+${
+  mayRead
+    ? html`<details><summary>The ${n} ${n === 1 ? 'entry' : 'entries'}</summary><ul id="bulk-resolved">${uuids.map((u) => html`<li><a href="/dlq/${u}">${u}</a></li>`)}</ul></details>`
+    : ''
+}</section>`;
 }
 
 export function bulkPage(ctx: PageContext, st: BulkPageState): SafeHtml {
   const preview = st.preview;
   const problems = st.problems ?? [];
+  // The entries themselves are for a token that may read investigations; dlq:update alone sees
+  // how many match, and may resolve them.
+  const mayRead = ctx.deps.can(ctx.principal, 'dlq:read');
   return html`<h1>Bulk resolve</h1>
-${st.outcome ? outcomeSection(st.outcome) : ''}
+${st.outcome ? outcomeSection(st.outcome, mayRead) : ''}
 ${
   problems.length > 0
     ? html`<div class="notice error" role="alert" id="filter-problem"><p>Not previewed: ${problems.length === 1 ? problems[0] : 'these values are not allowed:'}</p>${problems.length > 1 ? html`<ul>${problems.map((p) => html`<li>${p}</li>`)}</ul>` : ''}</div>`
@@ -150,11 +158,15 @@ ${
 ${
   preview && st.filter
     ? html`<section class="card" aria-labelledby="preview-h"><h2 id="preview-h">Preview</h2>
-<p><strong id="bulk-count">${preview.matched}</strong> pending ${preview.matched === 1 ? 'entry matches' : 'entries match'}${preview.matched > preview.entries.length ? `; the first ${preview.entries.length} (oldest first):` : ':'}</p>
+${
+  mayRead
+    ? html`<p><strong id="bulk-count">${preview.matched}</strong> pending ${preview.matched === 1 ? 'entry matches' : 'entries match'}${preview.matched > preview.entries.length ? `; the first ${preview.entries.length} (oldest first):` : ':'}</p>
 <ul id="bulk-preview">${preview.entries.map(
         (e) =>
           html`<li><a href="/dlq/${e.dlq_entry_uuid}">${String(e.task_snapshot.namespace ?? '?')}/${String(e.task_snapshot.task_name ?? '?')}</a> ${e.dlq_reason}, ${e.original_state}, since ${formatTime(e.dlq_timestamp)}</li>`,
-      )}</ul>
+      )}</ul>`
+    : html`<p><strong id="bulk-count">${preview.matched}</strong> pending ${preview.matched === 1 ? 'entry matches' : 'entries match'}. <span class="muted" id="bulk-withheld">Your token (${ctx.principal.tokenName}) lacks dlq:read, so they are counted, not listed.</span></p>`
+}
 ${
   preview.matched > 0
     ? html`<form method="post" action="/bulk/resolve">${csrfInput(ctx.csrf)}${hiddenFilter(st.filter)}

@@ -1,7 +1,7 @@
 import type { ArchiveHold } from '../../db/queries/archive-holds.ts';
 import { otherInvestigationsOfTask } from '../../db/queries/dlq-console.ts';
 import type { TaskTemplate } from '../../db/queries/templates.ts';
-import { type DlqEntry, TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
+import { type DlqEntry, resolverText, TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import type { EnrichedDetails, FullEnrichedSnapshot } from '../../domain/dlq-enrichment.ts';
 import { enrichmentState, isEnriched } from '../../domain/dlq-enrichment.ts';
 import { enrichmentWords } from '../../domain/enrichment-words.ts';
@@ -137,7 +137,7 @@ ${TERMINAL_RESOLUTION_STATUSES.map((st) => html`<option value="${st}"${draft?.st
 
 function resolveSection(ctx: PageContext, entry: DlqEntry, draft: ResolveDraft | undefined): SafeHtml {
   if (entry.resolution_status !== 'pending') {
-    const by = entry.resolved_by ?? 'unknown';
+    const by = resolverText(entry);
     const at = formatTime(entry.resolution_timestamp);
     return html`<section class="card" aria-labelledby="res-h" id="resolution"><h2 id="res-h">Resolution</h2>
 ${
@@ -145,7 +145,8 @@ ${
     ? html`<p class="notice error" role="alert" id="not-saved">Not saved: already ${entry.resolution_status} by ${by} at ${at}. Your notes are kept below.</p>`
     : ''
 }
-<dl class="kv"><dt>Status</dt><dd>${entry.resolution_status}</dd><dt>Resolved by</dt><dd id="resolved-by">${by}</dd>
+<dl class="kv"><dt>Status</dt><dd>${entry.resolution_status}</dd><dt>Resolved by</dt><dd id="resolved-by">${entry.resolved_by ?? 'unknown'}${entry.resolved_by_token_id ? html` <span class="muted" id="resolved-by-token">(token ${entry.resolved_by_token_id})</span>` : ''}</dd>
+${entry.resolved_on_behalf_of ? html`<dt>On behalf of</dt><dd id="resolved-on-behalf-of">${entry.resolved_on_behalf_of} <span class="muted">(as the resolver said; not checked)</span></dd>` : ''}
 <dt>When</dt><dd id="resolved-at">${at}</dd><dt>Notes</dt><dd>${entry.resolution_notes ?? '—'}</dd></dl>
 ${
   draft
@@ -320,7 +321,7 @@ ${
     ? html`<p class="muted">None.</p>`
     : html`<ul>${earlier.map(
         (e) =>
-          html`<li><a href="/dlq/${e.dlq_entry_uuid}">${formatTime(e.dlq_timestamp)}</a>: ${e.dlq_reason}, ${e.resolution_status}${e.resolved_by ? ` by ${e.resolved_by}` : ''}${e.resolution_notes ? ` — ${e.resolution_notes}` : ''}</li>`,
+          html`<li><a href="/dlq/${e.dlq_entry_uuid}">${formatTime(e.dlq_timestamp)}</a>: ${e.dlq_reason}, ${e.resolution_status}${e.resolved_by ? ` by ${resolverText(e)}` : ''}${e.resolution_notes ? ` — ${e.resolution_notes}` : ''}</li>`,
       )}</ul>`
 }</section>`;
 }

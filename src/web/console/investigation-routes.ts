@@ -270,7 +270,12 @@ export function registerInvestigationRoutes(app: FastifyInstance, kit: ConsoleKi
         bulkPage(ctx, {
           values: q.data,
           choices,
-          outcome: outcome?.action === 'dlq.bulk_resolve' ? outcome : undefined,
+          // A bulk resolution's outcome, to the token that made it (or one that may read the log).
+          outcome:
+            outcome?.action === 'dlq.bulk_resolve' &&
+            (outcome.actor_token_id === ctx.principal.tokenId || deps.can(ctx.principal, 'audit:read'))
+              ? outcome
+              : undefined,
         }),
         ctx,
       );
@@ -311,7 +316,7 @@ export function registerInvestigationRoutes(app: FastifyInstance, kit: ConsoleKi
         status: 'cancelled',
         notes: 'preview',
         dryRun: true,
-        previewLimit: BULK_PREVIEW_LIMIT,
+        previewLimit: deps.can(ctx.principal, 'dlq:read') ? BULK_PREVIEW_LIMIT : 0,
         actor: actorOf(ctx.principal),
         now: deps.now(),
       });

@@ -48,7 +48,10 @@ export function registerJobRoutes(app: FastifyInstance, kit: ConsoleKit): void {
     return kit.send(reply, 200, jobLive(ctx, state, deps.now()).value);
   });
 
-  const knownJob = (job: string) => Object.values(ENQUEUEABLE_JOBS).find((j) => j.name === job);
+  const knownJob = (job: string) =>
+    Object.hasOwn(ENQUEUEABLE_JOBS, job)
+      ? Object.values(ENQUEUEABLE_JOBS).find((j) => j.name === job)
+      : undefined;
 
   async function loadRun(job: string, id: string): Promise<RunView> {
     const chain = await runChain(deps.web.boss, job, id, deps.db);
@@ -120,11 +123,14 @@ export function registerJobRoutes(app: FastifyInstance, kit: ConsoleKit): void {
     const ctx = await kit.guard(request, reply, 'jobs:run', { next: '/jobs' });
     if (!ctx) return reply;
     const { job } = request.params as { job: string };
-    const schema = RUN_OPTION_SCHEMAS[job as keyof typeof RUN_OPTION_SCHEMAS];
-    if (!schema || !ENQUEUEABLE_JOBS[job])
+    // Own properties only: `constructor`, `__proto__` or `toString` name no job (they would find
+    // Object.prototype's members).
+    if (!Object.hasOwn(RUN_OPTION_SCHEMAS, job) || !Object.hasOwn(ENQUEUEABLE_JOBS, job))
       return kit.redirect(reply, ctx, '/jobs', { ok: false, text: `Not queued: no job ${job}.` });
-    // Form values are text: empty fields are left out, numbers and the check boxes converted.
-    const raw: Record<string, unknown> = {};
+    const schema = RUN_OPTION_SCHEMAS[job as keyof typeof RUN_OPTION_SCHEMAS]!;
+    // Form values are text: empty fields are left out, numbers and the check boxes converted. The
+    // options are built as own properties (a field named __proto__ is a field, refused as unknown).
+    const raw = new Map<string, unknown>();
     let thisRunOnly = false;
     for (const [k, v] of Object.entries((request.body ?? {}) as Record<string, unknown>)) {
       if (k === CSRF_FIELD || v === '' || typeof v !== 'string') continue;
@@ -132,14 +138,16 @@ export function registerJobRoutes(app: FastifyInstance, kit: ConsoleKit): void {
         thisRunOnly = v === 'true';
         continue;
       }
-      raw[k] =
+      raw.set(
+        k,
         k === 'dry_run'
           ? v === 'true'
           : /^-?\d+$/.test(v) && k !== 'namespace' && k !== 'task_name'
             ? Number(v)
-            : v;
+            : v,
+      );
     }
-    const parsed = schema.safeParse(raw);
+    const parsed = schema.safeParse(Object.fromEntries(raw));
     if (!parsed.success)
       return kit.redirect(reply, ctx, '/jobs', {
         ok: false,

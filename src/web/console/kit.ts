@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
+import type { SessionRefusal } from '../../operations/sessions.ts';
 import type { ConsoleDeps, ConsolePermission, ConsolePrincipal } from './deps.ts';
 import { html, type SafeHtml } from './html.ts';
 import { type PageContext, page } from './layout.ts';
@@ -79,26 +80,53 @@ export interface ConsoleKit {
   ): FastifyReply;
   /** The page context of a session just made (sign-in). */
   contextFor(secret: string, principal: ConsolePrincipal, path: string): PageContext;
+  /** Whether cookies set in answer to this request are marked Secure. */
+  secure(request: FastifyRequest): boolean;
 }
 
 export const SIGNIN_CSRF_COOKIE = 'tasker_signin_csrf';
 
-const SECURITY_HEADERS = {
-  'cache-control': 'no-store',
-  'x-frame-options': 'DENY',
-  'referrer-policy': 'same-origin',
-  'content-security-policy':
-    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+/** Why a session cookie stands for no one, for the log. */
+const SESSION_REFUSALS: Record<SessionRefusal, string> = {
+  malformed: 'not a session cookie this console issues',
+  unknown: 'no such session',
+  signed_out: 'the session was signed out',
+  expired: 'the session expired (web.session_max_age_minutes)',
+  idle: 'the session was idle too long (web.session_idle_timeout_minutes)',
+  token_revoked: "the session's token was revoked",
+  token_expired: "the session's token expired",
 };
 
-/** A path of this console (never another origin), or undefined. */
+/** Pages are never cached (the server's other security headers are on every response: server.ts). */
+const PAGE_HEADERS = { 'cache-control': 'no-store' };
+
+const CONSOLE_ORIGIN = 'http://console.invalid';
+
+/**
+ * A path of this console (never another origin), or undefined: where sign-in may send a browser
+ * back to. Only printable ASCII without spaces or backslashes (a browser drops tabs and line
+ * breaks from a URL and reads `\` as `/`, so `/\evil.example` and `/<tab>/evil.example` would
+ * leave for evil.example, and a line break in a Location header is a 500), starting with one `/`
+ * and not `//`; the same again once percent-decoded (`/%5Cevil.example`); and it must resolve
+ * against this console to this console.
+ */
 export function localPath(value: unknown): string | undefined {
-  return typeof value === 'string' &&
-    value.startsWith('/') &&
-    !value.startsWith('//') &&
-    !value.includes('\\')
-    ? value
-    : undefined;
+  if (typeof value !== 'string' || value.length > 2048) return undefined;
+  if (!/^\/(?![/\\])[\x21-\x7e]*$/.test(value) || value.includes('\\')) return undefined;
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(value);
+  } catch {
+    return undefined;
+  }
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the characters refused
+  if (/[\u0000-\u001f\u007f-\u009f\\]/.test(decoded) || decoded.startsWith('//')) return undefined;
+  try {
+    if (new URL(value, CONSOLE_ORIGIN).origin !== CONSOLE_ORIGIN) return undefined;
+  } catch {
+    return undefined;
+  }
+  return value;
 }
 
 /** The page a form was sent from (same origin only; the console sends Referer same-origin). */
@@ -115,12 +143,10 @@ function refererPath(request: FastifyRequest): string | undefined {
 }
 
 export function createKit(deps: ConsoleDeps): ConsoleKit {
-  const secure = deps.secureCookies ?? false;
-
   const send = (reply: FastifyReply, status: number, body: string) =>
     reply
       .code(status)
-      .headers({ 'content-type': 'text/html; charset=utf-8', ...SECURITY_HEADERS })
+      .headers({ 'content-type': 'text/html; charset=utf-8', ...PAGE_HEADERS })
       .send(body);
 
   const kit: ConsoleKit = {
@@ -135,7 +161,7 @@ export function createKit(deps: ConsoleDeps): ConsoleKit {
       ),
 
     async guard(request, reply, permission, options = {}) {
-      const session = await sessionOf(request);
+      const session = await sessionOf(request, reply);
       if (!session) {
         if (request.method === 'GET') {
           void reply.redirect(`/sign-in?next=${encodeURIComponent(request.url)}`, 303);
@@ -147,6 +173,7 @@ export function createKit(deps: ConsoleDeps): ConsoleKit {
         }
         return undefined;
       }
+      request.principal = session.principal;
       const ctx: PageContext = {
         principal: session.principal,
         csrf: csrfFor(session.secret),
@@ -156,6 +183,7 @@ export function createKit(deps: ConsoleDeps): ConsoleKit {
       if (request.method === 'POST') {
         const body = (request.body ?? {}) as Record<string, unknown>;
         if (!csrfMatches(session.secret, body[CSRF_FIELD])) {
+          await deps.refused(request, { reason: 'csrf', status: 403, tokenId: session.principal.tokenId });
           kit.problem(
             reply,
             403,
@@ -170,6 +198,12 @@ export function createKit(deps: ConsoleDeps): ConsoleKit {
         void reply.clearCookie(FLASH_COOKIE, { path: '/' });
       }
       if (!deps.can(session.principal, permission)) {
+        await deps.refused(request, {
+          reason: 'forbidden',
+          status: 403,
+          tokenId: session.principal.tokenId,
+          permission,
+        });
         kit.problem(
           reply,
           403,
@@ -185,19 +219,29 @@ export function createKit(deps: ConsoleDeps): ConsoleKit {
     redirect(reply, _ctx, location, flash) {
       const secret = reply.request.cookies[SESSION_COOKIE];
       if (flash && secret)
-        void reply.setCookie(FLASH_COOKIE, sealFlash(secret, flash), flashCookieOptions(secure));
+        void reply.setCookie(
+          FLASH_COOKIE,
+          sealFlash(secret, flash),
+          flashCookieOptions(deps.secureCookies(reply.request)),
+        );
       return reply.header('cache-control', 'no-store').redirect(location, 303);
     },
 
     signIn(reply, status, next, problem, options) {
       const nonce = randomBytes(24).toString('base64url');
-      void reply.setCookie(SIGNIN_CSRF_COOKIE, nonce, { ...sessionCookieOptions(secure), maxAge: 1800 });
+      void reply.setCookie(
+        SIGNIN_CSRF_COOKIE,
+        nonce,
+        sessionCookieOptions(deps.secureCookies(reply.request), 1800),
+      );
       return send(reply, status, page('Sign in', signInPage(nonce, next, problem, options)));
     },
 
     contextFor(secret, principal, path) {
       return { principal, csrf: csrfFor(secret), deps, currentPath: path };
     },
+
+    secure: (request) => deps.secureCookies(request),
 
     issuesText(error) {
       return error.issues
@@ -210,11 +254,24 @@ export function createKit(deps: ConsoleDeps): ConsoleKit {
     },
   };
 
-  async function sessionOf(request: FastifyRequest): Promise<Session | undefined> {
+  /**
+   * The session the request's cookie stands for. A cookie that stands for no one (signed out,
+   * expired, idle, its token revoked: a copied cookie after sign-out among them) is a refusal,
+   * logged with the session's token, and cleared, so the browser asks once.
+   */
+  async function sessionOf(request: FastifyRequest, reply: FastifyReply): Promise<Session | undefined> {
     const secret = request.cookies[SESSION_COOKIE];
     if (!secret) return undefined;
-    const principal = await deps.authenticate(secret, deps.now());
-    return principal ? { secret, principal } : undefined;
+    const check = await deps.sessions.check(secret, deps.now());
+    if (check.ok) return { secret, principal: check.principal };
+    await deps.refused(request, {
+      reason: 'bad_session',
+      status: request.method === 'GET' ? 303 : 401,
+      tokenId: check.tokenId,
+      detail: SESSION_REFUSALS[check.reason],
+    });
+    void reply.clearCookie(SESSION_COOKIE, { path: '/', httpOnly: true, sameSite: 'strict' });
+    return undefined;
   }
 
   return kit;

@@ -1,6 +1,7 @@
 import type { AuditRow } from '../../db/queries/audit.ts';
 import type { RunRow } from '../../db/queries/job-runs.ts';
 import type { RunChain } from '../../operations/runs.ts';
+import { actorText } from './audit-page.ts';
 import { formatTime, html, type SafeHtml } from './html.ts';
 import { csrfInput, type PageContext } from './layout.ts';
 import { refreshToggle } from './queue-page.ts';
@@ -46,7 +47,7 @@ export function runLive(ctx: PageContext, v: RunView): SafeHtml {
   return html`<div${settled ? html` data-settled="true"` : ''}>
 <p class="run-status">Status: <span class="badge ${badge}" id="run-status">${STATUS_TEXT[chain.status]}</span>
 ${chain.links.length > 1 ? html` <span id="run-links">one run over ${chain.links.length} pg-boss jobs: it handed its remaining work on ${chain.links.length - 1} ${chain.links.length === 2 ? 'time' : 'times'}</span>` : ''}</p>
-${v.cancelledBy ? html`<p id="run-cancelled-by">Cancelled by ${v.cancelledBy.actor} at ${formatTime(v.cancelledBy.at)}.</p>` : ''}
+${v.cancelledBy ? html`<p id="run-cancelled-by">Cancelled by ${actorText(v.cancelledBy)} at ${formatTime(v.cancelledBy.at)}.</p>` : ''}
 ${
   chain.status === 'failed' && typeof headOutput === 'object'
     ? html`<p class="notice error" role="alert">${String((headOutput as { message?: unknown }).message ?? JSON.stringify(headOutput))}</p>`
@@ -81,7 +82,7 @@ export function runPage(ctx: PageContext, v: RunView, jobDescription: string): S
 <h1>Run of ${v.chain.job}</h1>
 <p class="muted">${jobDescription}</p>
 <dl class="kv card"><dt>Run</dt><dd><code>${first.id}</code></dd>
-<dt>Queued</dt><dd>${formatTime(first.created_on)}${v.queuedBy ? ` by ${v.queuedBy.actor} (${v.queuedBy.actor_kind})` : v.request?.trigger ? ` (${v.request.trigger})` : ''}</dd>
+<dt>Queued</dt><dd>${formatTime(first.created_on)}${v.queuedBy ? ` by ${actorText(v.queuedBy)} (${v.queuedBy.actor_kind})` : v.request?.trigger ? ` (${v.request.trigger})` : ''}</dd>
 <dt>Options</dt><dd>${optionText || 'the worker’s configuration'}${v.request?.this_run_only ? '; this run only (no hand-on at max batches)' : ''}</dd></dl>
 <p>${refreshToggle(RUN_REFRESH_SECONDS)} <span id="live-status" class="muted" role="status" aria-live="polite"></span></p>
 <section class="card" aria-label="The run now" data-refresh-url="/jobs/${v.chain.job}/runs/${first.id}/live" data-refresh-seconds="${RUN_REFRESH_SECONDS}">${runLive(ctx, v)}</section>`;

@@ -1,17 +1,15 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /**
- * Sessions without server state (any number of web processes share only the database): the
- * session cookie holds the token's secret (HttpOnly, SameSite=Strict, Path=/), and every request
- * authenticates it again, so revoking or expiring the token ends the session at once. The CSRF
- * value of a session is an HMAC of a fixed label keyed by that secret: every process can compute
- * and check it, a page from another origin cannot read or guess it.
+ * The console's cookies. The session cookie holds the session's secret (src/operations/sessions.ts:
+ * stored on the server only as a hash, bound to the token signed in with; HttpOnly,
+ * SameSite=Strict, Path=/, Secure over https), never the token. The CSRF value of a session is an
+ * HMAC of a fixed label keyed by that secret: every web process can compute and check it, a page
+ * from another origin cannot read or guess it, and it dies with the session.
  */
 
 export const SESSION_COOKIE = 'tasker_session';
 export const CSRF_FIELD = '_csrf';
-/** Eight hours; the token's own expiry still applies within it. */
-export const SESSION_MAX_AGE_SECONDS = 8 * 3600;
 
 export function csrfFor(secret: string): string {
   return createHmac('sha256', secret).update('tasker-console-csrf:v1').digest('base64url');
@@ -24,13 +22,14 @@ export function csrfMatches(secret: string, submitted: unknown): boolean {
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
 
-export function sessionCookieOptions(secure: boolean) {
+/** The session cookie's attributes; it lasts as long as the session may (maxAgeSeconds). */
+export function sessionCookieOptions(secure: boolean, maxAgeSeconds: number) {
   return {
     path: '/',
     httpOnly: true,
     sameSite: 'strict' as const,
     secure,
-    maxAge: SESSION_MAX_AGE_SECONDS,
+    maxAge: maxAgeSeconds,
   };
 }
 

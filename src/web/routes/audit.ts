@@ -12,7 +12,7 @@ export const auditRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app,
       schema: {
         tags: ['audit'],
         description:
-          'Changes made through the API, the CLI and the console, newest first: who, when, what, on which entry/task/job/token, before and after. Page with before_id. Permission audit:read.',
+          'Changes made through the API, the CLI and the console, newest first: who (actor, actor_kind, and the token as actor_token_id or the OS user of the CLI as actor_os_user), when, what, on which entry/task/job/token, before and after. Page with before_id. Permission audit:read.',
         querystring: AuditQuery,
       },
     },
@@ -21,6 +21,7 @@ export const auditRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app,
       return listAudit(deps.pool, {
         since: q.since === undefined ? undefined : new Date(q.since),
         actor: q.actor,
+        actorTokenId: q.actor_token_id,
         targetId: q.target_id,
         beforeId: q.before_id,
         limit: q.limit ?? 100,

@@ -6,8 +6,10 @@ import {
   stalenessMonitoring,
   statsByReason,
 } from '../../db/queries/dlq.ts';
+import type { DlqEntry } from '../../domain/dlq.ts';
 import { NotFoundError } from '../../errors.ts';
 import { bulkResolve, openInvestigation, updateInvestigation } from '../../operations/investigations.ts';
+import { can, type Principal } from '../../operations/tokens.ts';
 import { tokenActor, type WebDeps } from '../context.ts';
 import { sendError } from '../errors.ts';
 import {
@@ -19,6 +21,16 @@ import {
   TaskUuidParams,
   UpdateEntryBody,
 } from '../schemas.ts';
+
+/**
+ * An entry as a token may see it: whole with dlq:read; without it (a dlq:update-only token that
+ * opened or resolved it) its identity and status, never the task's snapshot or the metadata.
+ */
+function entryFor<T extends DlqEntry>(principal: Principal | null, entry: T): T | Partial<T> {
+  if (principal && can(principal, 'dlq:read')) return entry;
+  const { task_snapshot: _snapshot, metadata: _metadata, ...rest } = entry;
+  return rest as Partial<T>;
+}
 
 /** Upstream's six /v1/dlq endpoints (same paths, parameters, defaults, orderings), and ours. */
 export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, { deps }) => {
@@ -70,7 +82,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
       schema: {
         tags,
         description:
-          'Update an investigation (omitted fields keep their value). A resolution_status resolves it: only a pending entry (409 naming who resolved it and when). Audited. Permission dlq:update.',
+          "Update a pending investigation (omitted fields keep their value). A resolution_status resolves it, recorded as resolved by this token; resolved_by, if given, is kept as whom it was resolved on behalf of. A resolved entry is final: any PATCH of it is 409 naming who resolved it and when. A PATCH that changes nothing writes nothing. The answer's entry is whole only with dlq:read. Audited. Permission dlq:update.",
         params: EntryUuidParams,
         body: UpdateEntryBody,
       },
@@ -81,7 +93,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
         uuid: request.params.dlq_entry_uuid,
         status: b.resolution_status,
         notes: b.resolution_notes,
-        resolvedBy: b.resolved_by,
+        onBehalfOf: b.resolved_by,
         metadata: b.metadata,
         actor: tokenActor(request.principal),
         now: deps.now(),
@@ -90,7 +102,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
         success: true,
         message: 'Investigation status updated successfully',
         dlq_entry_uuid: entry.dlq_entry_uuid,
-        entry,
+        entry: entryFor(request.principal, entry),
       };
     },
   );
@@ -163,7 +175,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
         actor: tokenActor(request.principal),
         now: deps.now(),
       });
-      return reply.code(201).send(entry);
+      return reply.code(201).send(entryFor(request.principal, entry));
     },
   );
 
@@ -174,13 +186,14 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
       schema: {
         tags,
         description:
-          'Resolve every pending entry matching the filter, in one transaction (one audit row naming every entry). dry_run (the default) changes nothing and returns the count, the first entries and a fingerprint of the set; pass it as expected_fingerprint to resolve exactly that set (409 when the matching entries changed, nothing resolved). Permission dlq:update.',
+          'Resolve every pending entry matching the filter, in one transaction (one audit row naming every entry). dry_run (the default) changes nothing and returns the count, the first entries and a fingerprint of the set; pass it as expected_fingerprint to resolve exactly that set (409 when the matching entries changed, nothing resolved). The entries are listed only to a token that also has dlq:read (otherwise entries is empty and entries_withheld true). Permission dlq:update.',
         body: BulkResolveBody,
       },
     },
     async (request) => {
       const b = request.body;
-      return bulkResolve(deps.pool, {
+      const mayRead = request.principal !== null && can(request.principal, 'dlq:read');
+      const result = await bulkResolve(deps.pool, {
         filter: {
           reason: b.filter.reason,
           namespace: b.filter.namespace,
@@ -191,11 +204,12 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
         status: b.resolution_status,
         notes: b.resolution_notes,
         dryRun: b.dry_run,
-        previewLimit: b.preview_limit,
+        previewLimit: mayRead ? b.preview_limit : 0,
         expectFingerprint: b.expected_fingerprint,
         actor: tokenActor(request.principal),
         now: deps.now(),
       });
+      return mayRead ? result : { ...result, entries_withheld: true };
     },
   );
 };
