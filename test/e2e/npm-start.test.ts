@@ -75,6 +75,11 @@ it('npm start shows enriched investigations within three minutes and stops clean
   const result = await exited;
   expect({ ...result, output }).toEqual({ code: 0, signal: null, output: expect.any(String) });
   expect(output).toContain('worker stopped');
-  const bad = output.split('\n').filter((line) => /^\S+ (error|warn)\b|Error:|Unhandled|EACCES/.test(line));
+  // The demo's one warning is on purpose: its template demo/nightly_report has a malformed
+  // setting ("soon"), which detection names in a warning each pass (issue 28). Nothing else warns.
+  const demoWarning = /warn +template demo\/nightly_report has malformed lifecycle settings/;
+  const bad = output
+    .split('\n')
+    .filter((line) => /^\S+ (error|warn)\b|Error:|Unhandled|EACCES/.test(line) && !demoWarning.test(line));
   expect(bad).toEqual([]);
 });
