@@ -26,10 +26,18 @@
  *
  * Reads: tasker_tasks_dlq (primary key; the sweep idx_dlq_pending_unenriched for new entries and
  * idx_dlq_enrichment_retries for due retries); for each entry its task, steps, step transitions,
- * edges, task transitions and template (the per-task indexes). Writes: tasker_tasks_dlq.task_snapshot
- * and enrichment_next_attempt_at only: the detection-time keys stay, the enrichment keys are added,
- * and task_snapshot.enrichment records when and how (enriched_at = ctx.now, detail level, what was
- * truncated, failed_attempts when earlier attempts failed). The task and its graph are never changed.
+ * edges, task transitions and template (the per-task indexes). Writes: tasker_tasks_dlq.task_snapshot,
+ * enrichment_next_attempt_at and failure_fingerprint only: the detection-time keys stay, the
+ * enrichment keys are added, task_snapshot.enrichment records when and how (enriched_at = ctx.now,
+ * detail level, what was truncated, failed_attempts when earlier attempts failed), and
+ * task_snapshot.failure_signature what the entry's failure fingerprint stands for (issue 27,
+ * docs/grouping.md; the triggers on the table count it in its group). The task and its graph are
+ * never changed.
+ *
+ * The fingerprint backfill (issue 27): a sweep that has enriched every new entry then gives a
+ * fingerprint to pending entries enriched without one (before this build, or by the previous
+ * build's workers) and to the pending entries of groups made by an older rule set, batch_size at a
+ * time up to max_batches (idx_dlq_pending_unfingerprinted), without enriching them again.
  *
  * Options (from [dlq] and [dlq.enrichment]): entry_uuids; sweep; batch_size (entries per
  * transaction); max_batches (per sweep); include_full_task_snapshot (false: counts and diagnosis
@@ -63,6 +71,10 @@ import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
 import { type Db, withStatementTimeout } from '../src/db/pool.ts';
 import {
+  type BackfilledEntry,
+  backfillCandidateIds,
+  backfillFingerprint,
+  backfillFingerprints,
   type EnrichedEntry,
   type EnrichmentLimits,
   enrichEntries,
@@ -158,6 +170,16 @@ export interface EnrichDlqSnapshotsResult {
   failed_before: number;
   /** Requested ids that are not uuids: skipped. */
   invalid: number;
+  /**
+   * Pending entries the sweep gave a failure fingerprint without enriching them again (issue 27's
+   * backfill): enriched before this build or by the previous build's workers, or in a group made
+   * by an older rule set.
+   */
+  fingerprinted: number;
+  /** Of those, entries whose graph could not be read in time: their blocking steps are unknown. */
+  fingerprinted_without_graph: number;
+  /** Statements of the backfill (batch_size entries each at most; not counted in batches). */
+  fingerprint_batches: number;
   /** Stopped because the run was aborted between batches. */
   aborted: boolean;
 }
@@ -266,6 +288,9 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
       gave_up: 0,
       failed_before: 0,
       invalid: 0,
+      fingerprinted: 0,
+      fingerprinted_without_graph: 0,
+      fingerprint_batches: 0,
       aborted: false,
     };
     const bounded = <T>(fn: (db: Db) => Promise<T>) =>
@@ -352,8 +377,52 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
         }
       }
     }
+    // The fingerprint backfill (issue 27): entries enriched without a fingerprint, and those in
+    // groups of an older rule set, get theirs without being enriched again. A batch that fails is
+    // retried one entry at a time; an entry whose graph cannot be read in time gets a fingerprint
+    // saying its blocking steps are unknown, so that no entry holds the backfill up for good.
+    const backfillOne = (id: string) =>
+      bounded(async (db) => {
+        await db.query('SAVEPOINT backfill_entry');
+        try {
+          return await backfillFingerprint(db, id, ctx.now, true);
+        } catch (err) {
+          if (isTransient(err)) throw err;
+          await db.query('ROLLBACK TO SAVEPOINT backfill_entry');
+          ctx.logger.warn(
+            'DLQ entry: its graph could not be read for its failure fingerprint; fingerprinted without',
+            {
+              dlq_entry_uuid: id,
+              code: (err as { code?: string }).code ?? null,
+              error: (err as Error).message,
+            },
+          );
+          return backfillFingerprint(db, id, ctx.now, false);
+        }
+      });
+    const backfill = async (limit: number): Promise<number> => {
+      result.fingerprint_batches += 1;
+      try {
+        const rows = await bounded((db) => backfillFingerprints(db, limit, ctx.now));
+        countFingerprinted(result, rows);
+        return rows.length;
+      } catch (err) {
+        if (isTransient(err)) throw err;
+        const ids = await backfillCandidateIds(ctx.pool, limit);
+        for (const id of ids) {
+          if (ctx.signal.aborted) {
+            result.aborted = true;
+            break;
+          }
+          const row = await backfillOne(id);
+          if (row) countFingerprinted(result, [row]);
+        }
+        return ids.length;
+      }
+    };
     if (sweeping && !result.aborted) {
       let sweepBatches = 0;
+      let drained = false;
       for (;;) {
         if (ctx.signal.aborted) {
           result.aborted = true;
@@ -372,7 +441,19 @@ export default defineJob<EnrichDlqSnapshotsOptions, EnrichDlqSnapshotsResult>({
           await oneByOne(ids);
           taken = ids.length;
         }
-        if (taken < options.batch_size || sweepBatches >= options.max_batches) break;
+        drained = taken < options.batch_size;
+        if (drained || sweepBatches >= options.max_batches) break;
+      }
+      // Then the backfill, batch_size at a time up to max_batches, once nothing waits for
+      // enrichment (a sweep cut off at max_batches leaves it to a later sweep: new entries first).
+      if (drained) {
+        for (let n = 0; n < options.max_batches; n++) {
+          if (ctx.signal.aborted) {
+            result.aborted = true;
+            break;
+          }
+          if ((await backfill(options.batch_size)) < options.batch_size) break;
+        }
       }
     }
     if (result.task_missing > 0) {
@@ -407,6 +488,13 @@ function countOutcomes(
   for (const row of rows) {
     if (row.outcome === 'enriched') countEnriched(result, [row as RequestedEntry & EnrichedEntry], requested);
     else result[row.outcome] += 1;
+  }
+}
+
+function countFingerprinted(result: EnrichDlqSnapshotsResult, rows: readonly BackfilledEntry[]): void {
+  for (const row of rows) {
+    result.fingerprinted += 1;
+    if (row.graph === 'unavailable') result.fingerprinted_without_graph += 1;
   }
 }
 

@@ -11,6 +11,12 @@
 -- An entry being tried again after a failed attempt (dlq.enrichment retries) comes with its failure
 -- record in p_snapshot.enrichment: the new record replaces it and keeps its failed_attempts (how
 -- many attempts failed before this one succeeded); the rest of p_snapshot wins as always.
+-- With the entry's reason and original state (p_dlq_reason, p_original_state; issue 27) it also
+-- holds failure_signature, the entry's failure signature and fingerprint (dlq_failure_signature:
+-- the template, reason, state, and every blocking step with its error; kept at every detail level),
+-- which the caller stores in tasker_tasks_dlq.failure_fingerprint. The 8-argument form (the
+-- previous build's workers call it during a rolling deploy) writes no signature: the enrichment
+-- sweep's backfill gives those entries theirs.
 CREATE OR REPLACE FUNCTION dlq_enriched_snapshot(
   p_snapshot jsonb,
   p_task_uuid uuid,
@@ -19,7 +25,9 @@ CREATE OR REPLACE FUNCTION dlq_enriched_snapshot(
   p_max_list_items integer,
   p_max_history_rows integer,
   p_max_payload_bytes integer,
-  p_max_snapshot_bytes integer
+  p_max_snapshot_bytes integer,
+  p_dlq_reason dlq_reason,
+  p_original_state text
 ) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -42,8 +50,10 @@ DECLARE
   v_lists jsonb;
   v_result jsonb;
   v_failed_before jsonb := p_snapshot #> '{enrichment,failed_attempts}';
+  v_template jsonb;
+  v_signature jsonb := '{}'::jsonb;
 BEGIN
-  p_snapshot := p_snapshot - 'enrichment';
+  p_snapshot := p_snapshot - 'enrichment' - 'failure_signature';
   IF p_enriched_at IS NULL OR p_full IS NULL THEN
     RAISE EXCEPTION 'p_enriched_at and p_full must be given' USING ERRCODE = '22023';
   END IF;
@@ -64,24 +74,37 @@ BEGIN
 
   SELECT jsonb_build_object('state', tr.to_state, 'state_since', tr.created_at,
                             'minutes_in_state', floor(extract(epoch FROM p_enriched_at - tr.created_at) / 60)::integer,
-                            'complete', t.complete, 'completed_at', t.completed_at)
-    INTO v_task
+                            'complete', t.complete, 'completed_at', t.completed_at),
+         jsonb_build_object('namespace', ns.name, 'name', nt.name, 'version', nt.version)
+    INTO v_task, v_template
     FROM tasker_tasks t
     LEFT JOIN tasker_task_transitions tr ON tr.task_uuid = t.task_uuid AND tr.most_recent = true
+    LEFT JOIN tasker_named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
+    LEFT JOIN tasker_task_namespaces ns ON ns.task_namespace_uuid = nt.task_namespace_uuid
    WHERE t.task_uuid = p_task_uuid;
   IF NOT FOUND THEN
+    IF p_dlq_reason IS NOT NULL THEN
+      v_signature := jsonb_build_object('failure_signature', dlq_failure_signature(
+        jsonb_build_object('namespace', p_snapshot ->> 'namespace', 'name', p_snapshot ->> 'task_name'),
+        p_dlq_reason, p_original_state, false, NULL));
+    END IF;
     RETURN jsonb_build_object(
       'enrichment', v_meta || jsonb_build_object('task_found', false, 'detail_level', 'none', 'truncated', false,
                                                  'truncated_lists', '[]'::jsonb, 'truncated_payloads', 0),
       'diagnosis', jsonb_build_object(
         'summary', 'the task no longer exists (archived or deleted); only the detection snapshot is available'))
-      || p_snapshot;
+      || v_signature || p_snapshot;
   END IF;
 
   v_compact := dlq_enrichment_diagnosis(p_task_uuid, p_enriched_at, c_diagnosis_items, c_neighbour_names,
                                         least(p_max_payload_bytes, c_diagnosis_error_bytes));
   v_cut_compact := (v_compact ->> 'payloads_truncated')::bigint;
-  v_compact := jsonb_build_object('task', v_task) || (v_compact - 'payloads_truncated');
+  IF p_dlq_reason IS NOT NULL THEN
+    v_signature := jsonb_build_object('failure_signature', dlq_failure_signature(
+      v_template, p_dlq_reason, p_original_state, true, v_compact -> 'blocking_errors'));
+  END IF;
+  v_compact := jsonb_build_object('task', v_task) || (v_compact - 'payloads_truncated' - 'blocking_errors')
+               || v_signature;
   IF p_full THEN
     v_details := dlq_enrichment_details(p_task_uuid, p_max_list_items, p_max_history_rows, p_max_payload_bytes);
     v_cut_details := (v_details ->> 'payloads_truncated')::bigint;
@@ -113,4 +136,20 @@ BEGIN
   END LOOP;
   RETURN v_result;
 END
+$$;
+
+-- The previous build's form (no reason and state): the same snapshot without failure_signature.
+CREATE OR REPLACE FUNCTION dlq_enriched_snapshot(
+  p_snapshot jsonb,
+  p_task_uuid uuid,
+  p_enriched_at timestamptz,
+  p_full boolean,
+  p_max_list_items integer,
+  p_max_history_rows integer,
+  p_max_payload_bytes integer,
+  p_max_snapshot_bytes integer
+) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+  SELECT dlq_enriched_snapshot(p_snapshot, p_task_uuid, p_enriched_at, p_full, p_max_list_items, p_max_history_rows,
+                               p_max_payload_bytes, p_max_snapshot_bytes, NULL::dlq_reason, NULL::text)
 $$;

@@ -8,12 +8,14 @@
 --                 error and not retryable (the rule task_dlq_reason uses for max_retries_exceeded);
 --   on a cycle    reachable from itself along the edges.
 -- Lists hold at most p_max_items steps; neighbour names at most p_max_names; errors at most
--- p_max_error_bytes. The graph (on a cycle, blocking, neighbours, downstream) comes from
+-- p_max_error_bytes. blocking_errors is every blocking step's name and raw error (the first 1,000
+-- by name), for the failure signature (dlq_failure_signature), not for the snapshot: the caller
+-- takes it out. The graph (on a cycle, blocking, neighbours, downstream) comes from
 -- dlq_enrichment_step_graph, linear in steps + edges; what is left here reads its rows once each
 -- (no join between two sets of steps), plus idx_step_transitions_uuid_sort_key (one probe per step
 -- for the transition count),
 -- idx_task_transitions_uuid_sort_key and the steps' primary key for the errors of the listed
--- steps. So the work is bounded by this one task's graph and grows linearly with it (a 10,000-step
+-- steps and of the blocking ones. So the work is bounded by this one task's graph and grows linearly with it (a 10,000-step
 -- chain: see docs/benchmarks.md).
 CREATE OR REPLACE FUNCTION dlq_enrichment_diagnosis(
   p_task_uuid uuid,
@@ -126,6 +128,10 @@ LANGUAGE sql STABLE AS $$
         (SELECT format('oldest waiting step %s (%s for %s)', o.name, o.state, dlq_minutes_text(o.minutes))
            FROM oldest o),
         CASE WHEN c.steps > 0 AND c.unfinished = 0 THEN 'all steps finished, yet the task did not move on' END)),
+    'blocking_errors',
+      (SELECT coalesce(jsonb_agg(jsonb_build_object('name', b.name, 'error', dlq_step_error(ws.results))), '[]'::jsonb)
+         FROM (SELECT * FROM blocking ORDER BY name, id LIMIT 1000) b
+         JOIN tasker_workflow_steps ws ON ws.workflow_step_uuid = b.id),
     'payloads_truncated',
       (SELECT count(*) FROM blocking_items WHERE octet_length(err::text) > p_max_error_bytes)
       + (SELECT count(*) FROM exhausted_items WHERE octet_length(err::text) > p_max_error_bytes))

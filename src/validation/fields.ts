@@ -1,4 +1,6 @@
+import { z } from 'zod';
 import { DLQ_REASONS, DLQ_RESOLUTION_STATUSES, TERMINAL_RESOLUTION_STATUSES } from '../domain/dlq.ts';
+import { FINGERPRINT_PATTERN, GROUP_ENTRY_STATUSES } from '../domain/dlq-groups.ts';
 import { oneOf, text, wholeNumber } from './values.ts';
 
 /**
@@ -29,3 +31,11 @@ export const taskTemplateName = text('a task template name', 64);
 
 /** Rows to skip when paging a list. */
 export const rowOffset = wholeNumber(0, 1_000_000);
+
+/** A group of investigations: its failure fingerprint (issue 27). */
+export const groupFingerprint = z.string().trim().toLowerCase().regex(FINGERPRINT_PATTERN, {
+  error: "expected a group's fingerprint: 32 hex digits, such as 3f9a0c1d2e4b5a6978c0d1e2f3a4b5c6",
+});
+
+/** Which of a group's entries to list. */
+export const groupEntryStatus = oneOf(GROUP_ENTRY_STATUSES);

@@ -66,6 +66,8 @@ function requireEnv(name: string): string {
 /** Every table a test writes: the engine's, the DLQ, the archive and the run history (not settings or migrations, see resetTables). */
 const TEST_TABLES = [
   'tasker_tasks_dlq',
+  'tasker_dlq_groups',
+  'tasker_dlq_group_hours',
   'tasker_task_transitions',
   'tasker_workflow_step_transitions',
   'tasker_workflow_step_edges',

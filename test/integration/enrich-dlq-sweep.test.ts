@@ -27,6 +27,7 @@ import {
   NOW,
   type Template,
 } from '../helpers/factories.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const db = useTestDatabase();
 let template: Template;
@@ -211,8 +212,17 @@ describe('two enrichers at once', () => {
     const other = await db.connect();
     await other.query('BEGIN');
     expect(await enrichPendingBatch(other, 2, defaultLimits())).toHaveLength(2);
-    expect(await enrichJob.run(ctx(LATER), options({ batch_size: 10 }))).toMatchObject({ enriched: 2 });
+    // The run takes the other two (SKIP LOCKED). The four have one failure fingerprint, so the run
+    // then waits for the first transaction's commit to count its two in their group (issue 27).
+    const run = enrichJob.run(ctx(LATER), options({ batch_size: 10 }));
+    await waitFor('the run to wait on the group row', async () => {
+      const { rows } = await db.pool.query(
+        `SELECT count(*)::integer AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+      );
+      return rows[0].n > 0;
+    });
     await other.query('COMMIT');
+    expect(await run).toMatchObject({ enriched: 2 });
 
     const times = await Promise.all(entries.map(enrichedAt));
     expect(times).toEqual([NOW, NOW, LATER, LATER]);

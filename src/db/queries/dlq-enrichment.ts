@@ -50,7 +50,17 @@ export interface RequestedEntry extends Partial<Omit<EnrichedEntry, 'dlq_entry_u
   outcome: EntryOutcome;
 }
 
-const SNAPSHOT_CALL = 'dlq_enriched_snapshot(d.task_snapshot, d.task_uuid, $2, $3, $4, $5, $6, $7)';
+const SNAPSHOT_CALL =
+  'dlq_enriched_snapshot(d.task_snapshot, d.task_uuid, $2, $3, $4, $5, $6, $7, d.dlq_reason, d.original_state)';
+
+/**
+ * The enriched snapshot and the failure fingerprint it holds (failure_signature.fingerprint, issue
+ * 27), written together; the snapshot is built once per entry (OFFSET 0 keeps the subquery from
+ * being inlined into two calls).
+ */
+const ENRICHED_SET = `(task_snapshot, failure_fingerprint) =
+            (SELECT z.s, z.s #>> '{failure_signature,fingerprint}' FROM (SELECT ${SNAPSHOT_CALL} AS s OFFSET 0) z),
+          enrichment_next_attempt_at = NULL`;
 
 const ENRICHED_COLUMNS = `d.dlq_entry_uuid,
   (d.task_snapshot #>> '{enrichment,task_found}')::boolean AS task_found,
@@ -122,7 +132,7 @@ export async function enrichEntries(
      ),
      enriched AS (
        UPDATE tasker_tasks_dlq d
-          SET task_snapshot = ${SNAPSHOT_CALL}, enrichment_next_attempt_at = NULL
+          SET ${ENRICHED_SET}
          FROM picked p
         WHERE d.dlq_entry_uuid = p.dlq_entry_uuid AND ${enrichable('$2')}
        RETURNING ${ENRICHED_COLUMNS}
@@ -160,7 +170,7 @@ export async function enrichPendingBatch(
        FOR UPDATE SKIP LOCKED),
      picked AS (SELECT dlq_entry_uuid FROM fresh UNION ALL SELECT dlq_entry_uuid FROM due)
      UPDATE tasker_tasks_dlq d
-        SET task_snapshot = ${SNAPSHOT_CALL}, enrichment_next_attempt_at = NULL
+        SET ${ENRICHED_SET}
        FROM picked p
       WHERE d.dlq_entry_uuid = p.dlq_entry_uuid AND ${enrichable('$2')}
      RETURNING ${ENRICHED_COLUMNS}`,
@@ -338,4 +348,112 @@ export async function enrichmentBacklogPlan(db: Db, now: Date): Promise<string> 
     [now],
   );
   return rows.map((r) => r['QUERY PLAN']).join('\n');
+}
+
+// --- the fingerprint backfill (issue 27) ----------------------------------------------------------
+
+/**
+ * Pending entries to give a fingerprint (or a new one) without enriching them again, in two
+ * ranges, each read in its index's order:
+ *   unfingerprinted  enriched without one (before this build, or by the previous build's workers
+ *                    during a rolling deploy), oldest first: idx_dlq_pending_unfingerprinted,
+ *                    whose predicate is this WHERE clause and whose key is this ORDER BY;
+ *   older rules      in a group made by an older rule set (tasker_dlq_groups.rule_version below
+ *                    dlq_failure_rules_version()): the groups' table (a few rows), then
+ *                    idx_dlq_failure_fingerprint per group, in no particular order.
+ * Both are empty once the backfill is done, so a sweep that finds nothing to enrich reads two
+ * empty index ranges.
+ */
+const UNFINGERPRINTED = `SELECT d.dlq_entry_uuid
+   FROM tasker_tasks_dlq d
+  WHERE d.resolution_status = 'pending' AND d.failure_fingerprint IS NULL
+    AND d.enrichment_next_attempt_at IS NULL AND d.task_snapshot ? 'enrichment'
+  ORDER BY d.dlq_timestamp, d.dlq_entry_uuid`;
+const OLDER_RULES = `SELECT d.dlq_entry_uuid
+   FROM tasker_dlq_groups g
+   JOIN tasker_tasks_dlq d ON d.failure_fingerprint = g.fingerprint AND d.resolution_status = 'pending'
+  WHERE g.rule_version < dlq_failure_rules_version()`;
+
+/** The condition, on `d`, for an entry the backfill may write (re-checked on the locked row). */
+const BACKFILLABLE = `d.resolution_status = 'pending'
+   AND ((d.failure_fingerprint IS NULL AND d.enrichment_next_attempt_at IS NULL AND d.task_snapshot ? 'enrichment')
+        OR d.failure_fingerprint IN (SELECT g.fingerprint FROM tasker_dlq_groups g
+                                      WHERE g.rule_version < dlq_failure_rules_version()))`;
+
+/** One entry the backfill wrote. */
+export interface BackfilledEntry {
+  dlq_entry_uuid: string;
+  failure_fingerprint: string;
+  /** "read", "task_missing", or "unavailable" (its graph was not read: blocking steps unknown). */
+  graph: string;
+}
+
+/**
+ * The write: the entry's failure signature (dlq_entry_failure_signature at $2, reading the graph
+ * unless $3 is false) added to its snapshot as failure_signature, and its fingerprint set; the rest
+ * of the snapshot (the enrichment as it was written) is kept.
+ */
+const BACKFILL_SET = `(task_snapshot, failure_fingerprint) =
+          (SELECT d.task_snapshot || jsonb_build_object('failure_signature', z.s), z.s ->> 'fingerprint'
+             FROM (SELECT dlq_entry_failure_signature(d.task_snapshot, d.task_uuid, d.dlq_reason, d.original_state, $2, $3) AS s
+                   OFFSET 0) z)`;
+
+/**
+ * Gives up to `limit` pending entries their fingerprint (unfingerprinted first, then older rules),
+ * each locked FOR UPDATE SKIP LOCKED so concurrent sweeps take disjoint entries. One statement;
+ * returns the entries written (fewer than limit: both ranges are empty, or the rest is held).
+ */
+export async function backfillFingerprints(db: Db, limit: number, now: Date): Promise<BackfilledEntry[]> {
+  const { rows } = await db.query<BackfilledEntry>(
+    `WITH unfingerprinted AS (${UNFINGERPRINTED} LIMIT $1 FOR UPDATE SKIP LOCKED),
+     older AS (${OLDER_RULES}
+       LIMIT greatest($1 - (SELECT count(*) FROM unfingerprinted), 0)
+       FOR UPDATE OF d SKIP LOCKED),
+     picked AS (SELECT dlq_entry_uuid FROM unfingerprinted UNION ALL SELECT dlq_entry_uuid FROM older)
+     UPDATE tasker_tasks_dlq d
+        SET ${BACKFILL_SET}
+       FROM picked p
+      WHERE d.dlq_entry_uuid = p.dlq_entry_uuid AND ${BACKFILLABLE}
+     RETURNING d.dlq_entry_uuid, d.failure_fingerprint, d.task_snapshot #>> '{failure_signature,graph}' AS graph`,
+    [limit, now, true],
+  );
+  return rows;
+}
+
+/** The backfill's next candidates without taking them (no lock): a failed batch's, one at a time. */
+export async function backfillCandidateIds(db: Db, limit: number): Promise<string[]> {
+  const { rows } = await db.query<{ dlq_entry_uuid: string }>(
+    `WITH unfingerprinted AS (${UNFINGERPRINTED} LIMIT $1)
+     SELECT dlq_entry_uuid FROM unfingerprinted
+     UNION ALL
+     (${OLDER_RULES} LIMIT greatest($1 - (SELECT count(*) FROM unfingerprinted), 0))`,
+    [limit],
+  );
+  return rows.map((r) => r.dlq_entry_uuid);
+}
+
+/**
+ * One entry's fingerprint in the caller's transaction: reading its graph, or (readGraph false)
+ * without, for an entry whose graph could not be read in time. Locks it (SKIP LOCKED: another
+ * sweep holding it finishes it); undefined when it is held or no longer needs one. Primary key.
+ */
+export async function backfillFingerprint(
+  db: Db,
+  entryUuid: string,
+  now: Date,
+  readGraph: boolean,
+): Promise<BackfilledEntry | undefined> {
+  const { rows } = await db.query<BackfilledEntry>(
+    `WITH picked AS (
+       SELECT d.dlq_entry_uuid FROM tasker_tasks_dlq d
+        WHERE d.dlq_entry_uuid = $1 AND ${BACKFILLABLE}
+        FOR UPDATE SKIP LOCKED)
+     UPDATE tasker_tasks_dlq d
+        SET ${BACKFILL_SET}
+       FROM picked p
+      WHERE d.dlq_entry_uuid = p.dlq_entry_uuid
+     RETURNING d.dlq_entry_uuid, d.failure_fingerprint, d.task_snapshot #>> '{failure_signature,graph}' AS graph`,
+    [entryUuid, now, readGraph],
+  );
+  return rows[0];
 }

@@ -401,6 +401,8 @@ export interface BulkFilter {
   originalState?: string | undefined;
   /** Only entries that entered the DLQ more than this many minutes before now. */
   olderThanMinutes?: number | undefined;
+  /** Only entries of this group (their failure fingerprint, issue 27). */
+  group?: string | undefined;
 }
 
 const BULK_WHERE = `d.resolution_status = 'pending'
@@ -408,7 +410,8 @@ const BULK_WHERE = `d.resolution_status = 'pending'
         AND ($2::text IS NULL OR d.task_snapshot->>'namespace' = $2)
         AND ($3::text IS NULL OR d.task_snapshot->>'task_name' = $3)
         AND ($4::text IS NULL OR d.original_state = $4)
-        AND ($5::integer IS NULL OR d.dlq_timestamp < $6::timestamptz - make_interval(mins => $5))`;
+        AND ($5::integer IS NULL OR d.dlq_timestamp < $6::timestamptz - make_interval(mins => $5))
+        AND ($7::text IS NULL OR d.failure_fingerprint = $7)`;
 
 function bulkParams(f: BulkFilter, now: Date): unknown[] {
   return [
@@ -418,26 +421,41 @@ function bulkParams(f: BulkFilter, now: Date): unknown[] {
     f.originalState ?? null,
     f.olderThanMinutes ?? null,
     now,
+    f.group ?? null,
   ];
 }
 
 /**
- * Pending entries matching a filter, oldest first, at most limit, locked FOR UPDATE when asked
- * (idx_dlq_resolution_status: pending, by dlq_timestamp; the other conditions filter those rows).
+ * The ids of the pending entries matching a filter, oldest first, at most limit, locked FOR UPDATE
+ * when asked. With a group: idx_dlq_failure_fingerprint (the group's pending entries, in this
+ * order); else idx_dlq_resolution_status (pending, by dlq_timestamp; the other conditions filter
+ * those rows). Only the ids are returned: a preview of thousands reads no snapshot.
  */
-export async function pendingMatching(
+export async function pendingMatchingIds(
   db: Db,
   filter: BulkFilter,
   now: Date,
   limit: number,
   lock: boolean,
-): Promise<DlqEntry[]> {
-  const { rows } = await db.query<DlqEntry>(
-    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d
+): Promise<string[]> {
+  const { rows } = await db.query<{ dlq_entry_uuid: string }>(
+    `SELECT d.dlq_entry_uuid FROM tasker_tasks_dlq d
       WHERE ${BULK_WHERE}
       ORDER BY d.dlq_timestamp, d.dlq_entry_uuid
-      LIMIT $7 ${lock ? 'FOR UPDATE' : ''}`,
+      LIMIT $8 ${lock ? 'FOR UPDATE' : ''}`,
     [...bulkParams(filter, now), limit],
+  );
+  return rows.map((r) => r.dlq_entry_uuid);
+}
+
+/** The given entries, oldest first (primary key). */
+export async function entriesByIds(db: Db, entryUuids: readonly string[]): Promise<DlqEntry[]> {
+  if (entryUuids.length === 0) return [];
+  const { rows } = await db.query<DlqEntry>(
+    `SELECT ${ENTRY_COLUMNS} FROM tasker_tasks_dlq d
+      WHERE d.dlq_entry_uuid = ANY ($1::uuid[])
+      ORDER BY d.dlq_timestamp, d.dlq_entry_uuid`,
+    [entryUuids],
   );
   return rows;
 }
