@@ -17,6 +17,8 @@ export type FlagSpec =
 export interface PositionalSpec {
   name: string;
   schema: z.ZodType;
+  /** May be left out (the command says what stands in for it); only the last positionals. */
+  optional?: boolean;
 }
 
 export interface ArgsSpec {
@@ -66,7 +68,10 @@ export function parseArgs(argv: readonly string[], spec: ArgsSpec): ParsedArgs {
   }
   const positionals = expected.map((p, i) => {
     const raw = parsed.positionals[i];
-    if (raw === undefined) throw new UsageError(`missing <${p.name}>`);
+    if (raw === undefined) {
+      if (p.optional) return undefined;
+      throw new UsageError(`missing <${p.name}>`);
+    }
     return validate(`<${p.name}>`, raw, p.schema);
   });
   return { flags, positionals };

@@ -12,6 +12,8 @@ import { cancelCommand } from './commands/cancel.ts';
 import { detectStaleCommand } from './commands/detect-stale.ts';
 import {
   dlqAddCommand,
+  dlqGroupCommand,
+  dlqGroupsCommand,
   dlqListCommand,
   dlqQueueCommand,
   dlqResolveCommand,
@@ -47,6 +49,8 @@ export const COMMANDS: readonly Command[] = [
   dlqAddCommand,
   dlqStatsCommand,
   dlqQueueCommand,
+  dlqGroupsCommand,
+  dlqGroupCommand,
   archiveCommand,
   enqueueArchiveCommand,
   cancelCommand,
@@ -150,7 +154,9 @@ function usage(): string {
 }
 
 function commandUsage(c: Command): string {
-  const positionals = (c.args.positionals ?? []).map((p) => ` <${p.name}>`).join('');
+  const positionals = (c.args.positionals ?? [])
+    .map((p) => (p.optional ? ` [<${p.name}>]` : ` <${p.name}>`))
+    .join('');
   const flags = Object.entries({ ...c.args.flags, json: JSON_FLAG, debug: DEBUG_FLAG }).map(([name, f]) => {
     const arg = f.type === 'string' ? ` ${f.placeholder}` : '';
     const required = f.type === 'string' && f.required ? ' (required)' : '';

@@ -4,10 +4,11 @@ import { withTransaction } from '../db/pool.ts';
 import { type Actor, insertAudit } from '../db/queries/audit.ts';
 import {
   type BulkFilter,
+  entriesByIds,
   lockEntry,
   openManualEntry,
   pendingEntryOfTask,
-  pendingMatching,
+  pendingMatchingIds,
   type ResolvedEntry,
   resolveEntries,
   updateEntry,
@@ -178,6 +179,18 @@ export async function openInvestigation(pool: pg.Pool, p: OpenInvestigationParam
 /** The most entries one bulk resolution may change; a filter matching more is refused. */
 export const BULK_RESOLVE_MAX_ENTRIES = 10_000;
 
+/**
+ * The most entries one bulk resolution of a group may change (a filter with `group`). A group is
+ * one cause, exactly named, and the storm it comes from can be tens of thousands of entries: they
+ * are resolved in one transaction, up to this many (docs/benchmarks.md measures 100,000).
+ */
+export const BULK_RESOLVE_MAX_GROUP_ENTRIES = 100_000;
+
+/** The most entries a bulk resolution with this filter may change. */
+export function bulkResolveLimit(filter: BulkFilter): number {
+  return filter.group === undefined ? BULK_RESOLVE_MAX_ENTRIES : BULK_RESOLVE_MAX_GROUP_ENTRIES;
+}
+
 export interface BulkResolveParams {
   filter: BulkFilter;
   status: TerminalResolutionStatus;
@@ -220,45 +233,49 @@ export function entriesFingerprint(uuids: readonly string[]): string {
 
 /**
  * Resolves every pending entry matching the filter in one transaction, with one audit row naming
- * every entry (action dlq.bulk_resolve). The matching entries are locked first, so an entry
- * resolved meanwhile by someone else is either already resolved (not matched) or waits for this.
- * A dry run reads the same rows without locking, changes nothing, and returns the set's
- * fingerprint; given back as expectFingerprint, the real run resolves only that exact set (a
- * detection run that opened more entries meanwhile makes it refuse, ConflictError). More than
- * BULK_RESOLVE_MAX_ENTRIES matches is refused (UsageError): narrow the filter.
+ * every entry (action dlq.bulk_resolve, target the filter; a group's fingerprint is in it and in
+ * details.group). The matching entries are locked first, so an entry resolved meanwhile by someone
+ * else is either already resolved (not matched) or waits for this. A dry run reads the same rows
+ * without locking, changes nothing, and returns the set's fingerprint; given back as
+ * expectFingerprint, the real run resolves only that exact set (a detection run that opened more
+ * entries meanwhile makes it refuse, ConflictError). More than bulkResolveLimit matches (10,000;
+ * 100,000 for a group) is refused (UsageError): narrow the filter. Only the entries' ids are read
+ * to match and resolve; the first previewLimit entries are read whole for the answer.
  */
 export async function bulkResolve(pool: pg.Pool, p: BulkResolveParams): Promise<BulkResolveResult> {
+  const max = bulkResolveLimit(p.filter);
   const tooMany = () =>
     new UsageError(
-      `filter: more than ${BULK_RESOLVE_MAX_ENTRIES} pending entries match; narrow it (reason, namespace, template, original state, older than) and resolve in parts`,
+      `filter: more than ${max} pending entries match; narrow it (reason, namespace, template, original state, older than) and resolve in parts`,
     );
   if (p.dryRun) {
-    const rows = await pendingMatching(pool, p.filter, p.now, BULK_RESOLVE_MAX_ENTRIES + 1, false);
-    if (rows.length > BULK_RESOLVE_MAX_ENTRIES) throw tooMany();
+    const ids = await pendingMatchingIds(pool, p.filter, p.now, max + 1, false);
+    if (ids.length > max) throw tooMany();
     return {
       dry_run: true,
-      matched: rows.length,
+      matched: ids.length,
       resolved: 0,
-      entries: rows.slice(0, p.previewLimit),
-      fingerprint: entriesFingerprint(rows.map((r) => r.dlq_entry_uuid)),
+      entries: await entriesByIds(pool, ids.slice(0, p.previewLimit)),
+      fingerprint: entriesFingerprint(ids),
       audit_id: null,
     };
   }
   return withTransaction(pool, async (client) => {
-    const rows = await pendingMatching(client, p.filter, p.now, BULK_RESOLVE_MAX_ENTRIES + 1, true);
-    if (rows.length > BULK_RESOLVE_MAX_ENTRIES) throw tooMany();
-    const fingerprint = entriesFingerprint(rows.map((r) => r.dlq_entry_uuid));
+    const ids = await pendingMatchingIds(client, p.filter, p.now, max + 1, true);
+    if (ids.length > max) throw tooMany();
+    const fingerprint = entriesFingerprint(ids);
     if (p.expectFingerprint !== undefined && p.expectFingerprint !== fingerprint) {
       const was =
         p.expectMatched === undefined ? 'the entries previewed' : `the ${p.expectMatched} previewed`;
       throw new ConflictError(
-        `the pending entries matching this filter changed since the preview: ${rows.length} match now, not ${was}; nothing was resolved (preview again)`,
-        { matched: rows.length, expected_matched: p.expectMatched ?? null, fingerprint },
+        `the pending entries matching this filter changed since the preview: ${ids.length} match now, not ${was}; nothing was resolved (preview again)`,
+        { matched: ids.length, expected_matched: p.expectMatched ?? null, fingerprint },
       );
     }
+    const entries = await entriesByIds(client, ids.slice(0, p.previewLimit));
     const resolved = await resolveEntries(
       client,
-      rows.map((r) => r.dlq_entry_uuid),
+      ids,
       p.status,
       p.notes,
       { name: p.actor.name, tokenId: p.actor.tokenId },
@@ -284,16 +301,17 @@ export async function bulkResolve(pool: pg.Pool, p: BulkResolveParams): Promise<
             },
             details: {
               filter: p.filter,
-              matched: rows.length,
+              ...(p.filter.group === undefined ? {} : { group: p.filter.group }),
+              matched: ids.length,
               resolved: resolved.length,
               dlq_entry_uuids: resolved,
             },
           });
     return {
       dry_run: false,
-      matched: rows.length,
+      matched: ids.length,
       resolved: resolved.length,
-      entries: rows.slice(0, p.previewLimit),
+      entries,
       fingerprint,
       audit_id: auditId,
     };

@@ -5,6 +5,7 @@ import { MAX_HOLD_DAYS } from '../operations/archive.ts';
 import {
   dlqReason,
   finalResolutionStatus,
+  groupFingerprint,
   investigationNotes,
   namespaceName,
   personName,
@@ -77,6 +78,11 @@ export const BulkResolveBody = z.strictObject({
         .max(5_256_000)
         .optional()
         .describe('entered the DLQ more than this long ago'),
+      group: groupFingerprint
+        .optional()
+        .describe(
+          "a group's fingerprint (GET /v1/dlq/groups): its pending entries, up to 100,000 in one transaction",
+        ),
     })
     .describe('pending entries matching all of these'),
   resolution_status: finalResolutionStatus,

@@ -21,6 +21,7 @@ import { createRefusals, isConsoleRequest, routeOf } from './refusals.ts';
 import { archiveRoutes } from './routes/archive.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { dlqRoutes } from './routes/dlq.ts';
+import { groupRoutes } from './routes/groups.ts';
 import { jobRoutes } from './routes/jobs.ts';
 
 /**
@@ -253,6 +254,7 @@ export async function buildServer(deps: WebDeps): Promise<FastifyInstance> {
   }
 
   await app.register(dlqRoutes, { deps: webDeps });
+  await app.register(groupRoutes, { deps: webDeps });
   await app.register(jobRoutes, { deps: webDeps });
   await app.register(archiveRoutes, { deps: webDeps });
   await app.register(auditRoutes, { deps: webDeps });

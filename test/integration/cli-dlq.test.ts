@@ -114,7 +114,7 @@ describe('dlq list', () => {
     [['dlq', 'list', '--limt', '5'], "Unknown option '--limt'; did you mean --limit?"],
     [
       ['dlq', 'lsit'],
-      'dlq: expected a subcommand (list, show, resolve, add, stats, queue), got "lsit"; did you mean `dlq list`?',
+      'dlq: expected a subcommand (list, show, resolve, add, stats, queue, groups, group), got "lsit"; did you mean `dlq list`?',
     ],
     [['stauts'], 'unknown command "stauts"; did you mean `status`?'],
     [['dlq-list'], 'unknown command "dlq-list"; did you mean `dlq list`?'],

@@ -95,7 +95,7 @@ function queueRow(markup: string, entry: string): string {
 
 describe("an entry's enrichment", () => {
   it('the queue shows failing with the next attempt, given up, enriched after failed attempts, and awaiting, in each row', async () => {
-    const { status, body } = await page('/');
+    const { status, body } = await page('/?view=entries');
     expect(status).toBe(200);
     const e = storm.entries;
     expect(queueRow(body, e.retryingLater)).toContain(

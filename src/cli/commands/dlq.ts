@@ -1,19 +1,32 @@
+import { z } from 'zod';
 import { findEntry, investigationQueue, listEntries, statsByReason } from '../../db/queries/dlq.ts';
+import {
+  findGroup,
+  groupEntries,
+  groupOfEntry,
+  listGroups,
+  ungroupedPending,
+} from '../../db/queries/dlq-groups.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { templateOfTask } from '../../db/queries/templates.ts';
 import { TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import type { EnrichedDetails } from '../../domain/dlq-enrichment.ts';
+import { GROUP_ENTRY_STATUSES, type GroupEntryStatus, templateLabel } from '../../domain/dlq-groups.ts';
 import { enrichmentLine } from '../../domain/enrichment-words.ts';
 import { whyStale } from '../../domain/why-stale.ts';
 import { NotFoundError, UsageError } from '../../errors.ts';
-import { openInvestigation, resolveInvestigation } from '../../operations/investigations.ts';
+import { bulkResolve, openInvestigation, resolveInvestigation } from '../../operations/investigations.ts';
 import {
   dlqReason,
   finalResolutionStatus,
+  groupEntryStatus,
+  groupFingerprint,
   investigationNotes,
+  namespaceName,
   personName,
   resolutionStatus,
   rowOffset,
+  taskTemplateName,
 } from '../../validation/fields.ts';
 import { uuid, wholeNumber } from '../../validation/values.ts';
 import type { Command } from '../command.ts';
@@ -21,7 +34,12 @@ import { diagnosisLines } from '../diagnosis.ts';
 import { formatMinutes, printable, printableLines, printFields, printJson, printTable } from '../output.ts';
 import { cliActor } from './token.ts';
 
-/** The investigation commands: dlq list | show | resolve | add | stats | queue. */
+/** The investigation commands: dlq list | show | resolve | add | stats | queue | groups | group. */
+
+/** The fingerprint of a set of entries a bulk preview returns (64 hex digits). */
+const entrySetFingerprint = z
+  .string()
+  .regex(/^[0-9a-f]{64}$/, { error: "expected the 'set' a preview printed (64 hex digits)" });
 
 const limitFlag = (def: number) =>
   ({
@@ -130,6 +148,13 @@ export const dlqShowCommand: Command = {
     if (why) io.stdout.write(`why: ${printable(why)}\n`);
     // Where enrichment stands (awaiting, enriched, failing with its next attempt, given up).
     io.stdout.write(`enrichment: ${printable(enrichmentLine(task_snapshot))}\n`);
+    // Its group: the cause it shares with other entries (issue 27).
+    const group = await groupOfEntry(pool, entry.dlq_entry_uuid);
+    io.stdout.write(
+      group
+        ? `group: ${group.fingerprint} ${printable(group.diagnosis)} (${group.pending} pending, ${group.resolved} resolved; \`dlq group ${group.fingerprint}\`)\n`
+        : 'group: none yet (an entry joins the group of its cause when it is enriched)\n',
+    );
     const diagnosis = diagnosisLines(task_snapshot).map(printable);
     if (diagnosis.length > 0) io.stdout.write(`diagnosis:\n${indent(diagnosis.join('\n'))}\n`);
     const problems = template ? template.problems : [];
@@ -152,9 +177,29 @@ export const dlqShowCommand: Command = {
 
 export const dlqResolveCommand: Command = {
   name: 'dlq resolve',
-  summary: 'End a pending investigation with a final status, notes and who resolved it.',
+  summary:
+    'End a pending investigation with a final status, notes and who resolved it; or, with --group, every pending entry of a group (a preview unless --yes).',
   args: {
     flags: {
+      group: {
+        type: 'string',
+        placeholder: 'FINGERPRINT',
+        schema: groupFingerprint,
+        description:
+          'instead of one entry: every pending entry of this group (`dlq groups`), in one transaction',
+      },
+      yes: {
+        type: 'boolean',
+        description:
+          'with --group: resolve them (without it, only say how many would be resolved, and which)',
+      },
+      'expected-fingerprint': {
+        type: 'string',
+        placeholder: 'SHA256',
+        schema: entrySetFingerprint,
+        description:
+          "with --group --yes: resolve only if exactly the entries the preview showed are pending (its 'set' line), else nothing",
+      },
       status: {
         type: 'string',
         placeholder: 'S',
@@ -176,9 +221,21 @@ export const dlqResolveCommand: Command = {
         description: 'who resolved it (default: $USER)',
       },
     },
-    positionals: [{ name: 'entry_uuid', schema: uuid }],
+    positionals: [{ name: 'entry_uuid', schema: uuid, optional: true }],
   },
-  async run({ flags, positionals }, { io, runtime }) {
+  async run({ flags, positionals }, ctx) {
+    const { io, runtime } = ctx;
+    const group = flags.group as string | undefined;
+    if (group !== undefined && positionals[0] !== undefined) {
+      throw new UsageError(
+        `give either <entry_uuid> or --group FINGERPRINT, not both (got ${positionals[0]} and ${group})`,
+      );
+    }
+    if (group !== undefined) return resolveGroup(flags, group, ctx);
+    if (positionals[0] === undefined) throw new UsageError('missing <entry_uuid> (or --group FINGERPRINT)');
+    if (flags.yes || flags['expected-fingerprint'] !== undefined) {
+      throw new UsageError('--yes and --expected-fingerprint go with --group FINGERPRINT');
+    }
     const { pool } = runtime.get();
     const actor = cliActor(flags, io);
     const entry = await resolveInvestigation(pool, {
@@ -282,6 +339,253 @@ export const dlqQueueCommand: Command = {
     ]);
   },
 };
+
+/** `dlq resolve --group`: a preview of the group's pending entries, or, with --yes, all of them resolved. */
+async function resolveGroup(
+  flags: Record<string, unknown>,
+  fingerprint: string,
+  { io, runtime }: Parameters<Command['run']>[1],
+): Promise<void> {
+  const { pool } = runtime.get();
+  const now = await databaseNow(pool);
+  const group = await findGroup(pool, fingerprint, now);
+  if (!group)
+    throw new NotFoundError(`no group of investigations has fingerprint ${fingerprint} (see \`dlq groups\`)`);
+  const actor = cliActor(flags, io);
+  const result = await bulkResolve(pool, {
+    filter: { group: fingerprint },
+    status: flags.status as never,
+    notes: flags.notes as string,
+    dryRun: flags.yes !== true,
+    previewLimit: 10,
+    expectFingerprint: flags['expected-fingerprint'] as string | undefined,
+    actor,
+    now,
+  });
+  if (flags.json) return printJson(io.stdout, { group: fingerprint, diagnosis: group.diagnosis, ...result });
+  const label = `${group.diagnosis} (${templateLabel({ namespace_name: group.template.namespace, task_name: group.template.name, template_version: group.template.version })}, ${group.dlq_reason})`;
+  if (!result.dry_run) {
+    io.stdout.write(
+      `resolved ${result.resolved} pending ${result.resolved === 1 ? 'entry' : 'entries'} of group ${fingerprint} as ${String(flags.status)}: ${printable(label)}${result.audit_id === null ? '' : ` (audit row ${result.audit_id})`}\n`,
+    );
+    return;
+  }
+  if (result.matched === 0) {
+    io.stdout.write(`no pending entry in group ${fingerprint}: ${printable(label)}; nothing to resolve\n`);
+    return;
+  }
+  io.stdout.write(
+    `would resolve ${result.matched} pending ${result.matched === 1 ? 'entry' : 'entries'} of group ${fingerprint} as ${String(flags.status)}: ${printable(label)}\n`,
+  );
+  io.stdout.write(`set: ${result.fingerprint}\n`);
+  io.stdout.write(`first ${result.entries.length}, oldest first:\n`);
+  for (const e of result.entries)
+    io.stdout.write(`  ${e.dlq_entry_uuid}  task ${e.task_uuid}  since ${e.dlq_timestamp.toISOString()}\n`);
+  io.stdout.write(
+    `nothing was changed. To resolve exactly these, run it again with --yes --expected-fingerprint ${result.fingerprint}\n`,
+  );
+}
+
+export const dlqGroupsCommand: Command = {
+  name: 'dlq groups',
+  summary:
+    'Pending investigations grouped by cause (failure fingerprint), most pending first: counts, template, reason, shared diagnosis.',
+  args: {
+    flags: {
+      reason: {
+        type: 'string',
+        placeholder: 'R',
+        schema: dlqReason,
+        description: 'only groups of this reason',
+      },
+      namespace: {
+        type: 'string',
+        placeholder: 'NAME',
+        schema: namespaceName,
+        description: "only groups of this template's namespace",
+      },
+      template: {
+        type: 'string',
+        placeholder: 'NAME',
+        schema: taskTemplateName,
+        description: 'only groups of this template',
+      },
+      'min-age-minutes': {
+        type: 'string',
+        placeholder: 'N',
+        schema: wholeNumber(0, 525_600),
+        description: 'only groups whose oldest pending entry has waited at least N minutes',
+      },
+      overdue: {
+        type: 'boolean',
+        description: 'only groups with a pending entry older than dlq.max_pending_age_hours',
+      },
+      'include-resolved': { type: 'boolean', description: 'also groups with no pending entry left' },
+      limit: limitFlag(50),
+      offset: {
+        type: 'string',
+        placeholder: 'N',
+        schema: rowOffset,
+        description: 'groups to skip (default 0)',
+      },
+    },
+  },
+  async run({ flags }, { io, runtime }) {
+    const { pool } = runtime.get();
+    const now = await databaseNow(pool);
+    const [page, ungrouped] = await Promise.all([
+      listGroups(
+        pool,
+        {
+          reason: flags.reason as never,
+          namespace: flags.namespace as string | undefined,
+          template: flags.template as string | undefined,
+          minAgeMinutes: flags['min-age-minutes'] as number | undefined,
+          overdueOnly: flags.overdue === true,
+          includeResolved: flags['include-resolved'] === true,
+        },
+        {
+          limit: (flags.limit as number | undefined) ?? 50,
+          offset: (flags.offset as number | undefined) ?? 0,
+        },
+        now,
+      ),
+      ungroupedPending(pool, 10_000),
+    ]);
+    if (flags.json) return printJson(io.stdout, { ...page, ungrouped_pending: ungrouped });
+    if (page.groups.length === 0) io.stdout.write('no group of investigations matches\n');
+    else
+      printTable(io.stdout, page.groups, [
+        { header: 'pending', value: (g) => (g.overdue ? `${g.pending} (overdue)` : g.pending) },
+        { header: 'resolved', value: (g) => g.resolved },
+        { header: 'last_24h', value: (g) => spark(g.trend.map((p) => p.pending)) },
+        { header: 'reason', value: (g) => g.dlq_reason },
+        { header: 'state', value: (g) => g.original_state },
+        {
+          header: 'template',
+          value: (g) =>
+            templateLabel({
+              namespace_name: g.template.namespace,
+              task_name: g.template.name,
+              template_version: g.template.version,
+            }),
+        },
+        { header: 'fingerprint', value: (g) => g.fingerprint },
+        { header: 'diagnosis', value: (g) => g.diagnosis },
+      ]);
+    io.stdout.write(
+      `${page.total} ${page.total === 1 ? 'group' : 'groups'}, ${page.total_pending} pending ${page.total_pending === 1 ? 'entry' : 'entries'}${page.total > page.groups.length ? ` (${page.groups.length} shown; --offset for more)` : ''}\n`,
+    );
+    if (ungrouped.count > 0) {
+      io.stdout.write(
+        `${ungrouped.more ? 'more than ' : ''}${ungrouped.count} pending ${ungrouped.count === 1 && !ungrouped.more ? 'entry is' : 'entries are'} in no group yet (not enriched yet): see \`dlq queue\`\n`,
+      );
+    }
+  },
+};
+
+export const dlqGroupCommand: Command = {
+  name: 'dlq group',
+  summary:
+    'One group of investigations: what its entries share, its counts and last 24 hours, and its entries.',
+  args: {
+    flags: {
+      status: {
+        type: 'string',
+        placeholder: 'S',
+        schema: groupEntryStatus,
+        description: `which entries: ${GROUP_ENTRY_STATUSES.join(', ')} (default pending)`,
+      },
+      limit: limitFlag(50),
+      offset: {
+        type: 'string',
+        placeholder: 'N',
+        schema: rowOffset,
+        description: 'entries to skip (default 0)',
+      },
+    },
+    positionals: [{ name: 'fingerprint', schema: groupFingerprint }],
+  },
+  async run({ flags, positionals }, { io, runtime }) {
+    const { pool } = runtime.get();
+    const now = await databaseNow(pool);
+    const fingerprint = positionals[0] as string;
+    const group = await findGroup(pool, fingerprint, now);
+    if (!group)
+      throw new NotFoundError(
+        `no group of investigations has fingerprint ${fingerprint} (see \`dlq groups\`)`,
+      );
+    const status = (flags.status as GroupEntryStatus | undefined) ?? 'pending';
+    const entries = await groupEntries(
+      pool,
+      group,
+      {
+        status,
+        limit: (flags.limit as number | undefined) ?? 50,
+        offset: (flags.offset as number | undefined) ?? 0,
+      },
+      now,
+    );
+    if (flags.json) return printJson(io.stdout, { group, entries: { status, ...entries } });
+    printFields(io.stdout, {
+      fingerprint: group.fingerprint,
+      diagnosis: group.diagnosis,
+      template: templateLabel({
+        namespace_name: group.template.namespace,
+        task_name: group.template.name,
+        template_version: group.template.version,
+      }),
+      reason: group.dlq_reason,
+      original_state: group.original_state,
+      pending: group.overdue ? `${group.pending} (overdue)` : group.pending,
+      resolved: group.resolved,
+      first_seen: group.first_seen_at,
+      last_seen: group.last_seen_at,
+      new_since: group.new_at,
+      oldest_pending: group.oldest_pending_at,
+      sample: group.sample_dlq_entry_uuid,
+      rules: group.current_rules
+        ? `v${group.rule_version}`
+        : `v${group.rule_version} (older: its pending entries move to the current groups)`,
+      last_24h: `${spark(group.trend.map((p) => p.pending))}  ${trendLine(group.trend)}`,
+    });
+    if (group.blocking && group.blocking.length > 0) {
+      io.stdout.write(
+        `blocking:\n${indent(group.blocking.map((b) => printable(`${b.step}: ${b.error ?? '(no error recorded)'}`)).join('\n'))}\n`,
+      );
+    }
+    io.stdout.write(
+      `${entries.total} ${status} ${entries.total === 1 ? 'entry' : 'entries'}${status === 'pending' ? ', longest waiting first' : ', newest first'}:\n`,
+    );
+    if (entries.entries.length > 0)
+      printTable(io.stdout, entries.entries, [
+        { header: 'dlq_entry_uuid', value: (e) => e.dlq_entry_uuid },
+        { header: 'task_uuid', value: (e) => e.task_uuid },
+        { header: 'status', value: (e) => e.resolution_status },
+        {
+          header: 'in_dlq',
+          value: (e) => `${formatMinutes(e.minutes_in_dlq)}${e.overdue ? ' (overdue)' : ''}`,
+        },
+        { header: 'since', value: (e) => e.dlq_timestamp },
+      ]);
+    if (group.pending > 0 && status === 'pending')
+      io.stdout.write(
+        `resolve them all: tasker-lifecycle dlq resolve --group ${group.fingerprint} --status S --notes TEXT (a preview; then --yes)\n`,
+      );
+  },
+};
+
+/** Eight levels of a block, for a trend in a terminal: "▁▁▂▃▅▇". */
+function spark(values: readonly number[]): string {
+  const peak = Math.max(1, ...values);
+  return values.map((v) => '▁▂▃▄▅▆▇█'[Math.min(7, Math.floor((v / peak) * 7.999))]).join('');
+}
+
+function trendLine(points: ReadonlyArray<{ pending: number; opened: number; resolved: number }>): string {
+  const opened = points.reduce((n, p) => n + p.opened, 0);
+  const resolved = points.reduce((n, p) => n + p.resolved, 0);
+  return `pending ${points[0]?.pending ?? 0} -> ${points.at(-1)?.pending ?? 0}; ${opened} opened, ${resolved} resolved`;
+}
 
 function indent(s: string): string {
   return s

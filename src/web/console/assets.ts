@@ -66,6 +66,9 @@ ol.timeline { list-style: none; padding: 0; margin: 0; }
 ol.timeline li { display: grid; grid-template-columns: 11rem 4rem 1fr; gap: .5rem; align-items: start; padding: .25rem 0; border-bottom: 1px dashed var(--line); }
 ol.timeline .badge { justify-self: start; }
 .pager { display: flex; gap: 1rem; align-items: center; margin-top: .75rem; }
+.view-switch { display: flex; flex-wrap: wrap; gap: .5rem 1.25rem; margin: 0 0 .75rem; }
+.view-switch a[aria-current="page"] { font-weight: 700; text-decoration-thickness: 3px; }
+svg.spark { display: block; max-width: 100%; }
 .signin { max-width: 26rem; margin: 4rem auto; }
 .signin input { width: 100%; }
 @media (max-width: 720px) {

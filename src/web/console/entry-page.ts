@@ -1,5 +1,6 @@
 import type { ArchiveHold } from '../../db/queries/archive-holds.ts';
 import { otherInvestigationsOfTask } from '../../db/queries/dlq-console.ts';
+import { groupOfEntry } from '../../db/queries/dlq-groups.ts';
 import type { TaskTemplate } from '../../db/queries/templates.ts';
 import { type DlqEntry, resolverText, TERMINAL_RESOLUTION_STATUSES } from '../../domain/dlq.ts';
 import type { EnrichedDetails, FullEnrichedSnapshot } from '../../domain/dlq-enrichment.ts';
@@ -273,7 +274,10 @@ export async function entryPage(
 ): Promise<SafeHtml> {
   const s = entry.task_snapshot as Snapshot;
   const now = ctx.deps.now();
-  const earlier = await otherInvestigationsOfTask(ctx.deps.db, entry.task_uuid, entry.dlq_entry_uuid, 20);
+  const [earlier, group] = await Promise.all([
+    otherInvestigationsOfTask(ctx.deps.db, entry.task_uuid, entry.dlq_entry_uuid, 20),
+    groupOfEntry(ctx.deps.db, entry.dlq_entry_uuid),
+  ]);
   const minutes = Math.floor(
     ((entry.resolution_timestamp ?? now).getTime() - entry.dlq_timestamp.getTime()) / 60_000,
   );
@@ -298,7 +302,8 @@ ${extras.hold ? html`<p class="notice" id="archive-hold">The task is held out of
 <dl class="kv card"><dt>Reason</dt><dd>${entry.dlq_reason}</dd><dt>State when detected</dt><dd>${entry.original_state}</dd>
 <dt>In the DLQ</dt><dd>${formatTime(entry.dlq_timestamp)} (${formatMinutes(Math.max(0, minutes))}${entry.resolution_status === 'pending' ? '' : ' until resolved'})</dd>
 <dt>Task</dt><dd>${entry.task_uuid}</dd><dt>Entry</dt><dd>${entry.dlq_entry_uuid}</dd>
-${enriched ? html`<dt>Enrichment</dt><dd id="enrichment-state" data-enrichment="enriched">${enrichmentWords(s, formatTime).line}</dd>` : ''}</dl>
+${enriched ? html`<dt>Enrichment</dt><dd id="enrichment-state" data-enrichment="enriched">${enrichmentWords(s, formatTime).line}</dd>` : ''}
+<dt>Group</dt><dd id="entry-group">${group ? html`<a href="/groups/${group.fingerprint}">${group.diagnosis}</a> <span class="muted">(${group.pending} pending, ${group.resolved} resolved)</span>` : html`<span class="muted">none yet: an entry joins the group of its cause when it is enriched</span>`}</dd></dl>
 <div class="grid2">${diagnosisSection(s)}${resolveSection(ctx, entry, extras.draft)}</div>
 ${
   full

@@ -27,6 +27,7 @@ import {
 import { actorOf } from './deps.ts';
 import { entryPage, type ResolveDraft } from './entry-page.ts';
 import { parseFilters, rawQuery } from './filters.ts';
+import { groupsQueuePage } from './groups-page.ts';
 import { html } from './html.ts';
 import { type ConsoleKit, UUID } from './kit.ts';
 import type { PageContext } from './layout.ts';
@@ -125,6 +126,9 @@ export function registerInvestigationRoutes(app: FastifyInstance, kit: ConsoleKi
     const q = parseFilters(QueueQuerySchema, request.query, QUEUE_FILTERS);
     if (!q.ok)
       return kit.page(reply, 400, 'Queue', await refusedQueuePage(ctx, q.raw, q.problems, q.invalid), ctx);
+    // The queue opens on groups of entries by cause; view=entries shows them one by one.
+    if (q.data.view !== 'entries')
+      return kit.page(reply, 200, 'Queue', await groupsQueuePage(ctx, q.data), ctx);
     return kit.page(reply, 200, 'Queue', await queuePage(ctx, q.data), ctx);
   });
 

@@ -19,6 +19,8 @@ export const QueueQuerySchema = z.strictObject({
   min_age_minutes: optionalField(wholeNumber(0, 525_600)),
   overdue: optionalField(z.enum(['1'], { error: 'expected 1 (overdue only), or nothing' })),
   page: optionalField(wholeNumber(1, 100_000)),
+  /** groups (the default: the queue opens on groups of entries by cause) or entries (one by one). */
+  view: optionalField(z.enum(['groups', 'entries'], { error: 'expected groups or entries' })),
 });
 export type QueueQuery = z.infer<typeof QueueQuerySchema>;
 export const QUEUE_FILTERS = Object.keys(QueueQuerySchema.shape);
@@ -35,7 +37,7 @@ function filterOf(q: QueueQuery) {
   };
 }
 
-function linkParams(q: QueueQuery, page?: number) {
+export function linkParams(q: QueueQuery, page?: number) {
   return {
     reason: q.reason,
     namespace: q.namespace,
@@ -43,7 +45,19 @@ function linkParams(q: QueueQuery, page?: number) {
     min_age_minutes: q.min_age_minutes,
     overdue: q.overdue,
     page: page && page > 1 ? page : undefined,
+    view: q.view === 'entries' ? 'entries' : undefined,
   };
+}
+
+/**
+ * The switch between the queue's two views, keeping the filters: groups of entries by cause (the
+ * default) and single entries.
+ */
+export function viewSwitch(q: QueueQuery): SafeHtml {
+  const entries = q.view === 'entries';
+  const groupsHref = `/${queryString({ ...linkParams(q), page: undefined, view: undefined })}`;
+  const entriesHref = `/${queryString({ ...linkParams(q), page: undefined, view: 'entries' })}`;
+  return html`<nav class="view-switch" aria-label="Queue view"><a href="${groupsHref}" id="view-groups"${entries ? '' : html` aria-current="page"`}>Groups by cause</a> <a href="${entriesHref}" id="view-entries"${entries ? html` aria-current="page"` : ''}>Single entries</a></nav>`;
 }
 
 export async function loadQueue(ctx: PageContext, q: QueueQuery) {
@@ -95,7 +109,7 @@ export function queueRows(rows: readonly ConsoleQueueRow[]): SafeHtml {
 }
 
 /** The filter form; with the values as typed when they were refused, and the bad fields marked. */
-function filterForm(
+export function filterForm(
   v: Record<string, string | number | undefined>,
   choices: { namespaces: string[]; templates: string[] },
   invalid: ReadonlySet<string>,
@@ -114,7 +128,7 @@ function filterForm(
   <div><label for="f-template">Template</label><select id="f-template" name="template"${bad('template')}>${option('', v.template, 'any')}${choices.templates.map((t) => option(t, v.template))}${extra(choices.templates, v.template)}</select></div>
   <div><label for="f-age">Waiting at least (minutes)</label><input id="f-age" name="min_age_minutes" type="number" min="0" inputmode="numeric" value="${v.min_age_minutes ?? ''}"${bad('min_age_minutes')}></div>
   <div><label for="f-overdue"><input id="f-overdue" type="checkbox" name="overdue" value="1"${v.overdue === '1' ? html` checked` : ''}> Overdue only</label></div>
-  <div><button type="submit">Filter</button> <a href="/">Clear</a></div>
+  ${v.view === 'entries' ? html`<input type="hidden" name="view" value="entries">` : ''}<div><button type="submit">Filter</button> <a href="/${v.view === 'entries' ? '?view=entries' : ''}">Clear</a></div>
 </form>`;
 }
 
@@ -127,6 +141,7 @@ export async function queuePage(ctx: PageContext, q: QueueQuery): Promise<SafeHt
   const pages = Math.max(1, Math.ceil(total / QUEUE_PAGE_SIZE));
   const fragmentUrl = `/queue/rows${queryString(linkParams(q, page))}`;
   return html`<h1>Pending investigations</h1>
+${viewSwitch(q)}
 ${filterForm(q, choices, new Set())}
 <p><strong id="queue-total">${total}</strong> pending ${total === 1 ? 'entry matches' : 'entries match'}; most urgent first (reason, then minutes waiting). ${refreshToggle(ctx.deps.queueRefreshSeconds ?? 10)} <span id="live-status" class="muted" role="status" aria-live="polite"></span></p>
 <div class="table-wrap"><table class="responsive" id="queue">

@@ -6,6 +6,7 @@ import { tokenIdOf } from '../../operations/tokens.ts';
 import { registerArchiveRoutes } from './archive-routes.ts';
 import { CONSOLE_CSS, CONSOLE_JS } from './assets.ts';
 import type { ConsoleDeps } from './deps.ts';
+import { registerGroupRoutes } from './group-routes.ts';
 import { entryAfterSignIn, registerInvestigationRoutes } from './investigation-routes.ts';
 import { registerJobRoutes } from './job-routes.ts';
 import { createKit, localPath, SIGNIN_CSRF_COOKIE } from './kit.ts';
@@ -133,6 +134,7 @@ export function registerConsoleRoutes(app: FastifyInstance, deps: ConsoleDeps): 
   });
 
   registerInvestigationRoutes(app, kit);
+  registerGroupRoutes(app, kit);
   registerJobRoutes(app, kit);
   registerArchiveRoutes(app, kit);
 }

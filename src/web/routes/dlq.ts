@@ -186,7 +186,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
       schema: {
         tags,
         description:
-          'Resolve every pending entry matching the filter, in one transaction (one audit row naming every entry). dry_run (the default) changes nothing and returns the count, the first entries and a fingerprint of the set; pass it as expected_fingerprint to resolve exactly that set (409 when the matching entries changed, nothing resolved). The entries are listed only to a token that also has dlq:read (otherwise entries is empty and entries_withheld true). Permission dlq:update.',
+          'Resolve every pending entry matching the filter (filter.group: the pending entries of one group of investigations), in one transaction (one audit row naming the filter, its group, and every entry). dry_run (the default) changes nothing and returns the count, the first entries and a fingerprint of the set; pass it as expected_fingerprint to resolve exactly that set (409 when the matching entries changed, nothing resolved). The entries are listed only to a token that also has dlq:read (otherwise entries is empty and entries_withheld true). Permission dlq:update.',
         body: BulkResolveBody,
       },
     },
@@ -200,6 +200,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
           taskName: b.filter.task_name,
           originalState: b.filter.original_state,
           olderThanMinutes: b.filter.older_than_minutes,
+          group: b.filter.group,
         },
         status: b.resolution_status,
         notes: b.resolution_notes,
