@@ -20,9 +20,11 @@ import pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import { pendingSummary } from '../db/queries/dlq.ts';
 import { enrichmentBacklog } from '../db/queries/dlq-enrichment.ts';
+import { groupGauges } from '../db/queries/dlq-groups.ts';
 import { lastCompletedRun } from '../db/queries/job-runs.ts';
 import { databaseNow } from '../db/queries/server.ts';
 import { STALE_WAITING_CAP, staleTasksWaiting } from '../db/queries/staleness-backlog.ts';
+import { DLQ_REASONS } from '../domain/dlq.ts';
 import { TASK_STATES, TERMINAL_TASK_STATES } from '../domain/task-states.ts';
 import type { Logger } from './logger.ts';
 import type { RunBatch, RunEnd, RunFailure, RunInterrupted, RunObserver, RunRejected } from './run-events.ts';
@@ -366,6 +368,16 @@ export function createMetrics(
     description:
       'How long the longest-waiting of those tasks has been in its state (0 when none): past its threshold by about one detection interval when detection keeps up.',
   });
+  const pendingGroups = meter.createObservableGauge('tasker.dlq.pending_groups', {
+    unit: '{group}',
+    description:
+      'Groups of pending investigations: distinct causes (failure fingerprints) with at least one pending entry (tasker_dlq_groups; read from its rows, not by counting entries).',
+  });
+  const newFingerprints = meter.createObservableCounter('tasker.dlq.new_fingerprints', {
+    unit: '{fingerprint}',
+    description:
+      'Failure fingerprints (causes) seen since install, by reason: it goes up when a new failure signature appears. Read from the database (tasker_dlq_groups), so every worker reports the same value: take max. Alert on its increase.',
+  });
   const stale = meter.createObservableGauge('tasker.metrics.gauges_stale', {
     unit: '{flag}',
     description:
@@ -384,6 +396,8 @@ export function createMetrics(
     failed: number;
     staleWaiting: number;
     oldestWaitingSeconds: number;
+    pendingGroups: number;
+    fingerprints: Map<string, number>;
   } | null = null;
   let failing = false;
   meter.addBatchObservableCallback(
@@ -394,6 +408,7 @@ export function createMetrics(
         const summary = await pendingSummary(pool, now);
         const backlog = await enrichmentBacklog(pool, now);
         const waiting = await staleTasksWaiting(pool, now, STALE_WAITING_CAP);
+        const groups = await groupGauges(pool);
         const age = (at: Date | null) => (at ? Math.max(0, (now.getTime() - at.getTime()) / 1000) : 0);
         last = {
           pending: Number(summary.pending),
@@ -406,6 +421,8 @@ export function createMetrics(
           failed: Number(backlog.failed),
           staleWaiting: Number(waiting.waiting),
           oldestWaitingSeconds: age(waiting.oldest_entered_at),
+          pendingGroups: groups.pending_groups,
+          fingerprints: new Map(groups.fingerprints.map((f) => [f.dlq_reason, f.seen])),
         };
         if (failing) logger.info('metrics: DLQ gauges read again');
         failing = false;
@@ -428,6 +445,10 @@ export function createMetrics(
         result.observe(oldestAge, last.oldestSeconds);
         result.observe(staleWaiting, last.staleWaiting);
         result.observe(oldestWaiting, last.oldestWaitingSeconds);
+        result.observe(pendingGroups, last.pendingGroups);
+        // Every reason, 0 until its first fingerprint: increase() sees the first one appear.
+        for (const reason of DLQ_REASONS)
+          result.observe(newFingerprints, last.fingerprints.get(reason) ?? 0, { dlq_reason: reason });
       }
       result.observe(stale, failing ? 1 : 0);
     },
@@ -441,6 +462,8 @@ export function createMetrics(
       oldestAge,
       staleWaiting,
       oldestWaiting,
+      pendingGroups,
+      newFingerprints,
       stale,
     ],
   );

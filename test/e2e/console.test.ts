@@ -38,6 +38,7 @@ import {
   minutesBefore,
   NOW,
 } from '../helpers/factories.ts';
+import { enrichAll, failingEntry, fingerprintOf } from '../helpers/group-factories.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 let h: ConsoleHarness;
@@ -124,6 +125,9 @@ describe('an operator with dlq:read and dlq:update', () => {
     const cookie = (await context.cookies()).find((c) => c.name === 'tasker_session')!;
     expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/' });
 
+    // The queue opens on groups by cause; the switch shows the entries one by one.
+    await page.locator('#view-entries').click();
+    await page.waitForURL(`${h.url}/?view=entries`);
     await expect(page.locator('#queue tbody tr[data-entry]').count()).resolves.toBe(4);
     // Most urgent first: the cycle outranks the timeouts.
     await expect(
@@ -152,7 +156,7 @@ describe('an operator with dlq:read and dlq:update', () => {
     await expect(page.getByLabel('Reason').getAttribute('aria-invalid')).resolves.toBe('true');
     await expectAccessible(page, 'queue-bad-filter');
 
-    await page.goto(`${h.url}/?namespace=shop`);
+    await page.goto(`${h.url}/?namespace=shop&view=entries`);
     await page.locator(`a[href="/dlq/${orderEntry}"]`).click();
     await page.waitForURL(`${h.url}/dlq/${orderEntry}`);
     const summary = await page.locator('#diagnosis-summary').textContent();
@@ -192,7 +196,7 @@ describe('an operator with dlq:read and dlq:update', () => {
     );
     expect(audit.rows).toEqual([{ actor: 'alice', actor_kind: 'console', action: 'dlq.resolve' }]);
 
-    await page.goto(`${h.url}/`);
+    await page.goto(`${h.url}/?view=entries`);
     await expect(page.locator(`#queue tr[data-entry="${orderEntry}"]`).count()).resolves.toBe(0);
     await expect(page.locator('#queue-total').textContent()).resolves.toBe('3');
     await context.close();
@@ -202,6 +206,7 @@ describe('an operator with dlq:read and dlq:update', () => {
     const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
     const page = await signIn(context, await h.token('bob', ['*']));
     const target = billingEntries[0]!;
+    await page.goto(`${h.url}/?view=entries`);
     await expect(page.locator(`#queue tr[data-entry="${target}"]`).count()).resolves.toBe(1);
     await h.pool.query(
       `UPDATE tasker_tasks_dlq SET resolution_status = 'cancelled', resolved_by = 'elsewhere', resolution_timestamp = now() WHERE dlq_entry_uuid = $1`,
@@ -215,6 +220,7 @@ describe('an operator with dlq:read and dlq:update', () => {
   it('works with the keyboard alone: skip link, an entry opened with Enter, the resolve form reached with Tab', async () => {
     const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
     const page = await signIn(context, await h.token('kim', ['dlq:read', 'dlq:update']));
+    await page.goto(`${h.url}/?view=entries`);
     const focused = () =>
       page.evaluate<string>(
         "(() => { const e = document.activeElement; return e ? e.tagName + ' ' + (e.getAttribute('href') || e.id || '') : ''; })()",
@@ -244,14 +250,23 @@ describe('an operator with dlq:read and dlq:update', () => {
       isMobile: true,
     });
     const page = await signIn(context, await h.token('carol', ['dlq:read']));
-    await expectAccessible(page, 'queue-phone');
-    const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
-    expect(overflow).toBeLessThanOrEqual(0);
-    // A cell's badges stay beside its label, in the cell's content, not under the label.
-    const misplaced = await page.evaluate<number>(
-      "Array.from(document.querySelectorAll('#queue td .badge')).filter((b) => b.getBoundingClientRect().left < b.closest('td').getBoundingClientRect().left + 100).length",
-    );
-    expect(misplaced).toBe(0);
+    // The groups (the queue as it opens), then the single entries.
+    for (const [view, table] of [
+      ['', '#groups'],
+      ['?view=entries', '#queue'],
+    ] as const) {
+      await page.goto(`${h.url}/${view}`);
+      await expectAccessible(page, view ? 'queue-phone' : 'groups-phone');
+      const overflow = await page.evaluate<number>(
+        'document.documentElement.scrollWidth - window.innerWidth',
+      );
+      expect(overflow).toBeLessThanOrEqual(0);
+      // A cell's badges stay beside its label, in the cell's content, not under the label.
+      const misplaced = await page.evaluate<number>(
+        `Array.from(document.querySelectorAll('${table} td .badge')).filter((b) => b.getBoundingClientRect().left < b.closest('td').getBoundingClientRect().left + 100).length`,
+      );
+      expect(misplaced).toBe(0);
+    }
     await page.goto(`${h.url}/dlq/${orderEntry}`);
     await expectAccessible(page, 'entry-phone');
     // Nothing sticks out of the page; the graph keeps its natural size and scrolls in its frame.
@@ -468,7 +483,7 @@ describe('bulk work, jobs, archive and audit', () => {
     expect(audit.rows.map((r) => ({ actor: r.actor, entries: [...r.entries].sort() }))).toEqual([
       { actor: 'frank', entries: [...entries].sort() },
     ]);
-    await page.goto(`${h.url}/?namespace=bulkns`);
+    await page.goto(`${h.url}/?namespace=bulkns&view=entries`);
     await expect(page.locator('#queue-total').textContent()).resolves.toBe('0');
     await context.close();
   });
@@ -983,7 +998,7 @@ describe('what the pages say next (issue 28)', () => {
     await enrichEntries(h.pool, Object.values(made).map(entryOf), defaultLimits({ now }));
     const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
     const page = await signIn(context, await h.token('demo', ['*']));
-    await page.goto(`${h.url}/?namespace=demo`);
+    await page.goto(`${h.url}/?namespace=demo&view=entries`);
     await expect(page.locator('#queue-total').textContent()).resolves.toBe('4');
     await expectAccessible(page, 'queue-demo');
     await docsScreenshot(page, 'queue', 700);
@@ -1003,6 +1018,115 @@ describe('what the pages say next (issue 28)', () => {
     await expectAccessible(page, 'entry-demo');
     await docsScreenshot(page, 'entry', 1500);
     await context.close();
+  });
+});
+
+describe('investigations grouped by cause (issue 27)', () => {
+  it('the queue of groups → a group → "Resolve all in this group" (the count the API previews) → the queue without it', async () => {
+    const now = await databaseNow(h.pool);
+    const pay = await insertTemplate(h.pool, { namespace: 'grp', name: 'pay' });
+    const make = async (n: number, step: string) => {
+      const entries: string[] = [];
+      for (let i = 0; i < n; i++)
+        entries.push(
+          (
+            await failingEntry(h.pool, {
+              template: pay,
+              step,
+              error: {
+                message: `card declined for order ${500 + i} at ${now.toISOString()}`,
+                error_type: 'PaymentError',
+              },
+              at: now,
+              minutesAgo: 15 + 20 * i,
+            })
+          ).entry,
+        );
+      await enrichAll(h.pool, entries, now);
+      return { entries, fingerprint: (await fingerprintOf(h.pool, entries[0]!))! };
+    };
+    const declined = await make(6, 'charge');
+    const refunds = await make(2, 'refund');
+    const secret = await h.token('gwen', ['dlq:read', 'dlq:update']);
+    const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+    const page = await signIn(context, secret);
+    await page.getByLabel('Namespace').selectOption('grp');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.waitForURL(/namespace=grp/);
+    await expect(
+      page
+        .locator('#groups tbody tr[data-group]')
+        .evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-group'))),
+    ).resolves.toEqual([declined.fingerprint, refunds.fingerprint]);
+    await expect(page.locator('#groups-pending').textContent()).resolves.toBe('8');
+    await expect(
+      page.locator(`tr[data-group="${declined.fingerprint}"] .group-pending`).textContent(),
+    ).resolves.toBe('6');
+    await expect(
+      page.locator(`tr[data-group="${declined.fingerprint}"] svg.spark`).getAttribute('aria-label'),
+    ).resolves.toBe('pending 0 → 6 over 24 h (peak 6); 6 opened, 0 resolved');
+    await expectAccessible(page, 'groups');
+    await docsScreenshot(page, 'groups', 520);
+
+    await page
+      .getByRole('link', { name: 'blocked at charge (PaymentError: card declined for order <n> at <time>)' })
+      .click();
+    await page.waitForURL(`${h.url}/groups/${declined.fingerprint}`);
+    const api = await fetch(`${h.url}/v1/dlq/bulk-resolve`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        filter: { group: declined.fingerprint },
+        resolution_status: 'cancelled',
+        resolution_notes: 'preview',
+      }),
+    });
+    const preview = (await api.json()) as { matched: number };
+    expect(preview.matched).toBe(6);
+    await expect(page.locator('#group-entries tbody tr[data-entry]').count()).resolves.toBe(6);
+    await expectAccessible(page, 'group');
+    await page.getByRole('link', { name: 'Resolve all in this group…' }).click();
+    await page.waitForURL(`${h.url}/groups/${declined.fingerprint}?resolve=1#all-h`);
+    await expect(page.locator('#resolve-all-count').textContent()).resolves.toBe(String(preview.matched));
+    await expectAccessible(page, 'group-resolve-all');
+    await page.getByLabel('Status').selectOption('permanently_failed');
+    await page.getByLabel('Notes').fill('Card processor outage 02:10-03:05; orders voided upstream.');
+    await page.getByRole('button', { name: 'Resolve all 6 in this group' }).click();
+    await page.waitForURL(`${h.url}/`);
+    await expect(page.locator('#flash').textContent()).resolves.toMatch(
+      /^Resolved all 6 pending entries of “blocked at charge \(PaymentError: card declined for order <n> at <time>\)” as permanently_failed/,
+    );
+    await expect(page.locator(`#groups tr[data-group="${declined.fingerprint}"]`).count()).resolves.toBe(0);
+    await expect(page.locator(`#groups tr[data-group="${refunds.fingerprint}"]`).count()).resolves.toBe(1);
+    for (const e of declined.entries) expect(await isPending(e)).toBe(false);
+    for (const e of refunds.entries) expect(await isPending(e)).toBe(true);
+
+    // An entry page links to its group.
+    await page.goto(`${h.url}/dlq/${refunds.entries[0]}`);
+    await page.locator('#entry-group a').click();
+    await page.waitForURL(`${h.url}/groups/${refunds.fingerprint}`);
+    await expect(page.locator('#group-pending').textContent()).resolves.toBe('2');
+    await context.close();
+
+    // At a phone's width the groups fit, their badges beside their labels.
+    const phone = await browser.newContext({
+      bypassCSP: true,
+      viewport: { width: 390, height: 844 },
+      isMobile: true,
+    });
+    const small = await signIn(phone, secret);
+    await small.goto(`${h.url}/?namespace=grp`);
+    await expectAccessible(small, 'groups-phone-rows');
+    expect(
+      await small.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth'),
+    ).toBeLessThanOrEqual(0);
+    await expect(small.locator('#groups td .badge').count()).resolves.toBeGreaterThan(0);
+    expect(
+      await small.evaluate<number>(
+        "Array.from(document.querySelectorAll('#groups td .badge')).filter((b) => b.getBoundingClientRect().left < b.closest('td').getBoundingClientRect().left + 100).length",
+      ),
+    ).toBe(0);
+    await phone.close();
   });
 });
 

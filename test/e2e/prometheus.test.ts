@@ -57,6 +57,8 @@ const EXPECTED_ALERT_STATES: Record<string, 'inactive' | 'pending' | 'firing'> =
   TaskerDlqOverdue: 'inactive',
   TaskerStaleTasksSurge: 'pending',
   TaskerStormBacklogGrowing: 'inactive',
+  // The 12 errored tasks' entries, enriched during the test: their cause is new.
+  TaskerNewFailureSignature: 'firing',
   TaskerMetricsGaugesStale: 'inactive',
   TaskerArchivalBatchTimeouts: 'inactive',
   // No web process is scraped here (its refusals are tested in test/web/web-refusals.test.ts).

@@ -279,6 +279,18 @@ it('every instrument of a worker that detected, enriched, archived, failed once 
     expect(m.value('tasker_dlq_awaiting_enrichment_investigations')).toBe(0);
     expect(Math.abs(m.value('tasker_dlq_oldest_pending_age_seconds') - dlq[0].oldest)).toBeLessThan(5);
     expect(m.value('tasker_metrics_gauges_stale')).toBe(0);
+    // Groups (issue 27): the enriched entries' causes, as the groups' table says.
+    const { rows: groups } = await db.pool.query(
+      `SELECT count(*) FILTER (WHERE pending > 0)::int AS pending_groups,
+              count(*) FILTER (WHERE dlq_reason = 'staleness_timeout')::int AS seen
+         FROM tasker_dlq_groups`,
+    );
+    expect(groups[0].pending_groups).toBeGreaterThan(0);
+    expect(m.value('tasker_dlq_pending_groups')).toBe(groups[0].pending_groups);
+    expect(m.value('tasker_dlq_new_fingerprints_total', { dlq_reason: 'staleness_timeout' })).toBe(
+      groups[0].seen,
+    );
+    expect(m.value('tasker_dlq_new_fingerprints_total', { dlq_reason: 'manual_dlq' })).toBe(0);
 
     // Queues: a wait time per request taken (the CLI's inline runs have none), the oldest ready
     // request's age, and the dead-lettered requests (the failed and the rejected detection).
