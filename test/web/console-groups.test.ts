@@ -260,6 +260,33 @@ describe('Resolve all in this group', () => {
     expect(await groupCountsDrift(db.pool)).toEqual([]);
   });
 
+  it('a resolution of more entries than a page lists names the first 100 on the audit and bulk pages, says how many, and the API keeps them all', async () => {
+    const { entries, fingerprint } = await storm(103);
+    const auditor = await tokenWith(db.pool, 'auditor', ['dlq:read', 'dlq:update', 'audit:read']);
+    const done = await web.request('POST', '/v1/dlq/bulk-resolve', {
+      token: auditor,
+      body: {
+        filter: { group: fingerprint },
+        resolution_status: 'cancelled',
+        resolution_notes: 'x',
+        dry_run: false,
+      },
+    });
+    expect(done.body).toMatchObject({ resolved: 103 });
+    const auditPage = (await page('/audit', auditor)).body;
+    const listed = [...auditPage.matchAll(/<li><a href="\/dlq\/([0-9a-f-]{36})">/g)].map((m) => m[1]!);
+    expect(listed).toHaveLength(100);
+    expect(entries).toEqual(expect.arrayContaining(listed));
+    expect(textOf(auditPage)).toContain(
+      'The first 100 of the 103 entries (all of them: tasker-lifecycle audit --json, or GET /v1/audit)',
+    );
+    const bulk = (await page(`/bulk?result=${done.body.audit_id}`, auditor)).body;
+    expect(byId(bulk, 'bulk-resolved').split(' ').filter((w) => /^[0-9a-f-]{36}$/.test(w))).toHaveLength(100);
+    const api = await web.request('GET', '/v1/audit?limit=5', { token: auditor });
+    const row = api.body.find((r: { action: string }) => r.action === 'dlq.bulk_resolve');
+    expect([...row.details.dlq_entry_uuids].sort()).toEqual([...entries].sort());
+  });
+
   it('a token without dlq:update sees no form, and its POST is refused with nothing changed', async () => {
     const { fingerprint } = await storm(2);
     const body = (await page(`/groups/${fingerprint}`, reader)).body;

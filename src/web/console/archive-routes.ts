@@ -11,7 +11,14 @@ import { NotFoundError, UsageError } from '../../errors.ts';
 import { MAX_HOLD_DAYS, restoreArchivedTask } from '../../operations/archive.ts';
 import { resolveTime, uuid, wholeNumber } from '../../validation/values.ts';
 import { type ArchiveLookup, archivePage } from './archive-page.ts';
-import { AUDIT_FILTERS, AUDIT_PAGE_SIZE, AuditFilterQuery, auditPage, entriesNamed } from './audit-page.ts';
+import {
+  AUDIT_FILTERS,
+  AUDIT_PAGE_SIZE,
+  AuditFilterQuery,
+  auditPage,
+  BULK_ENTRIES_SHOWN,
+  entriesNamed,
+} from './audit-page.ts';
 import { actorOf } from './deps.ts';
 import { optionalField, parseFilters } from './filters.ts';
 import { type ConsoleKit, UUID } from './kit.ts';
@@ -118,6 +125,7 @@ export function registerArchiveRoutes(app: FastifyInstance, kit: ConsoleKit): vo
       targetId: q.data.target_id || undefined,
       beforeId: q.data.before_id,
       limit: AUDIT_PAGE_SIZE,
+      entryUuidsShown: BULK_ENTRIES_SHOWN,
     });
     const templates = await templatesOfEntries(deps.db, entriesNamed(rows));
     return kit.page(reply, 200, 'Audit log', auditPage(ctx, q.raw, rows, templates), ctx);
