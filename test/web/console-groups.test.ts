@@ -281,7 +281,11 @@ describe('Resolve all in this group', () => {
       'The first 100 of the 103 entries (all of them: tasker-lifecycle audit --json, or GET /v1/audit)',
     );
     const bulk = (await page(`/bulk?result=${done.body.audit_id}`, auditor)).body;
-    expect(byId(bulk, 'bulk-resolved').split(' ').filter((w) => /^[0-9a-f-]{36}$/.test(w))).toHaveLength(100);
+    expect(
+      byId(bulk, 'bulk-resolved')
+        .split(' ')
+        .filter((w) => /^[0-9a-f-]{36}$/.test(w)),
+    ).toHaveLength(100);
     const api = await web.request('GET', '/v1/audit?limit=5', { token: auditor });
     const row = api.body.find((r: { action: string }) => r.action === 'dlq.bulk_resolve');
     expect([...row.details.dlq_entry_uuids].sort()).toEqual([...entries].sort());
