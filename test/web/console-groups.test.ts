@@ -6,9 +6,9 @@
  * "Resolve all in this group" (its preview count is the API's dry run), refused with the notes kept
  * when the group changed meanwhile, and not offered to a token without dlq:update.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { groupCountsDrift } from '../../src/db/queries/dlq-groups.ts';
-import { resetTables, useTestDatabase } from '../helpers/db.ts';
+import { useTestDatabase } from '../helpers/db.ts';
 import {
   hoursBefore,
   insertDlqEntry,
@@ -17,33 +17,16 @@ import {
   type Template,
 } from '../helpers/factories.ts';
 import { enrichAll, failingEntry, fingerprintOf } from '../helpers/group-factories.ts';
-import {
-  auditRows,
-  consoleSignIn,
-  installBoss,
-  resetApiTables,
-  startWeb,
-  tokenWith,
-  type WebProcess,
-} from './web-process.ts';
+import { auditRows, consoleSignIn, tokenWith, useWebProcess } from './web-process.ts';
 
 const db = useTestDatabase();
-let web: WebProcess;
+const web = useWebProcess(db);
 let shop: Template;
 let now: Date;
 let token: string;
 let reader: string;
 
-beforeAll(async () => {
-  await installBoss(db.url);
-  web = await startWeb(db.url);
-}, 60_000);
-afterAll(async () => {
-  await web?.stop();
-});
 beforeEach(async () => {
-  await resetTables(db.pool);
-  await resetApiTables(db.pool);
   shop = await insertTemplate(db.pool, { namespace: 'shop', name: 'order' });
   token = await tokenWith(db.pool, 'ops', ['dlq:read', 'dlq:update']);
   reader = await tokenWith(db.pool, 'reader', ['dlq:read']);
