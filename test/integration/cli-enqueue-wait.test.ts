@@ -76,7 +76,9 @@ describe('enqueue --wait without its database', () => {
         `^error: cannot connect to 127\\.0\\.0\\.1:${port}/nowhere: nothing listens there \\(connection refused\\)`,
       ),
     );
-    expect(Date.now() - started).toBeLessThan(10_000);
+    // "At once": not after the wait's 600 s nor retrying until then. The bound is what tells those
+    // apart, not how fast a process starts: on a loaded CI machine the CLI alone took 16 s.
+    expect(Date.now() - started).toBeLessThan(45_000);
   });
 
   it('lost while waiting: says so at once, then gives up as interrupted, with the time it really waited', async () => {
