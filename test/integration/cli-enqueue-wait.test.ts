@@ -87,6 +87,11 @@ describe('enqueue --wait without its database', () => {
     const started = Date.now();
     const waiting = startCli(['enqueue', 'detect-stale', '--wait'], { ...ENV, DATABASE_URL: p.url });
     const id = await queuedRun(); // no worker: it waits
+    // Cut once it waits, not as soon as the run is queued: the command still reads the workers
+    // after queueing, and a cut then is a failure to enqueue, not a lost wait (CI under load).
+    await waitFor('the command to wait', async () =>
+      waiting.stderrSoFar().includes('waiting for one') ? true : undefined,
+    );
     p.cut();
     const cutAt = Date.now();
     const result = await waiting.done;
