@@ -60,8 +60,10 @@ import {
   refuseUnlessMovable,
   runArchiveBatch,
 } from '../src/db/queries/archive.ts';
+import { addPartitionsForMonths } from '../src/db/queries/archive-partitions.ts';
 import { checkTemplateFilter, templateFilterProblem } from '../src/db/queries/templates.ts';
 import { AdaptiveBatchSize } from '../src/domain/adaptive-batch-size.ts';
+import { monthsFrom } from '../src/domain/archive-months.ts';
 import { cronEveryHours } from '../src/worker/cron.ts';
 import { defineJob, type JobContext } from '../src/worker/job.ts';
 
@@ -214,6 +216,26 @@ export async function runArchival(
   // Before anything: archive tables that differ from the live ones (run migrate) or a foreign key
   // the moves rely on refuse the run, naming each and what to run (ArchiveRefusedError).
   await refuseUnlessMovable(ctx.pool, 'archival');
+
+  // The monthly partitions this run's batches write (ctx.now's month) and the next month's, made
+  // ahead of need here, outside any batch: each made standalone and attached in a short
+  // transaction of its own (SHARE UPDATE EXCLUSIVE on the parent, which no batch, restore or read
+  // waits on), giving up after 200 ms rather than wait.
+  if (!options.dry_run) {
+    const partitions = await addPartitionsForMonths(ctx.pool, monthsFrom(ctx.now, 1));
+    if (partitions.made.length > 0)
+      ctx.logger.info(`archival made partitions ${partitions.made.join(', ')}`, {
+        job: 'tasker.archive-finished-tasks',
+        partitions_made: partitions.made.length,
+      });
+    for (const left of partitions.lockNotGranted)
+      ctx.logger.warn(
+        `archival could not make the partition of ${left} now (its lock was busy); a later run or migrate will`,
+        {
+          job: 'tasker.archive-finished-tasks',
+        },
+      );
+  }
 
   // A filter that names no template can never match: the run ends at once, as done (retrying it
   // would only hold the queue's waiting slot). The CLI refuses such a filter before queueing.

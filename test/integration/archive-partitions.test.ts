@@ -1,0 +1,231 @@
+/**
+ * The archive tables partitioned by month of archived_at (issue 24, migrations/0210,
+ * src/install/archive-partitions.ts): an existing archive is adopted without being rewritten,
+ * archival writes each batch into its month's partition across a month boundary (partitions made
+ * ahead by the job, never inside a batch), one archived copy per task is kept by the archival path,
+ * a restore finds a task in any partition and takes the newest copy, and the monthly rollup stays
+ * equal to a full count of the archive.
+ */
+import { rmSync } from 'node:fs';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import archiveJob, {
+  type ArchiveFinishedTasksOptions,
+  runArchival,
+} from '../../jobs/archive-finished-tasks.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { restoreArchivedTask } from '../../src/db/queries/archive.ts';
+import { migrate } from '../../src/install/sql.ts';
+import { silentLogger } from '../../src/telemetry/logger.ts';
+import { graphRows, insertFinishedGraphs, TABLES } from '../helpers/archive-factories.ts';
+import {
+  fullMonthCounts,
+  rollupMonthCounts,
+  statisticsByFullAggregate,
+  statisticsFromView,
+} from '../helpers/archive-rollup.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { hoursBefore, insertTemplate, NOW } from '../helpers/factories.ts';
+import { previousReleaseMigrations } from '../helpers/previous-release.ts';
+
+const OPTIONS: ArchiveFinishedTasksOptions = {
+  ...archiveJob.optionsFromConfig(loadConfig({ env: {} }).config),
+  dry_run: false,
+  pause_between_batches_ms: 0,
+  duty_cycle_percent: 100,
+  batch_target_ms: 500,
+};
+
+function archival(db: TestDatabase, now: Date, options: Partial<ArchiveFinishedTasksOptions> = {}) {
+  const ctx = { pool: db.pool, now, logger: silentLogger(), signal: new AbortController().signal };
+  return runArchival(ctx, { ...OPTIONS, ...options });
+}
+
+async function graphs(
+  db: TestDatabase,
+  count: number,
+  finishedAt: Date,
+  name = `t${count}`,
+): Promise<string[]> {
+  const template = await insertTemplate(db.pool, { namespace: 'billing', name });
+  return insertFinishedGraphs(db.pool, {
+    named_task_uuid: template.named_task_uuid,
+    state: 'complete',
+    finishedAt,
+    count,
+    steps: 3,
+    resolvedDlqEvery: 2,
+  });
+}
+
+/** Which partition holds each archived row, per archive table: partition name -> rows. */
+async function rowsByPartition(db: TestDatabase, table: string): Promise<Record<string, number>> {
+  const { rows } = await db.pool.query<{ p: string; n: number }>(
+    `SELECT tableoid::regclass::text AS p, count(*)::int AS n FROM ${table} GROUP BY 1`,
+  );
+  return Object.fromEntries(rows.map((r) => [r.p, r.n]));
+}
+
+async function expectRollupEqualsCount(db: TestDatabase): Promise<void> {
+  expect(await rollupMonthCounts(db.pool)).toEqual(await fullMonthCounts(db.pool));
+  expect(await statisticsFromView(db.pool)).toEqual(await statisticsByFullAggregate(db.pool));
+}
+
+describe('adopting an existing archive', () => {
+  let db: TestDatabase;
+  const previous = previousReleaseMigrations();
+  beforeAll(async () => {
+    db = await createTestDatabase({ template: false });
+  });
+  afterAll(async () => {
+    await db.drop();
+    rmSync(previous, { recursive: true, force: true });
+  });
+
+  it('attaches each archive table, rows and files as they were, as the partition before the adoption bound, and counts it into the rollup', async () => {
+    await migrate(db.pool, previous);
+    // an archive with rows in two months, archived the way the previous release did (a move)
+    const april = await graphs(db, 3, hoursBefore(NOW, 24 * 90), 'april');
+    await graphs(db, 2, hoursBefore(NOW, 24 * 80), 'may');
+    for (const at of ['2026-04-10T00:00:00Z', '2026-05-10T00:00:00Z']) {
+      await db.pool.query('SELECT * FROM archive_completed_tasks(30, 1000, false, $1::timestamptz)', [at]);
+    }
+    const files = async (suffix: string) =>
+      (
+        await db.pool.query<{ t: string; f: string; kind: string }>(
+          `SELECT t, pg_relation_filenode(to_regclass(t || $1))::text AS f, c.relkind::text AS kind
+             FROM unnest($2::text[]) t JOIN pg_class c ON c.oid = to_regclass(t || $1) ORDER BY t`,
+          [suffix, TABLES.map((t) => `${t}_archive`)],
+        )
+      ).rows;
+    const before = await files('');
+    expect(before.every((r) => r.kind === 'r')).toBe(true);
+    const rowsBefore = await graphRows(db.pool, 'archive');
+
+    const result = await migrate(db.pool);
+    expect(result.partitionChanges[0]).toMatch(
+      /^adopted the archive tables .* \(5 archived tasks counted into the rollup\)$/,
+    );
+
+    // each old table is the parent's partition "_adopted", its files untouched
+    const after = await files('_adopted');
+    expect(after.map((r) => r.f)).toEqual(before.map((r) => r.f));
+    const parents = await db.pool.query<{ kind: string }>(
+      'SELECT c.relkind::text AS kind FROM unnest($1::text[]) t JOIN pg_class c ON c.oid = to_regclass(t)',
+      [TABLES.map((t) => `${t}_archive`)],
+    );
+    expect(parents.rows.map((r) => r.kind)).toEqual(Array(6).fill('p'));
+    // every row as it was (migrate gave the DLQ archive the columns later releases added: NULL)
+    const rowsAfter = await graphRows(db.pool, 'archive');
+    for (const table of TABLES)
+      expect(rowsAfter[table]).toEqual(rowsBefore[table].map((r) => expect.objectContaining(r as object)));
+    expect(await rowsByPartition(db, 'tasker_tasks_archive')).toEqual({ tasker_tasks_archive_adopted: 5 });
+    await expectRollupEqualsCount(db);
+    expect(Object.keys(await rollupMonthCounts(db.pool)).sort()).toEqual(['2026-04', '2026-05']);
+
+    // a task of the adopted partition restores as before, and the rollup follows
+    await restoreArchivedTask(db.pool, april[0]!);
+    await expectRollupEqualsCount(db);
+    expect((await rollupMonthCounts(db.pool))['2026-04']!.tasks).toBe(2);
+
+    // migrate again: nothing left to do
+    expect((await migrate(db.pool)).partitionChanges).toEqual([]);
+  });
+});
+
+describe('archival into monthly partitions', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+  beforeEach(async () => {
+    await resetTables(db.pool);
+  });
+
+  // Far past any partition migrate made, so the job has to make them.
+  const LAST_SECOND_OF_MAY = new Date('2031-05-31T23:59:59Z');
+  const FIRST_MINUTE_OF_JUNE = new Date('2031-06-01T00:00:30Z');
+
+  it('writes each run into the partition of its month across a month boundary, making the partitions before its first batch', async () => {
+    const first = await graphs(db, 4, hoursBefore(LAST_SECOND_OF_MAY, 24 * 40), 'boundary');
+    expect((await archival(db, LAST_SECOND_OF_MAY)).tasks_archived).toBe(4);
+    const second = await graphs(db, 3, hoursBefore(LAST_SECOND_OF_MAY, 24 * 40), 'boundary2');
+    expect((await archival(db, FIRST_MINUTE_OF_JUNE)).tasks_archived).toBe(3);
+    for (const table of TABLES) {
+      expect(Object.keys(await rowsByPartition(db, `${table}_archive`)).sort()).toEqual([
+        `${table}_archive_p203105`,
+        `${table}_archive_p203106`,
+      ]);
+    }
+    expect(await rowsByPartition(db, 'tasker_tasks_archive')).toEqual({
+      tasker_tasks_archive_p203105: 4,
+      tasker_tasks_archive_p203106: 3,
+    });
+    // the job made July's too (the month after its own), ahead of need
+    const { rows } = await db.pool.query<{ p: string }>(
+      "SELECT partition_name AS p FROM tasker_lifecycle_archive_partitions() WHERE archive_table = 'tasker_tasks_archive' AND from_at >= '2031-05-01'",
+    );
+    expect(rows.map((r) => r.p)).toEqual([
+      'tasker_tasks_archive_p203105',
+      'tasker_tasks_archive_p203106',
+      'tasker_tasks_archive_p203107',
+    ]);
+    await expectRollupEqualsCount(db);
+    // restore finds a task in either partition
+    await restoreArchivedTask(db.pool, first[1]!);
+    await restoreArchivedTask(db.pool, second[0]!);
+    await expectRollupEqualsCount(db);
+    expect((await rollupMonthCounts(db.pool))['2031-05']!.tasks).toBe(3);
+  });
+
+  it('a batch whose month has no partition is refused (TL005), moving nothing: only the job and migrate make partitions', async () => {
+    await graphs(db, 2, hoursBefore(NOW, 24 * 40), 'nopartition');
+    await expect(
+      db.pool.query('SELECT * FROM archive_completed_tasks(30, 10, false, $1::timestamptz)', [
+        '2040-01-15T00:00:00Z',
+      ]),
+    ).rejects.toMatchObject({
+      code: 'TL005',
+      message: expect.stringMatching(/no partition of .* holds archived_at/),
+    });
+    const { rows } = await db.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM tasker_tasks_archive',
+    );
+    expect(rows[0]!.n).toBe(0);
+  });
+
+  it('keeps one archived copy per task: archival refuses a task that already has one; restore takes the newest copy', async () => {
+    const [task] = await graphs(db, 1, hoursBefore(NOW, 24 * 40), 'copies');
+    expect((await archival(db, NOW)).tasks_archived).toBe(1);
+    // A second copy of the graph archived later (as if archived again), with one value changed.
+    for (const table of TABLES) {
+      await db.pool.query(
+        `INSERT INTO ${table}_archive SELECT (jsonb_populate_record(NULL::${table}_archive,
+           to_jsonb(x) || jsonb_build_object('archived_at', '2026-06-20T00:00:00Z'))).* FROM ${table}_archive x`,
+      );
+    }
+    await db.pool.query(
+      "UPDATE tasker_tasks_archive SET priority = priority + 7 WHERE archived_at = '2026-06-20T00:00:00Z'",
+    );
+    const newest = await graphRows(db.pool, 'archive', [task!]);
+    await restoreArchivedTask(db.pool, task!);
+    const live = await graphRows(db.pool, 'live', [task!]);
+    // restored: the newest copy (its changed value), the older copy still archived
+    const { rows: older } = await db.pool.query<{ at: Date }>(
+      'SELECT archived_at AS at FROM tasker_tasks_archive WHERE task_uuid = $1',
+      [task],
+    );
+    expect(older.map((r) => r.at)).toEqual([NOW]);
+    expect((live.tasker_tasks[0] as { priority: number }).priority).toBe(
+      Math.max(...(newest.tasker_tasks as { priority: number }[]).map((t) => t.priority)),
+    );
+    expect(live.tasker_workflow_steps).toHaveLength(3);
+    // archiving it again while that older copy is archived: refused, nothing moved
+    await expect(archival(db, new Date('2026-06-25T00:00:00Z'))).rejects.toThrow(
+      /already has an archived copy/,
+    );
+    expect((await graphRows(db.pool, 'live', [task!])).tasker_workflow_steps).toHaveLength(3);
+  });
+});
