@@ -12,8 +12,16 @@
  * Options (from [archive] and [archive.policies]; an ad-hoc run may set each): retention_days,
  * batch_size (graphs per transaction, at most), max_batches (per run), batch_statement_timeout_ms,
  * pause_between_batches_ms, duty_cycle_percent, batch_target_ms, dry_run, the per-state policies and
- * archive_dlq_resolved, and the filters namespace / task_name (template) / finished_before (ISO
- * 8601; it narrows the retention window, never widens it).
+ * archive_dlq_resolved, the filters namespace / task_name (template) / finished_before (ISO
+ * 8601; it narrows the retention window, never widens it), and keep_months (archive retention by
+ * whole months; 0: off).
+ *
+ * Partitions: before its first batch a real run makes the monthly archive partitions of ctx.now's
+ * month and the next (each standalone, then attached under SHARE UPDATE EXCLUSIVE, in a short
+ * transaction of its own with a 200 ms lock_timeout: never inside a batch). After its batches, with
+ * keep_months > 0, it drops every archive partition that ended before the first of the month
+ * keep_months months back (detached concurrently, then dropped with its months taken out of the
+ * rollup: src/operations/archive-retention.ts).
  *
  * One run: call archive_completed_tasks batch by batch, each in its own transaction under SET
  * LOCAL statement_timeout, continuing from where the previous batch stopped (a keyset cursor on
@@ -64,6 +72,7 @@ import { addPartitionsForMonths } from '../src/db/queries/archive-partitions.ts'
 import { checkTemplateFilter, templateFilterProblem } from '../src/db/queries/templates.ts';
 import { AdaptiveBatchSize } from '../src/domain/adaptive-batch-size.ts';
 import { monthsFrom } from '../src/domain/archive-months.ts';
+import { dropExpiredArchiveMonths } from '../src/operations/archive-retention.ts';
 import { cronEveryHours } from '../src/worker/cron.ts';
 import { defineJob, type JobContext } from '../src/worker/job.ts';
 
@@ -100,6 +109,11 @@ export const ArchiveFinishedTasksOptions = z
     task_name: z.string().min(1).max(64).nullable(),
     /** Only tasks that entered their final state before this instant too (ISO 8601 with offset). */
     finished_before: z.iso.datetime({ offset: true }).nullable(),
+    /**
+     * Retention: months of archive kept besides ctx.now's (archive.keep_months); 0: off. Defaults
+     * to 0 so that runs queued before this option existed still parse.
+     */
+    keep_months: z.int().min(0).max(1200).default(0),
   })
   .refine(
     (o) =>
@@ -141,6 +155,8 @@ export interface ArchiveFinishedTasksResult extends ArchiveCounts {
   duration_ms: number;
   stopped_by: ArchiveStopReason;
   aborted: boolean;
+  /** Monthly archive partitions dropped by retention after the batches (keep_months). */
+  partitions_dropped: number;
 }
 
 export type ArchiveProgress =
@@ -164,6 +180,8 @@ const GROW_AFTER_SUCCESSES = 3;
 export const FIRST_BATCH_GRAPHS_PER_MS = 0.5;
 const MAX_RETRIES = 3;
 const RETRYABLE = new Set(['40P01', '40001', '55P03']);
+/** lock_timeout of retention's DETACH and DROP statements, in milliseconds. */
+const RETENTION_LOCK_TIMEOUT_MS = 1000;
 
 export function archiveOptionsFromConfig(config: Readonly<Config>): ArchiveFinishedTasksOptions {
   const a = config.archive;
@@ -180,6 +198,7 @@ export function archiveOptionsFromConfig(config: Readonly<Config>): ArchiveFinis
     namespace: null,
     task_name: null,
     finished_before: null,
+    keep_months: a.keep_months,
   };
 }
 
@@ -358,6 +377,25 @@ export async function runArchival(
   }
   if (stoppedBy === 'max_batches' && ctx.signal.aborted) stoppedBy = 'aborted';
 
+  // Retention, after the batches of a real run that was not aborted: whole months past keep_months
+  // are detached concurrently and dropped (src/operations/archive-retention.ts).
+  let dropped: string[] = [];
+  if (!options.dry_run && options.keep_months > 0 && stoppedBy !== 'aborted') {
+    dropped = (
+      await dropExpiredArchiveMonths(ctx.pool, {
+        keepMonths: options.keep_months,
+        now: ctx.now,
+        lockTimeoutMs: RETENTION_LOCK_TIMEOUT_MS,
+        statementTimeoutMs: options.batch_statement_timeout_ms,
+      })
+    ).dropped;
+    if (dropped.length > 0)
+      ctx.logger.info(`archival retention dropped ${dropped.join(', ')}`, {
+        job: 'tasker.archive-finished-tasks',
+        partitions_dropped: dropped.length,
+      });
+  }
+
   return {
     dry_run: options.dry_run,
     cutoff: (cutoff ?? cutoffOf(ctx.now, options)).toISOString(),
@@ -372,6 +410,7 @@ export async function runArchival(
     duration_ms: Math.round(performance.now() - started),
     stopped_by: stoppedBy,
     aborted: stoppedBy === 'aborted',
+    partitions_dropped: dropped.length,
   };
 }
 

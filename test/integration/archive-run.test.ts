@@ -73,6 +73,7 @@ describe('the run', () => {
       namespace: null,
       task_name: null,
       finished_before: null,
+      keep_months: 0,
     });
   });
 
