@@ -14,9 +14,18 @@ import archiveJob, {
 } from '../../jobs/archive-finished-tasks.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { restoreArchivedTask } from '../../src/db/queries/archive.ts';
+import { addPartitionsForMonths, archivePartitions } from '../../src/db/queries/archive-partitions.ts';
+import { monthsFrom } from '../../src/domain/archive-months.ts';
 import { migrate } from '../../src/install/sql.ts';
+import { dropExpiredArchiveMonths } from '../../src/operations/archive-retention.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
-import { graphRows, insertFinishedGraphs, TABLES } from '../helpers/archive-factories.ts';
+import {
+  archivedTaskUuids,
+  graphRows,
+  insertFinishedGraphs,
+  TABLES,
+  tasksInBoth,
+} from '../helpers/archive-factories.ts';
 import {
   fullMonthCounts,
   rollupMonthCounts,
@@ -26,6 +35,7 @@ import {
 import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import { hoursBefore, insertTemplate, NOW } from '../helpers/factories.ts';
 import { previousReleaseMigrations } from '../helpers/previous-release.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const OPTIONS: ArchiveFinishedTasksOptions = {
   ...archiveJob.optionsFromConfig(loadConfig({ env: {} }).config),
@@ -227,5 +237,134 @@ describe('archival into monthly partitions', () => {
       /already has an archived copy/,
     );
     expect((await graphRows(db.pool, 'live', [task!])).tasker_workflow_steps).toHaveLength(3);
+  });
+});
+
+describe('retention by whole months', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+  beforeEach(async () => {
+    await resetTables(db.pool);
+  });
+
+  const JAN = new Date('2032-01-15T00:00:00Z');
+  const FEB = new Date('2032-02-15T00:00:00Z');
+  const MAR = new Date('2032-03-15T00:00:00Z');
+
+  async function monthOfGraphs(now: Date, count: number, name: string): Promise<string[]> {
+    const tasks = await graphs(db, count, hoursBefore(now, 24 * 40), name);
+    expect((await archival(db, now)).tasks_archived).toBe(count);
+    return tasks;
+  }
+
+  it('keep_months drops the months before it whole, while an archival run and a restore run on other connections', async () => {
+    await addPartitionsForMonths(db.pool, monthsFrom(JAN, 3));
+    const jan = await monthOfGraphs(JAN, 3, 'jan');
+    const feb = await monthOfGraphs(FEB, 2, 'feb');
+    const march = await graphs(db, 4, hoursBefore(MAR, 24 * 40), 'mar');
+
+    // A restore of a February task, its transaction left open on its own connection.
+    const restoring = await db.connect();
+    await restoring.query('BEGIN');
+    await restoring.query('SELECT * FROM restore_archived_task($1)', [feb[0]]);
+
+    // Retention on another: keep one month before March's, so January (and everything older) goes.
+    const retention = dropExpiredArchiveMonths(db.pool, {
+      keepMonths: 1,
+      now: MAR,
+      lockTimeoutMs: 1000,
+      statementTimeoutMs: 120_000,
+    });
+    // DETACH ... CONCURRENTLY waits for the restore's transaction, which uses the parent ...
+    await waitFor('retention waiting for the open restore', async () => {
+      const { rows } = await db.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE query LIKE '%DETACH PARTITION%CONCURRENTLY%' AND wait_event_type = 'Lock'`,
+      );
+      return rows[0]!.n === 1;
+    });
+    // ... while an archival run moves March's graphs meanwhile, waiting for neither.
+    expect((await archival(db, MAR)).tasks_archived).toBe(4);
+
+    await restoring.query('COMMIT');
+    const result = await retention;
+    expect(result.dropped).toEqual(expect.arrayContaining(TABLES.map((t) => `${t}_archive_p203201`)));
+    expect(result.dropped.indexOf('tasker_tasks_archive_p203201')).toBeLessThan(
+      result.dropped.indexOf('tasker_workflow_steps_archive_p203201'),
+    );
+    const { rows: left } = await db.pool.query<{ p: string }>(
+      "SELECT partition_name AS p FROM tasker_lifecycle_archive_partitions() WHERE to_at <= '2032-02-01'",
+    );
+    expect(left).toEqual([]);
+    const { rows: tables } = await db.pool.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_class WHERE relname LIKE 'tasker%archive_p203201'",
+    );
+    expect(tables[0]!.n).toBe(0);
+
+    // January is gone whole; February's restored task is live, the other archived; March archived.
+    expect(await archivedTaskUuids(db.pool)).toEqual([...feb.slice(1), ...march].sort());
+    expect(await tasksInBoth(db.pool)).toEqual([]);
+    const live = await graphRows(db.pool, 'live', [feb[0]!]);
+    expect(live.tasker_workflow_steps).toHaveLength(3);
+    const { rows: gone } = await db.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM tasker_tasks WHERE task_uuid = ANY ($1)',
+      [jan],
+    );
+    expect(gone[0]!.n).toBe(0);
+    await expectRollupEqualsCount(db);
+    expect(Object.keys(await rollupMonthCounts(db.pool)).sort()).toEqual(['2032-02', '2032-03']);
+
+    // a second pass has nothing left to drop
+    expect(
+      (
+        await dropExpiredArchiveMonths(db.pool, {
+          keepMonths: 1,
+          now: MAR,
+          lockTimeoutMs: 1000,
+          statementTimeoutMs: 60_000,
+        })
+      ).dropped,
+    ).toEqual([]);
+  });
+
+  it('finishes a detach that was interrupted, then drops the partition', async () => {
+    await addPartitionsForMonths(db.pool, monthsFrom(JAN, 1));
+    await monthOfGraphs(JAN, 2, 'interrupted');
+    // A DETACH ... CONCURRENTLY cancelled in its wait leaves the partition "detach pending".
+    const blocker = await db.connect();
+    await blocker.query('BEGIN');
+    await blocker.query('SELECT count(*) FROM tasker_tasks_archive');
+    const detaching = await db.connect();
+    const detach = detaching
+      .query('ALTER TABLE tasker_tasks_archive DETACH PARTITION tasker_tasks_archive_p203201 CONCURRENTLY')
+      .catch((err: unknown) => err);
+    await waitFor('the detach waiting', async () => {
+      const { rows } = await db.pool.query<{ pid: number }>(
+        `SELECT pid FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE tasker_tasks_archive DETACH%' AND wait_event_type = 'Lock'`,
+      );
+      return rows[0]?.pid;
+    }).then((pid) => db.pool.query('SELECT pg_cancel_backend($1)', [pid]));
+    expect(await detach).toMatchObject({ code: '57014' });
+    await blocker.query('COMMIT');
+    const pending = (await archivePartitions(db.pool)).find(
+      (p) => p.partition_name === 'tasker_tasks_archive_p203201',
+    );
+    expect(pending?.detach_pending).toBe(true);
+
+    const result = await dropExpiredArchiveMonths(db.pool, {
+      keepMonths: 1,
+      now: MAR,
+      lockTimeoutMs: 1000,
+      statementTimeoutMs: 60_000,
+    });
+    expect(result.dropped).toEqual(expect.arrayContaining(TABLES.map((t) => `${t}_archive_p203201`)));
+    expect(await archivedTaskUuids(db.pool)).toEqual([]);
+    await expectRollupEqualsCount(db);
+    expect(await rollupMonthCounts(db.pool)).toEqual({});
   });
 });
