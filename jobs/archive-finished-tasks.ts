@@ -68,7 +68,7 @@ import {
   refuseUnlessMovable,
   runArchiveBatch,
 } from '../src/db/queries/archive.ts';
-import { addPartitionsForMonths } from '../src/db/queries/archive-partitions.ts';
+import { addPartitionsForMonths, compactRollup } from '../src/db/queries/archive-partitions.ts';
 import { checkTemplateFilter, templateFilterProblem } from '../src/db/queries/templates.ts';
 import { AdaptiveBatchSize } from '../src/domain/adaptive-batch-size.ts';
 import { monthsFrom } from '../src/domain/archive-months.ts';
@@ -376,6 +376,9 @@ export async function runArchival(
     }
   }
   if (stoppedBy === 'max_batches' && ctx.signal.aborted) stoppedBy = 'aborted';
+
+  // The rollup's delta rows (one or a few per batch) folded into one per month, outside any batch.
+  if (!options.dry_run && batches > 0) await compactRollup(ctx.pool);
 
   // Retention, after the batches of a real run that was not aborted: whole months past keep_months
   // are detached concurrently and dropped (src/operations/archive-retention.ts).

@@ -26,10 +26,13 @@ CREATE TABLE tasker_archive_adoption (
 -- The rollup: what each month of the archive holds, kept by archival in each batch's transaction,
 -- by restore in its transaction, and by retention when it drops a month, so statistics never scan
 -- the archive. archive_month is the month (UTC) of archived_at, which is also the partition a row
--- sits in. first/last_archived_at are the first and last archival into that month (a restore does
--- not move them back).
+-- sits in. The rows are deltas, summed by month when read: each batch and each restore inserts its
+-- own rows (a batch never waits for another's rollup row: two archivers must never wait for each
+-- other), and the archival job folds them into one row per month now and then
+-- (tasker_lifecycle_archive_rollup_compact). first/last_archived_at are the first and last archival
+-- into that month (a restore does not move them back).
 CREATE TABLE tasker_archive_months (
-  archive_month date PRIMARY KEY,
+  archive_month date NOT NULL,
   tasks bigint NOT NULL DEFAULT 0,
   steps bigint NOT NULL DEFAULT 0,
   transitions bigint NOT NULL DEFAULT 0,
@@ -40,10 +43,11 @@ CREATE TABLE tasker_archive_months (
   last_archived_at timestamptz,
   CHECK (archive_month = date_trunc('month', archive_month)::date)
 );
+CREATE INDEX idx_archive_months_month ON tasker_archive_months (archive_month);
 
--- Archived tasks per month, template and final state: v_archive_statistics's distinct templates,
--- lifetimes and per-state counts. oldest/newest_created_at are the extremes among the tasks ever
--- archived into that month (a restore does not narrow them); the counts are exact.
+-- Archived tasks per month, template and final state (deltas too): v_archive_statistics's distinct
+-- templates, lifetimes and per-state counts. oldest/newest_created_at are the extremes among the
+-- tasks ever archived into that month (a restore does not narrow them); the counts are exact.
 CREATE TABLE tasker_archive_month_templates (
   archive_month date NOT NULL,
   named_task_uuid uuid NOT NULL,
@@ -51,9 +55,9 @@ CREATE TABLE tasker_archive_month_templates (
   tasks bigint NOT NULL DEFAULT 0,
   lifetime_seconds numeric NOT NULL DEFAULT 0,
   oldest_created_at timestamptz,
-  newest_created_at timestamptz,
-  PRIMARY KEY (archive_month, named_task_uuid, final_state)
+  newest_created_at timestamptz
 );
+CREATE INDEX idx_archive_month_templates_month ON tasker_archive_month_templates (archive_month);
 
 -- Present once the rollup holds every archived row: `migrate` counts the archive that was there
 -- and inserts this row in one transaction, holding SHARE on the six archive tables (archival and

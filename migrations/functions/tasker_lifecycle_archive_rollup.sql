@@ -1,12 +1,12 @@
 -- Adds (p_sign 1, after archival has moved them in) or takes away (p_sign -1, before a restore moves
 -- them out) the archived tasks p_ids stamped p_archived_at, and the rows of the other tables given
 -- as counts, to the monthly rollup (tasker_archive_months, tasker_archive_month_templates; 0210), in
--- the caller's transaction. Does nothing until the rollup has started (tasker_archive_rollup_started:
--- `migrate` counts the archive that was there and starts it in one transaction holding SHARE on the
--- archive tables); the caller must already hold ROW EXCLUSIVE on the six archive tables, so that it
--- reads that marker after any such count committed, and each row is counted once. Rows are upserted
--- in key order (two batches into one month queue on its row for the end of their transaction, and
--- never deadlock). Reads the tasks through tasker_tasks_archive_pkey and their final transitions
+-- the caller's transaction, as new delta rows: never an update of a row another batch may hold, so
+-- two archivers never wait for each other here. Does nothing until the rollup has started
+-- (tasker_archive_rollup_started: `migrate` counts the archive that was there and starts it in one
+-- transaction holding SHARE on the archive tables); the caller must already hold ROW EXCLUSIVE on
+-- the six archive tables, so that it reads that marker after any such count committed, and each row
+-- is counted once. Reads the tasks through tasker_tasks_archive_pkey and their final transitions
 -- through idx_task_transitions_archive_task_uuid, in p_archived_at's partition only.
 CREATE OR REPLACE FUNCTION tasker_lifecycle_archive_rollup(
   p_ids uuid[], p_archived_at timestamptz, p_sign integer,
@@ -32,34 +32,20 @@ BEGIN
         ON tr.task_uuid = t.task_uuid AND tr.most_recent = true AND tr.archived_at = p_archived_at
      WHERE t.task_uuid = ANY (p_ids) AND t.archived_at = p_archived_at
      GROUP BY 1, 2
-  ), upserted AS (
-    INSERT INTO tasker_archive_month_templates AS r
+  ), added AS (
+    INSERT INTO tasker_archive_month_templates
            (archive_month, named_task_uuid, final_state, tasks, lifetime_seconds, oldest_created_at, newest_created_at)
     SELECT v_month, per.named_task_uuid, per.final_state, p_sign * per.tasks, p_sign * per.lifetime_seconds,
-           per.oldest, per.newest
-      FROM per ORDER BY per.named_task_uuid, per.final_state
-    ON CONFLICT (archive_month, named_task_uuid, final_state) DO UPDATE
-       SET tasks = r.tasks + excluded.tasks,
-           lifetime_seconds = r.lifetime_seconds + excluded.lifetime_seconds,
-           oldest_created_at = least(r.oldest_created_at, excluded.oldest_created_at),
-           newest_created_at = greatest(r.newest_created_at, excluded.newest_created_at)
+           CASE WHEN p_sign = 1 THEN per.oldest END, CASE WHEN p_sign = 1 THEN per.newest END
+      FROM per
     RETURNING 1
   )
   SELECT coalesce(sum(per.tasks), 0) INTO v_tasks FROM per;
-  INSERT INTO tasker_archive_months AS m
+  INSERT INTO tasker_archive_months
          (archive_month, tasks, steps, transitions, edges, step_transitions, dlq_entries,
           first_archived_at, last_archived_at)
   VALUES (v_month, p_sign * v_tasks, p_sign * p_steps, p_sign * p_transitions, p_sign * p_edges,
           p_sign * p_step_transitions, p_sign * p_dlq_entries,
-          CASE WHEN p_sign = 1 THEN p_archived_at END, CASE WHEN p_sign = 1 THEN p_archived_at END)
-  ON CONFLICT (archive_month) DO UPDATE
-     SET tasks = m.tasks + excluded.tasks,
-         steps = m.steps + excluded.steps,
-         transitions = m.transitions + excluded.transitions,
-         edges = m.edges + excluded.edges,
-         step_transitions = m.step_transitions + excluded.step_transitions,
-         dlq_entries = m.dlq_entries + excluded.dlq_entries,
-         first_archived_at = least(m.first_archived_at, excluded.first_archived_at),
-         last_archived_at = greatest(m.last_archived_at, excluded.last_archived_at);
+          CASE WHEN p_sign = 1 THEN p_archived_at END, CASE WHEN p_sign = 1 THEN p_archived_at END);
 END
 $$;

@@ -1,8 +1,10 @@
 -- Takes the months [p_from, p_to) of archive table p_archive out of the monthly rollup, when
 -- retention has dropped that table's partition for them (jobs/archive-finished-tasks.ts, retention: in the DROP's
 -- transaction). The column of that table is zeroed in tasker_archive_months (tasker_tasks_archive:
--- its per-template rows go too), and a month left with nothing is deleted. p_from NULL: every month
--- before p_to (the adopted partition). Reads both tables by their primary keys' leading column.
+-- its per-template rows go too) in every delta row of those months, and rows left with nothing are
+-- deleted. p_from NULL: every month before p_to (the adopted partition). Reads both tables through
+-- idx_archive_months_month and idx_archive_month_templates_month. Nothing else writes those months
+-- meanwhile: archival writes its run's month, and a restore of one waits for the detach before.
 CREATE OR REPLACE FUNCTION tasker_lifecycle_archive_rollup_forget(p_archive text, p_from timestamptz, p_to timestamptz)
 RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$

@@ -23,7 +23,7 @@ BEGIN
     LEFT JOIN tasker_task_transitions_archive tr
       ON tr.task_uuid = t.task_uuid AND tr.most_recent = true AND tr.archived_at = t.archived_at
    GROUP BY 1, 2, 3;
-  INSERT INTO tasker_archive_months AS m
+  INSERT INTO tasker_archive_months
          (archive_month, tasks, steps, transitions, edges, step_transitions, dlq_entries,
           first_archived_at, last_archived_at)
   SELECT x.month, sum(x.tasks), sum(x.steps), sum(x.transitions), sum(x.edges), sum(x.step_transitions),

@@ -70,10 +70,10 @@ export async function dropExpiredArchiveMonths(pool: pg.Pool, o: RetentionOption
   if (due.length === 0) return { dropped, cutoff: cutoff.toISOString() };
   const client = await pool.connect();
   try {
-    await client.query("SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)", [
-      `${o.lockTimeoutMs}ms`,
-      `${o.statementTimeoutMs}ms`,
-    ]);
+    await client.query(
+      "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
+      [`${o.lockTimeoutMs}ms`, `${o.statementTimeoutMs}ms`],
+    );
     for (const p of due) {
       // outside a transaction: DETACH ... CONCURRENTLY cannot run in one
       if (p.detach_pending) await finalizeDetach(client, p.archive_table, p.partition_name);

@@ -31,12 +31,12 @@ export async function fullMonthCounts(db: Db): Promise<MonthCounts> {
   return out;
 }
 
-/** The same from tasker_archive_months (months with nothing left are absent there too). */
+/** The same from tasker_archive_months (delta rows summed; months with nothing left left out). */
 export async function rollupMonthCounts(db: Db): Promise<MonthCounts> {
   const { rows } = await db.query<{ month: string } & MonthCounts[string]>(
-    `SELECT to_char(archive_month, 'YYYY-MM') AS month, ${COUNTED.map(([c]) => `${c}::int AS ${c}`).join(', ')}
-       FROM tasker_archive_months
-      WHERE tasks + steps + transitions + edges + step_transitions + dlq_entries > 0`,
+    `SELECT to_char(archive_month, 'YYYY-MM') AS month, ${COUNTED.map(([c]) => `sum(${c})::int AS ${c}`).join(', ')}
+       FROM tasker_archive_months GROUP BY archive_month
+     HAVING sum(tasks + steps + transitions + edges + step_transitions + dlq_entries) > 0`,
   );
   return Object.fromEntries(rows.map(({ month, ...counts }) => [month, counts]));
 }

@@ -14,7 +14,11 @@ import archiveJob, {
 } from '../../jobs/archive-finished-tasks.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { restoreArchivedTask } from '../../src/db/queries/archive.ts';
-import { addPartitionsForMonths, archivePartitions } from '../../src/db/queries/archive-partitions.ts';
+import {
+  addPartitionsForMonths,
+  archivePartitions,
+  compactRollup,
+} from '../../src/db/queries/archive-partitions.ts';
 import { monthsFrom } from '../../src/domain/archive-months.ts';
 import { migrate } from '../../src/install/sql.ts';
 import { dropExpiredArchiveMonths } from '../../src/operations/archive-retention.ts';
@@ -188,6 +192,13 @@ describe('archival into monthly partitions', () => {
     await restoreArchivedTask(db.pool, second[0]!);
     await expectRollupEqualsCount(db);
     expect((await rollupMonthCounts(db.pool))['2031-05']!.tasks).toBe(3);
+    // the restores' delta rows fold into one row per month, the counts unchanged
+    expect(await compactRollup(db.pool)).toBeGreaterThan(0);
+    const { rows: months } = await db.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM tasker_archive_months',
+    );
+    expect(months[0]!.n).toBe(2);
+    await expectRollupEqualsCount(db);
   });
 
   it('a batch whose month has no partition is refused (TL005), moving nothing: only the job and migrate make partitions', async () => {

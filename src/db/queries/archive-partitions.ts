@@ -233,3 +233,12 @@ export async function addPartitionsForMonths(
   }
   return { made, lockNotGranted };
 }
+
+/**
+ * Folds the rollup's delta rows into one per month (tasker_lifecycle_archive_rollup_compact), in a
+ * transaction of its own; rows folded (0: nothing to fold, or another compaction was at it).
+ */
+export async function compactRollup(db: Db): Promise<number> {
+  const { rows } = await db.query<{ n: string }>('SELECT tasker_lifecycle_archive_rollup_compact() AS n');
+  return Number(rows[0]!.n);
+}

@@ -414,8 +414,8 @@ export const EXACT_COUNT_LIMIT = 10_000;
 
 /**
  * Rows per archive table, exact and cheap on any archive size: the sums of the monthly rollup
- * (tasker_archive_months, a row per month; migrations/0210), which archival, restore and retention
- * keep in their own transactions; last_archived_at is the rollup's too. Until `migrate` has started
+ * (tasker_archive_months, delta rows folded to a row per month by each archival run; migrations/0210),
+ * which archival, restore and retention keep in their own transactions; last_archived_at is the rollup's too. Until `migrate` has started
  * the rollup (an archive not adopted yet), each table is counted exactly up to EXACT_COUNT_LIMIT rows
  * (a scan that stops at the limit) and, past that, the planner's estimate pg_class.reltuples is
  * reported with exact = false; last_archived_at then reads idx_tasks_archive_archived_at.
