@@ -6,7 +6,9 @@
  * a restore finds a task in any partition and takes the newest copy, and the monthly rollup stays
  * equal to a full count of the archive.
  */
-import { rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import archiveJob, {
   type ArchiveFinishedTasksOptions,
@@ -22,6 +24,7 @@ import {
 import { monthsFrom } from '../../src/domain/archive-months.ts';
 import { migrate } from '../../src/install/sql.ts';
 import { dropExpiredArchiveMonths } from '../../src/operations/archive-retention.ts';
+import { migrationsDir } from '../../src/paths.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import {
   archivedTaskUuids,
@@ -36,6 +39,7 @@ import {
   statisticsByFullAggregate,
   statisticsFromView,
 } from '../helpers/archive-rollup.ts';
+import { startCli } from '../helpers/cli-process.ts';
 import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import { hoursBefore, insertTemplate, NOW } from '../helpers/factories.ts';
 import { previousReleaseMigrations } from '../helpers/previous-release.ts';
@@ -143,6 +147,72 @@ describe('adopting an existing archive', () => {
 
     // migrate again: nothing left to do
     expect((await migrate(db.pool)).partitionChanges).toEqual([]);
+  });
+});
+
+describe('adopting an existing archive, on a bad day', () => {
+  let db: TestDatabase;
+  const previous = previousReleaseMigrations();
+  beforeAll(async () => {
+    db = await createTestDatabase({ template: false });
+  });
+  afterAll(async () => {
+    await db.drop();
+    rmSync(previous, { recursive: true, force: true });
+  });
+
+  it('a migrate killed (SIGKILL) in its last adoption step leaves the archive as it was; the next migrate finishes the adoption', async () => {
+    await migrate(db.pool, previous);
+    await graphs(db, 4, hoursBefore(NOW, 24 * 90), 'killed');
+    await db.pool.query('SELECT * FROM archive_completed_tasks(30, 1000, false, $1::timestamptz)', [
+      '2026-04-10T00:00:00Z',
+    ]);
+    const rowsBefore = await graphRows(db.pool, 'archive');
+    // This build's migrations without the adoption function: 0210's tables are made, the adoption
+    // is not started (migrate skips it without the function).
+    const partial = mkdtempSync(join(tmpdir(), 'tasker-partial-migrations-'));
+    cpSync(migrationsDir, partial, { recursive: true });
+    rmSync(join(partial, 'functions', 'tasker_lifecycle_adopt_archive_table.sql'));
+    await migrate(db.pool, partial);
+    rmSync(partial, { recursive: true, force: true });
+    // The rollup's start is held by another session, so the last step (one transaction: the count,
+    // then the six swaps) cannot commit; the steps before it (CHECKs, unique keys) can.
+    const holder = await db.connect();
+    await holder.query('BEGIN');
+    await holder.query('LOCK TABLE tasker_archive_rollup_started IN ACCESS EXCLUSIVE MODE');
+    const cli = startCli(['migrate'], { DATABASE_URL: db.url });
+    await waitFor(
+      'the adoption steps before the last one done',
+      async () => {
+        const { rows } = await db.pool.query<{ keys: number }>(
+          `SELECT count(*)::int AS keys FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            WHERE c.relname LIKE '%archive_adopt_key' AND i.indisvalid`,
+        );
+        return rows[0]!.keys === 6;
+      },
+      { timeoutMs: 120_000, intervalMs: 50 },
+    );
+    cli.kill('SIGKILL');
+    expect((await cli.done).signal).toBe('SIGKILL');
+    await holder.query('ROLLBACK');
+
+    // nothing of the last step happened: plain tables, rows as they were, no rollup
+    const { rows: kinds } = await db.pool.query<{ kind: string }>(
+      `SELECT c.relkind::text AS kind FROM unnest($1::text[]) t JOIN pg_class c ON c.oid = to_regclass(t)`,
+      [TABLES.map((t) => `${t}_archive`)],
+    );
+    expect(kinds.map((k) => k.kind)).toEqual(Array(6).fill('r'));
+    const { rows: started } = await db.pool.query('SELECT * FROM tasker_archive_rollup_started');
+    expect(started).toEqual([]);
+
+    const result = await migrate(db.pool);
+    expect(result.partitionChanges[0]).toMatch(
+      /^adopted the archive tables .* \(4 archived tasks counted into the rollup\)$/,
+    );
+    const rowsAfter = await graphRows(db.pool, 'archive');
+    for (const table of TABLES)
+      expect(rowsAfter[table]).toEqual(rowsBefore[table].map((r) => expect.objectContaining(r as object)));
+    await expectRollupEqualsCount(db);
   });
 });
 
