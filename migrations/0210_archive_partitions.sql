@@ -67,3 +67,16 @@ CREATE TABLE tasker_archive_rollup_started (
   one boolean PRIMARY KEY DEFAULT true CHECK (one),
   started_at timestamptz NOT NULL
 );
+
+-- Months of the archive exported to Parquet (`tasker-lifecycle archive export`): where, the manifest
+-- (per table: file, rows, SHA-256, columns and their types), and when the files were read back and
+-- found to match it. `archive drop --month` refuses a month without a verified export whose row
+-- counts are the month's now (unless --force). The latest export of a month is the one that counts.
+CREATE TABLE tasker_archive_exports (
+  archive_month date PRIMARY KEY,
+  directory text NOT NULL,
+  manifest jsonb NOT NULL,
+  exported_at timestamptz NOT NULL,
+  verified_at timestamptz,
+  CHECK (archive_month = date_trunc('month', archive_month)::date)
+);

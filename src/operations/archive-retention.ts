@@ -66,8 +66,20 @@ export async function dropExpiredArchiveMonths(pool: pg.Pool, o: RetentionOption
   if (o.keepMonths <= 0) return { dropped: [], cutoff: null };
   const cutoff = monthStartBefore(o.now, o.keepMonths);
   const due = partitionsToDrop(await archivePartitions(pool), cutoff);
+  const dropped = due.length === 0 ? [] : await detachAndDrop(pool, due, o);
+  return { dropped, cutoff: cutoff.toISOString() };
+}
+
+/**
+ * Detaches each partition CONCURRENTLY (or finishes a detach left pending) and drops it, taking its
+ * months out of the rollup in the DROP's transaction, in the order given; names dropped.
+ */
+export async function detachAndDrop(
+  pool: pg.Pool,
+  due: readonly ArchivePartition[],
+  o: { lockTimeoutMs: number; statementTimeoutMs: number },
+): Promise<string[]> {
   const dropped: string[] = [];
-  if (due.length === 0) return { dropped, cutoff: cutoff.toISOString() };
   const client = await pool.connect();
   try {
     await client.query(
@@ -98,5 +110,5 @@ export async function dropExpiredArchiveMonths(pool: pg.Pool, o: RetentionOption
     await client.query('RESET lock_timeout; RESET statement_timeout').catch(() => undefined);
     client.release();
   }
-  return { dropped, cutoff: cutoff.toISOString() };
+  return dropped;
 }

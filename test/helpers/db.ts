@@ -88,6 +88,7 @@ const TEST_TABLES = [
   // the archive's monthly rollup (0210), emptied with the archive it counts
   'tasker_archive_months',
   'tasker_archive_month_templates',
+  'tasker_archive_exports',
 ];
 
 /**

@@ -1,0 +1,142 @@
+/**
+ * Export of a month of the archive to Parquet, and `archive drop --month` (issue 24, step 4;
+ * src/operations/archive-export.ts): one Parquet file per archive table with every row of the
+ * month, a manifest of row counts and checksums verified by reading the files back, and a drop
+ * refused for a month not exported and verified (or changed since), unless forced.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { parquetReadObjects } from 'hyparquet';
+import archiveJob, {
+  type ArchiveFinishedTasksOptions,
+  runArchival,
+} from '../../jobs/archive-finished-tasks.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { addPartitionsForMonths } from '../../src/db/queries/archive-partitions.ts';
+import { monthsFrom } from '../../src/domain/archive-months.ts';
+import {
+  dropArchiveMonth,
+  type ExportManifest,
+  exportArchiveMonth,
+} from '../../src/operations/archive-export.ts';
+import { ConflictError } from '../../src/operations/errors.ts';
+import { silentLogger } from '../../src/telemetry/logger.ts';
+import { archivedTaskUuids, insertFinishedGraphs, TABLES } from '../helpers/archive-factories.ts';
+import { fullMonthCounts, rollupMonthCounts } from '../helpers/archive-rollup.ts';
+import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
+import { hoursBefore, insertTemplate } from '../helpers/factories.ts';
+
+const OPTIONS: ArchiveFinishedTasksOptions = {
+  ...archiveJob.optionsFromConfig(loadConfig({ env: {} }).config),
+  dry_run: false,
+  pause_between_batches_ms: 0,
+};
+const APRIL = new Date('2033-04-20T00:00:00Z');
+const MAY = new Date('2033-05-20T00:00:00Z');
+const TIMEOUTS = { lockTimeoutMs: 1000, statementTimeoutMs: 60_000 };
+
+let db: TestDatabase;
+let dir: string;
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db.drop();
+});
+beforeEach(async () => {
+  await resetTables(db.pool);
+  dir = mkdtempSync(join(tmpdir(), 'tasker-export-'));
+});
+
+async function archiveMonth(now: Date, count: number, name: string): Promise<string[]> {
+  const template = await insertTemplate(db.pool, { name });
+  const tasks = await insertFinishedGraphs(db.pool, {
+    named_task_uuid: template.named_task_uuid,
+    state: 'complete',
+    finishedAt: hoursBefore(now, 24 * 40),
+    count,
+    steps: 3,
+    resolvedDlqEvery: 2,
+  });
+  const ctx = { pool: db.pool, now, logger: silentLogger(), signal: new AbortController().signal };
+  expect((await runArchival(ctx, OPTIONS)).tasks_archived).toBe(count);
+  return tasks;
+}
+
+describe('archive export and drop', () => {
+  it('writes each table of the month as Parquet, with a verified manifest, every row as the database holds it', async () => {
+    await addPartitionsForMonths(db.pool, monthsFrom(APRIL, 1));
+    const april = await archiveMonth(APRIL, 5, 'april');
+    await archiveMonth(MAY, 2, 'may');
+    const manifest = await exportArchiveMonth(db.pool, { month: '2033-04', directory: dir, now: MAY });
+
+    expect(JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'))).toEqual(manifest);
+    const expected = (await fullMonthCounts(db.pool))['2033-04']!;
+    expect(Object.fromEntries(manifest.tables.map((t) => [t.table, t.rows]))).toEqual({
+      tasker_tasks_archive: expected.tasks,
+      tasker_workflow_steps_archive: expected.steps,
+      tasker_workflow_step_edges_archive: expected.edges,
+      tasker_task_transitions_archive: expected.transitions,
+      tasker_workflow_step_transitions_archive: expected.step_transitions,
+      tasker_tasks_dlq_archive: expected.dlq_entries,
+    });
+    // any Parquet reader gets every column of every row, as PostgreSQL's text of the value
+    for (const table of TABLES) {
+      const bytes = readFileSync(join(dir, `${table}_archive.parquet`));
+      const rows = (await parquetReadObjects({
+        file: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
+      })) as Record<string, string | null>[];
+      // the database's text of every column of every row of the month
+      const { rows: cols } = await db.pool.query<{ name: string }>(
+        `SELECT attname AS name FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+        [`${table}_archive`],
+      );
+      const { rows: inDb } = await db.pool.query<{ row: Record<string, string | null> }>(
+        `SELECT json_build_object(${cols.map((c) => `'${c.name}', x."${c.name}"::text`).join(', ')}) AS row
+           FROM ${table}_archive x WHERE archived_at >= '2033-04-01' AND archived_at < '2033-05-01'`,
+      );
+      expect(inDb.length).toBeGreaterThan(0);
+      const key = manifest.tables.find((t) => t.table === `${table}_archive`)!.key;
+      const sortByKey = (a: Record<string, string | null>, b: Record<string, string | null>) =>
+        (a[key] ?? '').localeCompare(b[key] ?? '');
+      expect([...rows].sort(sortByKey)).toEqual(inDb.map((r) => r.row).sort(sortByKey));
+    }
+    expect(april).toHaveLength(5);
+  });
+
+  it('drop --month refuses a month not exported and verified, or changed since its export; drops it after export, with the rollup', async () => {
+    await addPartitionsForMonths(db.pool, monthsFrom(APRIL, 1));
+    await archiveMonth(APRIL, 3, 'april2');
+    const may = await archiveMonth(MAY, 2, 'may2');
+    await expect(dropArchiveMonth(db.pool, { month: '2033-04', force: false, ...TIMEOUTS })).rejects.toThrow(
+      new ConflictError(
+        '2033-04 was not exported and verified: run `tasker-lifecycle archive export --month 2033-04 --to DIR` first, or drop it anyway with --force',
+      ),
+    );
+    // exported, then changed: a task restored out of April after the export
+    const exported = (await exportArchiveMonth(db.pool, {
+      month: '2033-04',
+      directory: dir,
+      now: MAY,
+    })) as ExportManifest;
+    expect(exported.tables[0]!.rows).toBe(3);
+    const [restored] = await archivedTaskUuids(db.pool);
+    await db.pool.query('SELECT * FROM restore_archived_task($1)', [restored]);
+    await expect(dropArchiveMonth(db.pool, { month: '2033-04', force: false, ...TIMEOUTS })).rejects.toThrow(
+      /tasker_tasks_archive holds 2 rows of 2033-04 but its export in .* has 3: export it again/,
+    );
+    await exportArchiveMonth(db.pool, { month: '2033-04', directory: dir, now: MAY });
+    const dropped = await dropArchiveMonth(db.pool, { month: '2033-04', force: false, ...TIMEOUTS });
+    expect(dropped.sort()).toEqual(TABLES.map((t) => `${t}_archive_p203304`).sort());
+    expect((await archivedTaskUuids(db.pool)).sort()).toEqual([...may].sort());
+    expect(await rollupMonthCounts(db.pool)).toEqual(await fullMonthCounts(db.pool));
+    // --force drops a month never exported
+    expect(await dropArchiveMonth(db.pool, { month: '2033-05', force: true, ...TIMEOUTS })).toHaveLength(6);
+    await expect(dropArchiveMonth(db.pool, { month: '2033-05', force: true, ...TIMEOUTS })).rejects.toThrow(
+      /has no monthly partition of its own/,
+    );
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
