@@ -43,7 +43,15 @@ export async function archiveKeyColumn(db: Db, table: string): Promise<string> {
  */
 export async function archiveMonthPage(
   db: Db,
-  p: { table: string; key: string; columns: readonly ExportColumn[]; from: Date; to: Date; after: string | null; limit: number },
+  p: {
+    table: string;
+    key: string;
+    columns: readonly ExportColumn[];
+    from: Date;
+    to: Date;
+    after: string | null;
+    limit: number;
+  },
 ): Promise<{ key: string; values: (string | null)[] }[]> {
   const q = (name: string) => `"${name.replaceAll('"', '""')}"`;
   const { rows } = await db.query<{ key: string; values: (string | null)[] }>(
