@@ -12,7 +12,10 @@ import {
   archiveMonthPage,
   archiveMonthRows,
   type ExportColumn,
+  insertTextRows,
+  liveColumns,
   recordArchiveExport,
+  taskWhereabouts,
 } from '../db/queries/archive-export.ts';
 import { archivePartitions } from '../db/queries/archive-partitions.ts';
 import { detachAndDrop, partitionsToDrop } from './archive-retention.ts';
@@ -191,4 +194,101 @@ export async function dropArchiveMonth(
 
 function sha256(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+/** Rows put back per live table by a restore from an export. */
+export type RestoredFromExport = Record<string, number>;
+
+/**
+ * `restore <task_uuid> --from DIR`: puts a task graph back into the live tables from an exported
+ * month (after the month was dropped), exactly as it was archived: every column the export has,
+ * cast from PostgreSQL's text back to the live column's type, in one transaction, parents first.
+ * Refused (ConflictError) while the task is live or still archived (restore it from the archive
+ * then), when the export lacks it, or when the export has a value in a column the live table no
+ * longer has. The files are checked against the manifest's checksums first. Reads each file
+ * whole: memory grows with the month's size.
+ */
+export async function restoreFromExport(
+  pool: pg.Pool,
+  o: { directory: string; taskUuid: string },
+): Promise<RestoredFromExport> {
+  const dir = resolve(o.directory);
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as ExportManifest;
+  const where = await taskWhereabouts(pool, o.taskUuid);
+  if (where !== null)
+    throw new ConflictError(
+      `task ${o.taskUuid} is ${where === 'live' ? 'in the live tables' : 'still archived: restore it without --from'}; nothing was restored`,
+    );
+  const read = async (table: string) => {
+    const t = manifest.tables.find((x) => x.table === `${table}_archive`);
+    if (!t) throw new ConflictError(`${dir}/manifest.json has no ${table}_archive`);
+    const path = join(dir, t.file);
+    if (sha256(path) !== t.sha256)
+      throw new ConflictError(`${path}: its SHA-256 differs from the manifest's`);
+    const bytes = readFileSync(path);
+    const rows = (await parquetReadObjects({
+      file: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
+    })) as Record<string, string | null>[];
+    return { t, rows };
+  };
+  const tasks = await read('tasker_tasks');
+  const steps = await read('tasker_workflow_steps');
+  const taskRows = tasks.rows.filter((r) => r.task_uuid === o.taskUuid);
+  if (taskRows.length === 0)
+    throw new ConflictError(
+      `task ${o.taskUuid} is not in the export of ${manifest.month} in ${dir}; nothing was restored`,
+    );
+  const stepRows = steps.rows.filter((r) => r.task_uuid === o.taskUuid);
+  const stepIds = new Set(stepRows.map((r) => r.workflow_step_uuid));
+  const pick: [string, (r: Record<string, string | null>) => boolean][] = [
+    ['tasker_task_transitions', (r) => r.task_uuid === o.taskUuid],
+    ['tasker_tasks_dlq', (r) => r.task_uuid === o.taskUuid],
+    [
+      'tasker_workflow_step_edges',
+      (r) => stepIds.has(r.from_step_uuid ?? null) || stepIds.has(r.to_step_uuid ?? null),
+    ],
+    ['tasker_workflow_step_transitions', (r) => stepIds.has(r.workflow_step_uuid ?? null)],
+  ];
+  const graph: [string, ExportManifest['tables'][number], Record<string, string | null>[]][] = [
+    ['tasker_tasks', tasks.t, taskRows],
+  ];
+  for (const [table, keep] of pick.slice(0, 2)) {
+    const f = await read(table);
+    graph.push([table, f.t, f.rows.filter(keep)]);
+  }
+  graph.push(['tasker_workflow_steps', steps.t, stepRows]);
+  for (const [table, keep] of pick.slice(2)) {
+    const f = await read(table);
+    graph.push([table, f.t, f.rows.filter(keep)]);
+  }
+  const client = await pool.connect();
+  const restored: RestoredFromExport = {};
+  try {
+    await client.query('BEGIN');
+    for (const [table, t, rows] of graph) {
+      const live = await liveColumns(client, table);
+      const liveNames = new Set(live.map((c) => c.name));
+      const lost = t.columns.filter(
+        (c) => c.name !== 'archived_at' && !liveNames.has(c.name) && rows.some((r) => r[c.name] !== null),
+      );
+      if (lost.length > 0)
+        throw new ConflictError(
+          `cannot restore: ${lost.map((c) => `${t.table}.${c.name}`).join(', ')} hold values that ${table} has no column for any more; nothing was restored`,
+        );
+      const columns = live.filter((c) => !c.generated && t.columns.some((x) => x.name === c.name));
+      restored[table] = await insertTextRows(
+        client,
+        table,
+        columns,
+        rows.map((r) => columns.map((c) => r[c.name] ?? null)),
+      );
+    }
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined); // report the restore's error
+    throw err;
+  } finally {
+    client.release();
+  }
+  return restored;
 }

@@ -16,10 +16,12 @@ import archiveJob, {
 import { loadConfig } from '../../src/config/load.ts';
 import { addPartitionsForMonths } from '../../src/db/queries/archive-partitions.ts';
 import { monthsFrom } from '../../src/domain/archive-months.ts';
+import { migrate } from '../../src/install/sql.ts';
 import {
   dropArchiveMonth,
   type ExportManifest,
   exportArchiveMonth,
+  restoreFromExport,
 } from '../../src/operations/archive-export.ts';
 import { ConflictError } from '../../src/operations/errors.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
@@ -139,4 +141,70 @@ describe('archive export and drop', () => {
     );
     rmSync(dir, { recursive: true, force: true });
   });
+
+  it('export, drop, then restore --from puts a task back exactly as it was, engine-added columns included', async () => {
+    // a column the engine added, with values, followed by the archive (migrate)
+    await db.pool.query('ALTER TABLE tasker_tasks ADD COLUMN IF NOT EXISTS engine_note text');
+    await db.pool.query(
+      'ALTER TABLE tasker_workflow_steps ADD COLUMN IF NOT EXISTS engine_weight numeric(12, 4)',
+    );
+    await migrate(db.pool);
+    await addPartitionsForMonths(db.pool, monthsFrom(APRIL, 1));
+    const template = await insertTemplate(db.pool, { name: 'exact' });
+    const tasks = await insertFinishedGraphs(db.pool, {
+      named_task_uuid: template.named_task_uuid,
+      state: 'complete',
+      finishedAt: hoursBefore(APRIL, 24 * 40),
+      count: 3,
+      steps: 4,
+      resolvedDlqEvery: 1,
+    });
+    await db.pool.query("UPDATE tasker_tasks SET engine_note = 'note ' || task_uuid || E' \\ \u00e9\n'");
+    await db.pool.query('UPDATE tasker_workflow_steps SET engine_weight = 12345678.1234');
+    const task = tasks[1]!;
+    const asText = async () => {
+      const out: Record<string, string[]> = {};
+      for (const table of TABLES) {
+        const { rows } = await db.pool.query<{ t: string }>(
+          `SELECT x::text AS t FROM ${table} x WHERE ${ownedBy(table)} ORDER BY x::text`,
+          [task],
+        );
+        out[table] = rows.map((r) => r.t);
+      }
+      return out;
+    };
+    const before = await asText();
+    expect(before.tasker_tasks![0]).toContain('note ');
+
+    const ctx = { pool: db.pool, now: APRIL, logger: silentLogger(), signal: new AbortController().signal };
+    expect((await runArchival(ctx, OPTIONS)).tasks_archived).toBe(3);
+    await exportArchiveMonth(db.pool, { month: '2033-04', directory: dir, now: MAY });
+    await dropArchiveMonth(db.pool, { month: '2033-04', force: false, ...TIMEOUTS });
+    expect(await archivedTaskUuids(db.pool)).toEqual([]);
+
+    const restored = await restoreFromExport(db.pool, { directory: dir, taskUuid: task });
+    expect(restored).toEqual({
+      tasker_tasks: 1,
+      tasker_task_transitions: 4,
+      tasker_tasks_dlq: 1,
+      tasker_workflow_steps: 4,
+      tasker_workflow_step_edges: 3,
+      tasker_workflow_step_transitions: 12,
+    });
+    expect(await asText()).toEqual(before);
+    // a second restore is refused: the task is live
+    await expect(restoreFromExport(db.pool, { directory: dir, taskUuid: task })).rejects.toThrow(
+      /is in the live tables; nothing was restored/,
+    );
+    rmSync(dir, { recursive: true, force: true });
+  });
 });
+
+/** The rows of one task's graph in a live table ($1: the task). */
+function ownedBy(table: string): string {
+  const steps = '(SELECT workflow_step_uuid FROM tasker_workflow_steps WHERE task_uuid = $1)';
+  if (table === 'tasker_workflow_step_edges')
+    return `x.from_step_uuid IN ${steps} OR x.to_step_uuid IN ${steps}`;
+  if (table === 'tasker_workflow_step_transitions') return `x.workflow_step_uuid IN ${steps}`;
+  return 'x.task_uuid = $1';
+}

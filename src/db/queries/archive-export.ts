@@ -105,3 +105,47 @@ export async function archiveExportOf(db: Db, month: Date): Promise<ArchiveExpor
   );
   return rows[0];
 }
+
+/** The columns of a live table with their types (what a restore from an export casts to). */
+export async function liveColumns(db: Db, table: string): Promise<(ExportColumn & { generated: boolean })[]> {
+  const { rows } = await db.query<ExportColumn & { generated: boolean }>(
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attgenerated <> '' AS generated
+       FROM pg_attribute a
+      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+      ORDER BY a.attnum`,
+    [table],
+  );
+  return rows;
+}
+
+/**
+ * Inserts rows given as PostgreSQL text into a live table, each value cast to its column's type
+ * (the type's input function: the value comes back exactly as it was printed); `rows` is a JSON
+ * array of arrays of strings (or null) in `columns`' order. Returns the rows inserted.
+ */
+export async function insertTextRows(
+  db: Db,
+  table: string,
+  columns: readonly ExportColumn[],
+  rows: readonly (readonly (string | null)[])[],
+): Promise<number> {
+  if (rows.length === 0) return 0;
+  const q = (name: string) => `"${name.replaceAll('"', '""')}"`;
+  const result = await db.query(
+    `INSERT INTO ${q(table)} (${columns.map((c) => q(c.name)).join(', ')}) OVERRIDING SYSTEM VALUE
+     SELECT ${columns.map((c, i) => `(e ->> ${i})::${c.type}`).join(', ')}
+       FROM jsonb_array_elements($1::jsonb) e`,
+    [JSON.stringify(rows)],
+  );
+  return result.rowCount ?? 0;
+}
+
+/** Whether the task is live or archived now (tasker_tasks_pkey, tasker_tasks_archive_pkey). */
+export async function taskWhereabouts(db: Db, taskUuid: string): Promise<'live' | 'archived' | null> {
+  const { rows } = await db.query<{ live: boolean; archived: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM tasker_tasks WHERE task_uuid = $1) AS live,
+            EXISTS (SELECT 1 FROM tasker_tasks_archive WHERE task_uuid = $1) AS archived`,
+    [taskUuid],
+  );
+  return rows[0]!.live ? 'live' : rows[0]!.archived ? 'archived' : null;
+}
