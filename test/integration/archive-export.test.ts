@@ -27,6 +27,7 @@ import { ConflictError } from '../../src/operations/errors.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { archivedTaskUuids, insertFinishedGraphs, TABLES } from '../helpers/archive-factories.ts';
 import { fullMonthCounts, rollupMonthCounts } from '../helpers/archive-rollup.ts';
+import { runCli } from '../helpers/cli-process.ts';
 import { createTestDatabase, resetTables, type TestDatabase } from '../helpers/db.ts';
 import { hoursBefore, insertTemplate } from '../helpers/factories.ts';
 
@@ -196,6 +197,29 @@ describe('archive export and drop', () => {
     await expect(restoreFromExport(db.pool, { directory: dir, taskUuid: task })).rejects.toThrow(
       /is in the live tables; nothing was restored/,
     );
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the CLI: archive export, archive drop (refused, then done), restore --from; a bad month is exit 2 naming it', async () => {
+    await addPartitionsForMonths(db.pool, monthsFrom(APRIL, 1));
+    const [task] = await archiveMonth(APRIL, 2, 'cli');
+    const env = { DATABASE_URL: db.url };
+    const bad = await runCli(['archive', 'export', '--month', '2033-13', '--to', dir], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/2033-13.*expected a month as YYYY-MM/);
+    const refused = await runCli(['archive', 'drop', '--month', '2033-04'], env);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('2033-04 was not exported and verified');
+    const exported = await runCli(['archive', 'export', '--month', '2033-04', '--to', dir, '--json'], env);
+    expect(exported.code).toBe(0);
+    expect((JSON.parse(exported.stdout) as ExportManifest).tables[0]).toMatchObject({
+      table: 'tasker_tasks_archive',
+      rows: 2,
+    });
+    expect((await runCli(['archive', 'drop', '--month', '2033-04'], env)).code).toBe(0);
+    const restored = await runCli(['restore', task!, '--from', dir, '--json'], env);
+    expect(restored.code).toBe(0);
+    expect(JSON.parse(restored.stdout)).toMatchObject({ task_uuid: task, tasker_tasks: 1 });
     rmSync(dir, { recursive: true, force: true });
   });
 });
