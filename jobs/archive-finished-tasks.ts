@@ -114,6 +114,8 @@ export const ArchiveFinishedTasksOptions = z
      * to 0 so that runs queued before this option existed still parse.
      */
     keep_months: z.int().min(0).max(1200).default(0),
+    /** Retention exports each month to <export_dir>/<YYYY-MM> before dropping it; '': it does not. */
+    export_dir: z.string().max(4096).default(''),
   })
   .refine(
     (o) =>
@@ -199,6 +201,7 @@ export function archiveOptionsFromConfig(config: Readonly<Config>): ArchiveFinis
     task_name: null,
     finished_before: null,
     keep_months: a.keep_months,
+    export_dir: a.export_dir,
   };
 }
 
@@ -384,14 +387,18 @@ export async function runArchival(
   // are detached concurrently and dropped (src/operations/archive-retention.ts).
   let dropped: string[] = [];
   if (!options.dry_run && options.keep_months > 0 && stoppedBy !== 'aborted') {
-    dropped = (
-      await dropExpiredArchiveMonths(ctx.pool, {
-        keepMonths: options.keep_months,
-        now: ctx.now,
-        lockTimeoutMs: RETENTION_LOCK_TIMEOUT_MS,
-        statementTimeoutMs: options.batch_statement_timeout_ms,
-      })
-    ).dropped;
+    const retention = await dropExpiredArchiveMonths(ctx.pool, {
+      keepMonths: options.keep_months,
+      exportDir: options.export_dir === '' ? null : options.export_dir,
+      now: ctx.now,
+      lockTimeoutMs: RETENTION_LOCK_TIMEOUT_MS,
+      statementTimeoutMs: options.batch_statement_timeout_ms,
+    });
+    dropped = retention.dropped;
+    for (const failure of retention.exportFailures ?? [])
+      ctx.logger.warn(`archival retention kept a month it could not export: ${failure}`, {
+        job: 'tasker.archive-finished-tasks',
+      });
     if (dropped.length > 0)
       ctx.logger.info(`archival retention dropped ${dropped.join(', ')}`, {
         job: 'tasker.archive-finished-tasks',

@@ -375,6 +375,13 @@ export const ArchiveSchema = z.strictObject({
     .describe(
       'Months of archive kept, besides the current one (UTC months of archived_at): after its batches, each real archival run drops every monthly archive partition that ended before the first of the month this many months back (detached concurrently, then dropped: no DELETE, no vacuum, no long lock). 0 (the default): retention off, the archive is kept for ever.',
     ),
+  export_dir: z
+    .string()
+    .max(4096)
+    .default('')
+    .describe(
+      'Retention exports each month to Parquet in <export_dir>/<YYYY-MM> (as `archive export` does, verified) before it drops the month, and keeps a month whose export fails. Empty (the default): retention drops months without exporting them.',
+    ),
   alter_lock_timeout_ms: z
     .int()
     .min(10)

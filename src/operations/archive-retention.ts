@@ -1,12 +1,15 @@
+import { join } from 'node:path';
 import type pg from 'pg';
 import {
   type ArchivePartition,
+  archivedMonthsBefore,
   archivePartitions,
   detachPartitionConcurrently,
   dropDetachedPartition,
   finalizeDetach,
 } from '../db/queries/archive-partitions.ts';
 import { monthStartBefore } from '../domain/archive-months.ts';
+import { exportArchiveMonth } from './archive-export.ts';
 
 /**
  * Retention of the archive by whole months (archive.keep_months; docs/archival.md): every archive
@@ -37,6 +40,11 @@ const DROP_ORDER = [
 export interface RetentionOptions {
   /** Months kept before `now`'s month; 0: retention off. */
   keepMonths: number;
+  /**
+   * Export each month to <exportDir>/<YYYY-MM> (src/operations/archive-export.ts, verified) before its
+   * partitions are dropped; a partition any of whose months fails to export is kept. null: no export.
+   */
+  exportDir?: string | null;
   now: Date;
   /** lock_timeout of each DETACH and DROP, in milliseconds. */
   lockTimeoutMs: number;
@@ -49,6 +57,13 @@ export interface RetentionResult {
   dropped: string[];
   /** Everything archived before this was due to go (ISO 8601); null when retention is off. */
   cutoff: string | null;
+  /** Months whose export failed ("YYYY-MM: why"): their partitions were kept. */
+  exportFailures?: string[];
+}
+
+function monthIn(month: string, from: Date | null, to: Date | null): boolean {
+  const start = new Date(`${month}-01T00:00:00Z`);
+  return (from === null || from <= start) && (to === null || start < to);
 }
 
 /** The partitions retention drops, in the order it drops them. */
@@ -65,9 +80,25 @@ export function partitionsToDrop(partitions: readonly ArchivePartition[], cutoff
 export async function dropExpiredArchiveMonths(pool: pg.Pool, o: RetentionOptions): Promise<RetentionResult> {
   if (o.keepMonths <= 0) return { dropped: [], cutoff: null };
   const cutoff = monthStartBefore(o.now, o.keepMonths);
-  const due = partitionsToDrop(await archivePartitions(pool), cutoff);
+  let due = partitionsToDrop(await archivePartitions(pool), cutoff);
+  const exportFailures: string[] = [];
+  if (o.exportDir && due.length > 0) {
+    // every month any due partition holds (the rollup's months: the adopted partition spans many)
+    const months = await archivedMonthsBefore(pool, cutoff);
+    const failed = new Set<string>();
+    for (const month of months) {
+      try {
+        await exportArchiveMonth(pool, { month, directory: join(o.exportDir, month), now: o.now });
+      } catch (err) {
+        failed.add(month);
+        exportFailures.push(`${month}: ${(err as Error).message}`);
+      }
+    }
+    if (failed.size > 0)
+      due = due.filter((p) => !months.some((m) => failed.has(m) && monthIn(m, p.from_at, p.to_at)));
+  }
   const dropped = due.length === 0 ? [] : await detachAndDrop(pool, due, o);
-  return { dropped, cutoff: cutoff.toISOString() };
+  return { dropped, cutoff: cutoff.toISOString(), exportFailures };
 }
 
 /**

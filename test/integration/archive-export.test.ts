@@ -4,7 +4,7 @@
  * month, a manifest of row counts and checksums verified by reading the files back, and a drop
  * refused for a month not exported and verified (or changed since), unless forced.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
@@ -23,6 +23,7 @@ import {
   exportArchiveMonth,
   restoreFromExport,
 } from '../../src/operations/archive-export.ts';
+import { dropExpiredArchiveMonths } from '../../src/operations/archive-retention.ts';
 import { ConflictError } from '../../src/operations/errors.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { archivedTaskUuids, insertFinishedGraphs, TABLES } from '../helpers/archive-factories.ts';
@@ -220,6 +221,46 @@ describe('archive export and drop', () => {
     const restored = await runCli(['restore', task!, '--from', dir, '--json'], env);
     expect(restored.code).toBe(0);
     expect(JSON.parse(restored.stdout)).toMatchObject({ task_uuid: task, tasker_tasks: 1 });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('retention with an export directory exports each month before dropping it, and keeps a month it cannot export', async () => {
+    const JAN = new Date('2034-01-20T00:00:00Z');
+    const FEB = new Date('2034-02-20T00:00:00Z');
+    const MAR = new Date('2034-03-20T00:00:00Z');
+    await addPartitionsForMonths(db.pool, monthsFrom(JAN, 2));
+    const [janTask] = await archiveMonth(JAN, 2, 'jan');
+    await archiveMonth(FEB, 1, 'feb');
+    // first with a directory that cannot be made (a file is in its way): nothing exported, nothing dropped
+    const blocked = join(dir, 'blocked');
+    writeFileSync(blocked, 'not a directory');
+    const kept = await dropExpiredArchiveMonths(db.pool, {
+      keepMonths: 1,
+      exportDir: blocked,
+      now: MAR,
+      ...TIMEOUTS,
+    });
+    expect(kept.exportFailures).toEqual([expect.stringMatching(/^2034-01: /)]);
+    expect(kept.dropped.filter((p) => p.endsWith('_p203401'))).toEqual([]);
+    expect((await fullMonthCounts(db.pool))['2034-01']!.tasks).toBe(2);
+
+    const result = await dropExpiredArchiveMonths(db.pool, {
+      keepMonths: 1,
+      exportDir: join(dir, 'exports'),
+      now: MAR,
+      ...TIMEOUTS,
+    });
+    expect(result.exportFailures).toEqual([]);
+    expect(result.dropped).toEqual(expect.arrayContaining(TABLES.map((t) => `${t}_archive_p203401`)));
+    const manifest = JSON.parse(
+      readFileSync(join(dir, 'exports', '2034-01', 'manifest.json'), 'utf8'),
+    ) as ExportManifest;
+    expect(manifest.tables.find((t) => t.table === 'tasker_tasks_archive')!.rows).toBe(2);
+    expect(
+      await restoreFromExport(db.pool, { directory: join(dir, 'exports', '2034-01'), taskUuid: janTask! }),
+    ).toMatchObject({
+      tasker_tasks: 1,
+    });
     rmSync(dir, { recursive: true, force: true });
   });
 });

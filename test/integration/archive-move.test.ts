@@ -49,6 +49,7 @@ const OPTIONS: ArchiveFinishedTasksOptions = {
   task_name: null,
   finished_before: null,
   keep_months: 0,
+  export_dir: '',
 };
 
 beforeEach(async () => {

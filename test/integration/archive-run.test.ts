@@ -74,6 +74,7 @@ describe('the run', () => {
       task_name: null,
       finished_before: null,
       keep_months: 0,
+      export_dir: '',
     });
   });
 

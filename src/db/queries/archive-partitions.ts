@@ -242,3 +242,16 @@ export async function compactRollup(db: Db): Promise<number> {
   const { rows } = await db.query<{ n: string }>('SELECT tasker_lifecycle_archive_rollup_compact() AS n');
   return Number(rows[0]!.n);
 }
+
+/** The months ('YYYY-MM') the rollup has rows for before `before` (idx_archive_months_month). */
+export async function archivedMonthsBefore(db: Db, before: Date): Promise<string[]> {
+  const { rows } = await db.query<{ month: string }>(
+    `SELECT to_char(archive_month, 'YYYY-MM') AS month FROM tasker_archive_months
+      WHERE archive_month < ($1::timestamptz AT TIME ZONE 'UTC')::date
+      GROUP BY archive_month
+     HAVING sum(tasks + steps + transitions + edges + step_transitions + dlq_entries) > 0
+      ORDER BY archive_month`,
+    [before],
+  );
+  return rows.map((r) => r.month);
+}
