@@ -255,3 +255,44 @@ export async function archivedMonthsBefore(db: Db, before: Date): Promise<string
   );
   return rows.map((r) => r.month);
 }
+
+export interface ArchiveMonthOverview {
+  /** 'YYYY-MM' (UTC). */
+  month: string;
+  /** Rows of all six archive tables (the rollup). */
+  rows: number;
+  /** Bytes of the month's own partitions (tables and indexes); null: it sits in the adopted partition. */
+  bytes: number | null;
+  export_directory: string | null;
+  exported_at: Date | null;
+  verified_at: Date | null;
+}
+
+/**
+ * The archive month by month, newest first, for the console: rows from the rollup, sizes from the
+ * catalog (pg_total_relation_size of each monthly partition: file sizes, no scan), export state from
+ * tasker_archive_exports. Never reads the archive itself.
+ */
+export async function archiveMonthsOverview(db: Db, months: number): Promise<ArchiveMonthOverview[]> {
+  const { rows } = await db.query<ArchiveMonthOverview>(
+    `WITH p AS (
+       SELECT (x.from_at AT TIME ZONE 'UTC')::date AS month, sum(pg_total_relation_size(to_regclass(x.partition_name))) AS bytes
+         FROM tasker_lifecycle_archive_partitions() x
+        WHERE x.from_at IS NOT NULL AND NOT x.detach_pending
+        GROUP BY 1
+     ), m AS (
+       SELECT archive_month, sum(tasks + steps + transitions + edges + step_transitions + dlq_entries) AS rows
+         FROM tasker_archive_months GROUP BY archive_month
+     )
+     SELECT to_char(m.archive_month, 'YYYY-MM') AS month, m.rows::bigint::int AS rows, p.bytes::bigint AS bytes,
+            e.directory AS export_directory, e.exported_at, e.verified_at
+       FROM m
+       LEFT JOIN p ON p.month = m.archive_month
+       LEFT JOIN tasker_archive_exports e ON e.archive_month = m.archive_month
+      WHERE m.rows > 0
+      ORDER BY m.archive_month DESC
+      LIMIT $1`,
+    [months],
+  );
+  return rows.map((r) => ({ ...r, bytes: r.bytes === null ? null : Number(r.bytes) }));
+}
