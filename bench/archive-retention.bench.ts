@@ -1,7 +1,7 @@
 /**
  * npm run bench -- archive-retention: what the monthly partitions (issue 24, docs/archival.md) buy.
  *
- *   (a) retention: dropping one month of the archive (src/operations/archive-retention.ts: each of
+ *   (a) retention: dropping one month of the archive (src/db/archive-retention.ts: each of
  *       the six partitions detached CONCURRENTLY, then dropped with its months taken out of the
  *       rollup) against DELETE of a month of the same size (another month: the same number of
  *       graphs and rows), one statement per table in one transaction; the target is "well under a
@@ -21,9 +21,9 @@
  */
 import { loadavg } from 'node:os';
 import type pg from 'pg';
+import { dropExpiredArchiveMonths } from '../src/db/archive-retention.ts';
 import { archiveStatistics, archiveTotals } from '../src/db/queries/archive.ts';
 import { addArchivePartition } from '../src/db/queries/archive-partitions.ts';
-import { dropExpiredArchiveMonths } from '../src/operations/archive-retention.ts';
 import { insertFinishedGraphs } from '../test/helpers/archive-factories.ts';
 import { insertTemplate } from '../test/helpers/factories.ts';
 import type { BenchServer } from './db.ts';

@@ -21,7 +21,7 @@
  * transaction of its own with a 200 ms lock_timeout: never inside a batch). After its batches, with
  * keep_months > 0, it drops every archive partition that ended before the first of the month
  * keep_months months back (detached concurrently, then dropped with its months taken out of the
- * rollup: src/operations/archive-retention.ts).
+ * rollup: src/db/archive-retention.ts).
  *
  * One run: call archive_completed_tasks batch by batch, each in its own transaction under SET
  * LOCAL statement_timeout, continuing from where the previous batch stopped (a keyset cursor on
@@ -62,6 +62,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
+import { exportArchiveMonth } from '../src/db/archive-export.ts';
+import { dropExpiredArchiveMonths } from '../src/db/archive-retention.ts';
 import {
   type ArchiveBatchResult,
   type ArchiveCursor,
@@ -72,7 +74,6 @@ import { addPartitionsForMonths, compactRollup } from '../src/db/queries/archive
 import { checkTemplateFilter, templateFilterProblem } from '../src/db/queries/templates.ts';
 import { AdaptiveBatchSize } from '../src/domain/adaptive-batch-size.ts';
 import { monthsFrom } from '../src/domain/archive-months.ts';
-import { dropExpiredArchiveMonths } from '../src/operations/archive-retention.ts';
 import { cronEveryHours } from '../src/worker/cron.ts';
 import { defineJob, type JobContext } from '../src/worker/job.ts';
 
@@ -384,12 +385,13 @@ export async function runArchival(
   if (!options.dry_run && batches > 0) await compactRollup(ctx.pool);
 
   // Retention, after the batches of a real run that was not aborted: whole months past keep_months
-  // are detached concurrently and dropped (src/operations/archive-retention.ts).
+  // are detached concurrently and dropped (src/db/archive-retention.ts).
   let dropped: string[] = [];
   if (!options.dry_run && options.keep_months > 0 && stoppedBy !== 'aborted') {
     const retention = await dropExpiredArchiveMonths(ctx.pool, {
       keepMonths: options.keep_months,
       exportDir: options.export_dir === '' ? null : options.export_dir,
+      exportMonth: (month, directory) => exportArchiveMonth(ctx.pool, { month, directory, now: ctx.now }),
       now: ctx.now,
       lockTimeoutMs: RETENTION_LOCK_TIMEOUT_MS,
       statementTimeoutMs: options.batch_statement_timeout_ms,

@@ -1,6 +1,6 @@
 /**
  * Export of a month of the archive to Parquet, and `archive drop --month` (issue 24, step 4;
- * src/operations/archive-export.ts): one Parquet file per archive table with every row of the
+ * src/db/archive-export.ts): one Parquet file per archive table with every row of the
  * month, a manifest of row counts and checksums verified by reading the files back, and a drop
  * refused for a month not exported and verified (or changed since), unless forced.
  */
@@ -14,17 +14,17 @@ import archiveJob, {
   runArchival,
 } from '../../jobs/archive-finished-tasks.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { addPartitionsForMonths } from '../../src/db/queries/archive-partitions.ts';
-import { monthsFrom } from '../../src/domain/archive-months.ts';
-import { migrate } from '../../src/install/sql.ts';
 import {
   dropArchiveMonth,
   type ExportManifest,
   exportArchiveMonth,
   restoreFromExport,
-} from '../../src/operations/archive-export.ts';
-import { dropExpiredArchiveMonths } from '../../src/operations/archive-retention.ts';
-import { ConflictError } from '../../src/operations/errors.ts';
+} from '../../src/db/archive-export.ts';
+import { dropExpiredArchiveMonths } from '../../src/db/archive-retention.ts';
+import { addPartitionsForMonths } from '../../src/db/queries/archive-partitions.ts';
+import { monthsFrom } from '../../src/domain/archive-months.ts';
+import { ArchiveRefusedError } from '../../src/errors.ts';
+import { migrate } from '../../src/install/sql.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import { archivedTaskUuids, insertFinishedGraphs, TABLES } from '../helpers/archive-factories.ts';
 import { fullMonthCounts, rollupMonthCounts } from '../helpers/archive-rollup.ts';
@@ -68,6 +68,9 @@ async function archiveMonth(now: Date, count: number, name: string): Promise<str
   expect((await runArchival(ctx, OPTIONS)).tasks_archived).toBe(count);
   return tasks;
 }
+
+const exportMonth = (month: string, directory: string) =>
+  exportArchiveMonth(db.pool, { month, directory, now: new Date('2034-03-20T00:00:00Z') });
 
 describe('archive export and drop', () => {
   it('writes each table of the month as Parquet, with a verified manifest, every row as the database holds it', async () => {
@@ -115,8 +118,9 @@ describe('archive export and drop', () => {
     await archiveMonth(APRIL, 3, 'april2');
     const may = await archiveMonth(MAY, 2, 'may2');
     await expect(dropArchiveMonth(db.pool, { month: '2033-04', force: false, ...TIMEOUTS })).rejects.toThrow(
-      new ConflictError(
+      new ArchiveRefusedError(
         '2033-04 was not exported and verified: run `tasker-lifecycle archive export --month 2033-04 --to DIR` first, or drop it anyway with --force',
+        'TL006',
       ),
     );
     // exported, then changed: a task restored out of April after the export
@@ -237,6 +241,7 @@ describe('archive export and drop', () => {
     const kept = await dropExpiredArchiveMonths(db.pool, {
       keepMonths: 1,
       exportDir: blocked,
+      exportMonth,
       now: MAR,
       ...TIMEOUTS,
     });
@@ -247,6 +252,7 @@ describe('archive export and drop', () => {
     const result = await dropExpiredArchiveMonths(db.pool, {
       keepMonths: 1,
       exportDir: join(dir, 'exports'),
+      exportMonth,
       now: MAR,
       ...TIMEOUTS,
     });

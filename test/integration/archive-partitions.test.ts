@@ -15,6 +15,7 @@ import archiveJob, {
   runArchival,
 } from '../../jobs/archive-finished-tasks.ts';
 import { loadConfig } from '../../src/config/load.ts';
+import { dropExpiredArchiveMonths } from '../../src/db/archive-retention.ts';
 import { restoreArchivedTask } from '../../src/db/queries/archive.ts';
 import {
   addPartitionsForMonths,
@@ -23,7 +24,6 @@ import {
 } from '../../src/db/queries/archive-partitions.ts';
 import { monthsFrom } from '../../src/domain/archive-months.ts';
 import { migrate } from '../../src/install/sql.ts';
-import { dropExpiredArchiveMonths } from '../../src/operations/archive-retention.ts';
 import { migrationsDir } from '../../src/paths.ts';
 import { silentLogger } from '../../src/telemetry/logger.ts';
 import {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
+import { dropArchiveMonth, exportArchiveMonth } from '../../db/archive-export.ts';
 import { databaseNow } from '../../db/queries/server.ts';
-import { dropArchiveMonth, exportArchiveMonth } from '../../operations/archive-export.ts';
 import type { Command } from '../command.ts';
 import { printFields, printJson } from '../output.ts';
 

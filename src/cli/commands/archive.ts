@@ -6,13 +6,13 @@ import archiveFinishedTasks, {
   runArchival,
 } from '../../../jobs/archive-finished-tasks.ts';
 import type { Config } from '../../config/schema.ts';
+import { restoreFromExport } from '../../db/archive-export.ts';
 import type { Db } from '../../db/pool.ts';
 import { countArchiveCandidates } from '../../db/queries/archive.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { checkTemplateFilter, templateFilterProblem } from '../../db/queries/templates.ts';
 import { UsageError } from '../../errors.ts';
 import { MAX_HOLD_DAYS, restoreArchivedTask } from '../../operations/archive.ts';
-import { restoreFromExport } from '../../operations/archive-export.ts';
 import { namespaceName, taskTemplateName } from '../../validation/fields.ts';
 import { uuid, wholeNumber } from '../../validation/values.ts';
 import type { FlagSpec } from '../args.ts';

@@ -1,7 +1,7 @@
 import type { Db } from '../pool.ts';
 
 /**
- * Queries for exporting a month of the archive (src/operations/archive-export.ts): each archive
+ * Queries for exporting a month of the archive (src/db/archive-export.ts): each archive
  * table's columns with their types (the parent's catalog), its rows of one month a page at a time
  * (keyset on the table's key, in that month's partition), and the record of exports
  * (tasker_archive_exports, migrations/0210).

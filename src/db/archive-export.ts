@@ -4,7 +4,9 @@ import { join, resolve } from 'node:path';
 import { parquetMetadata, parquetReadObjects } from 'hyparquet';
 import { fileWriter, ParquetWriter } from 'hyparquet-writer';
 import type pg from 'pg';
-import { ARCHIVE_TABLES } from '../db/queries/archive.ts';
+import { ArchiveRefusedError } from '../errors.ts';
+import { detachAndDrop, partitionsToDrop } from './archive-retention.ts';
+import { ARCHIVE_TABLES } from './queries/archive.ts';
 import {
   archiveColumns,
   archiveExportOf,
@@ -16,10 +18,8 @@ import {
   liveColumns,
   recordArchiveExport,
   taskWhereabouts,
-} from '../db/queries/archive-export.ts';
-import { archivePartitions } from '../db/queries/archive-partitions.ts';
-import { detachAndDrop, partitionsToDrop } from './archive-retention.ts';
-import { ConflictError } from './errors.ts';
+} from './queries/archive-export.ts';
+import { archivePartitions } from './queries/archive-partitions.ts';
 
 /**
  * Export of one month of the archive to Parquet (`tasker-lifecycle archive export --month YYYY-MM
@@ -168,9 +168,9 @@ export async function dropRefusal(pool: pg.Pool, month: string): Promise<string 
 }
 
 /**
- * `archive drop --month`: refused (ConflictError) unless the month was exported and verified and
+ * `archive drop --month`: refused (ArchiveRefusedError, TL006) unless the month was exported and verified and
  * still holds what was exported, or `force`; then its own partitions (one per table) are detached
- * concurrently and dropped, tasks first, with the rollup (src/operations/archive-retention.ts).
+ * concurrently and dropped, tasks first, with the rollup (src/db/archive-retention.ts).
  * Returns the partitions dropped.
  */
 export async function dropArchiveMonth(
@@ -182,14 +182,19 @@ export async function dropArchiveMonth(
     (p) => p.from_at?.getTime() === from.getTime() && p.to_at?.getTime() === to.getTime(),
   );
   if (own.length === 0)
-    throw new ConflictError(
+    throw refused(
       `${o.month} has no monthly partition of its own (it is part of the adopted partition, or was dropped already)`,
     );
   if (!o.force) {
     const refusal = await dropRefusal(pool, o.month);
-    if (refusal !== null) throw new ConflictError(refusal);
+    if (refusal !== null) throw refused(refusal);
   }
   return detachAndDrop(pool, partitionsToDrop(own, to), o);
+}
+
+/** Export, drop and restore --from refusals: SQLSTATE-like code TL006, exit 2 / 409 like other archive refusals. */
+function refused(message: string): ArchiveRefusedError {
+  return new ArchiveRefusedError(message, 'TL006');
 }
 
 function sha256(path: string): string {
@@ -203,7 +208,7 @@ export type RestoredFromExport = Record<string, number>;
  * `restore <task_uuid> --from DIR`: puts a task graph back into the live tables from an exported
  * month (after the month was dropped), exactly as it was archived: every column the export has,
  * cast from PostgreSQL's text back to the live column's type, in one transaction, parents first.
- * Refused (ConflictError) while the task is live or still archived (restore it from the archive
+ * Refused (ArchiveRefusedError, TL006) while the task is live or still archived (restore it from the archive
  * then), when the export lacks it, or when the export has a value in a column the live table no
  * longer has. The files are checked against the manifest's checksums first. Reads each file
  * whole: memory grows with the month's size.
@@ -216,15 +221,14 @@ export async function restoreFromExport(
   const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as ExportManifest;
   const where = await taskWhereabouts(pool, o.taskUuid);
   if (where !== null)
-    throw new ConflictError(
+    throw refused(
       `task ${o.taskUuid} is ${where === 'live' ? 'in the live tables' : 'still archived: restore it without --from'}; nothing was restored`,
     );
   const read = async (table: string) => {
     const t = manifest.tables.find((x) => x.table === `${table}_archive`);
-    if (!t) throw new ConflictError(`${dir}/manifest.json has no ${table}_archive`);
+    if (!t) throw refused(`${dir}/manifest.json has no ${table}_archive`);
     const path = join(dir, t.file);
-    if (sha256(path) !== t.sha256)
-      throw new ConflictError(`${path}: its SHA-256 differs from the manifest's`);
+    if (sha256(path) !== t.sha256) throw refused(`${path}: its SHA-256 differs from the manifest's`);
     const bytes = readFileSync(path);
     const rows = (await parquetReadObjects({
       file: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
@@ -235,7 +239,7 @@ export async function restoreFromExport(
   const steps = await read('tasker_workflow_steps');
   const taskRows = tasks.rows.filter((r) => r.task_uuid === o.taskUuid);
   if (taskRows.length === 0)
-    throw new ConflictError(
+    throw refused(
       `task ${o.taskUuid} is not in the export of ${manifest.month} in ${dir}; nothing was restored`,
     );
   const stepRows = steps.rows.filter((r) => r.task_uuid === o.taskUuid);
@@ -272,7 +276,7 @@ export async function restoreFromExport(
         (c) => c.name !== 'archived_at' && !liveNames.has(c.name) && rows.some((r) => r[c.name] !== null),
       );
       if (lost.length > 0)
-        throw new ConflictError(
+        throw refused(
           `cannot restore: ${lost.map((c) => `${t.table}.${c.name}`).join(', ')} hold values that ${table} has no column for any more; nothing was restored`,
         );
       const columns = live.filter((c) => !c.generated && t.columns.some((x) => x.name === c.name));

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type pg from 'pg';
+import { monthStartBefore } from '../domain/archive-months.ts';
 import {
   type ArchivePartition,
   archivedMonthsBefore,
@@ -7,9 +8,7 @@ import {
   detachPartitionConcurrently,
   dropDetachedPartition,
   finalizeDetach,
-} from '../db/queries/archive-partitions.ts';
-import { monthStartBefore } from '../domain/archive-months.ts';
-import { exportArchiveMonth } from './archive-export.ts';
+} from './queries/archive-partitions.ts';
 
 /**
  * Retention of the archive by whole months (archive.keep_months; docs/archival.md): every archive
@@ -41,10 +40,12 @@ export interface RetentionOptions {
   /** Months kept before `now`'s month; 0: retention off. */
   keepMonths: number;
   /**
-   * Export each month to <exportDir>/<YYYY-MM> (src/operations/archive-export.ts, verified) before its
+   * Export each month to <exportDir>/<YYYY-MM> (src/db/archive-export.ts, verified) before its
    * partitions are dropped; a partition any of whose months fails to export is kept. null: no export.
    */
   exportDir?: string | null;
+  /** How a month is exported to a directory (src/db/archive-export.ts exportArchiveMonth), with exportDir. */
+  exportMonth?: (month: string, directory: string) => Promise<unknown>;
   now: Date;
   /** lock_timeout of each DETACH and DROP, in milliseconds. */
   lockTimeoutMs: number;
@@ -82,13 +83,15 @@ export async function dropExpiredArchiveMonths(pool: pg.Pool, o: RetentionOption
   const cutoff = monthStartBefore(o.now, o.keepMonths);
   let due = partitionsToDrop(await archivePartitions(pool), cutoff);
   const exportFailures: string[] = [];
-  if (o.exportDir && due.length > 0) {
+  if (o.exportDir && !o.exportMonth)
+    throw new Error('retention with exportDir needs exportMonth: nothing was dropped');
+  if (o.exportDir && o.exportMonth && due.length > 0) {
     // every month any due partition holds (the rollup's months: the adopted partition spans many)
     const months = await archivedMonthsBefore(pool, cutoff);
     const failed = new Set<string>();
     for (const month of months) {
       try {
-        await exportArchiveMonth(pool, { month, directory: join(o.exportDir, month), now: o.now });
+        await o.exportMonth(month, join(o.exportDir, month));
       } catch (err) {
         failed.add(month);
         exportFailures.push(`${month}: ${(err as Error).message}`);
