@@ -4,6 +4,7 @@ import archiveFinishedTasks from '../../../jobs/archive-finished-tasks.ts';
 import { archiveStatistics, currentStateOf } from '../../db/queries/archive.ts';
 import { holdOf, holdsInForce } from '../../db/queries/archive-holds.ts';
 import { archivedGraph } from '../../db/queries/archive-lookup.ts';
+import { archiveMonthsOverview } from '../../db/queries/archive-partitions.ts';
 import { listAudit } from '../../db/queries/audit.ts';
 import { templatesOfEntries } from '../../db/queries/dlq-console.ts';
 import { nextCronTime } from '../../domain/cron.ts';
@@ -48,13 +49,14 @@ export function registerArchiveRoutes(app: FastifyInstance, kit: ConsoleKit): vo
     const q = parseFilters(ArchiveQuery, request.query, ['task_uuid']);
     const taskUuid = q.ok ? q.data.task_uuid : undefined;
     if (!q.ok) ctx.flash = { ok: false, text: `Not looked up: ${q.problems.join('; ')}` };
-    const [months, holds, graph, live, hold, next] = await Promise.all([
+    const [months, holds, graph, live, hold, next, overview] = await Promise.all([
       archiveStatistics(deps.db, 24),
       holdsInForce(deps.db, now, 100),
       taskUuid ? archivedGraph(deps.db, taskUuid) : Promise.resolve(undefined),
       taskUuid ? currentStateOf(deps.db, taskUuid) : Promise.resolve(undefined),
       taskUuid ? holdOf(deps.db, taskUuid, now) : Promise.resolve(undefined),
       nextArchivalAt(now),
+      archiveMonthsOverview(deps.db, 24),
     ]);
     const lookup: ArchiveLookup | undefined = taskUuid ? { taskUuid, graph, live, hold } : undefined;
     return kit.page(
@@ -67,6 +69,9 @@ export function registerArchiveRoutes(app: FastifyInstance, kit: ConsoleKit): vo
         lookup,
         retentionDays: deps.web.config.archive.retention_days,
         nextArchivalAt: next,
+        overview,
+        keepMonths: deps.web.config.archive.keep_months,
+        exportDir: deps.web.config.archive.export_dir,
       }),
       ctx,
     );
