@@ -104,7 +104,11 @@ async function killMidBatch(runner: CliProcess, meanwhile?: () => Promise<void>)
     await hold.query('LOCK TABLE tasker_tasks_archive IN ACCESS EXCLUSIVE MODE');
     await waitFor('a batch to wait on the held archive table', async () => {
       const { rows } = await db.pool.query(
-        `SELECT count(*)::integer AS n FROM pg_locks WHERE relation = 'tasker_tasks_archive'::regclass AND NOT granted`,
+        // On the archive or one of its monthly partitions (which one a batch asks for first is
+        // the planner's business): any relation lock waited for in this database.
+        `SELECT count(*)::integer AS n FROM pg_locks
+          WHERE locktype = 'relation' AND NOT granted
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
       );
       return rows[0].n > 0 || undefined;
     });
