@@ -691,6 +691,14 @@ export const MetricsSchema = z.strictObject({
     .describe(
       'Port of /healthz, /readyz and /metrics; 0 picks a free port (logged at start), for several workers on one host.',
     ),
+  gauges_interval_seconds: z
+    .int()
+    .min(1)
+    .max(600)
+    .default(15)
+    .describe(
+      'Seconds between reads of the DLQ, backlog and failure-group gauges. One worker at a time reads them (it holds a lease in the database, for two intervals, renewed at each read) and every worker exports the stored values with their age (tasker_metrics_gauges_age_seconds); every worker checks the lease once per interval (one primary-key statement).',
+    ),
 });
 
 export const WebSchema = z.strictObject({

@@ -113,6 +113,7 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
   const observer = new RunObserver();
   const metrics = o.config.metrics.enabled
     ? createMetrics(observer, o.pool, o.logger, {
+        gaugeIntervalSeconds: o.config.metrics.gauges_interval_seconds,
         jobs: o.jobs.map((j) => j.name),
         scheduleIntervals: Object.fromEntries(
           o.jobs.map((j) => [j.name, cronIntervalSeconds(j.schedule(o.config))]),
