@@ -7,6 +7,7 @@ import { groupGauges } from '../db/queries/dlq-groups.ts';
 import { claimGaugeLease, releaseGaugeLease, storeGaugeReadings } from '../db/queries/gauge-readings.ts';
 import { databaseNow } from '../db/queries/server.ts';
 import { STALE_WAITING_CAP, staleTasksWaiting } from '../db/queries/staleness-backlog.ts';
+import type { ReplicaStatus } from '../db/replica.ts';
 import type { Logger } from './logger.ts';
 
 /**
@@ -38,6 +39,8 @@ export interface GaugeReadings {
   pendingGroups: number;
   /** Fingerprints seen since install, by DLQ reason. */
   fingerprints: Record<string, number>;
+  /** With database.replica_url: its lag (null: unreachable) and whether reads go to it. */
+  replica?: { lagSeconds: number | null; serving: 'replica' | 'primary' };
 }
 
 /** The five reads of the gauges, one after another (a reading holds at most one connection). */
@@ -72,6 +75,8 @@ export interface ClusterGaugesOptions {
   pool: pg.Pool;
   /** Where the holder reads the gauges (the replica when configured and fresh); default pool. */
   reader?: () => Promise<Db>;
+  /** With a replica: its state, measured by the holder with the gauges (src/db/replica.ts). */
+  replicaStatus?: () => Promise<ReplicaStatus>;
   intervalSeconds: number;
   /** This worker's name in the lease (default host:pid:random). */
   holder?: string;
@@ -122,6 +127,10 @@ export function startClusterGauges(o: ClusterGaugesOptions): ClusterGauges {
       held = lease.held;
       if (held) {
         const fresh = await readGauges(await reader());
+        if (o.replicaStatus) {
+          const r = await o.replicaStatus();
+          fresh.readings.replica = { lagSeconds: r.lag_seconds, serving: r.serving };
+        }
         // A holder frozen past its lease finds it taken here, and stores nothing.
         held = await storeGaugeReadings(o.pool, holder, lease.generation, fresh.readAt, fresh.readings);
         readings = fresh.readings;

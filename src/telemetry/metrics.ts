@@ -21,6 +21,7 @@ import type { PgBoss } from 'pg-boss';
 import type { Db } from '../db/pool.ts';
 import { lastCompletedRun } from '../db/queries/job-runs.ts';
 import { STALE_WAITING_CAP } from '../db/queries/staleness-backlog.ts';
+import type { ReplicaStatus } from '../db/replica.ts';
 import { DLQ_REASONS } from '../domain/dlq.ts';
 import { TASK_STATES, TERMINAL_TASK_STATES } from '../domain/task-states.ts';
 import { startClusterGauges } from './cluster-gauges.ts';
@@ -90,6 +91,8 @@ export interface MetricsOptions {
   gaugeIntervalSeconds?: number;
   /** Where the gauges are read (the replica when configured and fresh); default the pool. */
   reader?: () => Promise<Db>;
+  /** With database.replica_url: its state, for the lag gauges. */
+  replicaStatus?: () => Promise<ReplicaStatus>;
   /** The process environment (OTEL_* variables); default process.env. */
   env?: NodeJS.ProcessEnv;
 }
@@ -161,6 +164,7 @@ export function createMetrics(
     renameWithUnit('tasker.dlq.oldest_awaiting_enrichment.age', 's'),
     renameWithUnit('tasker.staleness.oldest_waiting.age', 's'),
     renameWithUnit('tasker.metrics.gauges.age', 's'),
+    renameWithUnit('tasker.database.replica.lag', 's'),
     renameWithUnit('tasker.queue.oldest_ready.age', 's'),
     // Node runtime (instrumentation-runtime-node) and process (host-metrics) instruments.
     ...['nodejs.eventloop.delay.min', 'nodejs.eventloop.delay.max', 'nodejs.eventloop.delay.mean']
@@ -399,6 +403,16 @@ export function createMetrics(
     description:
       '1 on the worker that holds the gauges lease and reads the DLQ, backlog and group gauges for the cluster; 0 on the others.',
   });
+  const replicaLag = meter.createObservableGauge('tasker.database.replica.lag', {
+    unit: 's',
+    description:
+      "With database.replica_url: how far the replica's replay is behind the primary (pg_last_xact_replay_timestamp; 0 when it has replayed all it received), measured with the gauges. Absent while the replica cannot be read.",
+  });
+  const replicaReads = meter.createObservableGauge('tasker.database.replica_reads', {
+    unit: '{flag}',
+    description:
+      'With database.replica_url: 1 while read-only work goes to the replica, 0 while it falls back to the primary (unreachable, or lagging more than database.replica_max_lag_seconds).',
+  });
   // Read once per cluster per interval (src/telemetry/cluster-gauges.ts); every worker reports
   // the stored readings. A failed check reports the last values again (marked stale) rather than
   // dropping the gauges, so dashboards and alerts do not see investigations vanish with the
@@ -407,6 +421,7 @@ export function createMetrics(
   const cluster = startClusterGauges({
     pool,
     ...(options.reader ? { reader: options.reader } : {}),
+    ...(options.replicaStatus ? { replicaStatus: options.replicaStatus } : {}),
     intervalSeconds: gaugeIntervalSeconds,
     ...(options.instanceId ? { holder: options.instanceId } : {}),
     logger,
@@ -433,6 +448,10 @@ export function createMetrics(
           result.observe(newFingerprints, last.fingerprints[reason] ?? 0, { dlq_reason: reason });
       }
       if (ageSeconds !== null) result.observe(age, ageSeconds);
+      if (last?.replica) {
+        if (last.replica.lagSeconds !== null) result.observe(replicaLag, last.replica.lagSeconds);
+        result.observe(replicaReads, last.replica.serving === 'replica' ? 1 : 0);
+      }
       result.observe(gaugeHolder, holder ? 1 : 0);
       // Stale: this worker could not check, or nobody has read them for 3 intervals.
       const old = ageSeconds !== null && ageSeconds > 3 * gaugeIntervalSeconds;
@@ -453,6 +472,8 @@ export function createMetrics(
       stale,
       age,
       gaugeHolder,
+      replicaLag,
+      replicaReads,
     ],
   );
 
