@@ -1,0 +1,233 @@
+/**
+ * scale (issue 25): 10, 50 and 100 worker processes through a real PgBouncer (transaction pooling,
+ * as test/e2e/scale-out.test.ts) on one PostgreSQL, each scraped like Prometheus does (every
+ * worker's /metrics every SCRAPE_SECONDS). For each count it prints, over an idle window:
+ * transactions per second on PostgreSQL (pg_stat_database.xact_commit of the database: every
+ * pg-boss fetch, heartbeat, cron and supervise pass, recovery pass and gauge read is one), per
+ * worker; the workers' CPU (% of a core, median) and RSS (MiB, median); PostgreSQL's server
+ * connections for the database; then the time from each schedule tick (pg-boss's clock moved to
+ * the next minute) to its detection run starting, and that each tick ran exactly once (one pg-boss
+ * job, one recorded run).
+ *
+ * "before" runs the workers of the build before issue 25 (commit BEFORE, extracted with git
+ * archive; every worker read the DLQ, backlog and group gauges on every scrape), "after" this
+ * build (one worker reads them per metrics.gauges_interval_seconds under a lease; the others read
+ * one row). The fetch interval, heartbeats and the rest are the shipped defaults in both.
+ *
+ * SCALE_COUNTS=10,50 and SCALE_BUILDS=after limit the run. Slow: minutes per count at 100.
+ */
+import { execSync } from 'node:child_process';
+import { existsSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { projectRoot } from '../src/paths.ts';
+import { installMovableClock, nextTick, noActiveRun } from '../test/helpers/boss-clock.ts';
+import { type CliProcess, runCli, startCli } from '../test/helpers/cli-process.ts';
+import { startPgBouncer } from '../test/helpers/pgbouncer.ts';
+import { cpuTicks, rssKib } from '../test/helpers/proc.ts';
+import { waitFor } from '../test/helpers/wait.ts';
+import type { BenchServer } from './db.ts';
+
+/** main before issue 25. */
+const BEFORE = '37cbbcc';
+const COUNTS = (process.env.SCALE_COUNTS ?? '10,50,100').split(',').map(Number);
+const BUILDS = (process.env.SCALE_BUILDS ?? 'before,after').split(',');
+const IDLE_WINDOW_MS = 30_000;
+const SCRAPE_SECONDS = 15;
+const TICKS = 2;
+const BOUNCER_POOL_SIZE = 20;
+const DETECT = 'tasker.detect-stale-tasks';
+
+const WORKER_ENV = {
+  TASKER__metrics__port: '0',
+  TASKER__metrics__host: '"127.0.0.1"',
+  TASKER__logging__format: '"json"',
+  TASKER__logging__level: '"info"',
+  TASKER__archive__enabled: 'false',
+};
+
+interface Row {
+  build: string;
+  workers: number;
+  tx_per_s: number;
+  tx_per_s_per_worker: number;
+  cpu_percent_median: number;
+  rss_mib_median: number;
+  server_connections: number;
+  tick_to_start_s: number[];
+  exactly_once: boolean;
+  load: string;
+}
+
+function buildRoot(build: string): string {
+  if (build === 'after') return projectRoot;
+  const dir = mkdtempSync(join(tmpdir(), 'tasker-scale-before-'));
+  execSync(`git archive ${BEFORE} | tar -x -C ${JSON.stringify(dir)}`, { cwd: projectRoot });
+  symlinkSync(join(projectRoot, 'node_modules'), join(dir, 'node_modules'));
+  return dir;
+}
+
+export default async function scale(server: BenchServer): Promise<void> {
+  console.log(`${server.description}; PgBouncer transaction mode, default_pool_size ${BOUNCER_POOL_SIZE}`);
+  const rows: Row[] = [];
+  for (const build of BUILDS) {
+    const root = buildRoot(build);
+    for (const n of COUNTS) rows.push(await phase(server, build, root, n));
+  }
+  console.log(
+    '\nbuild   workers  tx/s  tx/s/worker  cpu%/worker  RSS MiB/worker  server conns  tick->start s  each tick once  load (1/5/15)',
+  );
+  for (const r of rows) {
+    console.log(
+      `${r.build.padEnd(7)} ${String(r.workers).padStart(7)} ${r.tx_per_s.toFixed(1).padStart(5)} ${r.tx_per_s_per_worker.toFixed(2).padStart(12)} ${r.cpu_percent_median.toFixed(2).padStart(12)} ${r.rss_mib_median.toFixed(0).padStart(15)} ${String(r.server_connections).padStart(13)}  ${r.tick_to_start_s
+        .map((s) => s.toFixed(1))
+        .join(', ')
+        .padStart(13)}  ${String(r.exactly_once).padStart(14)}  ${r.load}`,
+    );
+  }
+  for (const n of COUNTS) {
+    const before = rows.find((r) => r.build === 'before' && r.workers === n);
+    const after = rows.find((r) => r.build === 'after' && r.workers === n);
+    if (before && after)
+      console.log(
+        `${n} workers: tx/s after / before = ${(after.tx_per_s / before.tx_per_s).toFixed(2)}; per worker ${after.tx_per_s_per_worker.toFixed(2)} vs ${before.tx_per_s_per_worker.toFixed(2)}`,
+      );
+  }
+}
+
+async function phase(server: BenchServer, build: string, root: string, n: number): Promise<Row> {
+  const db = await server.createDatabase({ migrated: false });
+  const direct = new URL(db.url);
+  const bouncer = await startPgBouncer({
+    serverPort: Number(direct.port),
+    user: direct.username || 'postgres',
+    password: direct.password || 'postgres',
+    poolSize: BOUNCER_POOL_SIZE,
+  });
+  const database = direct.pathname.slice(1);
+  const urls = { DATABASE_URL: bouncer.url(database), DATABASE_DIRECT_URL: db.url };
+  const workers: CliProcess[] = [];
+  let scraping = true;
+  try {
+    const migrated = await runCli(['migrate'], { ...urls, ...WORKER_ENV }, root);
+    if (migrated.code !== 0) throw new Error(`migrate (${build}) failed: ${migrated.stderr}`);
+    await installMovableClock(db.pool);
+    for (let i = 0; i < n; i++) workers.push(startCli(['worker'], { ...urls, ...WORKER_ENV }, root));
+    const ports = await waitFor(
+      `${n} workers started (${build})`,
+      async () => {
+        const lines = workers.map((w) =>
+          w
+            .stderrSoFar()
+            .split('\n')
+            .find((l) => l.includes('"worker started"')),
+        );
+        return lines.every((l) => l) ? lines.map((l) => JSON.parse(l!).http_port as number) : undefined;
+      },
+      { timeoutMs: 600_000, intervalMs: 1000 },
+    );
+    await noActiveRun(db.pool);
+    // Prometheus: every worker scraped every SCRAPE_SECONDS, spread over the interval.
+    void (async () => {
+      while (scraping) {
+        for (const port of ports) {
+          if (!scraping) break;
+          await fetch(`http://127.0.0.1:${port}/metrics`)
+            .then((r) => r.text())
+            .catch(() => undefined);
+          await sleep((SCRAPE_SECONDS * 1000) / ports.length);
+        }
+      }
+    })();
+    await sleep(SCRAPE_SECONDS * 1000); // settle: every worker started its loops and was scraped once
+
+    const xacts = async () =>
+      (
+        await db.pool.query<{ n: number }>(
+          'SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()',
+        )
+      ).rows[0]!.n;
+    const connections = async () =>
+      (
+        await db.pool.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+              AND application_name NOT IN ('')`,
+        )
+      ).rows[0]!.n;
+    await db.pool.query('SELECT pg_stat_clear_snapshot()');
+    const x0 = await xacts();
+    const cpu0 = workers.map((w) => cpuTicks(w.pid));
+    const t0 = performance.now();
+    let peakConnections = 0;
+    while (performance.now() - t0 < IDLE_WINDOW_MS) {
+      peakConnections = Math.max(peakConnections, await connections());
+      await sleep(2000);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    // Our own statements in the window (the samples above) are left out.
+    const samples = Math.ceil(IDLE_WINDOW_MS / 2000);
+    await sleep(1500); // pg_stat_database is flushed by each backend at most once a second
+    const x1 = await xacts();
+    const txPerS = (x1 - x0 - samples - 1) / seconds;
+    const cpu = workers.map((w, i) => ((cpuTicks(w.pid) - cpu0[i]!) / 100 / seconds) * 100);
+    const rss = workers.map((w) => rssKib(w.pid) / 1024);
+
+    // Ticks: pg-boss's clock moved to the next minute; from then to the run's start.
+    const latencies: number[] = [];
+    const minutes: Date[] = [];
+    for (let t = 0; t < TICKS; t++) {
+      const minute = await nextTick(db.pool);
+      const movedAt = (await db.pool.query<{ at: Date }>('SELECT clock_timestamp() AS at')).rows[0]!.at;
+      minutes.push(minute);
+      const started = await waitFor(
+        `the detection run of ${minute.toISOString()}`,
+        async () => {
+          const { rows } = await db.pool.query<{ started_at: Date }>(
+            `SELECT r.started_at FROM pgboss.job j JOIN tasker_job_runs r ON r.pgboss_job_id = j.id
+              WHERE j.name = $1 AND j.data->>'trigger' = 'schedule' AND date_trunc('minute', j.created_on) = $2`,
+            [DETECT, minute],
+          );
+          return rows[0]?.started_at;
+        },
+        { timeoutMs: 180_000, intervalMs: 250 },
+      );
+      latencies.push((started.getTime() - movedAt.getTime()) / 1000);
+    }
+    await noActiveRun(db.pool);
+    await sleep(5000); // a late duplicate, were there one, would show
+    const { rows: perTick } = await db.pool.query<{ tick: Date; jobs: number; runs: number }>(
+      `SELECT date_trunc('minute', j.created_on) AS tick, count(DISTINCT j.id)::int AS jobs, count(r.run_id)::int AS runs
+         FROM pgboss.job j LEFT JOIN tasker_job_runs r ON r.pgboss_job_id = j.id
+        WHERE j.name = $1 AND j.data->>'trigger' = 'schedule' GROUP BY 1`,
+      [DETECT],
+    );
+    const once = minutes.every((m) =>
+      perTick.some((t) => t.tick.getTime() === m.getTime() && t.jobs === 1 && t.runs === 1),
+    );
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const row: Row = {
+      build,
+      workers: n,
+      tx_per_s: txPerS,
+      tx_per_s_per_worker: txPerS / n,
+      cpu_percent_median: median(cpu),
+      rss_mib_median: median(rss),
+      server_connections: peakConnections,
+      tick_to_start_s: latencies,
+      exactly_once: once && perTick.every((t) => t.jobs === 1 && t.runs <= 1),
+      load: loadavg()
+        .map((l) => l.toFixed(1))
+        .join('/'),
+    };
+    console.log(JSON.stringify(row));
+    return row;
+  } finally {
+    scraping = false;
+    for (const w of workers) w.kill('SIGTERM');
+    await Promise.all(workers.map((w) => w.done.catch(() => undefined)));
+    await bouncer.stop();
+    await db.drop();
+    if (root !== projectRoot && existsSync(root)) execSync(`rm -rf ${JSON.stringify(root)}`);
+  }
+}
