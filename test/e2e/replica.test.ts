@@ -148,6 +148,8 @@ it('reads come from the replica, writes go to the primary, and a resolved page r
   const signedIn = await consoleSignIn(web.baseUrl, token);
   const session = signedIn.cookie;
   expect((await page(`/dlq/${second}`, session)).status).toBe(404); // not replayed yet
+  // The Jobs page says where pages read from, and the replica's lag.
+  expect((await page('/jobs', session)).body).toMatch(/Pages read from the replica \(lag \d+\.\d s\)/);
   const entryPage = await page(`/dlq/${first}`, session);
   expect(entryPage.status).toBe(200);
   const csrf = /name="_csrf" value="([^"]+)"/.exec(entryPage.body)?.[1];
@@ -254,6 +256,8 @@ it('with the replica stopped, reads fall back to the primary with one warning, a
   expect(report.replica.fallback_reason).toMatch(/the replica cannot be read/);
   expect(report.investigations.pending).toBeGreaterThanOrEqual(1);
   expect(status.stderr).toMatch(/reads go to the primary instead of the replica/);
+  const { cookie } = await consoleSignIn(web.baseUrl, token);
+  expect((await page('/jobs', cookie)).body).toMatch(/Pages read from the primary: the replica cannot be read/);
 
   await cluster.replica.start();
   await waitFor('the API reading the replica again', async () => {
