@@ -37,6 +37,7 @@ const IDLE_WINDOW_MS = 30_000;
 const SCRAPE_SECONDS = 15;
 const TICKS = 2;
 const BOUNCER_POOL_SIZE = 20;
+const START_BATCH = 10;
 const SWEEP = 'tasker.enrich-dlq-snapshots';
 
 const WORKER_ENV = {
@@ -116,20 +117,36 @@ async function phase(server: BenchServer, build: string, root: string, n: number
   try {
     const migrated = await runCli(['migrate'], { ...urls, ...WORKER_ENV }, root);
     if (migrated.code !== 0) throw new Error(`migrate (${build}) failed: ${migrated.stderr}`);
-    for (let i = 0; i < n; i++) workers.push(startCli(['worker'], { ...urls, ...WORKER_ENV }, root));
-    const ports = await waitFor(
-      `${n} workers started (${build})`,
-      async () => {
-        const lines = workers.map((w) =>
-          w
-            .stderrSoFar()
-            .split('\n')
-            .find((l) => l.includes('"worker started"')),
-        );
-        return lines.every((l) => l) ? lines.map((l) => JSON.parse(l!).http_port as number) : undefined;
-      },
-      { timeoutMs: 600_000, intervalMs: 1000 },
-    );
+    // Started START_BATCH at a time (a hundred Node processes starting at once on 2 cores time
+    // out their first connections); a worker that exits fails the benchmark with its log.
+    const startedPort = (w: CliProcess) => {
+      const line = w
+        .stderrSoFar()
+        .split('\n')
+        .find((l) => l.includes('"worker started"'));
+      return line ? (JSON.parse(line).http_port as number) : undefined;
+    };
+    const exited: CliProcess[] = [];
+    while (workers.length < n) {
+      const batch = Array.from({ length: Math.min(START_BATCH, n - workers.length) }, () =>
+        startCli(['worker'], { ...urls, ...WORKER_ENV }, root),
+      );
+      for (const w of batch) void w.done.then(() => exited.push(w));
+      workers.push(...batch);
+      await waitFor(
+        `${workers.length} of ${n} workers started (${build})`,
+        async () => {
+          const dead = exited.find((w) => workers.includes(w));
+          if (dead) throw new Error(`a worker exited at start:\n${dead.stderrSoFar().slice(-2000)}`);
+          return workers.every((w) => startedPort(w) !== undefined);
+        },
+        { timeoutMs: 300_000, intervalMs: 1000 },
+      ).catch((err: Error) => {
+        const dead = exited.find((w) => workers.includes(w));
+        throw dead ? new Error(`a worker exited at start:\n${dead.stderrSoFar().slice(-2000)}`) : err;
+      });
+    }
+    const ports = workers.map((w) => startedPort(w)!);
     await noActiveRun(db.pool);
     // Prometheus: every worker scraped every SCRAPE_SECONDS, spread over the interval.
     void (async () => {

@@ -22,7 +22,7 @@ import type { Logger } from './logger.ts';
  *
  * The lease lasts two intervals and is renewed every interval: a holder killed (SIGKILL) or
  * frozen (SIGSTOP) stops renewing, and the first worker to look after the expiry takes it, within
- * one interval of it (test/e2e/gauge-lease.test.ts).
+ * one interval of it (test/integration/gauge-lease.test.ts).
  */
 
 export interface GaugeReadings {
