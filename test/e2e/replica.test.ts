@@ -257,7 +257,9 @@ it('with the replica stopped, reads fall back to the primary with one warning, a
   expect(report.investigations.pending).toBeGreaterThanOrEqual(1);
   expect(status.stderr).toMatch(/reads go to the primary instead of the replica/);
   const { cookie } = await consoleSignIn(web.baseUrl, token);
-  expect((await page('/jobs', cookie)).body).toMatch(/Pages read from the primary: the replica cannot be read/);
+  expect((await page('/jobs', cookie)).body).toMatch(
+    /Pages read from the primary: the replica cannot be read/,
+  );
 
   await cluster.replica.start();
   await waitFor('the API reading the replica again', async () => {
