@@ -133,6 +133,13 @@ it('reads come from the replica, writes go to the primary, and a resolved page r
   const first = await pendingEntry();
   await waitFor('the entry replayed on the replica', async () => (await onReplica(first)) === 'pending');
   expect(await listed()).toContain(first);
+  // status reads this system's tables from the replica, and says so with its lag.
+  const status = await runCli(['status', '--json'], { DATABASE_URL: cluster.primary.url('tasker'), ...env });
+  expect(status.code).toBe(0);
+  const report = JSON.parse(status.stdout);
+  expect(report.replica).toMatchObject({ configured: true, reads_from: 'replica', fallback_reason: null });
+  expect(report.replica.lag_seconds).toEqual(expect.any(Number));
+  expect(report.investigations.pending).toBeGreaterThanOrEqual(1);
 
   // Replay paused: what the primary gets now is not on the replica.
   await replica.query('SELECT pg_wal_replay_pause()');
