@@ -78,7 +78,11 @@ export default async function scale(server: BenchServer): Promise<void> {
   const rows: Row[] = [];
   for (const build of BUILDS) {
     const root = buildRoot(build);
-    for (const n of COUNTS) rows.push(await phase(server, build, root, n));
+    try {
+      for (const n of COUNTS) rows.push(await phase(server, build, root, n));
+    } finally {
+      if (root !== projectRoot && existsSync(root)) execSync(`rm -rf ${JSON.stringify(root)}`);
+    }
   }
   console.log(
     '\nbuild   workers  tx/s  tx/s/worker  cpu%/worker  RSS MiB/worker  server conns  tick->start s  each tick once  load (1/5/15)',
@@ -248,6 +252,5 @@ async function phase(server: BenchServer, build: string, root: string, n: number
     await Promise.all(workers.map((w) => w.done.catch(() => undefined)));
     await bouncer.stop();
     await db.drop();
-    if (root !== projectRoot && existsSync(root)) execSync(`rm -rf ${JSON.stringify(root)}`);
   }
 }

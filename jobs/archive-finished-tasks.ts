@@ -12,8 +12,16 @@
  * Options (from [archive] and [archive.policies]; an ad-hoc run may set each): retention_days,
  * batch_size (graphs per transaction, at most), max_batches (per run), batch_statement_timeout_ms,
  * pause_between_batches_ms, duty_cycle_percent, batch_target_ms, dry_run, the per-state policies and
- * archive_dlq_resolved, and the filters namespace / task_name (template) / finished_before (ISO
- * 8601; it narrows the retention window, never widens it).
+ * archive_dlq_resolved, the filters namespace / task_name (template) / finished_before (ISO
+ * 8601; it narrows the retention window, never widens it), and keep_months (archive retention by
+ * whole months; 0: off).
+ *
+ * Partitions: before its first batch a real run makes the monthly archive partitions of ctx.now's
+ * month and the next (each standalone, then attached under SHARE UPDATE EXCLUSIVE, in a short
+ * transaction of its own with a 200 ms lock_timeout: never inside a batch). After its batches, with
+ * keep_months > 0, it drops every archive partition that ended before the first of the month
+ * keep_months months back (detached concurrently, then dropped with its months taken out of the
+ * rollup: src/db/archive-retention.ts).
  *
  * One run: call archive_completed_tasks batch by batch, each in its own transaction under SET
  * LOCAL statement_timeout, continuing from where the previous batch stopped (a keyset cursor on
@@ -54,14 +62,18 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import type { Config } from '../src/config/schema.ts';
+import { exportArchiveMonth } from '../src/db/archive-export.ts';
+import { dropExpiredArchiveMonths } from '../src/db/archive-retention.ts';
 import {
   type ArchiveBatchResult,
   type ArchiveCursor,
   refuseUnlessMovable,
   runArchiveBatch,
 } from '../src/db/queries/archive.ts';
+import { addPartitionsForMonths, compactRollup } from '../src/db/queries/archive-partitions.ts';
 import { checkTemplateFilter, templateFilterProblem } from '../src/db/queries/templates.ts';
 import { AdaptiveBatchSize } from '../src/domain/adaptive-batch-size.ts';
+import { monthsFrom } from '../src/domain/archive-months.ts';
 import { cronEveryHours } from '../src/worker/cron.ts';
 import { defineJob, type JobContext } from '../src/worker/job.ts';
 
@@ -98,6 +110,13 @@ export const ArchiveFinishedTasksOptions = z
     task_name: z.string().min(1).max(64).nullable(),
     /** Only tasks that entered their final state before this instant too (ISO 8601 with offset). */
     finished_before: z.iso.datetime({ offset: true }).nullable(),
+    /**
+     * Retention: months of archive kept besides ctx.now's (archive.keep_months); 0: off. Defaults
+     * to 0 so that runs queued before this option existed still parse.
+     */
+    keep_months: z.int().min(0).max(1200).default(0),
+    /** Retention exports each month to <export_dir>/<YYYY-MM> before dropping it; '': it does not. */
+    export_dir: z.string().max(4096).default(''),
   })
   .refine(
     (o) =>
@@ -139,6 +158,8 @@ export interface ArchiveFinishedTasksResult extends ArchiveCounts {
   duration_ms: number;
   stopped_by: ArchiveStopReason;
   aborted: boolean;
+  /** Monthly archive partitions dropped by retention after the batches (keep_months). */
+  partitions_dropped: number;
 }
 
 export type ArchiveProgress =
@@ -162,6 +183,8 @@ const GROW_AFTER_SUCCESSES = 3;
 export const FIRST_BATCH_GRAPHS_PER_MS = 0.5;
 const MAX_RETRIES = 3;
 const RETRYABLE = new Set(['40P01', '40001', '55P03']);
+/** lock_timeout of retention's DETACH and DROP statements, in milliseconds. */
+const RETENTION_LOCK_TIMEOUT_MS = 1000;
 
 export function archiveOptionsFromConfig(config: Readonly<Config>): ArchiveFinishedTasksOptions {
   const a = config.archive;
@@ -178,6 +201,8 @@ export function archiveOptionsFromConfig(config: Readonly<Config>): ArchiveFinis
     namespace: null,
     task_name: null,
     finished_before: null,
+    keep_months: a.keep_months,
+    export_dir: a.export_dir,
   };
 }
 
@@ -214,6 +239,26 @@ export async function runArchival(
   // Before anything: archive tables that differ from the live ones (run migrate) or a foreign key
   // the moves rely on refuse the run, naming each and what to run (ArchiveRefusedError).
   await refuseUnlessMovable(ctx.pool, 'archival');
+
+  // The monthly partitions this run's batches write (ctx.now's month) and the next month's, made
+  // ahead of need here, outside any batch: each made standalone and attached in a short
+  // transaction of its own (SHARE UPDATE EXCLUSIVE on the parent, which no batch, restore or read
+  // waits on), giving up after 200 ms rather than wait.
+  if (!options.dry_run) {
+    const partitions = await addPartitionsForMonths(ctx.pool, monthsFrom(ctx.now, 1));
+    if (partitions.made.length > 0)
+      ctx.logger.info(`archival made partitions ${partitions.made.join(', ')}`, {
+        job: 'tasker.archive-finished-tasks',
+        partitions_made: partitions.made.length,
+      });
+    for (const left of partitions.lockNotGranted)
+      ctx.logger.warn(
+        `archival could not make the partition of ${left} now (its lock was busy); a later run or migrate will`,
+        {
+          job: 'tasker.archive-finished-tasks',
+        },
+      );
+  }
 
   // A filter that names no template can never match: the run ends at once, as done (retrying it
   // would only hold the queue's waiting slot). The CLI refuses such a filter before queueing.
@@ -336,6 +381,33 @@ export async function runArchival(
   }
   if (stoppedBy === 'max_batches' && ctx.signal.aborted) stoppedBy = 'aborted';
 
+  // The rollup's delta rows (one or a few per batch) folded into one per month, outside any batch.
+  if (!options.dry_run && batches > 0) await compactRollup(ctx.pool);
+
+  // Retention, after the batches of a real run that was not aborted: whole months past keep_months
+  // are detached concurrently and dropped (src/db/archive-retention.ts).
+  let dropped: string[] = [];
+  if (!options.dry_run && options.keep_months > 0 && stoppedBy !== 'aborted') {
+    const retention = await dropExpiredArchiveMonths(ctx.pool, {
+      keepMonths: options.keep_months,
+      exportDir: options.export_dir === '' ? null : options.export_dir,
+      exportMonth: (month, directory) => exportArchiveMonth(ctx.pool, { month, directory, now: ctx.now }),
+      now: ctx.now,
+      lockTimeoutMs: RETENTION_LOCK_TIMEOUT_MS,
+      statementTimeoutMs: options.batch_statement_timeout_ms,
+    });
+    dropped = retention.dropped;
+    for (const failure of retention.exportFailures ?? [])
+      ctx.logger.warn(`archival retention kept a month it could not export: ${failure}`, {
+        job: 'tasker.archive-finished-tasks',
+      });
+    if (dropped.length > 0)
+      ctx.logger.info(`archival retention dropped ${dropped.join(', ')}`, {
+        job: 'tasker.archive-finished-tasks',
+        partitions_dropped: dropped.length,
+      });
+  }
+
   return {
     dry_run: options.dry_run,
     cutoff: (cutoff ?? cutoffOf(ctx.now, options)).toISOString(),
@@ -350,6 +422,7 @@ export async function runArchival(
     duration_ms: Math.round(performance.now() - started),
     stopped_by: stoppedBy,
     aborted: stoppedBy === 'aborted',
+    partitions_dropped: dropped.length,
   };
 }
 

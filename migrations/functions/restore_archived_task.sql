@@ -7,6 +7,11 @@
 -- (no_data_found) whose message says whether the task is live or unknown. Two restores of the same
 -- task: the second waits for the first and then finds nothing to restore. A row whose value sits
 -- in an archive column the live table no longer has is refused (SQLSTATE TL002), not dropped.
+-- The archive tables are partitioned by archived_at (0210) and a task's key there includes it: the
+-- newest archived copy of the task is restored (one probe of tasker_tasks_archive_pkey per
+-- partition finds it), and every table is read in that copy's partition only. The monthly rollup
+-- loses what moved back (tasker_lifecycle_archive_rollup), in this transaction; the six archive
+-- tables are locked ROW EXCLUSIVE first, in archival's order, so that the rollup's start is seen.
 -- Reads tasker_tasks_archive_pkey, idx_steps_archive_task_uuid, idx_task_transitions_archive_task_uuid,
 -- idx_dlq_archive_task_uuid, idx_step_edges_archive_from_step / _to_step,
 -- idx_step_transitions_archive_step_uuid.
@@ -25,11 +30,33 @@ DECLARE
   v_task uuid[] := ARRAY[p_task_uuid];
   v_step_ids uuid[];
   v_state varchar;
+  v_at timestamptz;
 BEGIN
   PERFORM tasker_lifecycle_refuse_archive_moves('restore');
+  LOCK TABLE tasker_workflow_step_transitions_archive, tasker_workflow_step_edges_archive,
+             tasker_workflow_steps_archive, tasker_task_transitions_archive, tasker_tasks_dlq_archive,
+             tasker_tasks_archive IN ROW EXCLUSIVE MODE;
+
+  -- the newest copy (tasker_tasks_archive_pkey in each partition), locked against a second restore
+  SELECT a.archived_at INTO v_at FROM tasker_tasks_archive a
+   WHERE a.task_uuid = p_task_uuid ORDER BY a.archived_at DESC LIMIT 1 FOR UPDATE;
+
+  IF v_at IS NOT NULL THEN
+    SELECT coalesce(array_agg(s.workflow_step_uuid), ARRAY[]::uuid[]) INTO v_step_ids
+      FROM tasker_workflow_steps_archive s WHERE s.task_uuid = p_task_uuid AND s.archived_at = v_at;
+    PERFORM tasker_lifecycle_archive_rollup(
+      v_task, v_at, -1,
+      (SELECT count(*) FROM tasker_workflow_steps_archive x WHERE x.task_uuid = p_task_uuid AND x.archived_at = v_at),
+      (SELECT count(*) FROM tasker_task_transitions_archive x WHERE x.task_uuid = p_task_uuid AND x.archived_at = v_at),
+      (SELECT count(*) FROM tasker_workflow_step_edges_archive x
+        WHERE (x.from_step_uuid = ANY (v_step_ids) OR x.to_step_uuid = ANY (v_step_ids)) AND x.archived_at = v_at),
+      (SELECT count(*) FROM tasker_workflow_step_transitions_archive x
+        WHERE x.workflow_step_uuid = ANY (v_step_ids) AND x.archived_at = v_at),
+      (SELECT count(*) FROM tasker_tasks_dlq_archive x WHERE x.task_uuid = p_task_uuid AND x.archived_at = v_at));
+  END IF;
 
   tasks_restored := tasker_lifecycle_restore_rows(
-    'tasker_tasks_archive', 'tasker_tasks', 'x.task_uuid = ANY ($1)', v_task);
+    'tasker_tasks_archive', 'tasker_tasks', 'x.task_uuid = ANY ($1) AND x.archived_at = $2', v_task, v_at);
 
   IF tasks_restored = 0 THEN
     SELECT tr.to_state INTO v_state FROM tasker_task_transitions tr
@@ -43,21 +70,21 @@ BEGIN
   END IF;
 
   transitions_restored := tasker_lifecycle_restore_rows(
-    'tasker_task_transitions_archive', 'tasker_task_transitions', 'x.task_uuid = ANY ($1)', v_task);
+    'tasker_task_transitions_archive', 'tasker_task_transitions', 'x.task_uuid = ANY ($1) AND x.archived_at = $2',
+    v_task, v_at);
   dlq_entries_restored := tasker_lifecycle_restore_rows(
-    'tasker_tasks_dlq_archive', 'tasker_tasks_dlq', 'x.task_uuid = ANY ($1)', v_task);
+    'tasker_tasks_dlq_archive', 'tasker_tasks_dlq', 'x.task_uuid = ANY ($1) AND x.archived_at = $2', v_task, v_at);
 
-  -- idx_steps_archive_task_uuid
-  SELECT coalesce(array_agg(s.workflow_step_uuid), ARRAY[]::uuid[]) INTO v_step_ids
-    FROM tasker_workflow_steps_archive s WHERE s.task_uuid = p_task_uuid;
+  -- the steps' ids were read above (idx_steps_archive_task_uuid)
   steps_restored := tasker_lifecycle_restore_rows(
-    'tasker_workflow_steps_archive', 'tasker_workflow_steps', 'x.task_uuid = ANY ($1)', v_task);
+    'tasker_workflow_steps_archive', 'tasker_workflow_steps', 'x.task_uuid = ANY ($1) AND x.archived_at = $2',
+    v_task, v_at);
   edges_restored := tasker_lifecycle_restore_rows(
     'tasker_workflow_step_edges_archive', 'tasker_workflow_step_edges',
-    'x.from_step_uuid = ANY ($1) OR x.to_step_uuid = ANY ($1)', v_step_ids);
+    '(x.from_step_uuid = ANY ($1) OR x.to_step_uuid = ANY ($1)) AND x.archived_at = $2', v_step_ids, v_at);
   step_transitions_restored := tasker_lifecycle_restore_rows(
     'tasker_workflow_step_transitions_archive', 'tasker_workflow_step_transitions',
-    'x.workflow_step_uuid = ANY ($1)', v_step_ids);
+    'x.workflow_step_uuid = ANY ($1) AND x.archived_at = $2', v_step_ids, v_at);
 
   RETURN NEXT;
 END

@@ -7,6 +7,7 @@ import { redactCredentials } from '../redact.ts';
 import { type FlagSpec, parseArgs } from './args.ts';
 import type { Command } from './command.ts';
 import { archiveCommand, restoreCommand } from './commands/archive.ts';
+import { archiveDropCommand, archiveExportCommand } from './commands/archive-months.ts';
 import { auditCommand } from './commands/audit.ts';
 import { cancelCommand } from './commands/cancel.ts';
 import { detectStaleCommand } from './commands/detect-stale.ts';
@@ -52,6 +53,8 @@ export const COMMANDS: readonly Command[] = [
   dlqGroupsCommand,
   dlqGroupCommand,
   archiveCommand,
+  archiveExportCommand,
+  archiveDropCommand,
   enqueueArchiveCommand,
   cancelCommand,
   restoreCommand,

@@ -367,6 +367,21 @@ export const ArchiveSchema = z.strictObject({
     .describe(
       '`migrate` makes a change to an archive table that rewrites it (integer to bigint, a new column with a volatile default) only while the table has at most this many rows; on a larger one it leaves the change, names the statement, and archival and restore refuse until `migrate --allow-archive-rewrites` makes it in a maintenance window. Changes that touch only the catalog (a new column, varchar(n) to a longer varchar or to text) are made at any size.',
     ),
+  keep_months: z
+    .int()
+    .min(0)
+    .max(1200)
+    .default(0)
+    .describe(
+      'Months of archive kept, besides the current one (UTC months of archived_at): after its batches, each real archival run drops every monthly archive partition that ended before the first of the month this many months back (detached concurrently, then dropped: no DELETE, no vacuum, no long lock). 0 (the default): retention off, the archive is kept for ever.',
+    ),
+  export_dir: z
+    .string()
+    .max(4096)
+    .default('')
+    .describe(
+      'Retention exports each month to Parquet in <export_dir>/<YYYY-MM> (as `archive export` does, verified) before it drops the month, and keeps a month whose export fails. Empty (the default): retention drops months without exporting them.',
+    ),
   alter_lock_timeout_ms: z
     .int()
     .min(10)

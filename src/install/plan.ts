@@ -1,14 +1,21 @@
 import type pg from 'pg';
 import type { Config } from '../config/schema.ts';
-import { archiveDifferences, canFollowLiveTables } from '../db/queries/archive.ts';
+import { ARCHIVE_TABLES, archiveDifferences, canFollowLiveTables } from '../db/queries/archive.ts';
+import {
+  archivePartitions,
+  archiveTableShapes,
+  canPartitionArchive,
+} from '../db/queries/archive-partitions.ts';
 import { PGBOSS_SCHEMA_VERSION, pgBossInstallState } from '../db/queries/boss-jobs.ts';
 import { indexState, probeIndexDefinition, tableExists } from '../db/queries/engine-indexes.ts';
 import { ENGINE_TABLES } from '../db/queries/engine-schema.ts';
 import { appliedMigrations, appliedObjectFiles } from '../db/queries/schema-history.ts';
 import { setLockAndStatementTimeouts } from '../db/queries/schema-locks.ts';
+import { monthsFrom } from '../domain/archive-months.ts';
 import { EngineSchemaError } from '../errors.ts';
 import { migrationsDir } from '../paths.ts';
 import { type AnyJob, deadLetterQueue, RUN_KEY } from '../worker/worker.ts';
+import { PARTITIONS_AHEAD } from './archive-partitions.ts';
 import { engineSchemaProblems, hasEngineTables } from './engine-schema.ts';
 import { type IndexFile, indexSteps, readIndexFiles } from './index-files.ts';
 import { queuePolicy } from './pgboss.ts';
@@ -270,6 +277,60 @@ async function plan(client: pg.PoolClient, o: PlanOptions, dir: string): Promise
       rewrites: false,
       note: 'archive tables created in this run have every live column already',
     });
+  }
+
+  // The archive's monthly partitions (src/install/archive-partitions.ts, docs/archival.md).
+  const shapes = (await canPartitionArchive(client)) ? await archiveTableShapes(client) : null;
+  const toAdopt =
+    shapes === null
+      ? [...ARCHIVE_TABLES]
+      : shapes.filter((t) => t.relkind !== 'p').map((t) => t.archive_table);
+  const adoptSource = 'archive partitions (src/install/archive-partitions.ts)';
+  for (const table of toAdopt) {
+    changes = true;
+    add({
+      source: adoptSource,
+      statement: `ALTER TABLE ${table} ADD CONSTRAINT ${table}_adopt_range CHECK (archived_at < <bound>) NOT VALID; VALIDATE CONSTRAINT`,
+      locks: [lock(table, 'ACCESS EXCLUSIVE'), lock(table, 'SHARE UPDATE EXCLUSIVE')],
+      rewrites: false,
+      note: 'each in its own transaction: the ADD is a catalog change; VALIDATE scans the table while archival, restores and reads go on',
+    });
+    add({
+      source: adoptSource,
+      statement: `CREATE UNIQUE INDEX CONCURRENTLY ${table}_adopt_key ON ${table} (<key>, archived_at)`,
+      locks: [lock(table, 'SHARE UPDATE EXCLUSIVE')],
+      rewrites: false,
+    });
+  }
+  if (toAdopt.length > 0) {
+    add({
+      source: adoptSource,
+      statement: `counts the archive into the rollup, then makes ${toAdopt.join(', ')} partitioned, each old table attached as <table>_adopted (tasker_lifecycle_adopt_archive_table)`,
+      locks: toAdopt.flatMap((t) => [lock(t, 'SHARE'), lock(t, 'ACCESS EXCLUSIVE')]),
+      rewrites: false,
+      note: 'one transaction; SHARE for the count (archival and restore wait for it, reads do not), then catalog changes only: the validated CHECKs prove each range, so nothing is scanned or rewritten',
+    });
+  }
+  if (shapes !== null) {
+    const partitions = await archivePartitions(client);
+    for (const month of monthsFrom(new Date(), PARTITIONS_AHEAD))
+      for (const table of ARCHIVE_TABLES) {
+        const end = new Date(Date.UTC(month.getUTCFullYear(), month.getUTCMonth() + 1, 1));
+        if (
+          partitions.some(
+            (p) => p.archive_table === table && (p.from_at ?? month) <= month && (p.to_at ?? end) >= end,
+          )
+        )
+          continue;
+        changes = true;
+        add({
+          source: adoptSource,
+          statement: `makes the ${month.toISOString().slice(0, 7)} partition of ${table} (CREATE TABLE … LIKE, then ATTACH PARTITION)`,
+          locks: [lock(table, 'SHARE UPDATE EXCLUSIVE')],
+          rewrites: false,
+          note: 'the new table is empty: nothing is scanned; no archival batch, restore or read waits on this lock',
+        });
+      }
   }
 
   // pg-boss.

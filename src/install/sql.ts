@@ -16,6 +16,7 @@ import {
 } from '../db/queries/schema-history.ts';
 import { EngineSchemaError, MigrateBlockedError } from '../errors.ts';
 import { migrationsDir } from '../paths.ts';
+import { partitionArchiveTables } from './archive-partitions.ts';
 import {
   type ArchiveTableOptions,
   type ArchiveTablesResult,
@@ -130,6 +131,8 @@ export interface MigrationResult extends ArchiveTablesResult {
    * verified (0001 applied before; checked again).
    */
   engineTables: 'created' | 'adopted' | 'verified';
+  /** The archive's monthly partitions: adopted, made ahead of need (src/install/archive-partitions.ts). */
+  partitionChanges: string[];
 }
 
 export interface MigrationStatus {
@@ -312,6 +315,7 @@ export async function migrate(
         else indexes.push(change);
       }
       const archiveTables = await followLiveTables(client, options.archive ?? DEFAULT_ARCHIVE_TABLE_OPTIONS);
+      const { partitionChanges } = await partitionArchiveTables(ddl);
       return {
         applied: done,
         alreadyApplied: migrations.length - pending.length,
@@ -320,6 +324,7 @@ export async function migrate(
         indexes,
         engineTables,
         ...archiveTables,
+        partitionChanges,
       };
     } finally {
       await unlockSchemaChanges(client);

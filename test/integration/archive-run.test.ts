@@ -73,6 +73,8 @@ describe('the run', () => {
       namespace: null,
       task_name: null,
       finished_before: null,
+      keep_months: 0,
+      export_dir: '',
     });
   });
 

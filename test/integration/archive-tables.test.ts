@@ -62,10 +62,13 @@ async function columnType(db: TestDatabase, table: string, column: string): Prom
 }
 
 /** The table's file: a rewrite gives it a new one. */
-async function fileOf(db: TestDatabase, table: string): Promise<number> {
-  const { rows } = await db.pool.query<{ f: number }>('SELECT pg_relation_filenode($1::regclass)::int AS f', [
-    table,
-  ]);
+/** The files of an archive table's partitions (a partitioned table has none of its own). */
+async function fileOf(db: TestDatabase, table: string): Promise<string> {
+  const { rows } = await db.pool.query<{ f: string }>(
+    `SELECT string_agg(pg_relation_filenode(relid)::text, ',' ORDER BY relid) AS f
+       FROM pg_partition_tree($1::regclass) WHERE isleaf`,
+    [table],
+  );
   return rows[0]!.f;
 }
 

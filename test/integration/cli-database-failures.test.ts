@@ -46,7 +46,9 @@ function expectOneLineFailure(
   expect(result.stderr).toMatch(pattern);
   expect(result.stderr.trim().split('\n')).toHaveLength(1);
   expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
-  expect(result.seconds).toBeLessThan(20); // the server's authentication_timeout is 60 s
+  // Not hanging until the server's authentication_timeout (60 s) is what the bound tells apart; a
+  // CLI run alone took 20.6 s on a CI machine under load average 30.
+  expect(result.seconds).toBeLessThan(45);
 }
 
 describe('a command that cannot get its database', () => {

@@ -76,7 +76,9 @@ describe('enqueue --wait without its database', () => {
         `^error: cannot connect to 127\\.0\\.0\\.1:${port}/nowhere: nothing listens there \\(connection refused\\)`,
       ),
     );
-    expect(Date.now() - started).toBeLessThan(10_000);
+    // "At once": not after the wait's 600 s nor retrying until then. The bound is what tells those
+    // apart, not how fast a process starts: on a loaded CI machine the CLI alone took 16 s.
+    expect(Date.now() - started).toBeLessThan(45_000);
   });
 
   it('lost while waiting: says so at once, then gives up as interrupted, with the time it really waited', async () => {
@@ -85,6 +87,11 @@ describe('enqueue --wait without its database', () => {
     const started = Date.now();
     const waiting = startCli(['enqueue', 'detect-stale', '--wait'], { ...ENV, DATABASE_URL: p.url });
     const id = await queuedRun(); // no worker: it waits
+    // Cut once it waits, not as soon as the run is queued: the command still reads the workers
+    // after queueing, and a cut then is a failure to enqueue, not a lost wait (CI under load).
+    await waitFor('the command to wait', async () =>
+      waiting.stderrSoFar().includes('waiting for one') ? true : undefined,
+    );
     p.cut();
     const cutAt = Date.now();
     const result = await waiting.done;

@@ -3,9 +3,9 @@
  * --json, the entries in no group yet), `dlq group <fingerprint>` (what its entries share, its
  * entries), and `dlq resolve --group` (a preview unless --yes; --yes resolves exactly the group's
  * pending entries, one audit row; --expected-fingerprint refuses a set that changed), with exit 2
- * for bad input.
+ * for bad input; `status` names the largest groups.
  */
-import { beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { groupCountsDrift } from '../../src/db/queries/dlq-groups.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { cli } from '../helpers/cli.ts';
@@ -19,6 +19,7 @@ import {
   type Template,
 } from '../helpers/factories.ts';
 import { enrichAll, failingEntry, fingerprintOf } from '../helpers/group-factories.ts';
+import { installFor } from '../helpers/workers.ts';
 
 const db = useTestDatabase();
 let shop: Template;
@@ -76,6 +77,35 @@ describe('dlq groups', () => {
     const bad = await cli(['dlq', 'groups', '--min-age-minutes', 'soon'], env);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--min-age-minutes "soon": expected a whole number from 0 to 525600');
+  });
+});
+
+describe('status', () => {
+  beforeAll(async () => {
+    await installFor(db.url); // status reads pg-boss's queues too
+  });
+
+  it('says how many groups the pending entries are in and names the three largest, most pending first', async () => {
+    const groups = [
+      await storm(4),
+      await storm(3, 'capture'),
+      await storm(2, 'ship'),
+      await storm(1, 'bill'),
+    ];
+    const text = await cli(['status'], env);
+    expect(text.stderr).toBe('');
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^investigations: 10 pending, oldest \S+.*, in 4 groups \(dlq groups\)$/m);
+    const named = text.stdout.split('\n').filter((l) => l.includes('(dlq group '));
+    expect(named.map((l) => /^ {2}(\d+) pending .*\(dlq group ([0-9a-f]{32})\)$/.exec(l)?.slice(1))).toEqual(
+      groups.slice(0, 3).map((g, i) => [String(4 - i), g.fingerprint]),
+    );
+    expect(named[0]).toContain(
+      'shop/order 0.1.0  blocked at charge (gateway timeout after <duration> on order <n>)',
+    );
+    const json = (await cli(['status', '--json'], env)).json();
+    expect(json.investigations).toMatchObject({ pending: 10, groups: 4 });
+    expect(json.investigations.largest_groups.map((g: { pending: number }) => g.pending)).toEqual([4, 3, 2]);
   });
 });
 

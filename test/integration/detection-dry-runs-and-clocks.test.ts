@@ -18,6 +18,7 @@ import {
   type Template,
 } from '../helpers/factories.ts';
 import { insertStepChain } from '../helpers/graphs.ts';
+import { planWork } from '../helpers/plan-work.ts';
 
 const db = useTestDatabase();
 let t: Template;
@@ -26,26 +27,6 @@ beforeEach(async () => {
   await resetTables(db.pool);
   t = await insertTemplate(db.pool, { name: 'plain' });
 });
-
-interface PlanNode {
-  'Actual Rows'?: number;
-  'Actual Loops'?: number;
-  'Rows Removed by Filter'?: number;
-  'Rows Removed by Join Filter'?: number;
-  'Rows Removed by Index Recheck'?: number;
-  Plans?: PlanNode[];
-}
-
-/** Rows a plan node and those under it produced or threw away, over all their loops. */
-function rowsHandled(node: PlanNode): number {
-  const loops = node['Actual Loops'] ?? 1;
-  const own =
-    (node['Actual Rows'] ?? 0) * loops +
-    (node['Rows Removed by Filter'] ?? 0) +
-    (node['Rows Removed by Join Filter'] ?? 0) +
-    (node['Rows Removed by Index Recheck'] ?? 0);
-  return own + (node.Plans ?? []).reduce((sum, child) => sum + rowsHandled(child), 0);
-}
 
 function stale(minutes = 100, now = NOW): Promise<string> {
   return insertTask(db.pool, {
@@ -234,47 +215,31 @@ describe('bounded batches', () => {
   it('the cycle check stays linear whatever join method the planner picks (CI once saw nested loops: 5 s)', async () => {
     // A planner that misjudges a graph's size may join with nested loops; where one side cannot use
     // an index, a 5,000-step chain then costs 25 million comparisons per join. Forbid hash and
-    // merge joins on one connection to force that choice. The check counts the rows every plan node
-    // inside the function handled (auto_explain, actual rows × loops, plus rows a filter threw
-    // away), not the time it took: a timed limit failed on a loaded CI machine at 40 ms typical.
+    // merge joins on one connection to force that choice. The check counts the rows the function's
+    // plans handle (planWork), not the time it took: a timed limit failed on a loaded CI machine
+    // at 40 ms typical.
     const chain = await stale(100);
     await insertStepChain(db.pool, chain, 5000);
     const loop = await stale(90);
     await insertStepChain(db.pool, loop, 5000, { cycle: true });
     const client = await db.connect();
-    const plans: PlanNode[] = [];
-    client.on('notice', (notice) => {
-      const json = notice.message?.slice(notice.message.indexOf('{'));
-      if (json && notice.message?.includes('plan:')) plans.push(JSON.parse(json).Plan as PlanNode);
-    });
     try {
       await client.query('SET enable_hashjoin = off');
       await client.query('SET enable_mergejoin = off');
       await client.query(`SET statement_timeout = '60s'`); // a quadratic plan takes seconds, not forever
-      await client.query(`LOAD 'auto_explain'`);
-      for (const setting of [
-        'log_min_duration = 0',
-        'log_nested_statements = on',
-        'log_analyze = on',
-        'log_timing = off',
-        'log_format = json',
-        'log_level = notice',
-      ]) {
-        await client.query(`SET auto_explain.${setting}`);
-      }
-      const { rows } = await client.query<{ chain: boolean; loop: boolean }>(
+      const work = await planWork<{ chain: boolean; loop: boolean }>(
+        client,
         'SELECT task_has_dependency_cycle($1) AS chain, task_has_dependency_cycle($2) AS loop',
         [chain, loop],
       );
-      expect(rows[0]).toEqual({ chain: false, loop: true });
+      expect(work.rows[0]).toEqual({ chain: false, loop: true });
+      const graphRows = 2 * (5000 + 5000); // two tasks' steps and edges
+      expect(work.plans).toBeGreaterThanOrEqual(3); // both functions' reads and the outer SELECT
+      expect(work.rowsHandled).toBeGreaterThanOrEqual(graphRows); // the count sees the reads at all
+      expect(work.rowsHandled).toBeLessThan(20 * graphRows); // a quadratic join handles over 25,000,000
     } finally {
       await client.end();
     }
-    const graphRows = 2 * (5000 + 5000); // two tasks' steps and edges
-    const handled = plans.reduce((sum, plan) => sum + rowsHandled(plan), 0);
-    expect(plans.length).toBeGreaterThanOrEqual(3); // both functions' reads and the outer SELECT
-    expect(handled).toBeGreaterThanOrEqual(graphRows); // the count sees the reads at all
-    expect(handled).toBeLessThan(20 * graphRows); // a quadratic join handles over 25,000,000
   });
 
   it('a batch that exceeds batch_statement_timeout_ms is rolled back and fails the run, naming the batch', async () => {

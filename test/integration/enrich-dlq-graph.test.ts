@@ -19,6 +19,7 @@ import { DIAGNOSIS_REFERENCE_SQL } from '../helpers/diagnosis-reference.ts';
 import { readEntry } from '../helpers/enrichment-factories.ts';
 import { insertDlqEntry, insertTask, insertTemplate, minutesBefore, NOW } from '../helpers/factories.ts';
 import { insertStepChain } from '../helpers/graphs.ts';
+import { planWork } from '../helpers/plan-work.ts';
 
 const db = useTestDatabase();
 const defaults = enrichmentOptionsFromConfig(ConfigSchema.parse({}));
@@ -60,6 +61,58 @@ async function enrichTimed(entry: string) {
   const snap = (await readEntry(db.pool, entry)).task_snapshot as FullEnrichedSnapshot;
   return { result, snap, ms };
 }
+
+describe("one entry reads its own task's rows", () => {
+  it("a 5-step task's snapshot handles rows in proportion to its graph, not to the 20,000 steps of 4,000 other tasks", async () => {
+    // The diagnosis once joined its listed steps to tasker_workflow_steps for their errors; the
+    // planner, which estimates hundreds of listed steps, hashed the whole steps table for every
+    // entry (10 ms an entry on a 20,000-step table instead of 1). Counted, not timed: planWork.
+    const { task } = await taskWithEntry();
+    await insertStepChain(db.pool, task, 5);
+    // The third step is out of retries with an error: it is listed as blocking and as exhausted.
+    await db.pool.query(
+      `WITH third AS (SELECT workflow_step_uuid FROM tasker_workflow_steps WHERE task_uuid = $1
+                       ORDER BY workflow_step_uuid OFFSET 2 LIMIT 1),
+            step AS (UPDATE tasker_workflow_steps s SET attempts = 3, max_attempts = 3, retryable = false,
+                            results = '{"error": {"message": "connection refused"}}'
+                       FROM third WHERE s.workflow_step_uuid = third.workflow_step_uuid)
+       UPDATE tasker_workflow_step_transitions t SET to_state = 'error'
+         FROM third WHERE t.workflow_step_uuid = third.workflow_step_uuid`,
+      [task],
+    );
+    // Beside it, 4,000 other tasks of 5 steps each (many small tasks: the planner's estimates per
+    // task are a production's).
+    await db.pool.query(
+      `WITH tasks AS (
+         INSERT INTO tasker_tasks (named_task_uuid, identity_hash)
+         SELECT named_task_uuid, md5(random()::text) FROM tasker_tasks, generate_series(1, 4000)
+          WHERE task_uuid = $1
+         RETURNING task_uuid),
+       steps AS (
+         INSERT INTO tasker_workflow_steps (task_uuid, named_step_uuid, attempts, max_attempts, retryable)
+         SELECT t.task_uuid, ws.named_step_uuid, 0, 3, true
+           FROM tasks t CROSS JOIN (SELECT named_step_uuid FROM tasker_workflow_steps WHERE task_uuid = $1) ws
+         RETURNING workflow_step_uuid)
+       INSERT INTO tasker_workflow_step_transitions (workflow_step_uuid, to_state, sort_key, most_recent)
+       SELECT workflow_step_uuid, 'pending', 0, true FROM steps`,
+      [task],
+    );
+    await db.pool.query('ANALYZE');
+    const client = await db.connect();
+    try {
+      const snapshot = `SELECT dlq_enriched_snapshot('{}'::jsonb, $1, $2, true, 500, 200, 16384, 1048576,
+                                                     'staleness_timeout', 'steps_in_process') AS s`;
+      await client.query(snapshot, [task, NOW]); // plans once; the count is of a warm call
+      const work = await planWork<{ s: FullEnrichedSnapshot }>(client, snapshot, [task, NOW]);
+      expect(work.rows[0]!.s.counts).toMatchObject({ steps: 5, edges: 4 });
+      expect(work.rows[0]!.s.diagnosis.exhausted_retries.total).toBe(1);
+      expect(work.plans).toBeGreaterThan(10); // the snapshot's statements and its functions'
+      expect(work.rowsHandled).toBeLessThan(1_000); // a hash of the steps table handles 20,000
+    } finally {
+      await client.end();
+    }
+  });
+});
 
 describe('large graphs', () => {
   it('a 10,000-step chain is enriched in full detail well within its statement timeout', async () => {

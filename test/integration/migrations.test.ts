@@ -79,6 +79,7 @@ describe('on a migrated database', () => {
       archiveChanges: [],
       archiveChangesLeft: [],
       archivalKeyProblems: [],
+      partitionChanges: [],
     });
   });
 

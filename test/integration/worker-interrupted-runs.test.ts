@@ -91,6 +91,32 @@ async function someBatchesDone(before: number): Promise<void> {
   await waitFor('a few more batches to commit', async () => (await archived()) >= before + 10);
 }
 
+/**
+ * SIGKILLs a run's worker in the middle of a batch, whatever the machine's load: the archive table
+ * is locked first, so the run's next batch waits on it (seen in pg_locks), `meanwhile` runs, and
+ * the lock is let go once the worker is dead. Without the hold, a run of a few seconds could end before a slow test
+ * step (a CLI process starting on a loaded machine took 10 s) reached the kill.
+ */
+async function killMidBatch(runner: CliProcess, meanwhile?: () => Promise<void>): Promise<void> {
+  const hold = await db.connect();
+  try {
+    await hold.query('BEGIN');
+    await hold.query('LOCK TABLE tasker_tasks_archive IN ACCESS EXCLUSIVE MODE');
+    await waitFor('a batch to wait on the held archive table', async () => {
+      const { rows } = await db.pool.query(
+        `SELECT count(*)::integer AS n FROM pg_locks WHERE relation = 'tasker_tasks_archive'::regclass AND NOT granted`,
+      );
+      return rows[0].n > 0 || undefined;
+    });
+    await meanwhile?.();
+    runner.kill('SIGKILL');
+    expect((await runner.done).signal).toBe('SIGKILL');
+  } finally {
+    await hold.query('ROLLBACK');
+    await hold.end();
+  }
+}
+
 async function deadLettered(): Promise<number> {
   const { rows } = await db.pool.query(`SELECT count(*) AS n FROM pgboss.job WHERE name = $1`, [
     `${ARCHIVE}.failed`,
@@ -110,20 +136,20 @@ describe('interrupted runs', () => {
       await waitForWorkers(db.pool, 2);
       const a = JSON.parse((await enqueueArchive()).stdout).job_id as string;
       const runnerA = await runnerOf(workers, a, 0);
-      // Run B waits behind A (stately queue: one active, one waiting).
-      const b = JSON.parse((await enqueueArchive()).stdout).job_id as string;
       await someBatchesDone(0);
-
-      runnerA.kill('SIGKILL');
-      expect((await runnerA.done).signal).toBe('SIGKILL');
+      // Run B waits behind A (stately queue: one active, one waiting). Enqueued while A is held
+      // mid-batch, so A is still running when it is killed.
+      let b = '';
+      await killMidBatch(runnerA, async () => {
+        b = JSON.parse((await enqueueArchive()).stdout).job_id as string;
+      });
       workers.push(startWorkerProcess(db.url, WORKER_ENV));
       // Recovered by the other worker's recovery pass and resumed at once, ahead of B.
       const runnerA2 = await runnerOf(workers, a, 1);
       expect(runnerA2).not.toBe(runnerA);
       await someBatchesDone(await archived());
 
-      runnerA2.kill('SIGKILL');
-      expect((await runnerA2.done).signal).toBe('SIGKILL');
+      await killMidBatch(runnerA2);
       const secondKill = Date.now();
       workers.push(startWorkerProcess(db.url, WORKER_ENV));
 
@@ -200,8 +226,7 @@ describe('interrupted runs', () => {
       const b = JSON.parse((await enqueueArchive()).stdout).job_id as string;
       const runnerB = await runnerOf(workers, b, 0);
       await someBatchesDone(await archived());
-      runnerB.kill('SIGKILL');
-      await runnerB.done;
+      await killMidBatch(runnerB);
       workers.push(startWorkerProcess(db.url, WORKER_ENV));
       await waitFor(
         'run B to resume and complete',

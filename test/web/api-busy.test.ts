@@ -68,8 +68,9 @@ it(`a row held for ${HOLD_MS / 1000} s: waiting requests get 503 BUSY, other req
   expect(others.filter((o) => o.status !== 200)).toEqual([]);
   const slowest = (path: string) => Math.max(...others.filter((o) => o.path === path).map((o) => o.ms));
   // A page may wait for a connection a blocked request frees within its lock timeout (1 s);
-  // /readyz and the token check have their own.
-  expect(slowest('/readyz')).toBeLessThan(500);
+  // /readyz and the token check have their own, so /readyz never waits that long (a CI machine
+  // under load took 533 ms for it once: the bound is the lock timeout, what tells the two apart).
+  expect(slowest('/readyz')).toBeLessThan(1_000);
   expect(slowest('/v1/dlq/stats')).toBeLessThan(2_500);
   expect(slowest('/v1/dlq?limit=5')).toBeLessThan(2_500);
   process.stdout.write(

@@ -4,7 +4,7 @@
  * naming the field, nothing changed), 404 and 409, one audit row per change, and 20 simultaneous
  * resolutions of one entry (one 200, nineteen 409).
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import {
   investigationQueue,
   investigationQueueJson,
@@ -12,7 +12,7 @@ import {
   listEntriesJson,
 } from '../../src/db/queries/dlq.ts';
 import { databaseNow } from '../../src/db/queries/server.ts';
-import { resetTables, useTestDatabase } from '../helpers/db.ts';
+import { useTestDatabase } from '../helpers/db.ts';
 import {
   hoursBefore,
   insertDlqEntry,
@@ -21,31 +21,15 @@ import {
   minutesBefore,
   type Template,
 } from '../helpers/factories.ts';
-import {
-  auditRows,
-  installBoss,
-  resetApiTables,
-  startWeb,
-  tokenWith,
-  type WebProcess,
-} from './web-process.ts';
+import { auditRows, startWeb, tokenWith, useWebProcess } from './web-process.ts';
 
 const db = useTestDatabase();
-let web: WebProcess;
+const web = useWebProcess(db);
 let t: Template;
 let now: Date;
 let token: string;
 
-beforeAll(async () => {
-  await installBoss(db.url);
-  web = await startWeb(db.url);
-}, 60_000);
-afterAll(async () => {
-  await web?.stop();
-});
 beforeEach(async () => {
-  await resetTables(db.pool);
-  await resetApiTables(db.pool);
   t = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });
   now = await databaseNow(db.pool);
   token = await tokenWith(db.pool, 'ops', ['dlq:read', 'dlq:update', 'dlq:stats']);

@@ -5,9 +5,9 @@
  * is the group's; exactly its pending entries, one transaction, one audit row naming the group and
  * every entry), the same under concurrent resolves from two processes, and the OpenAPI document.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { groupCountsDrift } from '../../src/db/queries/dlq-groups.ts';
-import { resetTables, useTestDatabase } from '../helpers/db.ts';
+import { useTestDatabase } from '../helpers/db.ts';
 import {
   hoursBefore,
   insertDlqEntry,
@@ -16,33 +16,17 @@ import {
   type Template,
 } from '../helpers/factories.ts';
 import { enrichAll, failingEntry, fingerprintOf } from '../helpers/group-factories.ts';
-import {
-  auditRows,
-  installBoss,
-  resetApiTables,
-  startWeb,
-  tokenWith,
-  type WebProcess,
-} from './web-process.ts';
+import { auditRows, startWeb, tokenWith, useWebProcess } from './web-process.ts';
 
 const db = useTestDatabase();
-let web: WebProcess;
+const web = useWebProcess(db);
 let shop: Template;
 let billing: Template;
 let token: string;
 /** The web processes' clock is the real one: fixtures are placed relative to it. */
 let now: Date;
 
-beforeAll(async () => {
-  await installBoss(db.url);
-  web = await startWeb(db.url);
-}, 60_000);
-afterAll(async () => {
-  await web?.stop();
-});
 beforeEach(async () => {
-  await resetTables(db.pool);
-  await resetApiTables(db.pool);
   shop = await insertTemplate(db.pool, { namespace: 'shop', name: 'order' });
   billing = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });
   token = await tokenWith(db.pool, 'ops', ['dlq:read', 'dlq:update']);

@@ -4,7 +4,7 @@
  * looking up and restoring an archived graph, and the audit log from the API and the CLI (one row
  * per change, with who, what, before and after).
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { loadConfig } from '../../src/config/load.ts';
 import { withTransaction } from '../../src/db/pool.ts';
 import { archiveBatch } from '../../src/db/queries/archive.ts';
@@ -13,7 +13,7 @@ import { silentLogger } from '../../src/telemetry/logger.ts';
 import { createBoss } from '../../src/worker/boss.ts';
 import { insertFinishedGraph } from '../helpers/archive-factories.ts';
 import { cli } from '../helpers/cli.ts';
-import { resetTables, useTestDatabase } from '../helpers/db.ts';
+import { useTestDatabase } from '../helpers/db.ts';
 import {
   hoursBefore,
   insertDlqEntry,
@@ -23,29 +23,13 @@ import {
 } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { bossJobs, startWorkerProcess } from '../helpers/workers.ts';
-import {
-  auditRows,
-  installBoss,
-  resetApiTables,
-  startWeb,
-  tokenWith,
-  type WebProcess,
-} from './web-process.ts';
+import { auditRows, tokenWith, useWebProcess } from './web-process.ts';
 
 const db = useTestDatabase();
-let web: WebProcess;
+const web = useWebProcess(db);
 let token: string;
 
-beforeAll(async () => {
-  await installBoss(db.url);
-  web = await startWeb(db.url);
-}, 60_000);
-afterAll(async () => {
-  await web?.stop();
-});
 beforeEach(async () => {
-  await resetTables(db.pool);
-  await resetApiTables(db.pool);
   await db.pool.query(
     `DELETE FROM pgboss.job WHERE name IN ('tasker.detect-stale-tasks', 'tasker.archive-finished-tasks', 'tasker.detect-stale-tasks.failed', 'tasker.archive-finished-tasks.failed')`,
   );

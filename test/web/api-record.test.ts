@@ -6,11 +6,11 @@
  * input that used to be a 500 (NUL, deep nesting, control characters in names) is a 400 naming the
  * field with nothing changed.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { revokeToken } from '../../src/operations/tokens.ts';
 import { cli } from '../helpers/cli.ts';
-import { resetTables, useTestDatabase } from '../helpers/db.ts';
+import { useTestDatabase } from '../helpers/db.ts';
 import {
   insertDlqEntry,
   insertTask,
@@ -18,32 +18,16 @@ import {
   minutesBefore,
   type Template,
 } from '../helpers/factories.ts';
-import {
-  auditRows,
-  installBoss,
-  resetApiTables,
-  startWeb,
-  tokenWith,
-  type WebProcess,
-} from './web-process.ts';
+import { auditRows, tokenWith, useWebProcess } from './web-process.ts';
 
 const db = useTestDatabase();
-let web: WebProcess;
+const web = useWebProcess(db);
 let t: Template;
 let now: Date;
 let token: string;
 let tokenId: string;
 
-beforeAll(async () => {
-  await installBoss(db.url);
-  web = await startWeb(db.url);
-}, 60_000);
-afterAll(async () => {
-  await web?.stop();
-});
 beforeEach(async () => {
-  await resetTables(db.pool);
-  await resetApiTables(db.pool);
   t = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });
   now = await databaseNow(db.pool);
   token = await tokenWith(db.pool, 'ops', ['dlq:read', 'dlq:update']);

@@ -6,9 +6,9 @@
  * "Resolve all in this group" (its preview count is the API's dry run), refused with the notes kept
  * when the group changed meanwhile, and not offered to a token without dlq:update.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { groupCountsDrift } from '../../src/db/queries/dlq-groups.ts';
-import { resetTables, useTestDatabase } from '../helpers/db.ts';
+import { useTestDatabase } from '../helpers/db.ts';
 import {
   hoursBefore,
   insertDlqEntry,
@@ -17,33 +17,16 @@ import {
   type Template,
 } from '../helpers/factories.ts';
 import { enrichAll, failingEntry, fingerprintOf } from '../helpers/group-factories.ts';
-import {
-  auditRows,
-  consoleSignIn,
-  installBoss,
-  resetApiTables,
-  startWeb,
-  tokenWith,
-  type WebProcess,
-} from './web-process.ts';
+import { auditRows, consoleSignIn, tokenWith, useWebProcess } from './web-process.ts';
 
 const db = useTestDatabase();
-let web: WebProcess;
+const web = useWebProcess(db);
 let shop: Template;
 let now: Date;
 let token: string;
 let reader: string;
 
-beforeAll(async () => {
-  await installBoss(db.url);
-  web = await startWeb(db.url);
-}, 60_000);
-afterAll(async () => {
-  await web?.stop();
-});
 beforeEach(async () => {
-  await resetTables(db.pool);
-  await resetApiTables(db.pool);
   shop = await insertTemplate(db.pool, { namespace: 'shop', name: 'order' });
   token = await tokenWith(db.pool, 'ops', ['dlq:read', 'dlq:update']);
   reader = await tokenWith(db.pool, 'reader', ['dlq:read']);
@@ -258,6 +241,37 @@ describe('Resolve all in this group', () => {
       'No pending entry is left in this group.',
     );
     expect(await groupCountsDrift(db.pool)).toEqual([]);
+  });
+
+  it('a resolution of more entries than a page lists names the first 100 on the audit and bulk pages, says how many, and the API keeps them all', async () => {
+    const { entries, fingerprint } = await storm(103);
+    const auditor = await tokenWith(db.pool, 'auditor', ['dlq:read', 'dlq:update', 'audit:read']);
+    const done = await web.request('POST', '/v1/dlq/bulk-resolve', {
+      token: auditor,
+      body: {
+        filter: { group: fingerprint },
+        resolution_status: 'cancelled',
+        resolution_notes: 'x',
+        dry_run: false,
+      },
+    });
+    expect(done.body).toMatchObject({ resolved: 103 });
+    const auditPage = (await page('/audit', auditor)).body;
+    const listed = [...auditPage.matchAll(/<li><a href="\/dlq\/([0-9a-f-]{36})">/g)].map((m) => m[1]!);
+    expect(listed).toHaveLength(100);
+    expect(entries).toEqual(expect.arrayContaining(listed));
+    expect(textOf(auditPage)).toContain(
+      'The first 100 of the 103 entries (all of them: tasker-lifecycle audit --json, or GET /v1/audit)',
+    );
+    const bulk = (await page(`/bulk?result=${done.body.audit_id}`, auditor)).body;
+    expect(
+      byId(bulk, 'bulk-resolved')
+        .split(' ')
+        .filter((w) => /^[0-9a-f-]{36}$/.test(w)),
+    ).toHaveLength(100);
+    const api = await web.request('GET', '/v1/audit?limit=5', { token: auditor });
+    const row = api.body.find((r: { action: string }) => r.action === 'dlq.bulk_resolve');
+    expect([...row.details.dlq_entry_uuids].sort()).toEqual([...entries].sort());
   });
 
   it('a token without dlq:update sees no form, and its POST is refused with nothing changed', async () => {

@@ -7,10 +7,10 @@
  * what it would bulk-resolve without reading it; the entry and audit pages name the token, and
  * whom a resolution was said to be for.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { beforeEach, describe, expect, it } from '@jest/globals';
 import { databaseNow } from '../../src/db/queries/server.ts';
 import { revokeToken } from '../../src/operations/tokens.ts';
-import { resetTables, useTestDatabase } from '../helpers/db.ts';
+import { useTestDatabase } from '../helpers/db.ts';
 import {
   insertDlqEntry,
   insertTask,
@@ -19,30 +19,14 @@ import {
   type Template,
 } from '../helpers/factories.ts';
 import { waitFor } from '../helpers/wait.ts';
-import {
-  consoleSignIn,
-  installBoss,
-  resetApiTables,
-  startWeb,
-  tokenWith,
-  type WebProcess,
-} from './web-process.ts';
+import { consoleSignIn, startWeb, tokenWith, useWebProcess } from './web-process.ts';
 
 const db = useTestDatabase();
-let web: WebProcess;
+const web = useWebProcess(db, { TASKER__web__refusal_limit_per_address: '1000' });
 let t: Template;
 let now: Date;
 
-beforeAll(async () => {
-  await installBoss(db.url);
-  web = await startWeb(db.url, { TASKER__web__refusal_limit_per_address: '1000' });
-}, 60_000);
-afterAll(async () => {
-  await web?.stop();
-});
 beforeEach(async () => {
-  await resetTables(db.pool);
-  await resetApiTables(db.pool);
   t = await insertTemplate(db.pool, { namespace: 'billing', name: 'invoice' });
   now = await databaseNow(db.pool);
 });

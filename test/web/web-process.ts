@@ -1,6 +1,8 @@
+import { afterAll, beforeAll, beforeEach } from '@jest/globals';
 import type pg from 'pg';
 import { createToken, type Permission } from '../../src/operations/tokens.ts';
 import { type CliProcess, startCli } from '../helpers/cli-process.ts';
+import { resetTables, type TestDatabase } from '../helpers/db.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { installFor } from '../helpers/workers.ts';
 
@@ -81,6 +83,41 @@ export async function startWeb(databaseUrl: string, env: Record<string, string> 
       const r = await child.done;
       if (r.code !== 0) throw new Error(`web exited with ${r.code}: ${r.stderr}`);
     },
+  };
+}
+
+/**
+ * A real `web` process for the test file that calls this at its top level, beside useTestDatabase:
+ * pg-boss installed and the process started before the file's first test, stopped after its last;
+ * before each test (ahead of the file's own beforeEach) the tables it serves are emptied
+ * (resetTables, resetApiTables). The object answers for the process once it has started.
+ */
+export function useWebProcess(db: TestDatabase, env: Record<string, string> = {}): WebProcess {
+  let current: WebProcess | undefined;
+  beforeAll(async () => {
+    await installBoss(db.url);
+    current = await startWeb(db.url, env);
+  }, 60_000);
+  afterAll(async () => {
+    await current?.stop();
+  });
+  beforeEach(async () => {
+    await resetTables(db.pool);
+    await resetApiTables(db.pool);
+  });
+  const get = () => {
+    if (!current) throw new Error('the web process runs only inside tests and hooks');
+    return current;
+  };
+  return {
+    get process() {
+      return get().process;
+    },
+    get baseUrl() {
+      return get().baseUrl;
+    },
+    request: (method, path, o) => get().request(method, path, o),
+    stop: () => get().stop(),
   };
 }
 

@@ -6,6 +6,7 @@ import archiveFinishedTasks, {
   runArchival,
 } from '../../../jobs/archive-finished-tasks.ts';
 import type { Config } from '../../config/schema.ts';
+import { restoreFromExport } from '../../db/archive-export.ts';
 import type { Db } from '../../db/pool.ts';
 import { countArchiveCandidates } from '../../db/queries/archive.ts';
 import { databaseNow } from '../../db/queries/server.ts';
@@ -193,6 +194,12 @@ export const restoreCommand: Command = {
         description:
           'hold it out of archival for N days (else a task past archive.retention_days is archived again by the next run)',
       },
+      from: {
+        type: 'string',
+        placeholder: 'DIR',
+        schema: z.string().min(1, { error: 'expected a directory' }),
+        description: 'restore from a month exported there by `archive export` (after the month was dropped)',
+      },
       by: BY_FLAG,
     },
     positionals: [{ name: 'task_uuid', schema: uuid }],
@@ -200,6 +207,13 @@ export const restoreCommand: Command = {
   async run({ flags, positionals }, { io, runtime }) {
     const { pool, config } = runtime.get();
     const taskUuid = positionals[0] as string;
+    if (flags.from !== undefined) {
+      if (flags['hold-days'] !== undefined) throw new UsageError('--hold-days and --from: give one of them');
+      const fromExport = await restoreFromExport(pool, { directory: flags.from as string, taskUuid });
+      if (flags.json) return printJson(io.stdout, { task_uuid: taskUuid, ...fromExport });
+      io.stdout.write(`restored task ${taskUuid} from ${flags.from as string}\n`);
+      return printFields(io.stdout, fromExport);
+    }
     // Audited like a restore through the API: the row commits with the move (and the hold).
     const restored = await restoreArchivedTask(pool, {
       taskUuid,

@@ -3,10 +3,12 @@ import { databaseUrl } from '../../db/pool.ts';
 import { archiveRefusals, archiveTotals } from '../../db/queries/archive.ts';
 import { PGBOSS_SCHEMA_VERSION, queueDepths } from '../../db/queries/boss-jobs.ts';
 import { pendingSummary } from '../../db/queries/dlq.ts';
+import { listGroups } from '../../db/queries/dlq-groups.ts';
 import { type RunRow, recentRuns } from '../../db/queries/job-runs.ts';
 import { databaseNow } from '../../db/queries/server.ts';
 import { stalenessHealth } from '../../db/queries/staleness.ts';
 import { DRAIN_WINDOW_MINUTES, stormBacklog, stormDrain } from '../../db/queries/storm-backlog.ts';
+import { templateLabel } from '../../domain/dlq-groups.ts';
 import { createBoss } from '../../worker/boss.ts';
 import { startBoss } from '../../worker/process.ts';
 import { deadLetterQueue } from '../../worker/worker.ts';
@@ -23,6 +25,9 @@ import { formatMinutes, printable, printJson, printTable } from '../output.ts';
  * totals, and why archival refuses to run, if it does (archive tables that differ from the live
  * ones, a foreign key it relies on), with what to run.
  */
+
+/** The largest groups of pending investigations that status names. */
+const STATUS_GROUPS_SHOWN = 3;
 
 export const statusCommand: Command = {
   name: 'status',
@@ -65,6 +70,8 @@ export const statusCommand: Command = {
         });
       }
       const pending = await pendingSummary(reads, now);
+      // The largest incidents: groups by pending entries (tasker_dlq_groups, no scan of the entries).
+      const groups = await listGroups(reads, {}, { limit: STATUS_GROUPS_SHOWN, offset: 0 }, now);
       const { stale: waiting, enrichment: backlog } = await stormBacklog(reads, now);
       const drain = await stormDrain(reads, now);
       const minutesSince = (at: Date | null) =>
@@ -96,6 +103,17 @@ export const statusCommand: Command = {
           awaiting_enrichment: backlog.awaiting,
           oldest_pending_at: pending.oldest_pending_at,
           oldest_pending_minutes: minutesSince(pending.oldest_pending_at),
+          groups: groups.total,
+          largest_groups: groups.groups.map((g) => ({
+            fingerprint: g.fingerprint,
+            pending: g.pending,
+            template: templateLabel({
+              namespace_name: g.template.namespace,
+              task_name: g.template.name,
+              template_version: g.template.version,
+            }),
+            diagnosis: g.diagnosis,
+          })),
         },
         // What a stale storm leaves waiting, and how fast each job drains it.
         backlog: {
@@ -168,8 +186,13 @@ export const statusCommand: Command = {
       out.write(
         `\ninvestigations: ${inv.pending} pending${inv.overdue ? ` (${inv.overdue} overdue)` : ''}` +
           `${inv.awaiting_enrichment ? `, ${inv.awaiting_enrichment} awaiting enrichment` : ''}` +
-          `${inv.oldest_pending_minutes === null ? '' : `, oldest ${formatMinutes(inv.oldest_pending_minutes)}`}\n`,
+          `${inv.oldest_pending_minutes === null ? '' : `, oldest ${formatMinutes(inv.oldest_pending_minutes)}`}` +
+          `${inv.groups ? `, in ${inv.groups} ${inv.groups === 1 ? 'group' : 'groups'} (dlq groups)` : ''}\n`,
       );
+      for (const g of inv.largest_groups)
+        out.write(
+          `  ${g.pending} pending  ${printable(g.template)}  ${printable(g.diagnosis)}  (dlq group ${g.fingerprint})\n`,
+        );
       const st = report.backlog.stale_tasks;
       const en = report.backlog.enrichment;
       const window = `in the last ${DRAIN_WINDOW_MINUTES} minutes`;

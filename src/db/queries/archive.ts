@@ -413,12 +413,37 @@ export interface ArchiveTotals {
 export const EXACT_COUNT_LIMIT = 10_000;
 
 /**
- * Rows per archive table, cheap enough for a status screen on any archive size: each table is
- * counted exactly up to EXACT_COUNT_LIMIT rows (a scan that stops at the limit); past that, the
- * planner's estimate pg_class.reltuples (kept by autovacuum and ANALYZE) is reported with
- * exact = false, never below the limit. last_archived_at reads idx_tasks_archive_archived_at.
+ * Rows per archive table, exact and cheap on any archive size: the sums of the monthly rollup
+ * (tasker_archive_months, delta rows folded to a row per month by each archival run; migrations/0210),
+ * which archival, restore and retention keep in their own transactions; last_archived_at is the rollup's too. Until `migrate` has started
+ * the rollup (an archive not adopted yet), each table is counted exactly up to EXACT_COUNT_LIMIT rows
+ * (a scan that stops at the limit) and, past that, the planner's estimate pg_class.reltuples is
+ * reported with exact = false; last_archived_at then reads idx_tasks_archive_archived_at.
  */
 export async function archiveTotals(db: Db): Promise<ArchiveTotals> {
+  const { rows: rollup } = await db.query<Record<ArchiveTable, number> & { last_archived_at: Date | null }>(
+    `SELECT coalesce(sum(tasks), 0)::bigint AS tasker_tasks_archive,
+            coalesce(sum(steps), 0)::bigint AS tasker_workflow_steps_archive,
+            coalesce(sum(edges), 0)::bigint AS tasker_workflow_step_edges_archive,
+            coalesce(sum(transitions), 0)::bigint AS tasker_task_transitions_archive,
+            coalesce(sum(step_transitions), 0)::bigint AS tasker_workflow_step_transitions_archive,
+            coalesce(sum(dlq_entries), 0)::bigint AS tasker_tasks_dlq_archive,
+            max(last_archived_at) AS last_archived_at
+       FROM tasker_archive_months
+      WHERE EXISTS (SELECT 1 FROM tasker_archive_rollup_started)
+     HAVING EXISTS (SELECT 1 FROM tasker_archive_rollup_started)`,
+  );
+  if (rollup[0]) {
+    const r = rollup[0];
+    return {
+      tables: ARCHIVE_TABLES.map((table) => ({ table, rows: Number(r[table]), exact: true })),
+      last_archived_at: r.last_archived_at,
+    };
+  }
+  return archiveTotalsCounted(db);
+}
+
+async function archiveTotalsCounted(db: Db): Promise<ArchiveTotals> {
   const bounded = ARCHIVE_TABLES.map(
     (t) => `(SELECT count(*) FROM (SELECT 1 FROM ${t} LIMIT $1 + 1) x) AS ${t}`,
   ).join(',\n            ');
@@ -459,7 +484,7 @@ export interface ArchiveMonth {
   last_archived_at: Date;
 }
 
-/** v_archive_statistics, newest month first (aggregates the whole archive: dashboards, not hot paths). */
+/** v_archive_statistics, newest month first (reads the monthly rollup, never the archive). */
 export async function archiveStatistics(db: Db, months: number): Promise<ArchiveMonth[]> {
   const { rows } = await db.query<ArchiveMonth>(
     `SELECT to_char(archive_month, 'YYYY-MM') AS archive_month, tasks_archived, distinct_task_templates,

@@ -84,10 +84,26 @@ export interface ListAuditParams {
   /** Rows older than this audit_id (paging: the last audit_id of the previous page). */
   beforeId?: number | undefined;
   limit: number;
+  /** For a page: a bulk resolution names only its first this-many entries (see auditColumns). */
+  entryUuidsShown?: number | undefined;
 }
 
-const AUDIT_COLUMNS =
-  'audit_id, at, actor, actor_kind, actor_token_id, actor_os_user, action, target_kind, target_id, before, after, details';
+/**
+ * The columns of an audit row. A bulk resolution of a whole group names up to 100,000 entries in
+ * details.dlq_entry_uuids (3.7 MB); given the parameter `shown` (its $n), the list is cut to its
+ * first `shown` uuids in the database, and details.resolved still says how many there were.
+ */
+function auditColumns(shown: string): string {
+  return `audit_id, at, actor, actor_kind, actor_token_id, actor_os_user, action, target_kind, target_id,
+          before, after,
+          CASE WHEN ${shown}::integer IS NOT NULL
+                AND jsonb_typeof(details -> 'dlq_entry_uuids') = 'array'
+                AND jsonb_array_length(details -> 'dlq_entry_uuids') > ${shown}::integer
+               THEN jsonb_set(details, '{dlq_entry_uuids}',
+                              jsonb_path_query_array(details -> 'dlq_entry_uuids', '$[0 to $last]',
+                                                     jsonb_build_object('last', ${shown}::integer - 1)))
+               ELSE details END AS details`;
+}
 
 /**
  * Audit rows, newest first, bounded by limit: idx_audit_log_token_at with a token id,
@@ -96,7 +112,7 @@ const AUDIT_COLUMNS =
  */
 export async function listAudit(db: Db, p: ListAuditParams): Promise<AuditRow[]> {
   const { rows } = await db.query<AuditRow>(
-    `SELECT ${AUDIT_COLUMNS}
+    `SELECT ${auditColumns('$7')}
        FROM tasker_audit_log
       WHERE ($1::timestamptz IS NULL OR at >= $1)
         AND ($2::text IS NULL OR actor = $2)
@@ -112,16 +128,21 @@ export async function listAudit(db: Db, p: ListAuditParams): Promise<AuditRow[]>
       p.beforeId ?? null,
       p.limit,
       p.actorTokenId ?? null,
+      p.entryUuidsShown ?? null,
     ],
   );
   return rows;
 }
 
-/** One audit row by its id (primary key). */
-export async function findAudit(db: Db, auditId: number): Promise<AuditRow | undefined> {
+/** One audit row by its id (primary key); entryUuidsShown as in listAudit. */
+export async function findAudit(
+  db: Db,
+  auditId: number,
+  entryUuidsShown?: number,
+): Promise<AuditRow | undefined> {
   const { rows } = await db.query<AuditRow>(
-    `SELECT ${AUDIT_COLUMNS} FROM tasker_audit_log WHERE audit_id = $1`,
-    [auditId],
+    `SELECT ${auditColumns('$2')} FROM tasker_audit_log WHERE audit_id = $1`,
+    [auditId, entryUuidsShown ?? null],
   );
   return rows[0];
 }

@@ -1,6 +1,7 @@
 import type { ArchiveMonth } from '../../db/queries/archive.ts';
 import type { ArchiveHold } from '../../db/queries/archive-holds.ts';
 import type { ArchivedGraph } from '../../db/queries/archive-lookup.ts';
+import type { ArchiveMonthOverview } from '../../db/queries/archive-partitions.ts';
 import { archivalOutlook, MAX_HOLD_DAYS } from '../../operations/archive.ts';
 import { formatTime, html, type SafeHtml } from './html.ts';
 import { csrfInput, type PageContext } from './layout.ts';
@@ -29,6 +30,24 @@ export interface ArchivePageData {
   retentionDays: number;
   /** When the archival job runs next (its schedule), if it is scheduled. */
   nextArchivalAt: Date | undefined;
+  /** Rows, size and export state per month (the rollup, the catalog, tasker_archive_exports). */
+  overview: readonly ArchiveMonthOverview[];
+  /** archive.keep_months (0: retention off) and archive.export_dir ('' : no export before a drop). */
+  keepMonths: number;
+  exportDir: string;
+}
+
+function bytesText(n: number | null): string {
+  if (n === null) return 'in the adopted partition';
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} kB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GB`;
+}
+
+function retentionText(d: ArchivePageData, now: Date): string {
+  if (d.keepMonths === 0) return 'Retention is off (archive.keep_months = 0): every month is kept.';
+  const first = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - d.keepMonths, 1));
+  return `Retention keeps this month and the ${d.keepMonths} before it: archival drops months before ${first.toISOString().slice(0, 7)}${d.exportDir ? `, exporting each to ${d.exportDir}/YYYY-MM first` : ', without exporting them'}.`;
 }
 
 /** The archived task's final state and when it entered it (its most recent transition). */
@@ -101,16 +120,17 @@ ${
       )}</tbody></table></div>`
 }
 <h2>By month</h2>
-<div class="table-wrap"><table class="responsive" id="archive-months"><thead><tr><th scope="col">Month</th><th scope="col">Tasks</th><th scope="col">Templates</th><th scope="col">Complete</th><th scope="col">Failed</th><th scope="col">Cancelled</th><th scope="col">Resolved manually</th><th scope="col">Average lifetime</th></tr></thead>
+<p id="archive-retention">${retentionText(d, ctx.deps.now())}</p>
+<div class="table-wrap"><table class="responsive" id="archive-months"><thead><tr><th scope="col">Month</th><th scope="col">Rows</th><th scope="col">Size</th><th scope="col">Export</th><th scope="col">Tasks</th><th scope="col">Templates</th><th scope="col">Complete</th><th scope="col">Failed</th><th scope="col">Cancelled</th><th scope="col">Resolved manually</th><th scope="col">Average lifetime</th></tr></thead>
 <tbody>${
     d.months.length === 0
-      ? html`<tr><td colspan="8">Nothing archived yet.</td></tr>`
-      : d.months.map(
-          (
-            m,
-          ) => html`<tr><td data-label="Month">${m.archive_month}</td><td data-label="Tasks">${m.tasks_archived}</td><td data-label="Templates">${m.distinct_task_templates}</td>
+      ? html`<tr><td colspan="11">Nothing archived yet.</td></tr>`
+      : d.months.map((m) => {
+          const o = d.overview.find((x) => x.month === m.archive_month);
+          return html`<tr><td data-label="Month">${m.archive_month}</td><td data-label="Rows">${o?.rows ?? '—'}</td><td data-label="Size">${o ? bytesText(o.bytes) : '—'}</td>
+<td data-label="Export">${o?.verified_at ? html`verified ${formatTime(o.verified_at)}, ${o.export_directory}` : 'not exported'}</td><td data-label="Tasks">${m.tasks_archived}</td><td data-label="Templates">${m.distinct_task_templates}</td>
 <td data-label="Complete">${m.completed}</td><td data-label="Failed">${m.failed}</td><td data-label="Cancelled">${m.cancelled}</td><td data-label="Resolved manually">${m.resolved_manually}</td>
-<td data-label="Average lifetime">${m.avg_task_lifetime_days === null ? '—' : `${Number(m.avg_task_lifetime_days).toFixed(1)} d`}</td></tr>`,
-        )
+<td data-label="Average lifetime">${m.avg_task_lifetime_days === null ? '—' : `${Number(m.avg_task_lifetime_days).toFixed(1)} d`}</td></tr>`;
+        })
   }</tbody></table></div>`;
 }

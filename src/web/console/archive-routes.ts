@@ -4,6 +4,7 @@ import archiveFinishedTasks from '../../../jobs/archive-finished-tasks.ts';
 import { archiveStatistics, currentStateOf } from '../../db/queries/archive.ts';
 import { holdOf, holdsInForce } from '../../db/queries/archive-holds.ts';
 import { archivedGraph } from '../../db/queries/archive-lookup.ts';
+import { archiveMonthsOverview } from '../../db/queries/archive-partitions.ts';
 import { listAudit } from '../../db/queries/audit.ts';
 import { templatesOfEntries } from '../../db/queries/dlq-console.ts';
 import { nextCronTime } from '../../domain/cron.ts';
@@ -11,7 +12,14 @@ import { NotFoundError, UsageError } from '../../errors.ts';
 import { MAX_HOLD_DAYS, restoreArchivedTask } from '../../operations/archive.ts';
 import { resolveTime, uuid, wholeNumber } from '../../validation/values.ts';
 import { type ArchiveLookup, archivePage } from './archive-page.ts';
-import { AUDIT_FILTERS, AUDIT_PAGE_SIZE, AuditFilterQuery, auditPage, entriesNamed } from './audit-page.ts';
+import {
+  AUDIT_FILTERS,
+  AUDIT_PAGE_SIZE,
+  AuditFilterQuery,
+  auditPage,
+  BULK_ENTRIES_SHOWN,
+  entriesNamed,
+} from './audit-page.ts';
 import { actorOf } from './deps.ts';
 import { optionalField, parseFilters } from './filters.ts';
 import { type ConsoleKit, UUID } from './kit.ts';
@@ -41,13 +49,14 @@ export function registerArchiveRoutes(app: FastifyInstance, kit: ConsoleKit): vo
     const q = parseFilters(ArchiveQuery, request.query, ['task_uuid']);
     const taskUuid = q.ok ? q.data.task_uuid : undefined;
     if (!q.ok) ctx.flash = { ok: false, text: `Not looked up: ${q.problems.join('; ')}` };
-    const [months, holds, graph, live, hold, next] = await Promise.all([
+    const [months, holds, graph, live, hold, next, overview] = await Promise.all([
       archiveStatistics(deps.db, 24),
       holdsInForce(deps.db, now, 100),
       taskUuid ? archivedGraph(deps.db, taskUuid) : Promise.resolve(undefined),
       taskUuid ? currentStateOf(deps.db, taskUuid) : Promise.resolve(undefined),
       taskUuid ? holdOf(deps.db, taskUuid, now) : Promise.resolve(undefined),
       nextArchivalAt(now),
+      archiveMonthsOverview(deps.db, 24),
     ]);
     const lookup: ArchiveLookup | undefined = taskUuid ? { taskUuid, graph, live, hold } : undefined;
     return kit.page(
@@ -60,6 +69,9 @@ export function registerArchiveRoutes(app: FastifyInstance, kit: ConsoleKit): vo
         lookup,
         retentionDays: deps.web.config.archive.retention_days,
         nextArchivalAt: next,
+        overview,
+        keepMonths: deps.web.config.archive.keep_months,
+        exportDir: deps.web.config.archive.export_dir,
       }),
       ctx,
     );
@@ -118,6 +130,7 @@ export function registerArchiveRoutes(app: FastifyInstance, kit: ConsoleKit): vo
       targetId: q.data.target_id || undefined,
       beforeId: q.data.before_id,
       limit: AUDIT_PAGE_SIZE,
+      entryUuidsShown: BULK_ENTRIES_SHOWN,
     });
     const templates = await templatesOfEntries(deps.db, entriesNamed(rows));
     return kit.page(reply, 200, 'Audit log', auditPage(ctx, q.raw, rows, templates), ctx);

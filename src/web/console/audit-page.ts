@@ -28,6 +28,20 @@ export type AuditFilterQuery = z.infer<typeof AuditFilterQuery>;
 export const AUDIT_FILTERS = Object.keys(AuditFilterQuery.shape);
 
 export const AUDIT_PAGE_SIZE = 50;
+
+/**
+ * A bulk resolution lists at most this many of its entries on a page (the database cuts the list:
+ * listAudit's entryUuidsShown); the rest are in the API's and the CLI's audit output.
+ */
+export const BULK_ENTRIES_SHOWN = 100;
+
+/** The summary of a bulk resolution's entry list: all of them, or the first few of how many. */
+export function bulkEntriesSummary(shown: number, total: number): string {
+  const noun = total === 1 ? 'entry' : 'entries';
+  return shown < total
+    ? `The first ${shown} of the ${total} ${noun} (all of them: tasker-lifecycle audit --json, or GET /v1/audit)`
+    : `The ${total} ${noun}`;
+}
 /** Values longer than this show their start and a "more" toggle. */
 export const AUDIT_VALUE_CHARS = 80;
 
@@ -67,7 +81,7 @@ function changeCell(row: AuditRow, templates: ReadonlyMap<string, string>): Safe
   const uuids = d.dlq_entry_uuids ?? [];
   const n = d.resolved ?? uuids.length;
   return html`<p class="bulk-count"><strong>${n} ${n === 1 ? 'entry' : 'entries'}</strong> resolved together</p>${list}
-<details class="more"><summary>The ${n} ${n === 1 ? 'entry' : 'entries'}</summary><ul>${uuids.map(
+<details class="more"><summary>${bulkEntriesSummary(uuids.length, n)}</summary><ul>${uuids.map(
     (u) =>
       html`<li><a href="/dlq/${u}">${u}</a>${templates.has(u) ? html` <span class="muted">${templates.get(u)}</span>` : ''}</li>`,
   )}</ul></details>`;

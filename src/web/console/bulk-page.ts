@@ -12,7 +12,7 @@ import {
   taskTemplateName,
 } from '../../validation/fields.ts';
 import { oneOf, wholeNumber } from '../../validation/values.ts';
-import { actorText } from './audit-page.ts';
+import { actorText, bulkEntriesSummary } from './audit-page.ts';
 import { optionalField } from './filters.ts';
 import { formatTime, html, queryString, type SafeHtml } from './html.ts';
 import { csrfInput, type PageContext } from './layout.ts';
@@ -134,7 +134,7 @@ function outcomeSection(row: AuditRow, mayRead: boolean): SafeHtml {
 <p>${actorText(row)} resolved exactly the ${n} previewed ${n === 1 ? 'entry' : 'entries'} as <strong>${after.resolution_status ?? '?'}</strong> at ${formatTime(row.at)}: “${after.resolution_notes ?? ''}”. <a href="/audit?target_id=${encodeURIComponent(row.target_id)}">The audit row</a>.</p>
 ${
   mayRead
-    ? html`<details><summary>The ${n} ${n === 1 ? 'entry' : 'entries'}</summary><ul id="bulk-resolved">${uuids.map((u) => html`<li><a href="/dlq/${u}">${u}</a></li>`)}</ul></details>`
+    ? html`<details><summary>${bulkEntriesSummary(uuids.length, n)}</summary><ul id="bulk-resolved">${uuids.map((u) => html`<li><a href="/dlq/${u}">${u}</a></li>`)}</ul></details>`
     : ''
 }</section>`;
 }

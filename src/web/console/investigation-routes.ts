@@ -16,6 +16,7 @@ import type { EnrichedDetails } from '../../domain/dlq-enrichment.ts';
 import { NotFoundError, UsageError } from '../../errors.ts';
 import { bulkResolve, resolveInvestigation } from '../../operations/investigations.ts';
 import { finalResolutionStatus, investigationNotes } from '../../validation/fields.ts';
+import { BULK_ENTRIES_SHOWN } from './audit-page.ts';
 import {
   BULK_FILTERS,
   BULK_PREVIEW_LIMIT,
@@ -265,7 +266,8 @@ export function registerInvestigationRoutes(app: FastifyInstance, kit: ConsoleKi
         ctx,
       );
     }
-    const outcome = q.data.result === undefined ? undefined : await findAudit(deps.db, q.data.result);
+    const outcome =
+      q.data.result === undefined ? undefined : await findAudit(deps.db, q.data.result, BULK_ENTRIES_SHOWN);
     if (q.data.preview !== '1') {
       return kit.page(
         reply,
