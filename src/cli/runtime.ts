@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { type LoadedConfig, loadConfig } from '../config/load.ts';
 import { connectionShares } from '../config/schema.ts';
 import { createPool, databaseUrl, directDatabaseUrl, isEmbedded, sessionTimeouts } from '../db/pool.ts';
+import { createReadRouter, type ReadRouter } from '../db/replica.ts';
 import { createLogger, type Logger } from '../telemetry/logger.ts';
 import { type Target, targetOf } from './failures.ts';
 import type { Out } from './output.ts';
@@ -28,11 +29,19 @@ export interface Runtime extends LoadedConfig {
    * that needs a session across statements: migrations' advisory lock. Opened on first use.
    */
   directPool(): pg.Pool;
+  /**
+   * Where read-only commands read (status, dlq list|show|queue|stats|groups|group, audit):
+   * database.replica_url when set and fresh, else the pool's database (src/db/replica.ts).
+   */
+  readRouter(): ReadRouter;
+  /** readRouter().reads: a Db for read-only queries. */
+  reads(): pg.Pool;
 }
 
 export class RuntimeHolder {
   #runtime: Runtime | undefined;
   #direct: pg.Pool | undefined;
+  #router: ReadRouter | undefined;
   #applicationName = 'tasker-lifecycle-cli';
   readonly #io: CliIo;
 
@@ -69,7 +78,27 @@ export class RuntimeHolder {
       });
       return this.#direct;
     };
-    this.#runtime = { ...loaded, logger, pool, target, directPool };
+    const readRouter = () => {
+      this.#router ??= createReadRouter({
+        primary: pool,
+        replicaUrl: loaded.config.database.replica_url,
+        maxLagSeconds: loaded.config.database.replica_max_lag_seconds,
+        logger,
+        max: connectionShares(loaded.config.database).pool,
+        applicationName: this.#applicationName,
+        timeouts: sessionTimeouts(loaded.config.database),
+      });
+      return this.#router;
+    };
+    this.#runtime = {
+      ...loaded,
+      logger,
+      pool,
+      target,
+      directPool,
+      readRouter,
+      reads: () => readRouter().reads,
+    };
     return this.#runtime;
   }
 
@@ -84,9 +113,11 @@ export class RuntimeHolder {
   }
 
   async close(): Promise<void> {
+    await this.#router?.close();
     await this.#runtime?.pool.end();
     await this.#direct?.end();
     this.#runtime = undefined;
     this.#direct = undefined;
+    this.#router = undefined;
   }
 }

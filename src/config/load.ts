@@ -13,7 +13,7 @@ import { type Config, ConfigSchema } from './schema.ts';
  * Loads the configuration once, at start:
  *   1. config/base.toml (every key, upstream's defaults);
  *   2. config/environments/<TASKER_ENV>.toml (default environment: development);
- *   3. environment variables: DATABASE_URL, DATABASE_DIRECT_URL, and TASKER__<section>__<key>[__<key>] for any key
+ *   3. environment variables: DATABASE_URL, DATABASE_DIRECT_URL, DATABASE_REPLICA_URL, and TASKER__<section>__<key>[__<key>] for any key
  *      (the value is read as a TOML value, so 50, true and "text" keep their types).
  * Later layers override earlier ones key by key. The result is validated by ConfigSchema and
  * deep-frozen; every problem is reported at once, naming the dotted key, the value, where it was
@@ -132,6 +132,13 @@ function readEnvOverrides(env: Record<string, string | undefined>, problems: str
       path: ['database', 'direct_url'],
       value: env.DATABASE_DIRECT_URL,
       variable: 'DATABASE_DIRECT_URL',
+    });
+  }
+  if (env.DATABASE_REPLICA_URL !== undefined && env.DATABASE_REPLICA_URL !== '') {
+    overrides.push({
+      path: ['database', 'replica_url'],
+      value: env.DATABASE_REPLICA_URL,
+      variable: 'DATABASE_REPLICA_URL',
     });
   }
   for (const [name, raw] of Object.entries(env)) {

@@ -414,6 +414,24 @@ export const DatabaseSchema = z
       .describe(
         'A URL straight to PostgreSQL, for the work that needs a session of its own: `migrate` (and the migrate step of `start`) holds a session advisory lock. Set it when url points at PgBouncer in transaction pooling mode (DATABASE_DIRECT_URL sets it). Empty: url.',
       ),
+    replica_url: z
+      .string()
+      .default('')
+      .refine((v) => v === '' || /^postgres(ql)?:\/\//.test(v), {
+        error: 'expected a postgres:// or postgresql:// URL of a streaming replica, or empty for none',
+      })
+      .meta({ allowed: 'a `postgres://` URL, or empty' })
+      .describe(
+        "A URL of a streaming replica of database.url's database, for read-only work: the API's and console's reads, `status`, `dlq list|show|queue|stats|groups|group`, `audit`, and the gauges (DATABASE_REPLICA_URL sets it). Writes, reads that decide a write (detection, enrichment, archival, resolve, restore), pg-boss, and a console page just after its own change stay on database.url. Reads fall back to database.url, with one warning, while the replica is unreachable or lags more than replica_max_lag_seconds. Empty: everything on database.url.",
+      ),
+    replica_max_lag_seconds: z
+      .number()
+      .min(0.1)
+      .max(3600)
+      .default(30)
+      .describe(
+        "Most replication lag (seconds behind database.url's last write, from pg_last_xact_replay_timestamp) at which reads still go to replica_url; beyond it they go to database.url until the replica catches up. It also bounds how long a console page after the caller's own change is read from database.url.",
+      ),
     max_connections_per_process: z
       .int()
       .min(4)
@@ -705,6 +723,14 @@ export const MetricsSchema = z.strictObject({
     .default(9464)
     .describe(
       'Port of /healthz, /readyz and /metrics; 0 picks a free port (logged at start), for several workers on one host.',
+    ),
+  gauges_interval_seconds: z
+    .int()
+    .min(1)
+    .max(600)
+    .default(15)
+    .describe(
+      'Seconds between reads of the DLQ, backlog and failure-group gauges. One worker at a time reads them (it holds a lease in the database, for two intervals, renewed at each read) and every worker exports the stored values with their age (tasker_metrics_gauges_age_seconds); every worker checks the lease once per interval (one primary-key statement).',
     ),
 });
 

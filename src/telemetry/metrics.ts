@@ -18,14 +18,13 @@ import { NodeSDK } from '@opentelemetry/sdk-node';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import pg from 'pg';
 import type { PgBoss } from 'pg-boss';
-import { pendingSummary } from '../db/queries/dlq.ts';
-import { enrichmentBacklog } from '../db/queries/dlq-enrichment.ts';
-import { groupGauges } from '../db/queries/dlq-groups.ts';
+import type { Db } from '../db/pool.ts';
 import { lastCompletedRun } from '../db/queries/job-runs.ts';
-import { databaseNow } from '../db/queries/server.ts';
-import { STALE_WAITING_CAP, staleTasksWaiting } from '../db/queries/staleness-backlog.ts';
+import { STALE_WAITING_CAP } from '../db/queries/staleness-backlog.ts';
+import type { ReplicaStatus } from '../db/replica.ts';
 import { DLQ_REASONS } from '../domain/dlq.ts';
 import { TASK_STATES, TERMINAL_TASK_STATES } from '../domain/task-states.ts';
+import { startClusterGauges } from './cluster-gauges.ts';
 import type { Logger } from './logger.ts';
 import type { RunBatch, RunEnd, RunFailure, RunInterrupted, RunObserver, RunRejected } from './run-events.ts';
 import { SERVICE_NAME, SERVICE_VERSION } from './service.ts';
@@ -85,6 +84,15 @@ export interface MetricsOptions {
   scheduleIntervals?: Readonly<Record<string, number | null>>;
   /** service.instance.id (default: a random UUID per process). */
   instanceId?: string;
+  /**
+   * Seconds between reads of the DLQ, backlog and group gauges, by the one worker holding their
+   * lease (metrics.gauges_interval_seconds; default 15).
+   */
+  gaugeIntervalSeconds?: number;
+  /** Where the gauges are read (the replica when configured and fresh); default the pool. */
+  reader?: () => Promise<Db>;
+  /** With database.replica_url: its state, for the lag gauges. */
+  replicaStatus?: () => Promise<ReplicaStatus>;
   /** The process environment (OTEL_* variables); default process.env. */
   env?: NodeJS.ProcessEnv;
 }
@@ -155,6 +163,8 @@ export function createMetrics(
     renameWithUnit('tasker.dlq.oldest_pending.age', 's'),
     renameWithUnit('tasker.dlq.oldest_awaiting_enrichment.age', 's'),
     renameWithUnit('tasker.staleness.oldest_waiting.age', 's'),
+    renameWithUnit('tasker.metrics.gauges.age', 's'),
+    renameWithUnit('tasker.database.replica.lag', 's'),
     renameWithUnit('tasker.queue.oldest_ready.age', 's'),
     // Node runtime (instrumentation-runtime-node) and process (host-metrics) instruments.
     ...['nodejs.eventloop.delay.min', 'nodejs.eventloop.delay.max', 'nodejs.eventloop.delay.mean']
@@ -381,76 +391,71 @@ export function createMetrics(
   const stale = meter.createObservableGauge('tasker.metrics.gauges_stale', {
     unit: '{flag}',
     description:
-      '1 when the last read of the DLQ and backlog gauges failed (database away) and they show the last values read; 0 when fresh. Alert when 1 for 5 minutes.',
+      "1 when this worker's last read of the DLQ and backlog gauges failed (database away), or when nobody has read them for 3 intervals (tasker_metrics_gauges_age_seconds), and they show the last values read; 0 when fresh. Alert when 1 for 5 minutes.",
   });
-  // The last good reading: a failed read reports it again (marked stale) rather than dropping the
-  // gauges, so dashboards and alerts do not see investigations vanish with the database.
-  let last: {
-    pending: number;
-    overdue: number;
-    awaiting: number;
-    oldestSeconds: number;
-    oldestAwaitingSeconds: number;
-    retrying: number;
-    retryDue: number;
-    failed: number;
-    staleWaiting: number;
-    oldestWaitingSeconds: number;
-    pendingGroups: number;
-    fingerprints: Map<string, number>;
-  } | null = null;
-  let failing = false;
+  const age = meter.createObservableGauge('tasker.metrics.gauges.age', {
+    unit: 's',
+    description:
+      'Seconds since the DLQ, backlog and group gauges were read (one worker reads them per metrics.gauges_interval_seconds and every worker exports them; take min). Above 3 intervals nobody is reading them.',
+  });
+  const gaugeHolder = meter.createObservableGauge('tasker.metrics.gauges_holder', {
+    unit: '{flag}',
+    description:
+      '1 on the worker that holds the gauges lease and reads the DLQ, backlog and group gauges for the cluster; 0 on the others.',
+  });
+  const replicaLag = meter.createObservableGauge('tasker.database.replica.lag', {
+    unit: 's',
+    description:
+      "With database.replica_url: how far the replica's replay is behind the primary (pg_last_xact_replay_timestamp; 0 when it has replayed all it received), measured with the gauges. Absent while the replica cannot be read.",
+  });
+  const replicaReads = meter.createObservableGauge('tasker.database.replica_reads', {
+    unit: '{flag}',
+    description:
+      'With database.replica_url: 1 while read-only work goes to the replica, 0 while it falls back to the primary (unreachable, or lagging more than database.replica_max_lag_seconds).',
+  });
+  // Read once per cluster per interval (src/telemetry/cluster-gauges.ts); every worker reports
+  // the stored readings. A failed check reports the last values again (marked stale) rather than
+  // dropping the gauges, so dashboards and alerts do not see investigations vanish with the
+  // database.
+  const gaugeIntervalSeconds = options.gaugeIntervalSeconds ?? 15;
+  const cluster = startClusterGauges({
+    pool,
+    ...(options.reader ? { reader: options.reader } : {}),
+    ...(options.replicaStatus ? { replicaStatus: options.replicaStatus } : {}),
+    intervalSeconds: gaugeIntervalSeconds,
+    ...(options.instanceId ? { holder: options.instanceId } : {}),
+    logger,
+  });
   meter.addBatchObservableCallback(
     async (result) => {
-      try {
-        // One after another: a scrape holds at most one of the worker's connections.
-        const now = await databaseNow(pool);
-        const summary = await pendingSummary(pool, now);
-        const backlog = await enrichmentBacklog(pool, now);
-        const waiting = await staleTasksWaiting(pool, now, STALE_WAITING_CAP);
-        const groups = await groupGauges(pool);
-        const age = (at: Date | null) => (at ? Math.max(0, (now.getTime() - at.getTime()) / 1000) : 0);
-        last = {
-          pending: Number(summary.pending),
-          overdue: Number(summary.overdue),
-          awaiting: Number(backlog.awaiting),
-          oldestSeconds: age(summary.oldest_pending_at),
-          oldestAwaitingSeconds: age(backlog.oldest_awaiting_at),
-          retrying: Number(backlog.retrying),
-          retryDue: Number(backlog.retry_due),
-          failed: Number(backlog.failed),
-          staleWaiting: Number(waiting.waiting),
-          oldestWaitingSeconds: age(waiting.oldest_entered_at),
-          pendingGroups: groups.pending_groups,
-          fingerprints: new Map(groups.fingerprints.map((f) => [f.dlq_reason, f.seen])),
-        };
-        if (failing) logger.info('metrics: DLQ gauges read again');
-        failing = false;
-      } catch (err) {
-        if (!failing) {
-          logger.warn('metrics: could not read the DLQ gauges; reporting the last values, marked stale', {
-            error: (err as Error).message,
-          });
-        }
-        failing = true;
-      }
+      const { readings: last, ageSeconds, holder, failing } = await cluster.state();
       if (last) {
+        // An age read a while ago has grown since: exported as of now (0 stays 0: none waiting).
+        const grown = (seconds: number) => (seconds > 0 ? seconds + (ageSeconds ?? 0) : 0);
         result.observe(pending, last.pending);
         result.observe(overdue, last.overdue);
         result.observe(awaitingEnrichment, last.awaiting);
-        result.observe(oldestAwaiting, last.oldestAwaitingSeconds);
+        result.observe(oldestAwaiting, grown(last.oldestAwaitingSeconds));
         result.observe(retrying, last.retrying - last.retryDue, { due: 'false' });
         result.observe(retrying, last.retryDue, { due: 'true' });
         result.observe(enrichmentFailed, last.failed);
-        result.observe(oldestAge, last.oldestSeconds);
+        result.observe(oldestAge, grown(last.oldestSeconds));
         result.observe(staleWaiting, last.staleWaiting);
-        result.observe(oldestWaiting, last.oldestWaitingSeconds);
+        result.observe(oldestWaiting, grown(last.oldestWaitingSeconds));
         result.observe(pendingGroups, last.pendingGroups);
         // Every reason, 0 until its first fingerprint: increase() sees the first one appear.
         for (const reason of DLQ_REASONS)
-          result.observe(newFingerprints, last.fingerprints.get(reason) ?? 0, { dlq_reason: reason });
+          result.observe(newFingerprints, last.fingerprints[reason] ?? 0, { dlq_reason: reason });
       }
-      result.observe(stale, failing ? 1 : 0);
+      if (ageSeconds !== null) result.observe(age, ageSeconds);
+      if (last?.replica) {
+        if (last.replica.lagSeconds !== null) result.observe(replicaLag, last.replica.lagSeconds);
+        result.observe(replicaReads, last.replica.serving === 'replica' ? 1 : 0);
+      }
+      result.observe(gaugeHolder, holder ? 1 : 0);
+      // Stale: this worker could not check, or nobody has read them for 3 intervals.
+      const old = ageSeconds !== null && ageSeconds > 3 * gaugeIntervalSeconds;
+      result.observe(stale, failing || old ? 1 : 0);
     },
     [
       pending,
@@ -465,6 +470,10 @@ export function createMetrics(
       pendingGroups,
       newFingerprints,
       stale,
+      age,
+      gaugeHolder,
+      replicaLag,
+      replicaReads,
     ],
   );
 
@@ -617,6 +626,7 @@ export function createMetrics(
       if (shutDown) return;
       shutDown = true;
       // NodeSDK.shutdown leaves instrumentations enabled (the runtime one keeps a timer).
+      await cluster.stop();
       runtimeInstrumentation.disable();
       pgInstrumentation?.disable();
       await sdk.shutdown();

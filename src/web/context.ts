@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config/schema.ts';
 import type { Actor } from '../db/queries/audit.ts';
+import type { ReadRouter } from '../db/replica.ts';
 import { type Permission, type Principal, tokenActorOf } from '../operations/tokens.ts';
 import type { HttpMetrics } from '../telemetry/http-metrics.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -19,6 +20,12 @@ export interface WebDeps {
    * lock or a slow page cannot starve the check every other request starts with.
    */
   authPool?: pg.Pool;
+  /**
+   * Where GET requests read (database.replica_url when set and fresh; src/db/replica.ts). Absent:
+   * everything on pool. A write, and any request from a client that made a change in the last
+   * database.replica_max_lag_seconds (a cookie says so), reads from pool.
+   */
+  reads?: ReadRouter;
   config: Readonly<Config>;
   /** The clock of this server: every change is stamped with it. */
   now: () => Date;
@@ -44,6 +51,11 @@ declare module 'fastify' {
     /** The permission a /v1 route needs; routes without one are open (health, OpenAPI, console). */
     permission?: Permission;
   }
+}
+
+/** The Db a read-only route reads from: the replica's router when there is one, else the pool. */
+export function readDb(deps: WebDeps): pg.Pool {
+  return deps.reads?.reads ?? deps.pool;
 }
 
 /** The actor of an API change: the token, by name and id (the auth hook has set the principal). */

@@ -59,6 +59,14 @@ const HELMET_OPTIONS = {
   strictTransportSecurity: { maxAge: 31_536_000, includeSubDomains: false },
 };
 
+/**
+ * Set on the answer to every accepted change when reads go to a replica: for
+ * database.replica_max_lag_seconds (+1) the client's requests read from the primary, so the page
+ * after a change (the console's 303 after Resolve) shows it even while the replica has not
+ * replayed it yet. It carries nothing but the fact.
+ */
+export const READ_PRIMARY_COOKIE = 'tasker_read_primary';
+
 /** A console page with a heading and why, for answers made outside the console's routes. */
 function problemPage(title: string, message: string): string {
   return page(title, html`<h1>${title}</h1><p class="notice error" role="alert" id="problem">${message}</p>`);
@@ -98,6 +106,32 @@ export async function buildServer(deps: WebDeps): Promise<FastifyInstance> {
   const metrics = deps.metrics ?? (deps.config.metrics.enabled ? createHttpMetrics() : undefined);
   if (metrics && !deps.metrics) app.addHook('onClose', async () => metrics.shutdown());
   const webDeps: WebDeps = { ...deps, metrics };
+
+  // Read-your-writes with a replica: a request that changes something, and every request of a
+  // client that changed something in the last replica_max_lag_seconds (READ_PRIMARY_COOKIE, set
+  // below), reads from the primary; other GETs from the replica while it is fresh. First of the
+  // hooks, so that the whole request runs inside it.
+  const reads = deps.reads;
+  if (reads) {
+    const maxAgeSeconds = Math.ceil(deps.config.database.replica_max_lag_seconds) + 1;
+    app.addHook('onRequest', (request, _reply, done) => {
+      const readOnly = request.method === 'GET' || request.method === 'HEAD';
+      const wrote = (request.headers.cookie ?? '').split(/;\s*/).includes(`${READ_PRIMARY_COOKIE}=1`);
+      if (readOnly && !wrote) return done();
+      reads.onPrimary(() => done());
+    });
+    app.addHook('onSend', async (request, reply, payload) => {
+      const readOnly = request.method === 'GET' || request.method === 'HEAD';
+      if (!readOnly && reply.statusCode < 400) {
+        const secure = request.protocol === 'https' ? '; Secure' : '';
+        reply.header(
+          'set-cookie',
+          `${READ_PRIMARY_COOKIE}=1; Max-Age=${maxAgeSeconds}; Path=/; HttpOnly; SameSite=Lax${secure}`,
+        );
+      }
+      return payload;
+    });
+  }
 
   await app.register(helmet, HELMET_OPTIONS);
   // Not a limit on requests: its store counts refusals per address (refusals.ts).

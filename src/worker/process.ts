@@ -1,7 +1,9 @@
 import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import { type Config, connectionShares } from '../config/schema.ts';
+import { sessionTimeouts } from '../db/pool.ts';
 import { PGBOSS_SCHEMA_VERSION } from '../db/queries/boss-jobs.ts';
+import { createReadRouter } from '../db/replica.ts';
 import { ConfigError, NotMigratedError } from '../errors.ts';
 import { checkInstall, reportInstallCheck } from '../install/index.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -111,8 +113,24 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
   const problems = workerConfigProblems(o.config, o.jobs);
   if (problems.length > 0) throw new ConfigError(problems);
   const observer = new RunObserver();
+  // The gauges are read from the replica when one is set and fresh (one connection: the holder
+  // reads them one after another); everything else of a worker writes or decides writes.
+  const replica =
+    o.config.database.replica_url === ''
+      ? undefined
+      : createReadRouter({
+          primary: o.pool,
+          replicaUrl: o.config.database.replica_url,
+          maxLagSeconds: o.config.database.replica_max_lag_seconds,
+          logger: o.logger,
+          max: 1,
+          applicationName: 'tasker-lifecycle-worker',
+          timeouts: sessionTimeouts(o.config.database),
+        });
   const metrics = o.config.metrics.enabled
     ? createMetrics(observer, o.pool, o.logger, {
+        gaugeIntervalSeconds: o.config.metrics.gauges_interval_seconds,
+        ...(replica ? { reader: replica.pool, replicaStatus: replica.status } : {}),
         jobs: o.jobs.map((j) => j.name),
         scheduleIntervals: Object.fromEntries(
           o.jobs.map((j) => [j.name, cronIntervalSeconds(j.schedule(o.config))]),
@@ -128,6 +146,7 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
   );
   await startBoss(boss).catch(async (err) => {
     await metrics?.shutdown();
+    await replica?.close();
     throw err;
   });
   // Recovery reads and writes pg-boss's tables directly (src/db/queries/boss-jobs.ts): only on the
@@ -182,6 +201,7 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
     await health?.close();
     await boss.stop({ graceful: false });
     await metrics?.shutdown();
+    await replica?.close();
     throw err;
   }
   state.started = true;
@@ -212,6 +232,7 @@ export async function startWorker(o: StartWorkerOptions): Promise<RunningWorker>
         await history.flush();
         await health?.close();
         await metrics?.shutdown();
+        await replica?.close();
         o.logger.info('worker stopped');
       })();
       return stopping;

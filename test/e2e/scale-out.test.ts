@@ -21,9 +21,11 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
 import { type EmbeddedServer, startEmbeddedPostgres } from '../../src/db/embedded.ts';
 import { insertFinishedGraphs } from '../helpers/archive-factories.ts';
+import { installMovableClock, nextTick, noActiveRun } from '../helpers/boss-clock.ts';
 import { type CliProcess, runCli, startCli } from '../helpers/cli-process.ts';
 import { insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { type RunningPgBouncer, startPgBouncer } from '../helpers/pgbouncer.ts';
+import { cpuTicks, rssKib } from '../helpers/proc.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const WORKERS = 24;
@@ -333,42 +335,6 @@ async function createDatabase(name: string): Promise<void> {
   await monitor.query(`CREATE DATABASE ${name}`);
 }
 
-/** pgboss.job_now() = now() + an offset this test moves a minute at a time (see the file comment). */
-async function installMovableClock(db: pg.Pool): Promise<void> {
-  await db.query(`CREATE TABLE test_boss_clock (offset_seconds integer NOT NULL)`);
-  await db.query(`INSERT INTO test_boss_clock VALUES (0)`);
-  await db.query(
-    `CREATE OR REPLACE FUNCTION pgboss.job_now() RETURNS timestamptz LANGUAGE sql STABLE AS
-       $$ SELECT now() + (SELECT offset_seconds FROM test_boss_clock) * interval '1 second' $$`,
-  );
-}
-
-/** Waits (up to 2 minutes) until no run of our jobs is active; names the ones that are, if any stay. */
-async function noActiveRun(db: pg.Pool): Promise<void> {
-  await waitFor(
-    'no run active',
-    async () => {
-      const { rows } = await db.query(
-        `SELECT name, id, data->>'trigger' AS trigger, started_on, pgboss.job_now() - started_on AS running_for
-           FROM pgboss.job WHERE name LIKE 'tasker.%' AND state = 'active'`,
-      );
-      if (rows.length > 0) throw new Error(`active: ${JSON.stringify(rows)}`);
-      return true;
-    },
-    { timeoutMs: 120_000, intervalMs: 500 },
-  );
-}
-
-/** Moves pg-boss's clock to 2 s past its next minute, once no run is active; returns that minute. */
-async function nextTick(db: pg.Pool): Promise<Date> {
-  await noActiveRun(db);
-  await db.query(
-    `UPDATE test_boss_clock SET offset_seconds = offset_seconds + 62 - floor(extract(second FROM pgboss.job_now()))::int`,
-  );
-  const { rows } = await db.query(`SELECT date_trunc('minute', pgboss.job_now()) AS minute`);
-  return rows[0].minute;
-}
-
 interface ConnectionSample {
   /** Backends on the server for this database, not counting this test's own. */
   server: number;
@@ -436,18 +402,6 @@ function startSampling(sampled: Sampled) {
       return samples;
     },
   };
-}
-
-/** utime + stime of a process, in clock ticks (1/100 s on Linux). */
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
-}
-
-function rssKib(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]);
 }
 
 function mean(xs: number[]): number {

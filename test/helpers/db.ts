@@ -98,6 +98,10 @@ const TEST_TABLES = [
 export async function resetTables(db: pg.Pool): Promise<void> {
   await db.query(`TRUNCATE ${TEST_TABLES.join(', ')} CASCADE`);
   await resetSettings(db);
+  // The gauges' lease and readings (0220): free, nothing read, as a fresh migration leaves them.
+  await db.query(
+    'UPDATE tasker_gauge_readings SET holder = NULL, generation = 0, lease_expires_at = NULL, read_at = NULL, readings = NULL',
+  );
 }
 
 /** tasker_lifecycle_settings as a fresh migration leaves it: one row of column defaults. */

@@ -21,6 +21,7 @@ import { runCli } from '../helpers/cli-process.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { insertDlqEntry, insertTask, insertTemplate, minutesBefore } from '../helpers/factories.ts';
 import { placeStorm } from '../helpers/storm.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { FAST_WORKER_ENV, installFor, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
 
 const db = useTestDatabase();
@@ -95,6 +96,7 @@ it('status counts queues live: a run queued a moment ago is counted at once, and
 });
 
 it('DLQ gauges keep their last values, marked stale, when the database cannot be read', async () => {
+  await resetTables(db.pool);
   const now = await databaseNow(db.pool);
   const template = await insertTemplate(db.pool);
   const task = await insertTask(db.pool, { template, state: 'error', enteredAt: minutesBefore(now, 5) });
@@ -108,7 +110,7 @@ it('DLQ gauges keep their last values, marked stale, when the database cannot be
     transports: [new winston.transports.Stream({ stream: sink })],
   });
   const pool = createPool(db.url, { max: 2 });
-  const metrics = createMetrics(new RunObserver(), pool, logger);
+  const metrics = createMetrics(new RunObserver(), pool, logger, { gaugeIntervalSeconds: 1 });
   const server = createServer((req, res) => metrics.handleScrape(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as { port: number }).port;
@@ -125,7 +127,8 @@ it('DLQ gauges keep their last values, marked stale, when the database cannot be
   };
   try {
     expect(await scrape()).toEqual({ pending: 1, stale: 0 });
-    await pool.end(); // every read fails from now on
+    await pool.end(); // every read fails from now on (the next check is within a second)
+    await waitFor('the gauges marked stale', async () => (await scrape()).stale === 1);
     expect(await scrape()).toEqual({ pending: 1, stale: 1 });
     expect(lines.some((l) => /"level":"warn"/.test(l) && /could not read the DLQ gauges/.test(l))).toBe(true);
   } finally {

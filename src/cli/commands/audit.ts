@@ -42,7 +42,7 @@ export const auditCommand: Command = {
     },
   },
   async run({ flags }, { io, runtime }) {
-    const { pool } = runtime.get();
+    const pool = runtime.get().reads();
     const since = flags.since as TimeSpec | undefined;
     const rows = await listAudit(pool, {
       since: since ? resolveTime(since, await databaseNow(pool)) : undefined,

@@ -77,7 +77,7 @@ export const dlqListCommand: Command = {
     },
   },
   async run({ flags }, { io, runtime }) {
-    const { pool } = runtime.get();
+    const pool = runtime.get().reads();
     const rows = await listEntries(pool, {
       status: flags.status as never,
       reason: flags.reason as never,
@@ -120,7 +120,7 @@ export const dlqShowCommand: Command = {
     positionals: [{ name: 'entry_or_task_uuid', schema: uuid }],
   },
   async run({ flags, positionals }, { io, runtime }) {
-    const { pool } = runtime.get();
+    const pool = runtime.get().reads();
     const id = positionals[0] as string;
     const entry = await findEntry(pool, id);
     if (!entry) throw new NotFoundError(`no DLQ entry and no task with entries has uuid ${id}`);
@@ -298,7 +298,7 @@ export const dlqStatsCommand: Command = {
   summary: 'Investigations by reason: totals, per status, age (v_dlq_dashboard).',
   args: { flags: {} },
   async run({ flags }, { io, runtime }) {
-    const rows = await statsByReason(runtime.get().pool);
+    const rows = await statsByReason(runtime.get().reads());
     if (flags.json) return printJson(io.stdout, rows);
     if (rows.length === 0) return void io.stdout.write('no DLQ entries yet\n');
     printTable(io.stdout, rows, [
@@ -322,7 +322,7 @@ export const dlqQueueCommand: Command = {
   summary: 'Pending investigations, most urgent first (v_dlq_investigation_queue).',
   args: { flags: { limit: limitFlag(100) } },
   async run({ flags }, { io, runtime }) {
-    const rows = await investigationQueue(runtime.get().pool, (flags.limit as number | undefined) ?? 100);
+    const rows = await investigationQueue(runtime.get().reads(), (flags.limit as number | undefined) ?? 100);
     if (flags.json) return printJson(io.stdout, rows);
     if (rows.length === 0) return void io.stdout.write('no pending investigations\n');
     printTable(io.stdout, rows, [
@@ -431,7 +431,7 @@ export const dlqGroupsCommand: Command = {
     },
   },
   async run({ flags }, { io, runtime }) {
-    const { pool } = runtime.get();
+    const pool = runtime.get().reads();
     const now = await databaseNow(pool);
     const [page, ungrouped] = await Promise.all([
       listGroups(
@@ -507,7 +507,7 @@ export const dlqGroupCommand: Command = {
     positionals: [{ name: 'fingerprint', schema: groupFingerprint }],
   },
   async run({ flags, positionals }, { io, runtime }) {
-    const { pool } = runtime.get();
+    const pool = runtime.get().reads();
     const now = await databaseNow(pool);
     const fingerprint = positionals[0] as string;
     const group = await findGroup(pool, fingerprint, now);

@@ -36,7 +36,11 @@ export const statusCommand: Command = {
   args: { flags: {} },
   async run({ flags }, { io, runtime }) {
     const rt = runtime.get();
-    const now = await databaseNow(rt.pool);
+    // This system's tables are read from the replica when one is configured and fresh; pg-boss's
+    // (queue counts, schedules, instances) from the primary, where pg-boss lives.
+    const replica = await rt.readRouter().status();
+    const reads = rt.reads();
+    const now = await databaseNow(reads);
     const boss = createBoss(rt.config, databaseUrl(rt.config), 'client', rt.logger);
     await startBoss(boss);
     try {
@@ -53,7 +57,7 @@ export const statusCommand: Command = {
       const bossSchema = await boss.schemaVersion();
       const jobs = [];
       for (const job of JOBS) {
-        const [last] = await recentRuns(rt.pool, job.name, 1);
+        const [last] = await recentRuns(reads, job.name, 1);
         const depth = depths.get(job.name)!;
         jobs.push({
           job: job.name,
@@ -65,15 +69,22 @@ export const statusCommand: Command = {
           dead_lettered: depths.get(deadLetterQueue(job))!.queued,
         });
       }
-      const pending = await pendingSummary(rt.pool, now);
+      const pending = await pendingSummary(reads, now);
       // The largest incidents: groups by pending entries (tasker_dlq_groups, no scan of the entries).
-      const groups = await listGroups(rt.pool, {}, { limit: STATUS_GROUPS_SHOWN, offset: 0 }, now);
-      const { stale: waiting, enrichment: backlog } = await stormBacklog(rt.pool, now);
-      const drain = await stormDrain(rt.pool, now);
+      const groups = await listGroups(reads, {}, { limit: STATUS_GROUPS_SHOWN, offset: 0 }, now);
+      const { stale: waiting, enrichment: backlog } = await stormBacklog(reads, now);
+      const drain = await stormDrain(reads, now);
       const minutesSince = (at: Date | null) =>
         at ? Math.floor((now.getTime() - at.getTime()) / 60_000) : null;
       const report = {
         database: rt.target,
+        // Where this report's reads of this system's tables came from (database.replica_url).
+        replica: {
+          configured: replica.configured,
+          reads_from: replica.serving,
+          lag_seconds: replica.lag_seconds,
+          fallback_reason: replica.fallback_reason,
+        },
         checked_at: now,
         /** When the queue counts were read from pg-boss's job table (live, not its cached stats). */
         queues_counted_at: countedAt,
@@ -123,17 +134,25 @@ export const statusCommand: Command = {
             enriched: drain.enriched,
           },
         },
-        staleness: await stalenessHealth(rt.pool),
-        archive: await archiveTotals(rt.pool),
+        staleness: await stalenessHealth(reads),
+        archive: await archiveTotals(reads),
         // Why every archival run refuses now, each with what to run ([]: it does not; null: this
         // build's migrate has not run here).
-        archival_refused_by: await archiveRefusals(rt.pool, 'archival'),
+        archival_refused_by: await archiveRefusals(reads, 'archival'),
       };
       if (flags.json) return printJson(io.stdout, report);
       const out = io.stdout;
       out.write(
         `database ${report.database}, ${report.workers.length} worker(s) running; queues counted live at ${countedAt.toISOString()}\n`,
       );
+      if (replica.configured) {
+        const lag = replica.lag_seconds === null ? 'unknown' : `${replica.lag_seconds.toFixed(1)} s`;
+        out.write(
+          replica.serving === 'replica'
+            ? `replica: reads from the replica, lag ${lag}\n`
+            : `replica: reads from the primary (${printable(replica.fallback_reason ?? '')}), lag ${lag}\n`,
+        );
+      }
       out.write(
         report.recovery.enabled
           ? 'recovery of lost runs: on\n\n'

@@ -32,6 +32,7 @@ export const webCommand: Command = {
       const app = await buildServer({
         pool: rt.pool,
         authPool,
+        ...(rt.config.database.replica_url === '' ? {} : { reads: rt.readRouter() }),
         config: rt.config,
         now: () => new Date(),
         logger: rt.logger,

@@ -48,7 +48,8 @@ export const consoleRoutes: FastifyPluginAsync<{ deps: WebDeps; refusals: Refusa
   });
   registerConsoleRoutes(app, {
     web: deps,
-    db: deps.pool,
+    // Reads: the replica when configured and fresh (not for a page after its caller's change).
+    db: deps.reads?.reads ?? deps.pool,
     now: deps.now,
     sessions: {
       open: (token, now, clientAddress) => openSession(db, { token, now, limits, clientAddress }),

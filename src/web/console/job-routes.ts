@@ -36,7 +36,8 @@ export function registerJobRoutes(app: FastifyInstance, kit: ConsoleKit): void {
     const ctx = await kit.guard(request, reply, 'jobs:read');
     if (!ctx) return reply;
     const states = await jobStates(deps.web, HISTORY_ROWS);
-    return kit.page(reply, 200, 'Jobs', jobsPage(ctx, states, deps.now()), ctx);
+    const replica = await deps.web.reads?.status();
+    return kit.page(reply, 200, 'Jobs', jobsPage(ctx, states, deps.now(), replica), ctx);
   });
 
   app.get('/jobs/:job/live', async (request, reply) => {

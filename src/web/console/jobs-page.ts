@@ -1,5 +1,6 @@
 import archiveFinishedTasks from '../../../jobs/archive-finished-tasks.ts';
 import detectStaleTasks from '../../../jobs/detect-stale-tasks.ts';
+import type { ReplicaStatus } from '../../db/replica.ts';
 import { nextCronTime } from '../../domain/cron.ts';
 import type { JobState } from '../job-states.ts';
 import { formatTime, html, jsonPreview, type SafeHtml } from './html.ts';
@@ -75,10 +76,25 @@ ${mayRun ? html`<form method="post" action="/jobs/${s.job}/dead-letters/${d.id}/
 }`;
 }
 
-export function jobsPage(ctx: PageContext, states: readonly JobState[], now: Date): SafeHtml {
+/** Where the console reads from, with database.replica_url: the replica and its lag, or why not. */
+export function replicaLine(replica: ReplicaStatus | undefined): SafeHtml {
+  if (!replica?.configured) return html``;
+  const lag = replica.lag_seconds === null ? 'unknown' : `${replica.lag_seconds.toFixed(1)} s`;
+  return replica.serving === 'replica'
+    ? html`<p class="muted" id="replica-state">Pages read from the replica (lag ${lag}).</p>`
+    : html`<p class="notice" id="replica-state">Pages read from the primary: ${replica.fallback_reason ?? ''} (lag ${lag}).</p>`;
+}
+
+export function jobsPage(
+  ctx: PageContext,
+  states: readonly JobState[],
+  now: Date,
+  replica?: ReplicaStatus,
+): SafeHtml {
   const mayRun = ctx.deps.can(ctx.principal, 'jobs:run');
   return html`<h1>Jobs</h1>
 <p>${refreshToggle(JOBS_REFRESH_SECONDS)} <span id="live-status" class="muted" role="status" aria-live="polite"></span></p>
+${replicaLine(replica)}
 ${states.map(
   (
     s,

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { archivedGraph } from '../../db/queries/archive-lookup.ts';
 import { NotFoundError } from '../../errors.ts';
 import { restoreArchivedTask } from '../../operations/archive.ts';
-import { tokenActor, type WebDeps } from '../context.ts';
+import { readDb, tokenActor, type WebDeps } from '../context.ts';
 import { RestoreBody, TaskUuidParams } from '../schemas.ts';
 
 /** Archived task graphs: look one up, restore it. */
@@ -21,7 +21,7 @@ export const archiveRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (ap
       },
     },
     async (request) => {
-      const graph = await archivedGraph(deps.pool, request.params.task_uuid);
+      const graph = await archivedGraph(readDb(deps), request.params.task_uuid);
       if (!graph) throw new NotFoundError(`task ${request.params.task_uuid} is not archived`);
       return graph;
     },

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { listAudit } from '../../db/queries/audit.ts';
-import type { WebDeps } from '../context.ts';
+import { readDb, type WebDeps } from '../context.ts';
 import { AuditQuery } from '../schemas.ts';
 
 /** The audit log, newest first. */
@@ -18,7 +18,7 @@ export const auditRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app,
     },
     async (request) => {
       const q = request.query;
-      return listAudit(deps.pool, {
+      return listAudit(readDb(deps), {
         since: q.since === undefined ? undefined : new Date(q.since),
         actor: q.actor,
         actorTokenId: q.actor_token_id,

@@ -10,7 +10,7 @@ import type { DlqEntry } from '../../domain/dlq.ts';
 import { NotFoundError } from '../../errors.ts';
 import { bulkResolve, openInvestigation, updateInvestigation } from '../../operations/investigations.ts';
 import { can, type Principal } from '../../operations/tokens.ts';
-import { tokenActor, type WebDeps } from '../context.ts';
+import { readDb, tokenActor, type WebDeps } from '../context.ts';
 import { sendError } from '../errors.ts';
 import {
   BulkResolveBody,
@@ -48,7 +48,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
     },
     async (request, reply) => {
       const q = request.query;
-      const json = await listEntriesJson(deps.pool, {
+      const json = await listEntriesJson(readDb(deps), {
         status: q.resolution_status,
         limit: q.limit ?? 50,
         offset: q.offset ?? 0,
@@ -69,7 +69,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
       },
     },
     async (request) => {
-      const entry = await latestEntryOfTask(deps.pool, request.params.task_uuid);
+      const entry = await latestEntryOfTask(readDb(deps), request.params.task_uuid);
       if (!entry) throw new NotFoundError(`no DLQ entry for task ${request.params.task_uuid}`);
       return entry;
     },
@@ -113,7 +113,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
       config: { permission: 'dlq:stats' },
       schema: { tags, description: 'Entries by reason (v_dlq_dashboard). Permission dlq:stats.' },
     },
-    async () => statsByReason(deps.pool),
+    async () => statsByReason(readDb(deps)),
   );
 
   app.get(
@@ -129,7 +129,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
     async (request, reply) =>
       reply
         .type('application/json; charset=utf-8')
-        .send(await investigationQueueJson(deps.pool, request.query.limit ?? 100)),
+        .send(await investigationQueueJson(readDb(deps), request.query.limit ?? 100)),
   );
 
   app.get(
@@ -143,7 +143,7 @@ export const dlqRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app, {
         querystring: LimitQuery(100),
       },
     },
-    async (request) => stalenessMonitoring(deps.pool, request.query.limit ?? 100),
+    async (request) => stalenessMonitoring(readDb(deps), request.query.limit ?? 100),
   );
 
   app.post(

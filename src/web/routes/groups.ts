@@ -18,7 +18,7 @@ import {
   taskTemplateName,
 } from '../../validation/fields.ts';
 import { oneOf, wholeNumber } from '../../validation/values.ts';
-import type { WebDeps } from '../context.ts';
+import { readDb, type WebDeps } from '../context.ts';
 import { limitQuery } from '../schemas.ts';
 
 /**
@@ -178,7 +178,7 @@ export const groupRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app,
       const now = deps.now();
       const [page, ungrouped] = await Promise.all([
         listGroups(
-          deps.pool,
+          readDb(deps),
           {
             reason: q.reason,
             namespace: q.namespace,
@@ -190,7 +190,7 @@ export const groupRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app,
           { limit: q.limit ?? 50, offset: q.offset ?? 0 },
           now,
         ),
-        ungroupedPending(deps.pool, UNGROUPED_COUNT_CAP),
+        ungroupedPending(readDb(deps), UNGROUPED_COUNT_CAP),
       ]);
       return {
         total: page.total,
@@ -216,12 +216,12 @@ export const groupRoutes: FastifyPluginAsyncZod<{ deps: WebDeps }> = async (app,
     },
     async (request) => {
       const now = deps.now();
-      const group = await findGroup(deps.pool, request.params.fingerprint, now);
+      const group = await findGroup(readDb(deps), request.params.fingerprint, now);
       if (!group)
         throw new NotFoundError(`no group of investigations has fingerprint ${request.params.fingerprint}`);
       const status = request.query.status ?? 'pending';
       const page = await groupEntries(
-        deps.pool,
+        readDb(deps),
         group,
         { status, limit: request.query.limit ?? 50, offset: request.query.offset ?? 0 },
         now,
