@@ -730,7 +730,7 @@ export const MetricsSchema = z.strictObject({
     .max(600)
     .default(15)
     .describe(
-      'Seconds between reads of the DLQ, backlog and failure-group gauges. One worker at a time reads them (it holds a lease in the database, for two intervals, renewed at each read) and every worker exports the stored values with their age (tasker_metrics_gauges_age_seconds); every worker checks the lease once per interval (one primary-key statement).',
+      'Seconds between reads of the DLQ, backlog and failure-group gauges. One worker at a time reads them, once per interval (it holds a lease in the database for two thirds of an interval, renewed at each check), and every worker exports the stored values with their age (tasker_metrics_gauges_age_seconds); every worker checks the lease three times per interval (one primary-key statement), so a stopped holder is replaced within one interval.',
     ),
 });
 

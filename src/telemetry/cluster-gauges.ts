@@ -11,19 +11,24 @@ import type { ReplicaStatus } from '../db/replica.ts';
 import type { Logger } from './logger.ts';
 
 /**
- * The DLQ, backlog and failure-group gauges, read once per cluster (issue 25). Every
+ * The DLQ, backlog and failure-group gauges, read once per cluster (issue 25). Three times per
  * `intervalSeconds` each worker runs one statement on the primary (claimGaugeLease: takes or
- * renews the lease if it is free, expired or its own, and returns the stored readings). The
- * holder then reads the gauges (five bounded reads, one after another, from `reader()`: the
- * replica when one is configured and fresh) and stores them under its generation; the others take
- * the stored readings. Every worker exports the same values with their age, so `max()` over the
- * workers (what the alerts and the dashboard use) is the same with 1 worker or 100, and the
+ * renews the lease if it is free, expired or its own, and returns the stored readings). Once per
+ * interval the holder reads the gauges (five bounded reads, one after another, from `reader()`:
+ * the replica when one is configured and fresh) and stores them under its generation; the others
+ * take the stored readings. Every worker exports the same values with their age, so `max()` over
+ * the workers (what the alerts and the dashboard use) is the same with 1 worker or 100, and the
  * database runs one copy of the reads per interval instead of one per worker per scrape.
  *
- * The lease lasts two intervals and is renewed every interval: a holder killed (SIGKILL) or
- * frozen (SIGSTOP) stops renewing, and the first worker to look after the expiry takes it, within
- * one interval of it (test/integration/gauge-lease.test.ts).
+ * The lease lasts two checks (two thirds of an interval) and is renewed at every check: a holder
+ * killed (SIGKILL) or frozen (SIGSTOP) stops renewing, its lease expires within two thirds of an
+ * interval, and the first worker to check after that (a third of an interval at most) takes it
+ * and reads at once: the gauges move to another worker within one interval of the holder's stop
+ * (test/integration/gauge-lease.test.ts).
  */
+
+/** Lease checks per interval: the lease lasts two of them, so a stopped holder is replaced within one interval. */
+export const CHECKS_PER_INTERVAL = 3;
 
 export interface GaugeReadings {
   pending: number;
@@ -104,8 +109,13 @@ export interface ClusterGauges {
 export function startClusterGauges(o: ClusterGaugesOptions): ClusterGauges {
   const holder = o.holder ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
   const reader = o.reader ?? (async () => o.pool);
-  const leaseSeconds = o.intervalSeconds * 2;
+  const intervalMs = o.intervalSeconds * 1000;
+  const checkMs = intervalMs / CHECKS_PER_INTERVAL;
+  const leaseSeconds = (2 * checkMs) / 1000;
   let readings: GaugeReadings | null = null;
+  // When this worker last read the gauges itself (this host's monotonic clock; null: not as the
+  // current holder).
+  let ownReadAt: number | null = null;
   // The readings' age at the last check, and when (this host's monotonic clock) that was.
   let ageAtCheck: number | null = null;
   let checkedAt = 0;
@@ -124,8 +134,14 @@ export function startClusterGauges(o: ClusterGaugesOptions): ClusterGauges {
         });
       }
       if (!lease.held && held) o.logger.info('metrics: another worker reads the cluster gauges now');
+      if (!lease.held) ownReadAt = null;
       held = lease.held;
-      if (held) {
+      // The holder reads once per interval (a check that comes a little early still reads: half a
+      // check's slack); between its reads it only renews the lease.
+      const due = ownReadAt === null || performance.now() - ownReadAt >= intervalMs - checkMs / 2;
+      if (held && !due) {
+        ageAtCheck = (performance.now() - ownReadAt!) / 1000;
+      } else if (held) {
         const fresh = await readGauges(await reader());
         if (o.replicaStatus) {
           const r = await o.replicaStatus();
@@ -135,6 +151,7 @@ export function startClusterGauges(o: ClusterGaugesOptions): ClusterGauges {
         held = await storeGaugeReadings(o.pool, holder, lease.generation, fresh.readAt, fresh.readings);
         readings = fresh.readings;
         ageAtCheck = 0;
+        ownReadAt = held ? performance.now() : null;
       } else if (lease.readings !== null && lease.read_at !== null) {
         readings = lease.readings;
         ageAtCheck = Math.max(0, (lease.now.getTime() - lease.read_at.getTime()) / 1000);
@@ -150,6 +167,7 @@ export function startClusterGauges(o: ClusterGaugesOptions): ClusterGauges {
       }
       failing = true;
       held = false;
+      ownReadAt = null;
     }
   };
   const tick = () => {
@@ -159,7 +177,7 @@ export function startClusterGauges(o: ClusterGaugesOptions): ClusterGauges {
     return running;
   };
   const first = tick();
-  const timer = setInterval(() => void tick(), o.intervalSeconds * 1000);
+  const timer = setInterval(() => void tick(), checkMs);
   timer.unref();
   return {
     tick,

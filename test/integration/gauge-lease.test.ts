@@ -2,9 +2,10 @@
  * The DLQ, backlog and group gauges are read by one worker at a time, under a lease in the
  * database (migrations/0220_gauge_readings.sql, src/telemetry/cluster-gauges.ts), with real worker
  * processes: when the holder is killed (SIGKILL) or frozen (SIGSTOP), the lease moves to another
- * worker at the first check after it expires (each worker checks once per interval, so within one
- * interval of the expiry), and a frozen holder that wakes up neither takes it back nor overwrites
- * its successor's readings.
+ * worker at the first check after it expires. The lease lasts two thirds of an interval from the
+ * holder's last check and each worker checks three times per interval, so the move comes within
+ * one interval of the holder's stop. A frozen holder that wakes up neither takes it back nor
+ * overwrites its successor's readings.
  *
  * Every check is one UPDATE of the lease row (claimGaugeLease); a statement-level trigger records
  * each one with the row as the statement left it and the statement's own clock (now()), so the
@@ -18,7 +19,9 @@ import { insertDlqEntry, insertTask, insertTemplate, minutesBefore } from '../he
 import { waitFor } from '../helpers/wait.ts';
 import { installFor, startWorkerProcess, waitForWorkers } from '../helpers/workers.ts';
 
-const INTERVAL_SECONDS = 1;
+// Checks every second, the lease two seconds: as in production (15 s: checks every 5 s, lease
+// 10 s), a stopped holder is replaced within one interval.
+const INTERVAL_SECONDS = 3;
 const WORKER_ENV = {
   TASKER__metrics__gauges_interval_seconds: String(INTERVAL_SECONDS),
   TASKER__staleness_detection__enabled: 'false',
@@ -112,8 +115,14 @@ async function handOver(signal: 'SIGKILL' | 'SIGSTOP'): Promise<{ from: CliProce
     .slice(0, takeover)
     .filter((c) => c.at.getTime() >= before.lease_expires_at!.getTime());
   expect(expiredBeforeTakeover).toEqual([]);
-  // The lease lasts two intervals from the holder's last renewal, and each survivor checks once per
-  // interval: at most about two checks each before it expired.
+  // Every renewal set the lease to two thirds of an interval from the statement's clock, and each
+  // survivor checks three times per interval: at most about two checks each before it expired.
+  // (Every check is recorded, a survivor's that changed nothing too: the lease never reached past
+  // two thirds of an interval from any of them, and the takeover set exactly that.)
+  const leaseLeft = (c: Check) => c.lease_expires_at!.getTime() - c.at.getTime();
+  const leaseMs = (2 / 3) * INTERVAL_SECONDS * 1000;
+  for (const c of checks) expect(leaseLeft(c)).toBeLessThanOrEqual(leaseMs);
+  expect(leaseLeft(checks[takeover]!)).toBe(leaseMs);
   expect(takeover).toBeLessThanOrEqual(3 * (workers.length - 1));
   // The new holder reads and stores the gauges (its readings are the ones exported everywhere).
   await waitFor('readings stored by the new holder', async () => {
