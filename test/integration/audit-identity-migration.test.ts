@@ -2,26 +2,24 @@
  * Migration 0180 gives the audit rows written before it the token that made them: the one token of
  * that name that was live (created, not yet revoked) when the row was written, so a name given
  * again after a revocation is told apart in old rows too. A row that matches no token, or a CLI
- * row, keeps NULL. The database is migrated up to 0160 by this build's files, given rows as the
- * previous build wrote them, then migrated the rest of the way.
+ * row, keeps NULL. The database is migrated by the previous release's files (before 0180: this
+ * build's own views name tables of later migrations), given rows as the previous build wrote them,
+ * then migrated the rest of the way by this build.
  */
-import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readdirSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
 import { migrate } from '../../src/install/sql.ts';
-import { migrationsDir } from '../../src/paths.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { previousReleaseMigrations } from '../helpers/previous-release.ts';
 
 let db: TestDatabase;
 let before0180: string;
 
 beforeAll(async () => {
   db = await createTestDatabase({ template: false });
-  before0180 = mkdtempSync(join(tmpdir(), 'tasker-migrations-before-0180-'));
-  cpSync(migrationsDir, before0180, { recursive: true });
-  for (const file of readdirSync(before0180))
-    if (/^\d{4}_.*\.sql$/.test(file) && Number(file.slice(0, 4)) >= 180) rmSync(join(before0180, file));
+  before0180 = previousReleaseMigrations();
+  if (readdirSync(before0180).some((file) => /^0180_/.test(file)))
+    throw new Error('the previous release already has 0180: this test needs one from before it');
 });
 afterAll(async () => {
   rmSync(before0180, { recursive: true, force: true });
