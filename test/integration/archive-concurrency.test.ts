@@ -27,6 +27,7 @@ import {
 } from '../helpers/archive-factories.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
 import { hoursBefore, insertTemplate, type Template } from '../helpers/factories.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const db = useTestDatabase();
 let template: Template;
@@ -175,11 +176,15 @@ describe('a run killed mid-way', () => {
     const tasks = await graphs(2000);
     const counts = await totalCounts(db.pool);
     const victim = cliProcess(['archive', '--batch-size', '10']);
-    // kill it once it has committed some batches but is far from done
-    for (let archived = 0; archived < 100; ) {
-      await new Promise((resolve) => setTimeout(resolve, 25));
-      archived = (await tableCounts(db.pool, 'archive')).tasker_tasks;
-    }
+    // kill it once it has committed some batches but is far from done (bounded: a run that never
+    // gets there says so, with what it printed, instead of running into the test's timeout)
+    await waitFor(
+      'the victim to archive 100 tasks',
+      async () => ((await tableCounts(db.pool, 'archive')).tasker_tasks >= 100 ? true : undefined),
+      { timeoutMs: 45_000, intervalMs: 25 },
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}; the run's stderr: ${victim.stderrSoFar()}`);
+    });
     victim.child.kill('SIGKILL');
     expect(await victim.done).toMatchObject({ signal: 'SIGKILL' });
 
@@ -191,7 +196,7 @@ describe('a run killed mid-way', () => {
     expect(rerun.code).toBe(0);
     expect(JSON.parse(rerun.stdout)).toMatchObject({ tasks_archived: 2000 - halfway.length });
     expect(await expectConsistent(tasks, counts)).toHaveLength(2000);
-  });
+  }, 150_000); // about 5 s alone; CI once ran past jest's 60 s under load
 });
 
 /** Polls pg_stat_activity until the backend waits for a lock (bounded: 10 s). */
@@ -214,7 +219,11 @@ interface ProcessResult {
 }
 
 /** `node src/cli/main.ts <argv>` against the test database, as an operator would run it. */
-function cliProcess(argv: string[]): { child: ChildProcess; done: Promise<ProcessResult> } {
+function cliProcess(argv: string[]): {
+  child: ChildProcess;
+  done: Promise<ProcessResult>;
+  stderrSoFar(): string;
+} {
   const child = spawn(process.execPath, ['src/cli/main.ts', ...argv], {
     cwd: projectRoot,
     env: { ...process.env, DATABASE_URL: db.url, TASKER_ENV: 'test' },
@@ -228,5 +237,5 @@ function cliProcess(argv: string[]): { child: ChildProcess; done: Promise<Proces
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
-  return { child, done };
+  return { child, done, stderrSoFar: () => stderr };
 }
