@@ -36,6 +36,8 @@ const WORKER_ENV = {
   TASKER__staleness_detection__enabled: 'false',
   TASKER__staleness_detection__batch_statement_timeout_ms: '3000',
   TASKER__worker__retry_limit: '0',
+  // The DLQ gauges are read once per cluster per interval (issue 25): every second here.
+  TASKER__metrics__gauges_interval_seconds: '1',
 };
 
 const db = useTestDatabase();
@@ -138,13 +140,21 @@ it('every instrument of a worker that detected, enriched, archived, failed once 
       return rows[0].n === 0;
     });
     // pg-boss's monitor pass (every 2 s here) counts the queues: both bad requests dead-lettered.
-    await waitFor('the dead-letter queue counted', async () => {
-      const m = parse(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
-      return (
-        m.find('tasker_queue_dead_lettered_jobs', { tasker_queue: DETECT })[0]?.value === 2 &&
-        m.find('tasker_queue_oldest_ready_age_seconds').length === JOBS.length
-      );
-    });
+    // The DLQ gauges: read by the lease's holder within an interval of the last change.
+    await waitFor(
+      'the dead-letter queue counted, and the DLQ gauges read since the last change',
+      async () => {
+        const m = parse(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+        const { rows: pending } = await db.pool.query<{ n: number }>(
+          `SELECT count(*)::integer AS n FROM tasker_tasks_dlq WHERE resolution_status = 'pending'`,
+        );
+        return (
+          m.find('tasker_queue_dead_lettered_jobs', { tasker_queue: DETECT })[0]?.value === 2 &&
+          m.find('tasker_queue_oldest_ready_age_seconds').length === JOBS.length &&
+          m.find('tasker_dlq_pending_investigations')[0]?.value === pending[0]!.n
+        );
+      },
+    );
 
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     const m = parse(text);
