@@ -107,13 +107,15 @@ async function handOver(signal: 'SIGKILL' | 'SIGSTOP'): Promise<{ from: CliProce
   if (!to) throw new Error(`the lease went to ${after.holder}, not one of the workers`);
   expect(to).not.toBe(from);
 
-  // The checks between the stop and the takeover: those made after the old lease expired found it
-  // free and took it, so the first one took it (no survivor looked at an expired lease and left it).
+  // The checks between the stop and the takeover: each left the lease as it found it, so each saw
+  // it unexpired (the row as the check left it is the lease it saw, renewals up to the stop
+  // included); a check after the expiry took it. No survivor looked at an expired lease and left it.
   const checks = await checksAfter(rows[0]!.now);
   const takeover = checks.findIndex((c) => c.generation > before.generation);
+  expect(takeover).toBeGreaterThanOrEqual(0);
   const expiredBeforeTakeover = checks
     .slice(0, takeover)
-    .filter((c) => c.at.getTime() >= before.lease_expires_at!.getTime());
+    .filter((c) => c.at.getTime() >= c.lease_expires_at!.getTime());
   expect(expiredBeforeTakeover).toEqual([]);
   // Every renewal set the lease to two thirds of an interval from the statement's clock, and each
   // survivor checks three times per interval: at most about two checks each before it expired.
