@@ -6,8 +6,8 @@
 -- (tasker_archive_rollup_started: `migrate` counts the archive that was there and starts it in one
 -- transaction holding SHARE on the archive tables); the caller must already hold ROW EXCLUSIVE on
 -- the six archive tables, so that it reads that marker after any such count committed, and each row
--- is counted once. Reads the tasks through tasker_tasks_archive_pkey and their final transitions
--- through idx_task_transitions_archive_task_uuid, in p_archived_at's partition only.
+-- is counted once. Reads each task through tasker_tasks_archive_pkey and its final transition
+-- through idx_task_transitions_archive_task_uuid, one probe each, in p_archived_at's partition only.
 CREATE OR REPLACE FUNCTION tasker_lifecycle_archive_rollup(
   p_ids uuid[], p_archived_at timestamptz, p_sign integer,
   p_steps bigint, p_transitions bigint, p_edges bigint, p_step_transitions bigint, p_dlq_entries bigint
@@ -23,14 +23,23 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM tasker_archive_rollup_started) OR cardinality(p_ids) = 0 THEN
     RETURN;
   END IF;
+  -- One probe per id, each a LATERAL with LIMIT 1 so that it cannot be turned into a join: every
+  -- batch of a run archives with the same archived_at, so reading the tasks by archived_at
+  -- (idx_tasks_archive_archived_at, which the planner took with statistics from before the run)
+  -- read every task the run had archived so far, again in each batch: quadratic in the run.
   WITH per AS (
     SELECT t.named_task_uuid, coalesce(tr.to_state, '')::varchar(64) AS final_state, count(*) AS tasks,
            coalesce(sum(extract(epoch FROM tr.created_at - t.created_at)), 0) AS lifetime_seconds,
            min(t.created_at) AS oldest, max(t.created_at) AS newest
-      FROM tasker_tasks_archive t
-      LEFT JOIN tasker_task_transitions_archive tr
-        ON tr.task_uuid = t.task_uuid AND tr.most_recent = true AND tr.archived_at = p_archived_at
-     WHERE t.task_uuid = ANY (p_ids) AND t.archived_at = p_archived_at
+      FROM unnest(p_ids) AS i(task_uuid)
+     CROSS JOIN LATERAL (
+       SELECT a.named_task_uuid, a.created_at FROM tasker_tasks_archive a
+        WHERE a.task_uuid = i.task_uuid AND a.archived_at = p_archived_at
+        LIMIT 1) t
+      LEFT JOIN LATERAL (
+       SELECT a.to_state, a.created_at FROM tasker_task_transitions_archive a
+        WHERE a.task_uuid = i.task_uuid AND a.most_recent = true AND a.archived_at = p_archived_at
+        LIMIT 1) tr ON true
      GROUP BY 1, 2
   ), added AS (
     INSERT INTO tasker_archive_month_templates

@@ -24,6 +24,7 @@ import {
   tasksInBoth,
 } from '../helpers/archive-factories.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
+import { planWork } from '../helpers/plan-work.ts';
 import { hoursBefore, insertDlqEntry, insertTemplate, NOW, type Template } from '../helpers/factories.ts';
 
 const db = useTestDatabase();
@@ -296,6 +297,37 @@ describe('statistics and totals', () => {
         first_archived_at: new Date('2026-04-15T00:00:00Z'),
       }),
     ]);
+  });
+
+  it("a batch's work does not grow with what its run archived before it (every batch shares archived_at)", async () => {
+    // Every batch of a run stamps the same archived_at (the run's now). The rollup once read the
+    // batch's tasks back by archived_at, so each batch reread every task its run had archived:
+    // counted here, a batch of 10 after 2,000 handled 2,000 rows more than the same batch with a
+    // stamp of its own. The archive's statistics are those of an empty archive, as at a run's start.
+    await insertFinishedGraphs(db.pool, {
+      named_task_uuid: template.named_task_uuid,
+      state: 'complete',
+      finishedAt: hoursBefore(NOW, 24 * 40),
+      count: 2_040,
+    });
+    await db.pool.query(`ANALYZE ${ARCHIVE_TABLES.join(', ')}`);
+    const batch = `SELECT tasks_archived FROM archive_completed_tasks(
+                     p_retention_days => 30, p_batch_size => $1, p_dry_run => false, p_now => $2)`;
+    await db.pool.query(batch, [2_000, NOW]);
+    const client = await db.connect();
+    try {
+      const work = async (now: Date) => {
+        await client.query(batch, [10, now]); // plans once; the count is of a warm call
+        const counted = await planWork<{ tasks_archived: number }>(client, batch, [10, now]);
+        expect(counted.rows[0]!.tasks_archived).toBe(10);
+        return counted.rowsHandled;
+      };
+      const sameStamp = await work(NOW);
+      const ownStamp = await work(new Date(NOW.getTime() + 1000));
+      expect(sameStamp - ownStamp).toBeLessThan(500);
+    } finally {
+      await client.end();
+    }
   });
 
   it('archiveTotals reads the monthly rollup: exact at any size, without scanning the archive', async () => {
