@@ -333,9 +333,9 @@ export const ArchiveSchema = z.strictObject({
     .int()
     .min(0)
     .max(60000)
-    .default(20)
+    .default(0)
     .describe(
-      'Milliseconds an archival run waits between batches, giving the live workload the I/O and locks back.',
+      'Milliseconds an archival run waits between batches, at least. 0 (the default): the next batch starts at once (a pause does not lower the p99 of the live workload, which the batches themselves set; duty_cycle_percent is the throttle, in proportion to the batches).',
     ),
   duty_cycle_percent: z
     .int()

@@ -60,7 +60,7 @@ describe('the run', () => {
       batch_size: 1000,
       max_batches: 1000,
       batch_statement_timeout_ms: 5000,
-      pause_between_batches_ms: 20,
+      pause_between_batches_ms: 0,
       duty_cycle_percent: 100,
       batch_target_ms: 500,
       policies: {
