@@ -49,8 +49,7 @@ import {
   runArchival,
 } from '../jobs/archive-finished-tasks.ts';
 import { loadConfig } from '../src/config/load.ts';
-import { withStatementTimeout } from '../src/db/pool.ts';
-import { archiveBatch } from '../src/db/queries/archive.ts';
+import { archiveBatch, runArchiveBatch } from '../src/db/queries/archive.ts';
 import { databaseNow } from '../src/db/queries/server.ts';
 import { silentLogger } from '../src/telemetry/logger.ts';
 import { RunObserver } from '../src/telemetry/run-events.ts';
@@ -422,12 +421,7 @@ async function batchBreakdown(
   };
   // the same batch size uninstrumented first, for scale
   uninstrumented = (
-    await timed(() =>
-      withStatementTimeout(db.pool, options.batch_statement_timeout_ms, async (c) => {
-        await c.query(`SELECT set_config('synchronous_commit', 'off', true)`);
-        return archiveBatch(c, batchParams);
-      }),
-    )
+    await timed(() => runArchiveBatch(db.pool, batchParams, options.batch_statement_timeout_ms))
   ).ms;
   const client = await db.pool.connect();
   const collect = (notice: { message?: string | undefined }) => {
@@ -450,8 +444,8 @@ async function batchBreakdown(
       g.wal += plan?.['WAL Bytes'] ?? 0;
       groups.set(name, g);
     };
-    // A foreign-key check's statement (SELECT ... FROM ONLY ...) runs inside its trigger: its time
-    // is counted with the trigger's (which the deleting statement reports), its buffers here.
+    // A foreign-key check's statement (SELECT ... FROM ONLY ...) runs inside its trigger, whose
+    // time the deleting statement reports (below); one that took 1 ms or more adds its buffers here.
     if (group === FOREIGN_KEY_CHECKS) add(group, 0, 0, report.Plan);
     else add(group, 1, report.Plan['Actual Total Time'] ?? 0, report.Plan);
     for (const t of report.Triggers ?? []) {
@@ -513,7 +507,12 @@ async function batchBreakdown(
       .sort((a, b) => b[1].ms - a[1].ms)
       .map(
         ([name, g]) =>
-          `${name}: ${Math.round(g.ms)} ms (${Math.round((100 * g.ms) / Math.max(1, total))} %), ${g.n} ${name === FOREIGN_KEY_CHECKS ? 'calls' : g.n === 1 ? 'statement' : 'statements'}; buffers hit ${g.hit}, read ${g.read} (${kb(g.read)}), dirtied ${g.dirtied}; WAL ${Math.round(g.wal / 1024)} kB`,
+          `${name}: ${Math.round(g.ms)} ms (${Math.round((100 * g.ms) / Math.max(1, total))} %)` +
+          (g.n === 0
+            ? ''
+            : name === FOREIGN_KEY_CHECKS
+              ? `, ${g.n} calls (their statements' buffers not counted)`
+              : `, ${g.n} ${g.n === 1 ? 'statement' : 'statements'}; buffers hit ${g.hit}, read ${g.read} (${kb(g.read)}), dirtied ${g.dirtied}; WAL ${Math.round(g.wal / 1024)} kB`),
       ),
     `COMMIT (synchronous_commit off: no wait for the WAL flush): ${commitMs.toFixed(1)} ms`,
   ];
