@@ -24,8 +24,8 @@ import {
   tasksInBoth,
 } from '../helpers/archive-factories.ts';
 import { resetTables, useTestDatabase } from '../helpers/db.ts';
-import { planWork } from '../helpers/plan-work.ts';
 import { hoursBefore, insertDlqEntry, insertTemplate, NOW, type Template } from '../helpers/factories.ts';
+import { planWork } from '../helpers/plan-work.ts';
 
 const db = useTestDatabase();
 let template: Template;
