@@ -26,6 +26,7 @@ const BENCH_SETTINGS = [
   'shared_buffers',
   'work_mem',
   'max_wal_size',
+  'wal_buffers',
   'synchronous_commit',
   'fsync',
   'autovacuum',
