@@ -304,7 +304,7 @@ describe('statistics and totals', () => {
   it("a batch's work does not grow with what its run archived before it (every batch shares archived_at)", async () => {
     // Every batch of a run stamps the same archived_at (the run's now). The rollup once read the
     // batch's tasks back by archived_at, so each batch reread every task its run had archived:
-    // counted here, a batch of 10 after 2,000 handled 2,000 rows more than the same batch with a
+    // counted here, a batch of 10 after 2,000 handled 4,101 rows more than the same batch with a
     // stamp of its own. The archive's statistics are those of an empty archive, as at a run's start.
     await insertFinishedGraphs(db.pool, {
       named_task_uuid: template.named_task_uuid,
