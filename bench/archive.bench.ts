@@ -56,6 +56,7 @@ import { RunObserver } from '../src/telemetry/run-events.ts';
 import { observeRun, recordRuns } from '../src/worker/observe.ts';
 import { insertFinishedGraphs, type TABLES } from '../test/helpers/archive-factories.ts';
 import { insertTemplate } from '../test/helpers/factories.ts';
+import { explainAsNotices } from '../test/helpers/plan-work.ts';
 import type { BenchDatabase, BenchServer } from './db.ts';
 import { timed } from './db.ts';
 
@@ -456,21 +457,15 @@ async function batchBreakdown(
     }
   };
   try {
-    await client.query(`LOAD 'auto_explain'`);
     // Statements of 1 ms or more: the foreign-key checks (tens of thousands of microsecond
     // statements, whose notices alone would triple the batch) are counted in their triggers' time.
-    for (const setting of [
+    await explainAsNotices(client, [
       'log_min_duration = 1',
-      'log_nested_statements = on',
       'log_analyze = on',
       'log_buffers = on',
       'log_wal = on',
       'log_triggers = on',
-      'log_format = json',
-      'log_level = notice',
-    ]) {
-      await client.query(`SET auto_explain.${setting}`);
-    }
+    ]);
     client.on('notice', collect);
     const t0 = performance.now();
     await client.query('BEGIN');

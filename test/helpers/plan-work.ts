@@ -35,6 +35,23 @@ function rowsHandled(node: PlanNode): number {
 }
 
 /**
+ * Loads auto_explain on `client` (a connection of its own: the settings stay on it) so that every
+ * statement it runs, those inside functions included, reports its plan as a JSON notice on the
+ * connection, with these auto_explain settings besides (e.g. 'log_analyze = on').
+ */
+export async function explainAsNotices(client: pg.ClientBase, settings: string[]): Promise<void> {
+  await client.query(`LOAD 'auto_explain'`);
+  for (const setting of [
+    'log_nested_statements = on',
+    'log_format = json',
+    'log_level = notice',
+    ...settings,
+  ]) {
+    await client.query(`SET auto_explain.${setting}`);
+  }
+}
+
+/**
  * Runs `sql` on `client` (a connection of its own: the auto_explain settings stay on it) and
  * counts its plans' work. Run it once before to count a warm call: a first call also plans.
  */
@@ -43,17 +60,7 @@ export async function planWork<R extends pg.QueryResultRow>(
   sql: string,
   params: unknown[],
 ): Promise<PlanWork<R>> {
-  await client.query(`LOAD 'auto_explain'`);
-  for (const setting of [
-    'log_min_duration = 0',
-    'log_nested_statements = on',
-    'log_analyze = on',
-    'log_timing = off',
-    'log_format = json',
-    'log_level = notice',
-  ]) {
-    await client.query(`SET auto_explain.${setting}`);
-  }
+  await explainAsNotices(client, ['log_min_duration = 0', 'log_analyze = on', 'log_timing = off']);
   const plans: PlanNode[] = [];
   const collect = (notice: { message?: string | undefined }) => {
     const text = notice.message ?? '';

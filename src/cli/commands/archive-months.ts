@@ -14,6 +14,14 @@ const month = z
   .string()
   .regex(/^\d{4}-(0[1-9]|1[0-2])$/, { error: 'expected a month as YYYY-MM, such as 2026-04' });
 const directory = z.string().min(1, { error: 'expected a directory' });
+/** --month, as export and drop take it. */
+const monthFlag = {
+  type: 'string',
+  placeholder: 'YYYY-MM',
+  required: true,
+  schema: month,
+  description: 'the month (UTC) of archived_at',
+} as const;
 
 /** lock_timeout and statement_timeout of each DETACH and DROP, in milliseconds. */
 const DROP_LOCK_TIMEOUT_MS = 1000;
@@ -25,13 +33,7 @@ export const archiveExportCommand: Command = {
     'Write one month of every archive table as Parquet files (DIR/<table>.parquet) with a manifest of row counts and checksums, verified by reading them back.',
   args: {
     flags: {
-      month: {
-        type: 'string',
-        placeholder: 'YYYY-MM',
-        required: true,
-        schema: month,
-        description: 'the month (UTC) of archived_at',
-      },
+      month: monthFlag,
       to: {
         type: 'string',
         placeholder: 'DIR',
@@ -64,13 +66,7 @@ export const archiveDropCommand: Command = {
     'Drop one month of the archive (its partitions, detached concurrently); refused for a month not exported and verified, or changed since, unless --force.',
   args: {
     flags: {
-      month: {
-        type: 'string',
-        placeholder: 'YYYY-MM',
-        required: true,
-        schema: month,
-        description: 'the month (UTC) of archived_at',
-      },
+      month: monthFlag,
       force: { type: 'boolean', description: 'drop it even if it was not exported and verified' },
     },
     positionals: [],
